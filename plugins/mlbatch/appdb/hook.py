@@ -1,0 +1,147 @@
+"""The app database hook: owns the connection and the dialect, nothing else.
+
+Aurora MySQL 8 in production, MariaDB 10.11 in tests, SQLite in the embedded stack. Everything
+above this hook (label sync, registry, publish) is the same code on each; the few statements
+that differ by dialect (guarded upsert) are built here with SQLAlchemy's dialect constructs,
+with bound parameters and quoted identifiers only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import make_url
+
+from mlbatch.appdb import schema
+from mlbatch.env import redact
+
+
+class AppDbHook:
+    def __init__(self, url: str):
+        self.url = url
+        self._engine: Engine | None = None
+
+    @property
+    def dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._create_engine()
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite":
+            engine = create_engine(url, connect_args={"timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")  # readers (status) never block the writer
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn: Connection) -> None:
+                # Take the write lock at BEGIN, so two writers queue instead of deadlocking.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is lazy).
+            @event.listens_for(engine, "connect")
+            def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None
+
+            return engine
+        if url.password is None and os.environ.get("MLBATCH_APPDB_PASSWORD"):
+            url = url.set(password=os.environ["MLBATCH_APPDB_PASSWORD"])
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            # local_infile: bulk loads of predictions (LOAD DATA LOCAL INFILE).
+            connect_args={"charset": "utf8mb4", "local_infile": True},
+        )
+
+    def __repr__(self) -> str:
+        return f"AppDbHook({redact(self.url)})"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def connect(self) -> Connection:
+        return self.engine.connect()
+
+    def ensure_schema(self, predictions: Iterable[tuple[str, str]] = ()) -> None:
+        """Create the shared tables and each model's predictions table if missing.
+
+        ``predictions`` holds (model name, key type) pairs. Existing tables are left as they are.
+        """
+        md = MetaData()
+        for table in schema.metadata.sorted_tables:
+            table.to_metadata(md)
+        for model, key_type in predictions:
+            schema.predictions_table(model, key_type, md)
+        md.create_all(self.engine, checkfirst=True)
+
+    def has_table(self, name: str) -> bool:
+        return inspect(self.engine).has_table(name)
+
+    def insert_statement(self, table: Table) -> Any:
+        return (mysql.insert if self.dialect == "mysql" else sqlite.insert)(table)
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: Sequence[dict[str, Any]],
+        *,
+        update: Sequence[str],
+        newer_than: str | None = None,
+    ) -> None:
+        """Insert rows; on a primary-key clash update ``update`` columns.
+
+        With ``newer_than`` (a column name), an existing row is replaced only when the new
+        row's value in that column is the same or greater: a backfill of an old day never
+        overwrites a newer prediction.
+        """
+        if not rows:
+            return
+        if self.dialect == "mysql":
+            stmt = mysql.insert(table)
+            new = stmt.inserted  # renders VALUES(col): MySQL 8.0 and MariaDB 10.11 both take it
+            if newer_than is None:
+                assignments = [(c, new[c]) for c in update]
+            else:
+                from sqlalchemy import func
+
+                fresh = new[newer_than] >= table.c[newer_than]
+                # MySQL applies assignments left to right: the guard column goes last so the
+                # others still compare against the old value.
+                ordered = [c for c in update if c != newer_than] + [newer_than]
+                assignments = [(c, func.if_(fresh, new[c], table.c[c])) for c in ordered]
+            conn.execute(stmt.on_duplicate_key_update(assignments), list(rows))
+        elif self.dialect == "sqlite":
+            stmt = sqlite.insert(table)
+            pk = [c.name for c in table.primary_key.columns]
+            where = None if newer_than is None else stmt.excluded[newer_than] >= table.c[newer_than]
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=pk, set_={c: stmt.excluded[c] for c in update}, where=where),
+                list(rows),
+            )
+        else:
+            raise NotImplementedError(f"app DB dialect {self.dialect!r} is not supported")
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

@@ -1,0 +1,120 @@
+"""The app database's tables (Aurora MySQL in production, SQLite embedded, MariaDB in tests).
+
+Defined once with SQLAlchemy Core so the DDL is generated for each dialect from one source;
+``sql/aurora/schema.sql`` is that DDL rendered for MySQL, kept in sync by a test.
+Keys are stored as text in the shared label table (a model's key may be an integer or a
+string); the per-model predictions table uses the key's real type so services can join on it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+metadata = MetaData()
+
+labels = Table(
+    "ml_labels",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("entity_key", String(255), primary_key=True),
+    Column("label", String(255), nullable=False),
+    Column("sync_id", String(100), nullable=False, comment="sync that last wrote this row"),
+    Column("updated_at", DateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+label_syncs = Table(
+    "ml_label_syncs",
+    metadata,
+    Column("sync_id", String(100), primary_key=True),
+    Column("model", String(64), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("rows_read", Integer, nullable=False, default=0),
+    Column("accepted", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("inserted", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("content_hash", String(64), nullable=False),
+    Column("verdict", String(32), nullable=False, comment="checked, blocked, applied, no_change"),
+    Column("message", Text),
+    Column("snapshot_uri", String(1024), comment="labels parquet this sync produced, if it changed any"),
+    Index("ix_ml_label_syncs_model", "model", "finished_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+label_history = Table(
+    "ml_label_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("entity_key", String(255), nullable=False),
+    Column("old_label", String(255), comment="NULL: the key was added"),
+    Column("new_label", String(255), comment="NULL: the key was deleted"),
+    Column("sync_id", String(100), nullable=False),
+    Column("changed_at", DateTime, nullable=False),
+    Index("ix_ml_label_history_key", "model", "entity_key"),
+    **MYSQL_TABLE_ARGS,
+)
+
+model_versions = Table(
+    "ml_model_versions",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("family", String(32), nullable=False),
+    Column("status", String(16), nullable=False, comment="candidate, production, rejected, retired"),
+    Column("metric", String(32), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("metrics_json", Text, nullable=False),
+    Column("artifact_uri", String(1024), nullable=False),
+    Column("lineage_json", Text, nullable=False),
+    Column("reason", Text, comment="why the gate promoted or rejected it"),
+    Column("created_at", DateTime, nullable=False),
+    Column("decided_at", DateTime),
+    Index("ix_ml_model_versions_status", "model", "status"),
+    **MYSQL_TABLE_ARGS,
+)
+
+publish_log = Table(
+    "ml_publish_log",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("ds", Date, primary_key=True),
+    Column("model_version", String(64), nullable=False),
+    Column("rows_published", Integer, nullable=False),
+    Column("checksum", String(64), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("published_at", DateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+
+def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
+    """``<model>_predictions``: one row per entity, from the newest day that scored it."""
+    return Table(
+        f"{model}_predictions",
+        md if md is not None else MetaData(),
+        Column("entity_key", BigInteger if key_type == "integer" else String(255), primary_key=True),
+        Column("ds", Date, nullable=False, comment="scoring day; an older day never replaces a newer"),
+        Column("model_version", String(64), nullable=False),
+        Column("label", String(255), nullable=False),
+        Column("score", Float, nullable=False),
+        Index(f"ix_{model}_predictions_ds", "ds"),
+        **MYSQL_TABLE_ARGS,
+    )

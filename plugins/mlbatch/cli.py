@@ -1,0 +1,202 @@
+"""The ``mlbatch`` command: run and debug a model's stages without Airflow, and the demo.
+
+Exit codes: 0 ok; 1 a gate blocked (the message names the check and the numbers);
+2 usage or spec error; 3 a stage failed for another reason (a job crashed, a server is down).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlbatch.env import Environment
+from mlbatch.spec import ModelSpec, SpecError, find_spec
+
+app = typer.Typer(
+    help="Scheduled batch ML on Airflow 3: labels, features, train, score, publish.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+labels_app = typer.Typer(help="Check and sync a model's label sheet.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+out = Console()
+err = Console(stderr=True)
+
+EXIT_GATE, EXIT_USAGE, EXIT_FAILED = 1, 2, 3
+
+
+def _spec(name_or_path: str, env: Environment) -> ModelSpec:
+    try:
+        return find_spec(name_or_path, env.specs_dir)
+    except SpecError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def run(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name in dags/specs.")],
+    ds: Annotated[str, typer.Option(help="The day to run, YYYY-MM-DD.")],
+    stage: Annotated[
+        list[str] | None, typer.Option(help="labels, unload, train, score, publish, export; repeatable.")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id (default cli__DS); a new one redoes finished steps.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a model's stages for one day, in order, with the code the DAG tasks run."""
+    from mlbatch.gates import GateFailed
+    from mlbatch.stages import STAGES, steps
+    from mlbatch.stages.context import RunContext
+
+    _logging(verbose)
+    env = Environment.from_env()
+    model = _spec(spec, env)
+    chosen = stage or list(STAGES)
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown:
+        err.print(f"error: unknown stage {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        ctx = RunContext(env=env, spec=model, ds=ds, run_id=run_id or f"cli__{ds}")
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    for name, thunk in steps(ctx, chosen):
+        try:
+            result = thunk()
+        except GateFailed as exc:
+            err.print(f"[red]{name}: {exc}[/red]", highlight=False)
+            raise typer.Exit(EXIT_GATE) from None
+        except Exception as exc:  # noqa: BLE001 - the CLI reports any stage failure the same way
+            err.print(f"[red]{name} failed:[/red] {type(exc).__name__}: {exc}", highlight=False)
+            if verbose:
+                err.print_exception()
+            raise typer.Exit(EXIT_FAILED) from None
+        out.print(f"[green]ok[/green] {model.name} {ctx.ds} {name}: {_short(result)}", highlight=False)
+
+
+def _short(result: Any) -> str:
+    if isinstance(result, dict):
+        return ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, list | dict))
+    return str(result)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Labels, production model, latest predictions and export of every model."""
+    from mlbatch.status import collect
+
+    env = Environment.from_env()
+    try:
+        report = collect(env)
+    except SpecError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    table = Table("model", "labels", "production model", "predictions", "export")
+    for m in report["models"]:
+        lab, prod, pred, exp = m["labels"], m["production_model"], m["predictions"], m["export"]
+        table.add_row(
+            m["name"],
+            f"{lab['rows']:,} (sync {lab['sync_id']})" if lab else "-",
+            f"{prod['version']} {prod['metric']}={prod['value']:.4f}" if prod else "-",
+            f"{pred['rows']:,} on {pred['latest_ds']}" if pred else "-",
+            f"{exp['rows']:,} on {exp['latest_ds']}" if exp else "-",
+        )
+    out.print(table)
+
+
+@labels_app.command("check")
+def labels_check(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    file: Annotated[Path, typer.Option(help="CSV export of the label sheet.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    max_invalid_fraction: Annotated[float | None, typer.Option(help="Override the spec's threshold.")] = None,
+) -> None:
+    """Check a sheet export against the spec without touching any database (exit 1 if blocked)."""
+    from mlbatch.labels.check import LabelFileError, check_labels, read_csv
+
+    env = Environment.from_env()
+    model = _spec(spec, env)
+    try:
+        header, rows = read_csv(file)
+    except (LabelFileError, OSError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    threshold = model.labels.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction
+    report = check_labels(
+        header,
+        rows,
+        model=model.name,
+        key_column=model.labels.columns.key,
+        label_column=model.labels.columns.label,
+        classes=model.labels.classes,
+        key_type=model.entity.type,
+        max_invalid_fraction=threshold,
+    )
+    if as_json:
+        print(json.dumps(report.to_contract(), indent=2, ensure_ascii=False))
+    else:
+        for r in report.rejected:
+            out.print(f"row {r.row}: {report.verdicts.get(r.row, r.reason)}", highlight=False)
+        out.print(report.message, highlight=False)
+    if report.blocked:
+        raise typer.Exit(EXIT_GATE)
+
+
+@app.command()
+def sql(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    ds: Annotated[str, typer.Option(help="The day, YYYY-MM-DD.")],
+) -> None:
+    """Print the Redshift and Aurora statements production would run for the day (runs nothing)."""
+    from mlbatch.statements import production_statements
+
+    env = Environment.from_env()
+    model = _spec(spec, env)
+    try:
+        for title, text in production_statements(model, ds):
+            print(f"-- {title}\n{text.rstrip()};\n")
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def demo(
+    ds: Annotated[str, typer.Option(help="The day the demo runs.")] = "2026-11-22",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Airflow's task logs.")] = False,
+) -> None:
+    """Run every spec through the real Airflow DAGs for one day on the embedded stack."""
+    from mlbatch.demo import run_demo
+
+    code = run_demo(ds, verbose=verbose, console=out)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

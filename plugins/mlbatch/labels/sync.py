@@ -1,0 +1,85 @@
+"""Apply a checked label sheet to the app DB: only the difference, in one transaction.
+
+Rows are compared with what the table holds; inserts, updates and deletes are written together
+with a history row per changed key and the sync's log row, or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, select, update
+
+from mlbatch.appdb import schema
+
+
+@dataclass
+class LabelDiff:
+    inserts: dict[str, str] = field(default_factory=dict)
+    updates: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (old, new)
+    deletes: dict[str, str] = field(default_factory=dict)  # key -> old
+
+    @property
+    def changed(self) -> int:
+        return len(self.inserts) + len(self.updates) + len(self.deletes)
+
+    def summary(self) -> dict[str, int]:
+        return {"inserted": len(self.inserts), "updated": len(self.updates), "deleted": len(self.deletes)}
+
+
+def labels_hash(labels: dict[str, str]) -> str:
+    """Content hash of a label set: the same labels give the same hash, whatever the row order."""
+    return hashlib.sha256(json.dumps(sorted(labels.items()), ensure_ascii=False).encode()).hexdigest()
+
+
+def current_labels(conn: Connection, model: str) -> dict[str, str]:
+    t = schema.labels
+    rows = conn.execute(select(t.c.entity_key, t.c.label).where(t.c.model == model))
+    return {k: v for k, v in rows}
+
+
+def diff(current: dict[str, str], desired: dict[str, str]) -> LabelDiff:
+    d = LabelDiff()
+    for key, label in desired.items():
+        old = current.get(key)
+        if old is None:
+            d.inserts[key] = label
+        elif old != label:
+            d.updates[key] = (old, label)
+    d.deletes = {k: v for k, v in current.items() if k not in desired}
+    return d
+
+
+def apply(conn: Connection, model: str, d: LabelDiff, sync_id: str, now: datetime, chunk: int = 5000) -> None:
+    """Write the diff and its history inside the caller's transaction."""
+    t, h = schema.labels, schema.label_history
+    deletes = list(d.deletes)
+    for i in range(0, len(deletes), chunk):
+        conn.execute(delete(t).where(t.c.model == model, t.c.entity_key.in_(deletes[i : i + chunk])))
+    if d.inserts:
+        conn.execute(
+            t.insert(),
+            [
+                {"model": model, "entity_key": k, "label": v, "sync_id": sync_id, "updated_at": now}
+                for k, v in d.inserts.items()
+            ],
+        )
+    if d.updates:
+        from sqlalchemy import bindparam
+
+        stmt = (
+            update(t)
+            .where(t.c.model == model, t.c.entity_key == bindparam("k"))
+            .values(label=bindparam("new"), sync_id=sync_id, updated_at=now)
+        )
+        conn.execute(stmt, [{"k": k, "new": new} for k, (_old, new) in d.updates.items()])
+    history = (
+        [{"entity_key": k, "old_label": None, "new_label": v} for k, v in d.inserts.items()]
+        + [{"entity_key": k, "old_label": o, "new_label": n} for k, (o, n) in d.updates.items()]
+        + [{"entity_key": k, "old_label": o, "new_label": None} for k, o in d.deletes.items()]
+    )
+    if history:
+        conn.execute(h.insert(), [{**r, "model": model, "sync_id": sync_id, "changed_at": now} for r in history])

@@ -1,0 +1,24 @@
+"""Job launchers: run a ``jobs/`` entrypoint somewhere and wait for it.
+
+One interface (:class:`~mlbatch.launchers.base.Launcher`), several backends: a local process
+(embedded stack), Docker (tests, development), ECS RunTask (production).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlbatch.launchers.base import JobFailed, JobId, JobRequest, JobResult, Launcher
+
+if TYPE_CHECKING:
+    from mlbatch.env import Environment
+
+__all__ = ["JobFailed", "JobId", "JobRequest", "JobResult", "Launcher", "get_launcher"]
+
+
+def get_launcher(kind: str, env: Environment) -> Launcher:
+    if kind == "local":
+        from mlbatch.launchers.local import LocalProcessLauncher
+
+        return LocalProcessLauncher(env.store)
+    raise ValueError(f"MLBATCH_LAUNCHER={kind!r} is not one of: local")

@@ -1,0 +1,242 @@
+"""One model = one YAML spec, validated here.
+
+A bad spec fails loudly and early: at DAG import (an import error for that model's DAG file
+only) and in the CLI (exit 2). :class:`SpecError` names the file, the field and what is wrong.
+This module imports nothing heavy: it runs on every DAG parse.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# MySQL identifiers are at most 64 characters; `<name>_predictions` must fit.
+MODEL_NAME = r"^[a-z][a-z0-9_]{0,51}$"
+COLUMN_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_SCHEDULE_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+
+BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")
+MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
+LOWER_IS_BETTER = frozenset({"log_loss"})
+
+Identifier = Annotated[str, Field(pattern=COLUMN_NAME)]
+
+
+class SpecError(ValueError):
+    """A spec file is invalid. ``str()`` names the file, each bad field and why."""
+
+    def __init__(self, path: str | Path, problems: list[tuple[str, str]]):
+        self.path = str(path)
+        self.problems = problems
+        lines = [f"{field}: {msg}" if field else msg for field, msg in problems]
+        super().__init__(f"invalid model spec {self.path}:\n  " + "\n  ".join(lines))
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors: a typo in a threshold must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_schedule(value: str | None) -> str | None:
+    if value is None or value in _SCHEDULE_PRESETS:
+        return value
+    fields = value.split()
+    if len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields):
+        return value
+    raise ValueError(f"{value!r} is neither a preset ({', '.join(sorted(_SCHEDULE_PRESETS))}) nor a 5-field cron")
+
+
+class Entity(_Strict):
+    key: Identifier = Field(description="Entity key column, in the warehouse and in predictions.")
+    type: Literal["integer", "string"] = Field("integer", description="Type of the key values.")
+
+
+class SheetSource(_Strict):
+    sheet: str = Field(min_length=10, description="Google spreadsheet key (from its URL).")
+    worksheet: str = Field("labels", min_length=1, description="Worksheet (tab) title.")
+    conn_id: str = Field("google_cloud_default", description="Airflow connection holding the service account JSON.")
+
+
+class FileSource(_Strict):
+    file: str = Field(
+        min_length=1,
+        description="CSV export of the sheet; a relative path is under MLBATCH_HOME (the demo writes it).",
+    )
+
+
+class LabelColumns(_Strict):
+    key: str = Field(min_length=1, description="Sheet header of the key column.")
+    label: str = Field(min_length=1, description="Sheet header of the label column.")
+
+
+class Labels(_Strict):
+    source: SheetSource | FileSource = Field(description="Where analysts keep the labels.")
+    columns: LabelColumns
+    classes: list[str] = Field(min_length=2, description="Allowed labels; matched case-insensitively.")
+    max_invalid_fraction: float = Field(
+        0.02, ge=0, le=1, description="Above this share of rejected rows the sync is blocked and writes nothing."
+    )
+    max_delete_fraction: float = Field(
+        0.2, ge=0, le=1, description="A sync deleting more than this share of current labels is blocked."
+    )
+    min_rows: int = Field(100, ge=1, description="Fewest accepted labels the labels gate lets through.")
+    write_back: str | None = Field(None, description="Sheet column that receives each row's verdict.")
+    schedule: str | None = Field("@hourly", description="How often the sheet is synced.")
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v: list[str]) -> list[str]:
+        folded = [c.strip().casefold() for c in v]
+        if any(not c for c in folded):
+            raise ValueError("class names must not be blank")
+        if len(set(folded)) != len(folded):
+            raise ValueError("class names must be distinct (compared case-insensitively)")
+        return [c.strip() for c in v]
+
+
+class FeatureChecks(_Strict):
+    min_rows: int = Field(1000, ge=1, description="Fewest rows an unload may return.")
+    max_null_fraction: float = Field(0.05, ge=0, le=1, description="Highest null share allowed in any column.")
+
+
+class Features(_Strict):
+    training_sql: str = Field(description="Redshift SQL (Jinja) for training rows, relative to the project root.")
+    scoring_sql: str = Field(description="Redshift SQL (Jinja) for the day's scoring rows.")
+    params: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Values passed to the SQL templates (rendered as SQL literals)."
+    )
+    checks: FeatureChecks = Field(default_factory=FeatureChecks)
+
+
+class Gate(_Strict):
+    metric: str = Field("roc_auc", description="Held-out metric that decides promotion.")
+    min: float = Field(description="Lowest acceptable value (highest, for log_loss).")
+    max_regression: float = Field(
+        0.01, ge=0, description="How much worse than the production model a candidate may be."
+    )
+
+
+class Resources(_Strict):
+    gpu: int = Field(0, ge=0, le=8)
+    vcpu: float = Field(2, gt=0)
+    memory_gib: float = Field(4, gt=0)
+
+
+class Train(_Strict):
+    schedule: str | None = Field("@monthly", description="Retraining schedule.")
+    family: Literal["xgboost", "torch_mlp", "torch_text"] = Field(description="Model family in jobs/families.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
+    gate: Gate
+    resources: Resources = Field(default_factory=Resources)
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
+
+
+class Score(_Strict):
+    schedule: str | None = Field("@daily", description="Scoring schedule.")
+    shards: int = Field(1, ge=1, le=256, description="Scoring jobs per run, one per manifest shard.")
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=MODEL_NAME, description="Model id: DAG ids, table names, object prefixes.")
+    owner: str = Field(min_length=1, description="Team or person answering for the model.")
+    description: str = Field("", description="Shown in the DAGs' docs.")
+    entity: Entity
+    labels: Labels
+    features: Features
+    train: Train
+    score: Score = Field(default_factory=Score)
+
+    # Where the spec was loaded from; relative SQL paths resolve against `root`.
+    path: Path | None = Field(None, exclude=True)
+    root: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> ModelSpec:
+        allowed = BINARY_METRICS if self.is_binary else MULTICLASS_METRICS
+        if self.train.gate.metric not in allowed:
+            kind = "binary" if self.is_binary else "multiclass"
+            raise ValueError(
+                f"train.gate.metric {self.train.gate.metric!r} does not fit a {kind} model "
+                f"({len(self.labels.classes)} classes); use one of {', '.join(allowed)}"
+            )
+        return self
+
+    @property
+    def is_binary(self) -> bool:
+        return len(self.labels.classes) == 2
+
+    @property
+    def predictions_table(self) -> str:
+        return f"{self.name}_predictions"
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else (self.root or Path.cwd()) / p
+
+
+def _project_root(spec_path: Path) -> Path:
+    for parent in spec_path.resolve().parents:
+        if (parent / "sql").is_dir():
+            return parent
+    return spec_path.resolve().parent
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate one spec file, or raise :class:`SpecError`."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(path, [("", "file not found")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(path, [("", f"not valid YAML: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise SpecError(path, [("", "expected a mapping of fields at the top level")])
+    for reserved in ("path", "root"):
+        if reserved in raw:
+            raise SpecError(path, [(reserved, "extra inputs are not permitted")])
+    try:
+        spec = ModelSpec.model_validate({**raw, "path": path.resolve(), "root": _project_root(path)})
+    except ValidationError as exc:
+        raise SpecError(path, _problems(exc)) from None
+    if spec.name != path.stem:
+        raise SpecError(path, [("name", f"{spec.name!r} must match the file name {path.stem!r}")])
+    return spec
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        # Drop union-branch names (e.g. "FileSource") that pydantic puts in the location.
+        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see docs/spec.md)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        problems.append((".".join(loc), msg.removeprefix("Value error, ")))
+    return problems
+
+
+def find_spec(name_or_path: str, specs_dir: Path) -> ModelSpec:
+    """SPEC on the command line: a path to a YAML file, or a model name in ``specs_dir``."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return load_spec(candidate)
+    if not re.match(MODEL_NAME, name_or_path):
+        raise SpecError(name_or_path, [("", "not a spec file and not a valid model name")])
+    return load_spec(specs_dir / f"{name_or_path}.yaml")
+
+
+def load_all(specs_dir: Path) -> list[ModelSpec]:
+    return [load_spec(p) for p in sorted(specs_dir.glob("*.yaml"))]

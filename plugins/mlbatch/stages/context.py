@@ -1,0 +1,75 @@
+"""What every stage function receives: the model, the day, the run, and the environment.
+
+Stage functions are plain Python called by the Airflow tasks and by ``mlbatch run`` alike.
+Everything a run writes lives under keys derived from (model, ds, run), so a later task of the
+same run, a retry, or a later CLI invocation finds it without passing data through XCom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from mlbatch.env import Environment
+from mlbatch.spec import ModelSpec
+
+Purpose = str  # "train" or "score"
+
+
+def check_ds(ds: str) -> str:
+    try:
+        return date.fromisoformat(ds).isoformat()
+    except ValueError:
+        raise ValueError(f"ds {ds!r} is not a date in YYYY-MM-DD form") from None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    env: Environment
+    spec: ModelSpec
+    ds: str
+    run_id: str
+    dag_id: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ds", check_ds(self.ds))
+
+    @property
+    def model(self) -> str:
+        return self.spec.name
+
+    @property
+    def run_key(self) -> str:
+        """The run as a path segment: readable, and unique even after unsafe characters go."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "", self.run_id)[:60]
+        return f"{safe}-{hashlib.sha256(self.run_id.encode()).hexdigest()[:6]}"
+
+    # Object keys of everything a run writes, in the bucket's layout (DESIGN.md).
+    def unload_prefix(self, purpose: Purpose) -> str:
+        return f"unload/{self.model}/{purpose}/{self.ds}/{self.run_key}/"
+
+    def manifest_key(self, purpose: Purpose) -> str:
+        return self.unload_prefix(purpose) + "manifest"
+
+    def predictions_prefix(self) -> str:
+        return f"predictions/{self.model}/{self.ds}/{self.run_key}/"
+
+    def shard_key(self, shard: int) -> str:
+        return f"{self.predictions_prefix()}part-{shard:04d}.parquet"
+
+    def state_key(self, name: str) -> str:
+        return f"runs/{self.model}/{self.ds}/{self.run_key}/{name}.json"
+
+    def save_state(self, name: str, value: dict[str, Any]) -> None:
+        self.env.store.put_json(self.state_key(name), value)
+
+    def load_state(self, name: str, hint: str) -> dict[str, Any]:
+        key = self.state_key(name)
+        if not self.env.store.exists(key):
+            raise RuntimeError(
+                f"{self.model} {self.ds}: no {name} result for run {self.run_id!r} ({self.env.store.uri(key)}); {hint}"
+            )
+        return self.env.store.get_json(key)

@@ -1,0 +1,151 @@
+"""Train stage: launch the training job, register the version, gate its promotion.
+
+A version is named by the day and a hash of what determines the model (label snapshot, query,
+family, parameters, code version): the same inputs give the same version, so a rerun registers
+nothing new and a retry finds the job's success marker instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from mlbatch import __version__, gates, registry
+from mlbatch.features.sql import render_spec_query
+from mlbatch.launchers import JobId, JobRequest
+from mlbatch.spec import LOWER_IS_BETTER
+from mlbatch.stages.context import RunContext
+from mlbatch.stages.labels import latest_snapshot
+
+SEED = 7
+
+
+def code_version() -> str:
+    return os.environ.get("MLBATCH_CODE_VERSION", __version__)
+
+
+def model_prefix(ctx: RunContext, version: str) -> str:
+    return f"models/{ctx.model}/{version}/"
+
+
+def train(ctx: RunContext) -> dict[str, Any]:
+    spec, store = ctx.spec, ctx.env.store
+    labels = latest_snapshot(ctx)
+    manifest_uri = store.uri(ctx.manifest_key("train"))
+    query = render_spec_query(spec, "training", ctx.ds)
+    determinants = {
+        "labels": labels["sync_id"],
+        "query": hashlib.sha256(query.encode()).hexdigest(),
+        "family": spec.train.family,
+        "params": spec.train.params,
+        "code": code_version(),
+        "seed": SEED,
+    }
+    digest = hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()[:8]
+    version = f"{ctx.ds.replace('-', '')}-{digest}"
+    prefix = model_prefix(ctx, version)
+    lineage = {
+        "model": spec.name,
+        "version": version,
+        "ds": ctx.ds,
+        "run_id": ctx.run_id,
+        "label_sync_id": labels["sync_id"],
+        "labels_uri": labels["uri"],
+        "features_manifest": manifest_uri,
+        "query_sha256": determinants["query"],
+        "code_version": code_version(),
+        "spec": str(spec.path),
+    }
+    config = {
+        "model": spec.name,
+        "version": version,
+        "entity_key": spec.entity.key,
+        "classes": spec.labels.classes,
+        "family": spec.train.family,
+        "params": spec.train.params,
+        "metric": spec.train.gate.metric,
+        "seed": SEED,
+        "lineage": lineage,
+    }
+    config_uri = store.put_json(prefix + "job_config.json", config)
+    request = JobRequest(
+        job_id=JobId(ctx.dag_id or f"{spec.name}__train", "train", ctx.run_id),
+        module="jobs.train",
+        args=[
+            "--config",
+            config_uri,
+            "--features",
+            manifest_uri,
+            "--labels",
+            labels["uri"],
+            "--output",
+            store.uri(prefix),
+        ],
+        success_uri=store.uri(prefix + "_SUCCESS"),
+        gpu=spec.train.resources.gpu,
+        vcpu=spec.train.resources.vcpu,
+        memory_gib=spec.train.resources.memory_gib,
+        env={"MLBATCH_CODE_VERSION": code_version()},
+    )
+    result = ctx.env.launcher.run(request)
+    state = {"version": version, "artifact_uri": store.uri(prefix), "reused": result.reused}
+    ctx.save_state("train", state)
+    return state
+
+
+def register(ctx: RunContext) -> dict[str, Any]:
+    st = ctx.load_state("train", "run the train stage first")
+    store, gate = ctx.env.store, ctx.spec.train.gate
+    prefix = store.key(st["artifact_uri"])
+    metrics = store.get_json(prefix + "metrics.json")
+    if gate.metric not in metrics:
+        raise KeyError(f"{st['artifact_uri']}metrics.json has no {gate.metric!r} (the spec's gate metric)")
+    ctx.env.appdb.ensure_schema()
+    mv = registry.register(
+        ctx.env.appdb,
+        {
+            "model": ctx.model,
+            "version": st["version"],
+            "family": ctx.spec.train.family,
+            "metric": gate.metric,
+            "value": metrics[gate.metric],
+            "metrics": metrics,
+            "artifact_uri": st["artifact_uri"],
+            "lineage": store.get_json(prefix + "lineage.json"),
+        },
+    )
+    return {"version": mv.version, "status": mv.status, gate.metric: mv.value}
+
+
+def model_gate(ctx: RunContext) -> dict[str, Any]:
+    """Promote the candidate if it clears the spec's bar and does not regress production."""
+    st = ctx.load_state("train", "run the train stage first")
+    db, gate = ctx.env.appdb, ctx.spec.train.gate
+    with db.connect() as conn:
+        cand = registry.get(conn, ctx.model, st["version"])
+    if cand is None:
+        raise LookupError(f"{ctx.model} version {st['version']} is not registered; run register first")
+    prod = registry.production(db, ctx.model)
+    lower = gate.metric in LOWER_IS_BETTER
+    bound = gates.at_most if lower else gates.at_least
+    checks = [bound(gate.metric, cand.value, gate.min, f"candidate {cand.version}")]
+    if prod is not None and prod.version != cand.version:
+        allowed = prod.value + gate.max_regression if lower else prod.value - gate.max_regression
+        checks.append(
+            bound(
+                f"{gate.metric}_vs_production",
+                cand.value,
+                allowed,
+                f"production {prod.version} has {prod.value:.4f}, max_regression {gate.max_regression}",
+            )
+        )
+    try:
+        summary = gates.evaluate(f"{ctx.model}.model", checks)
+    except gates.GateFailed as exc:
+        registry.decide(db, ctx.model, cand.version, "rejected", str(exc))
+        raise
+    if cand.status != "production":
+        registry.decide(db, ctx.model, cand.version, "production", "; ".join(c.line() for c in checks))
+    return {"version": cand.version, "promoted": True, gate.metric: cand.value, "passed": summary["passed"]}

@@ -1,0 +1,58 @@
+"""The statements production runs for a model and day, as text: what ``mlbatch sql`` prints.
+
+Nothing here runs anything. Bucket and role come from ``MLBATCH_S3_BUCKET`` and
+``MLBATCH_REDSHIFT_IAM_ROLE`` when set, else they are shown as placeholders.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import CreateTable
+
+from mlbatch.appdb import schema
+from mlbatch.features.sql import render_spec_query, unload_statement
+from mlbatch.spec import ModelSpec
+from mlbatch.stages.context import check_ds
+
+
+def _bucket() -> str:
+    return os.environ.get("MLBATCH_S3_BUCKET", "<MLBATCH_S3_BUCKET>")
+
+
+def _role() -> str:
+    return os.environ.get("MLBATCH_REDSHIFT_IAM_ROLE", "arn:aws:iam::<account>:role/<MLBATCH_REDSHIFT_IAM_ROLE>")
+
+
+def export_statements(spec: ModelSpec, ds: str) -> list[str]:
+    """Replace the day in Redshift in one transaction, then count it for reconciliation."""
+    table = f"ml_exports.{spec.name}_predictions"
+    day = date.fromisoformat(ds).isoformat()  # validated: the only value pasted into the text
+    return [
+        "BEGIN",
+        f"DELETE FROM {table} WHERE ds = '{day}'",
+        f"COPY {table} FROM 's3://{_bucket()}/export/{spec.name}/{day}/' IAM_ROLE '{_role()}' FORMAT AS PARQUET",
+        "COMMIT",
+        f"SELECT COUNT(*) FROM {table} WHERE ds = '{day}'",
+    ]
+
+
+def aurora_ddl(spec: ModelSpec | None = None) -> list[str]:
+    tables = list(schema.metadata.sorted_tables)
+    if spec is not None:
+        tables.append(schema.predictions_table(spec.name, spec.entity.type))
+    return [str(CreateTable(t).compile(dialect=mysql.dialect())).strip() for t in tables]
+
+
+def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
+    ds = check_ds(ds)
+    out = []
+    for stage, purpose in (("training", "train"), ("scoring", "score")):
+        query = render_spec_query(spec, stage, ds)
+        prefix = f"s3://{_bucket()}/unload/{spec.name}/{purpose}/{ds}/<run>/"
+        out.append((f"Redshift: UNLOAD {stage} features", unload_statement(query, s3_prefix=prefix, iam_role=_role())))
+    out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
+    out.append((f"Aurora: {spec.predictions_table}", aurora_ddl(spec)[-1]))
+    return out

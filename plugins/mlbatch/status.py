@@ -1,0 +1,63 @@
+"""What ``mlbatch status`` reports: per model, its labels, production model, predictions, export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from mlbatch import registry
+from mlbatch.appdb import schema
+from mlbatch.env import Environment
+from mlbatch.spec import ModelSpec, load_all
+
+
+def _labels(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
+    s, lab = schema.label_syncs, schema.labels
+    with env.appdb.connect() as conn:
+        sync = conn.execute(
+            select(s.c.sync_id, s.c.finished_at)
+            .where(s.c.model == spec.name, s.c.verdict.in_(["applied", "no_change"]))
+            .order_by(s.c.finished_at.desc(), s.c.sync_id.desc())
+            .limit(1)
+        ).first()
+        if sync is None:
+            return None
+        rows = conn.execute(select(func.count()).select_from(lab).where(lab.c.model == spec.name)).scalar()
+    return {"sync_id": sync.sync_id, "rows": rows, "synced_at": sync.finished_at.isoformat() + "Z"}
+
+
+def _predictions(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
+    p = schema.publish_log
+    with env.appdb.connect() as conn:
+        row = conn.execute(
+            select(p.c.ds, p.c.rows_published).where(p.c.model == spec.name).order_by(p.c.ds.desc()).limit(1)
+        ).first()
+    return {"latest_ds": row.ds.isoformat(), "rows": row.rows_published} if row else None
+
+
+def _export(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
+    table = f"ml_exports.{spec.name}_predictions"
+    latest = env.warehouse.latest_day(table)
+    if latest is None:
+        return None
+    return {"latest_ds": latest, "rows": env.warehouse.count_day(table, latest)}
+
+
+def collect(env: Environment) -> dict[str, Any]:
+    models = []
+    have_db = env.appdb.has_table(schema.label_syncs.name)
+    for spec in load_all(env.specs_dir):
+        prod = registry.production(env.appdb, spec.name) if have_db else None
+        models.append(
+            {
+                "name": spec.name,
+                "labels": _labels(env, spec) if have_db else None,
+                "production_model": {"version": prod.version, "metric": prod.metric, "value": prod.value}
+                if prod
+                else None,
+                "predictions": _predictions(env, spec) if have_db else None,
+                "export": _export(env, spec),
+            }
+        )
+    return {"models": models}

@@ -1,0 +1,316 @@
+"""The embedded Redshift stand-in: a DuckDB file that runs Redshift SQL and unloads like UNLOAD.
+
+:meth:`DuckDBWarehouse.unload` is the local twin of ``UNLOAD ... FORMAT AS PARQUET PARALLEL ON
+MANIFEST VERBOSE``: the Redshift query is transpiled with sqlglot, its rows stream out of DuckDB
+in Arrow batches, ``slices`` writer threads each write ``<prefix>NNNN_part_MM.parquet`` files,
+and the manifest goes last, in Redshift's format, so a reader that sees it sees every part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlbatch.features.manifest import Column, ColumnType, Entry, EntryMeta, Manifest, Schema
+from mlbatch.features.sql import to_duckdb
+from mlbatch.store import ObjectStore, filesystem_for
+
+# Rows per batch handed to a slice: small enough that a modest result still spreads over the
+# slices (20k rows -> 3 slices), while each slice gathers ROW_GROUP_ROWS before writing.
+BATCH_ROWS = 8_192
+ROW_GROUP_ROWS = 65_536
+_QUEUE_DEPTH = 4  # batches waiting per slice: bounds memory at slices x depth x batch
+
+_NAMED_TYPES = {
+    pa.bool_(): "boolean",
+    pa.int8(): "smallint",
+    pa.int16(): "smallint",
+    pa.int32(): "integer",
+    pa.int64(): "bigint",
+    pa.uint8(): "smallint",
+    pa.uint16(): "integer",
+    pa.uint32(): "bigint",
+    pa.float16(): "real",
+    pa.float32(): "real",
+    pa.float64(): "double precision",
+    pa.string(): "character varying",
+    pa.large_string(): "character varying",
+    pa.date32(): "date",
+    pa.time64("us"): "time without time zone",
+}
+
+
+class UnloadError(RuntimeError):
+    """An unload could not run; the message names the prefix or file."""
+
+
+def redshift_type(arrow_type: pa.DataType) -> dict[str, Any]:
+    """The manifest's ``type`` for an Arrow type, with Redshift's type names."""
+    if arrow_type in _NAMED_TYPES:
+        return {"base": _NAMED_TYPES[arrow_type]}
+    if pa.types.is_decimal(arrow_type):
+        return {"base": "numeric", "precision": arrow_type.precision, "scale": arrow_type.scale}
+    if pa.types.is_timestamp(arrow_type):
+        return {"base": "timestamp with time zone" if arrow_type.tz else "timestamp without time zone"}
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return {"base": "varbyte"}
+    raise UnloadError(f"no Redshift type for Arrow type {arrow_type}")
+
+
+@dataclass
+class _Part:
+    key: str
+    rows: int
+    size: int = 0
+
+
+class _SliceWriter:
+    """Writes one slice's batches to ``<prefix>SSSS_part_PP.parquet``, a new part per
+    ``max_rows`` rows, one row group per ``ROW_GROUP_ROWS`` rows."""
+
+    def __init__(self, store: ObjectStore, prefix: str, slice_no: int, schema: pa.Schema, max_rows: int):
+        self.store, self.prefix, self.slice_no = store, prefix, slice_no
+        self.schema, self.max_rows = schema, max_rows
+        self.parts: list[_Part] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._sink: Any = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def _open(self) -> None:
+        key = f"{self.prefix}{self.slice_no:04d}_part_{len(self.parts):02d}.parquet"
+        fs, path = filesystem_for(self.store.uri(key))
+        if self.store.is_local:
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        self._sink = fs.open_output_stream(path)
+        self._writer = pq.ParquetWriter(self._sink, self.schema, compression="snappy")
+        self.parts.append(_Part(key, 0))
+
+    def _flush(self) -> None:
+        if self._pending:
+            assert self._writer is not None
+            self._writer.write_table(pa.Table.from_batches(self._pending, self.schema))
+            self._pending, self._pending_rows = [], 0
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._flush()
+            self._writer.close()
+            self._sink.close()
+            fs, path = filesystem_for(self.store.uri(self.parts[-1].key))
+            self.parts[-1].size = fs.get_file_info(path).size
+            self._writer = self._sink = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        while batch.num_rows:
+            if self._writer is None:
+                self._open()
+            part = self.parts[-1]
+            take = min(batch.num_rows, self.max_rows - part.rows)
+            self._pending.append(batch.slice(0, take))
+            self._pending_rows += take
+            part.rows += take
+            batch = batch.slice(take)
+            if self._pending_rows >= ROW_GROUP_ROWS:
+                self._flush()
+            if part.rows >= self.max_rows:
+                self._close()
+
+    def run(self, inbox: queue.Queue[pa.RecordBatch | None]) -> list[_Part]:
+        try:
+            while (batch := inbox.get()) is not None:
+                self.write(batch)
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the first error, not the cleanup's
+                if self._writer is not None:
+                    self._writer.close()
+                    self._sink.close()
+            raise
+        self._close()
+        return self.parts
+
+
+class DuckDBWarehouse:
+    """A DuckDB file standing in for Redshift; connections last one call (no held file lock)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.path.exists():
+            raise UnloadError(f"warehouse file {self.path} does not exist (build it first)")
+        return duckdb.connect(str(self.path), read_only=read_only)
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        """Run one DuckDB statement (DDL, DML) with optional ``?`` parameters."""
+        with self._connect(read_only=False) as con:
+            con.execute(sql, params or [])
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """Rows of a small DuckDB query (counts, checks)."""
+        with self._connect(read_only=True) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def replace_day(self, table: str, ds: str, uris: list[str], store: ObjectStore) -> int:
+        """Replace one ``ds`` of an export table with the rows of parquet files (one transaction)."""
+        return _replace_day(self, table, ds, uris, store)
+
+    def count_day(self, table: str, ds: str) -> int:
+        if not self._has_table(table):
+            return 0
+        return self.query(f"SELECT count(*) FROM {_ident(table)} WHERE ds = ?::DATE", [ds])[0][0]
+
+    def latest_day(self, table: str) -> str | None:
+        if not self._has_table(table):
+            return None
+        latest = self.query(f"SELECT max(ds) FROM {_ident(table)}")[0][0]
+        return latest.isoformat() if latest else None
+
+    def _has_table(self, table: str) -> bool:
+        if not self.path.exists():
+            return False
+        schema_name, name = table.split(".")
+        return bool(
+            self.query(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                [schema_name, name],
+            )[0][0]
+        )
+
+    def unload(
+        self,
+        redshift_query: str,
+        store: ObjectStore,
+        prefix: str,
+        *,
+        slices: int = 4,
+        max_rows_per_file: int = 1_000_000,
+    ) -> str:
+        """Run ``redshift_query`` and write its rows under ``prefix`` as UNLOAD would; return the
+        manifest URI. ``prefix`` must end in ``/`` and hold nothing yet."""
+        if not prefix.endswith("/"):
+            raise UnloadError(f"unload prefix {store.uri(prefix)} must end with '/'")
+        if slices < 1 or max_rows_per_file < 1:
+            raise UnloadError(f"slices ({slices}) and max_rows_per_file ({max_rows_per_file}) must be >= 1")
+        existing = store.list(prefix)
+        if existing:
+            raise UnloadError(
+                f"unload prefix {store.uri(prefix)} already holds {len(existing)} files "
+                f"(first: {existing[0]}); each run unloads to a fresh prefix"
+            )
+        sql = to_duckdb(redshift_query)
+        writers: list[_SliceWriter] = []
+        try:
+            with self._connect(read_only=True) as con:
+                reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
+                schema = _redshift_schema(reader.schema, store.uri(prefix))
+                writers = [_SliceWriter(store, prefix, s, schema, max_rows_per_file) for s in range(slices)]
+                _distribute(_renamed(reader, schema), writers)
+        except BaseException as exc:
+            # No manifest was written: remove the parts so a retry finds the prefix empty.
+            for key in (p.key for w in writers for p in w.parts):
+                fs, path = filesystem_for(store.uri(key))
+                with contextlib.suppress(OSError):
+                    fs.delete_file(path)
+            if isinstance(exc, duckdb.Error | pa.ArrowException):
+                raise UnloadError(f"unload to {store.uri(prefix)} failed: {exc}") from exc
+            raise
+        parts = [p for w in writers for p in w.parts]
+        manifest = Manifest(
+            entries=[
+                Entry(url=store.uri(p.key), meta=EntryMeta(content_length=p.size, record_count=p.rows)) for p in parts
+            ],
+            schema=Schema(elements=[Column(name=f.name, type=ColumnType(**redshift_type(f.type))) for f in schema]),
+            meta=EntryMeta(content_length=sum(p.size for p in parts), record_count=sum(p.rows for p in parts)),
+        )
+        return store.put_bytes(f"{prefix}manifest", manifest.to_json().encode())
+
+
+def _redshift_schema(schema: pa.Schema, where: str) -> pa.Schema:
+    """Redshift folds unquoted identifiers to lower case, and its parquet columns follow."""
+    names = [f.name.lower() for f in schema]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UnloadError(f"unload to {where}: duplicate column names {dupes} (names are case-folded)")
+    return pa.schema([f.with_name(n) for f, n in zip(schema, names, strict=True)])
+
+
+def _renamed(reader: pa.RecordBatchReader, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for batch in reader:
+        if batch.num_rows:
+            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+
+def _distribute(batches: Iterator[pa.RecordBatch], writers: list[_SliceWriter]) -> None:
+    """Round-robin batches to one writer thread per slice; a writer's error ends the unload."""
+    inboxes: list[queue.Queue[pa.RecordBatch | None]] = [queue.Queue(_QUEUE_DEPTH) for _ in writers]
+    with ThreadPoolExecutor(len(writers), thread_name_prefix="unload-slice") as pool:
+        futures = [pool.submit(w.run, q) for w, q in zip(writers, inboxes, strict=True)]
+        try:
+            for i, batch in enumerate(batches):
+                if not _put(inboxes[i % len(writers)], batch, futures[i % len(writers)]):
+                    futures[i % len(writers)].result()  # the writer died: raise its error
+        finally:
+            for inbox, future in zip(inboxes, futures, strict=True):
+                _put(inbox, None, future)  # end of data: the writer closes its last part
+        for future in futures:
+            future.result()
+
+
+def _put(inbox: queue.Queue, item: pa.RecordBatch | None, writer: Future) -> bool:
+    """Put into a bounded inbox; False when its writer has stopped (never block on a dead one)."""
+    while not writer.done():
+        try:
+            inbox.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+# Daily export of predictions (Redshift: DELETE the day + COPY in one transaction; see
+# mlbatch.statements). The table name comes from a validated spec name, never from data.
+_EXPORT_COLUMNS = (
+    "entity_key {key}, ds DATE NOT NULL, model_version VARCHAR NOT NULL, label VARCHAR NOT NULL, score DOUBLE NOT NULL"
+)
+
+
+def _ident(table: str) -> str:
+    return ".".join(f'"{part}"' for part in table.split("."))
+
+
+def _replace_day(wh: DuckDBWarehouse, table: str, ds: str, uris: list[str], store: ObjectStore) -> int:
+    """Replace one ``ds`` of ``table`` with the rows of the parquet files, in one transaction."""
+    import pyarrow.parquet as pq
+
+    schema_name = table.split(".")[0]
+    with wh._connect(read_only=False) as con:
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for n, uri in enumerate(uris):
+                data = pq.read_table(pa.BufferReader(store.get_bytes(store.key(uri))))
+                if n == 0:
+                    key_type = "BIGINT" if pa.types.is_integer(data.schema.field("entity_key").type) else "VARCHAR"
+                    con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(table)} ({_EXPORT_COLUMNS.format(key=key_type)})")
+                    con.execute(f"DELETE FROM {_ident(table)} WHERE ds = ?::DATE", [ds])
+                con.register("_export_batch", data)
+                con.execute(
+                    f"INSERT INTO {_ident(table)} SELECT entity_key, ds::DATE, model_version, label, score "
+                    "FROM _export_batch"
+                )
+                con.unregister("_export_batch")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return con.execute(f"SELECT count(*) FROM {_ident(table)} WHERE ds = ?::DATE", [ds]).fetchone()[0]

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from mlbatch.spec import SpecError, find_spec, load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "dags" / "specs" / "device_gender.yaml"
+
+
+def write_spec(tmp_path: Path, mutate, name: str = "device_gender") -> Path:
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    mutate(raw)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_example_spec_loads_with_resolved_paths():
+    spec = load_spec(EXAMPLE)
+    assert spec.name == "device_gender"
+    assert spec.labels.classes == ["female", "male"]
+    assert spec.is_binary and spec.predictions_table == "device_gender_predictions"
+    assert spec.resolve(spec.features.training_sql).is_file()
+
+
+def test_unknown_field_names_file_and_field(tmp_path):
+    path = write_spec(tmp_path, lambda r: r["train"]["gate"].update(minimum=0.8))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(path) in str(err.value)
+    assert "train.gate.minimum: unknown field" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "words"),
+    [
+        (lambda r: r.update(name="Device-Gender"), "name", "pattern"),
+        (lambda r: r["labels"].update(max_invalid_fraction=1.5), "labels.max_invalid_fraction", "less than or equal"),
+        (lambda r: r["labels"].update(classes=["male", "MALE"]), "labels.classes", "distinct"),
+        (lambda r: r["train"].update(family="lightgbm"), "train.family", "xgboost"),
+        (lambda r: r["score"].update(schedule="every day"), "score.schedule", "5-field cron"),
+        (lambda r: r["entity"].update(key="device id; drop"), "entity.key", "pattern"),
+        (lambda r: r.pop("owner"), "owner", "required field is missing"),
+    ],
+)
+def test_invalid_values_name_the_field(tmp_path, mutate, field, words):
+    with pytest.raises(SpecError) as err:
+        load_spec(write_spec(tmp_path, mutate))
+    assert any(f == field and words in msg for f, msg in err.value.problems), err.value.problems
+
+
+def test_metric_must_fit_the_number_of_classes(tmp_path):
+    path = write_spec(tmp_path, lambda r: r["labels"].update(classes=["a", "b", "c"]))
+    with pytest.raises(SpecError, match="roc_auc.*does not fit a multiclass model"):
+        load_spec(path)
+
+
+def test_name_must_match_file_name(tmp_path):
+    path = write_spec(tmp_path, lambda r: None, name="other_model")
+    with pytest.raises(SpecError, match="must match the file name"):
+        load_spec(path)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="file not found"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_find_spec_by_name_or_path(tmp_path):
+    assert find_spec("device_gender", EXAMPLE.parent).name == "device_gender"
+    assert find_spec(str(EXAMPLE), tmp_path).name == "device_gender"
+    with pytest.raises(SpecError):
+        find_spec("../etc/passwd", tmp_path)

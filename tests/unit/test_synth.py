@@ -1,0 +1,133 @@
+"""The synthetic warehouse: deterministic, with a learnable non-linear signal, and a label sheet
+carrying the analyst errors the labels check must handle."""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import xgboost as xgb
+from mlbatch.features.sql import render_spec_query, to_duckdb
+from mlbatch.spec import load_spec
+from mlbatch.warehouse.synth import LABEL_HEADER, build_warehouse, write_label_sheet
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 20_000
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
+    build_warehouse(path, n_devices=N)
+    return path
+
+
+def _dump(path: Path) -> dict[str, object]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {
+            t: con.sql(f"SELECT * FROM {t} ORDER BY device_id").to_arrow_table()
+            for t in ("analytics.devices", "analytics._truth_device_gender")
+        }
+
+
+def test_build_is_deterministic_and_idempotent(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    build_warehouse(a, n_devices=2_000)
+    build_warehouse(b, n_devices=2_000)
+    first = _dump(a)
+    assert first == _dump(b)
+    build_warehouse(a, n_devices=2_000)  # rebuilt in place: same rows, no duplicates
+    assert _dump(a) == first
+    build_warehouse(b, n_devices=2_000, seed=8)
+    assert _dump(b) != first
+
+
+def test_devices_table_shape(warehouse: Path) -> None:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        n, distinct, ios, countries, inactive, null_price, max_last = con.execute(
+            "SELECT count(*), count(DISTINCT device_id), avg((os = 'ios')::int), count(DISTINCT country), "
+            "avg((last_seen < DATE '2026-10-23')::int), avg((device_price_usd IS NULL)::int), max(last_seen) "
+            "FROM analytics.devices"
+        ).fetchone()
+        n_columns = len(con.execute("SELECT * FROM analytics.devices LIMIT 0").description)
+        genders = dict(con.execute("SELECT gender, count(*) FROM analytics._truth_device_gender GROUP BY 1").fetchall())
+    assert n == distinct == N and n_columns >= 30 and countries == 8
+    assert 0.35 < ios < 0.55 and 0.1 < inactive < 0.3 and 0.01 < null_price < 0.05
+    assert str(max_last) == "2026-11-22"
+    assert set(genders) == {"female", "male"} and 0.4 < genders["female"] / N < 0.6
+
+
+def test_signal_is_learnable_and_non_linear(warehouse: Path) -> None:
+    query = to_duckdb(render_spec_query(load_spec(ROOT / "dags/specs/device_gender.yaml"), "training", "2026-11-22"))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        df = con.execute(
+            f"SELECT f.*, t.gender = 'female' AS y FROM ({query}) f "
+            "JOIN analytics._truth_device_gender t USING (device_id) ORDER BY device_id"
+        ).df()
+    x = df.drop(columns=["device_id", "y"]).to_numpy(dtype=float)
+    y = df["y"].to_numpy(dtype=int)
+    rng = np.random.default_rng(0)
+    test = rng.random(len(y)) < 0.25
+    model = xgb.XGBClassifier(n_estimators=200, max_depth=5, learning_rate=0.1, tree_method="hist", n_jobs=2)
+    model.fit(x[~test], y[~test])
+    auc_xgb = roc_auc_score(y[test], model.predict_proba(x[test])[:, 1])
+    x_lin = np.where(np.isnan(x), np.nanmean(x, axis=0), x)
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x_lin[~test], y[~test])
+    auc_lr = roc_auc_score(y[test], linear.predict_proba(x_lin[test])[:, 1])
+    assert auc_xgb >= 0.78, f"xgboost AUC {auc_xgb:.3f}"
+    assert auc_lr <= auc_xgb - 0.07, f"logistic AUC {auc_lr:.3f} vs xgboost {auc_xgb:.3f}"
+
+
+def _norm(value: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", value) if ch not in "\u200b\u200c\u200d\ufeff").strip()
+
+
+def test_label_sheet_has_the_analyst_errors(warehouse: Path, tmp_path: Path) -> None:
+    sheet = tmp_path / "device_gender.csv"
+    written = write_label_sheet(warehouse, sheet, n_labels=3_000)
+    raw = sheet.read_bytes()
+    assert b"\r" not in raw and raw.decode("utf-8")
+    again = tmp_path / "again.csv"
+    write_label_sheet(warehouse, again, n_labels=3_000)
+    assert again.read_bytes() == raw
+
+    with open(sheet, encoding="utf-8", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert tuple(header) == LABEL_HEADER
+    data = [r for r in rows if any(c.strip() for c in r)]
+    assert len(rows) - len(data) >= 1 and len(data) == written > 3_000
+    assert all(r[4] == "" for r in rows)
+
+    keys, labels = [r[0] for r in data], [r[1] for r in data]
+    assert {"mael", "", "#N/A"} <= set(labels) and {"Female", "Male"} & set(labels)
+    assert any(k.endswith("\u00a0") for k in keys)
+    full_width = [k for k in keys if "\uff10" <= k[:1] <= "\uff19"]
+    assert full_width and all(_norm(k).isascii() and _norm(k).isdigit() for k in full_width)
+    assert any(r[3] == "'; DROP TABLE ml_labels; --" for r in data)
+
+    by_key: dict[str, set[str]] = defaultdict(set)
+    invalid = 0
+    for key, label in ((_norm(r[0]), _norm(r[1]).casefold()) for r in data):
+        if label in ("female", "male"):
+            by_key[key].add(label)
+        else:
+            invalid += 1
+    conflicts = {k for k, v in by_key.items() if len(v) > 1}
+    conflict_rows = sum(1 for r in data if _norm(r[0]) in conflicts)
+    duplicates = len(data) - len({tuple(map(_norm, r[:2])) for r in data})
+    assert conflicts and duplicates >= 1
+    assert 0.003 <= (invalid + conflict_rows) / len(data) <= 0.02
+    # The labels are the truth (apart from the deliberate errors).
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        truth = dict(con.execute("SELECT device_id::varchar, gender FROM analytics._truth_device_gender").fetchall())
+    agree = [truth[k] == next(iter(v)) for k, v in by_key.items() if len(v) == 1]
+    assert sum(agree) == len(agree)
