@@ -10,7 +10,7 @@ import os
 from datetime import date
 
 from sqlalchemy.dialects import mysql
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from mlbatch.appdb import schema
 from mlbatch.features.sql import render_spec_query, unload_statement
@@ -19,11 +19,11 @@ from mlbatch.stages.context import check_ds
 
 
 def _bucket() -> str:
-    return os.environ.get("MLBATCH_S3_BUCKET", "<MLBATCH_S3_BUCKET>")
+    return os.environ.get("MLBATCH_S3_BUCKET", "set-mlbatch-s3-bucket")
 
 
 def _role() -> str:
-    return os.environ.get("MLBATCH_REDSHIFT_IAM_ROLE", "arn:aws:iam::<account>:role/<MLBATCH_REDSHIFT_IAM_ROLE>")
+    return os.environ.get("MLBATCH_REDSHIFT_IAM_ROLE", "arn:aws:iam::000000000000:role/set-MLBATCH_REDSHIFT_IAM_ROLE")
 
 
 def export_statements(spec: ModelSpec, ds: str) -> list[str]:
@@ -43,7 +43,23 @@ def aurora_ddl(spec: ModelSpec | None = None) -> list[str]:
     tables = list(schema.metadata.sorted_tables)
     if spec is not None:
         tables.append(schema.predictions_table(spec.name, spec.entity.type))
-    return [str(CreateTable(t).compile(dialect=mysql.dialect())).strip() for t in tables]
+    dialect = mysql.dialect()
+    out = []
+    for t in tables:
+        out.append(str(CreateTable(t).compile(dialect=dialect)).strip())
+        out += [str(CreateIndex(i).compile(dialect=dialect)).strip() for i in sorted(t.indexes, key=lambda i: i.name)]
+    return out
+
+
+def aurora_schema_sql() -> str:
+    """The text of sql/aurora/schema.sql."""
+    head = (
+        "-- The app DB's shared tables for Aurora MySQL 8 / MariaDB 10.11, rendered from\n"
+        "-- plugins/mlbatch/appdb/schema.py by `mlbatch.statements.aurora_schema_sql()`\n"
+        "-- (tests/unit/test_appdb.py keeps them in sync). Each model adds <model>_predictions:\n"
+        "-- see `mlbatch sql <model> --ds DATE`.\n\n"
+    )
+    return head + ";\n\n".join(aurora_ddl()) + ";\n"
 
 
 def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
@@ -54,5 +70,6 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
         prefix = f"s3://{_bucket()}/unload/{spec.name}/{purpose}/{ds}/<run>/"
         out.append((f"Redshift: UNLOAD {stage} features", unload_statement(query, s3_prefix=prefix, iam_role=_role())))
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
-    out.append((f"Aurora: {spec.predictions_table}", aurora_ddl(spec)[-1]))
+    ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]
+    out += [(f"Aurora: {spec.predictions_table}", s) for s in ddl]
     return out

@@ -1,0 +1,178 @@
+"""The whole pipeline through the real Airflow DAGs on the embedded stack, twice, plus gate stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DS = "2026-11-22"
+
+pytestmark = pytest.mark.e2e
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLBATCH_"))}
+    env.update(
+        MLBATCH_HOME=str(home),
+        AIRFLOW_HOME=str(REPO),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow' / 'airflow.db'}",
+        **extra,
+    )
+    return env
+
+
+def _mlbatch(home: Path, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(BIN / "mlbatch"), *args], env=_env(home, **extra), capture_output=True, text=True, timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mlbatch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _counts(home: Path) -> dict[str, object]:
+    db = sqlite3.connect(home / "app.db")
+    q = lambda sql: db.execute(sql).fetchall()  # noqa: E731
+    wh = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    counts = {
+        "labels": q("SELECT count(*), count(DISTINCT entity_key) FROM ml_labels"),
+        "history": q("SELECT count(*) FROM ml_label_history"),
+        "versions": q("SELECT version, status FROM ml_model_versions ORDER BY version"),
+        "predictions": q(
+            "SELECT count(*), count(DISTINCT entity_key), min(score), max(score) FROM device_gender_predictions"
+        ),
+        "publish_log": q("SELECT model, ds, rows_published, checksum FROM ml_publish_log"),
+        "export": wh.execute(
+            "SELECT ds::VARCHAR, count(*), count(DISTINCT entity_key) FROM ml_exports.device_gender_predictions GROUP BY 1"
+        ).fetchall(),
+    }
+    wh.close()
+    db.close()
+    return counts
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("embedded")
+    proc = _mlbatch(home, "demo", "--ds", DS)
+    assert "device_gender__score" in proc.stdout
+    return home
+
+
+def test_demo_runs_every_dag_and_status_reports_the_contract(demo_home):
+    status = json.loads(_mlbatch(demo_home, "status", "--json").stdout)
+    (model,) = status["models"]
+    assert model["name"] == "device_gender"
+    assert model["labels"]["rows"] > 25_000 and model["labels"]["sync_id"].startswith("device_gender-")
+    prod = model["production_model"]
+    assert prod["metric"] == "roc_auc" and prod["value"] >= 0.75
+    assert model["predictions"] == {"latest_ds": DS, "rows": model["export"]["rows"]}
+    assert model["export"]["latest_ds"] == DS and model["export"]["rows"] > 0
+
+
+def test_tables_hold_what_the_stages_promised(demo_home):
+    c = _counts(demo_home)
+    labels, distinct = c["labels"][0]
+    assert labels == distinct > 25_000
+    assert c["history"] == [(labels,)]  # every label was an insert of the first sync
+    [(version, status)] = c["versions"]
+    assert status == "production"
+    rows, keys, lo, hi = c["predictions"][0]
+    assert rows == keys > 100_000 and 0.0 <= lo < hi <= 1.0
+    assert c["publish_log"][0][:3] == ("device_gender", DS, rows)
+    assert c["export"] == [(DS, rows, rows)]
+    # Scoring covered exactly the rows the day's scoring unload returned.
+    manifests = list((demo_home / "objects" / "unload" / "device_gender" / "score" / DS).glob("*/manifest"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["meta"]["record_count"] == rows and len(manifest["entries"]) >= 2
+    # The model's lineage names the labels and data it was trained on.
+    lineage = json.loads((demo_home / "objects" / "models" / "device_gender" / version / "lineage.json").read_text())
+    assert lineage["label_sync_id"].startswith("device_gender-")
+    assert lineage["features_manifest"].endswith("/manifest")
+
+
+def test_second_demo_changes_no_table(demo_home):
+    before = _counts(demo_home)
+    _mlbatch(demo_home, "demo", "--ds", DS)
+    assert _counts(demo_home) == before
+    db = sqlite3.connect(demo_home / "app.db")
+    verdicts = [v for (v,) in db.execute("SELECT verdict FROM ml_label_syncs ORDER BY started_at")]
+    assert verdicts == ["applied", "no_change"]
+
+
+def test_unknown_spec_field_exits_2_naming_it(demo_home, tmp_path):
+    raw = yaml.safe_load((REPO / "dags" / "specs" / "device_gender.yaml").read_text())
+    raw["score"]["shard_count"] = 4
+    spec = tmp_path / "device_gender.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    proc = _mlbatch(demo_home, "run", str(spec), "--ds", DS, check=False)
+    assert proc.returncode == 2
+    assert "score.shard_count: unknown field" in proc.stderr and str(spec) in proc.stderr
+
+
+def test_failed_feature_gate_stops_the_score_dag_and_writes_nothing(demo_home, tmp_path):
+    """Through Airflow: the gate task fails, every later task is upstream_failed, no row is written."""
+    dags = tmp_path / "dags"
+    (dags / "specs").mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "device_gender.py", dags)
+    raw = yaml.safe_load((REPO / "dags" / "specs" / "device_gender.yaml").read_text())
+    raw["features"]["checks"]["min_rows"] = 10_000_000
+    for key in ("training_sql", "scoring_sql"):
+        raw["features"][key] = str(REPO / raw["features"][key])
+    (dags / "specs" / "device_gender.yaml").write_text(yaml.safe_dump(raw))
+    before = _counts(demo_home)
+    script = textwrap.dedent(f"""
+        from datetime import datetime, timezone
+        from airflow.dag_processing.dagbag import DagBag
+        day = datetime(2026, 11, 23, tzinfo=timezone.utc)
+        dag = DagBag(dag_folder={str(dags)!r}).get_dag("device_gender__score")
+        run = dag.test(logical_date=day, run_after=day)
+        for ti in run.get_task_instances():
+            print("STATE", ti.task_id, ti.state)
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_env(demo_home, AIRFLOW__CORE__DAGS_FOLDER=str(dags)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    states = dict(line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith("STATE"))
+    assert states["features_gate"] == "failed", proc.stdout + proc.stderr
+    for task in ("score", "predictions_gate", "publish", "export", "export_gate"):
+        assert states[task] == "upstream_failed", (task, states)
+    assert "FAIL rows: observed 161,244, threshold >= 10,000,000" in proc.stdout + proc.stderr
+    assert _counts(demo_home) == before
+
+
+def test_cli_gate_failure_exits_1_and_keeps_production(demo_home, tmp_path):
+    raw = yaml.safe_load((REPO / "dags" / "specs" / "device_gender.yaml").read_text())
+    raw["train"]["gate"]["min"] = 0.99
+    raw["train"]["params"]["n_estimators"] = 20  # another version (params are in its hash), quickly
+    for key in ("training_sql", "scoring_sql"):
+        raw["features"][key] = str(REPO / raw["features"][key])
+    spec = tmp_path / "device_gender.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    before = _counts(demo_home)
+    proc = _mlbatch(demo_home, "run", str(spec), "--ds", DS, "--stage", "unload", "--stage", "train", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "gate device_gender.model blocked" in proc.stderr and "threshold >= 0.99" in proc.stderr
+    after = _counts(demo_home)
+    rejected = [v for v in after["versions"] if v not in before["versions"]]
+    assert [s for _, s in rejected] == ["rejected"]
+    assert [v for v in after["versions"] if v[1] == "production"] == [
+        v for v in before["versions"] if v[1] == "production"
+    ]
