@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -25,15 +24,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-labels_app = typer.Typer(help="Check and sync a model's label sheet.", no_args_is_help=True)
-app.add_typer(labels_app, name="labels")
 out = Console()
 err = Console(stderr=True)
 
 EXIT_GATE, EXIT_USAGE, EXIT_FAILED = 1, 2, 3
 
 
-def _spec(name_or_path: str, env: Environment) -> ModelSpec:
+def load_spec_or_exit(name_or_path: str, env: Environment) -> ModelSpec:
     try:
         return find_spec(name_or_path, env.specs_dir)
     except SpecError as exc:
@@ -68,7 +65,7 @@ def run(
 
     _logging(verbose)
     env = Environment.from_env()
-    model = _spec(spec, env)
+    model = load_spec_or_exit(spec, env)
     chosen = stage or list(STAGES)
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
@@ -126,44 +123,6 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     out.print(table)
 
 
-@labels_app.command("check")
-def labels_check(
-    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
-    file: Annotated[Path, typer.Option(help="CSV export of the label sheet.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    max_invalid_fraction: Annotated[float | None, typer.Option(help="Override the spec's threshold.")] = None,
-) -> None:
-    """Check a sheet export against the spec without touching any database (exit 1 if blocked)."""
-    from mlbatch.labels.check import LabelFileError, check_labels, read_csv
-
-    env = Environment.from_env()
-    model = _spec(spec, env)
-    try:
-        header, rows = read_csv(file)
-    except (LabelFileError, OSError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
-    threshold = model.labels.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction
-    report = check_labels(
-        header,
-        rows,
-        model=model.name,
-        key_column=model.labels.columns.key,
-        label_column=model.labels.columns.label,
-        classes=model.labels.classes,
-        key_type=model.entity.type,
-        max_invalid_fraction=threshold,
-    )
-    if as_json:
-        print(json.dumps(report.to_contract(), indent=2, ensure_ascii=False))
-    else:
-        for r in report.rejected:
-            out.print(f"row {r.row}: {report.verdicts.get(r.row, r.reason)}", highlight=False)
-        out.print(report.message, highlight=False)
-    if report.blocked:
-        raise typer.Exit(EXIT_GATE)
-
-
 @app.command()
 def sql(
     spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
@@ -173,7 +132,7 @@ def sql(
     from mlbatch.statements import production_statements
 
     env = Environment.from_env()
-    model = _spec(spec, env)
+    model = load_spec_or_exit(spec, env)
     try:
         for title, text in production_statements(model, ds):
             print(f"-- {title}\n{text.rstrip()};\n")
@@ -192,6 +151,19 @@ def demo(
 
     code = run_demo(ds, verbose=verbose, console=out)
     raise typer.Exit(code)
+
+
+def _register_command_modules() -> None:
+    import importlib
+    import pkgutil
+
+    from mlbatch import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        importlib.import_module(f"mlbatch.commands.{info.name}").register(app)
+
+
+_register_command_modules()
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from mlbatch.devservers import MariaDB, start_mariadb, start_moto_s3
 
 

@@ -1,8 +1,8 @@
 """The app DB hook against a real MariaDB 10.11 server (Aurora MySQL's stand-in)."""
 
+from mlbatch.appdb.hook import AppDbHook
 from sqlalchemy import inspect, text
 
-from mlbatch.appdb.hook import AppDbHook
 from tests.unit.test_appdb import guarded_upsert_keeps_newer_days
 
 

@@ -3,11 +3,10 @@
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import select
-
 from mlbatch.appdb import schema
 from mlbatch.appdb.hook import AppDbHook
 from mlbatch.statements import aurora_schema_sql
+from sqlalchemy import select
 
 REPO = Path(__file__).resolve().parents[2]
 

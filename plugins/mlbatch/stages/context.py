@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -33,6 +34,8 @@ class RunContext:
     ds: str
     run_id: str
     dag_id: str = ""
+    # The run's params (Airflow trigger form or CLI options), e.g. model_version, dry_run.
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ds", check_ds(self.ds))
