@@ -1,0 +1,292 @@
+"""Train one model version: features (UNLOAD manifest) + labels (parquet) -> model artifacts.
+
+    python -m jobs.train --config CONFIG_JSON_URI --features MANIFEST_URI \\
+        --labels LABELS_PARQUET_URI --output OUTPUT_PREFIX_URI
+
+Writes under OUTPUT_PREFIX: model.json, model_meta.json, feature_schema.json, metrics.json,
+lineage.json, roc.png/pr.png (binary, only where matplotlib is installed) and, last, _SUCCESS.
+A prefix that already holds _SUCCESS is finished: the job exits 0 without retraining, so a
+launcher retry never produces a second, different model under the same version.
+Exit codes: 0 done (or already done); 2 bad input or config (stderr names it); 1 a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs import io
+from jobs.io import JobInputError
+
+BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")  # = mlbatch.spec's lists
+MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
+
+
+def log(msg: str) -> None:
+    print(f"train: {msg}", file=sys.stderr, flush=True)
+
+
+def load_config(uri: str) -> dict[str, Any]:
+    cfg = io.read_json(uri)
+    if not isinstance(cfg, dict):
+        raise JobInputError(f"config {uri}: expected a JSON object")
+    missing = [k for k in ("model", "version", "entity_key", "classes", "family") if k not in cfg]
+    if missing:
+        raise JobInputError(f"config {uri}: missing keys {missing}")
+    classes = cfg["classes"]
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
+        raise JobInputError(f"config {uri}: classes must be a list of at least 2 non-empty strings, got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise JobInputError(f"config {uri}: classes are not distinct: {classes}")
+    binary = len(classes) == 2
+    cfg.setdefault("metric", "roc_auc" if binary else "macro_f1")
+    allowed = BINARY_METRICS if binary else MULTICLASS_METRICS
+    if cfg["metric"] not in allowed:
+        raise JobInputError(
+            f"config {uri}: metric {cfg['metric']!r} is not computed for "
+            f"{'binary' if binary else 'multiclass'} models; use one of {list(allowed)}"
+        )
+    cfg.setdefault("params", {})
+    cfg.setdefault("seed", 0)
+    cfg.setdefault("lineage", {})
+    cfg.setdefault("min_rows", 50)
+    split = {"valid": 0.15, "test": 0.15, **cfg.get("split", {})}
+    if not (0 < split["valid"] < 1 and 0 < split["test"] < 1 and split["valid"] + split["test"] < 1):
+        raise JobInputError(f"config {uri}: split fractions must be in (0, 1) and sum below 1, got {split}")
+    cfg["split"] = split
+    return cfg
+
+
+def read_labels(uri: str, classes: list[str]) -> pa.Table:
+    """The labels snapshot: columns entity_key, label; each key once, each label one of classes."""
+    fs, path = io.filesystem_for(uri)
+    try:
+        table = pq.read_table(path, filesystem=fs)
+    except (FileNotFoundError, OSError, pa.ArrowInvalid) as exc:
+        raise JobInputError(f"labels {uri}: cannot read parquet: {exc}") from exc
+    missing = [c for c in ("entity_key", "label") if c not in table.column_names]
+    if missing:
+        raise JobInputError(f"labels {uri}: missing column(s) {missing}; it has {table.column_names}")
+    table = table.select(["entity_key", "label"])
+    if table.column("entity_key").null_count:
+        raise JobInputError(f"labels {uri}: {table.column('entity_key').null_count} rows have a null entity_key")
+    labels = pc.cast(table.column("label"), pa.string())
+    bad = pc.invert(pc.fill_null(pc.is_in(labels, value_set=pa.array(classes)), False))
+    if pc.any(bad).as_py():
+        counts = pc.value_counts(labels.filter(bad)).to_pylist()
+        shown = ", ".join(f"{c['values']!r} ({c['counts']})" for c in counts[:10])
+        raise JobInputError(f"labels {uri}: {pc.sum(bad).as_py()} rows have a label not in classes {classes}: {shown}")
+    keys = table.column("entity_key")
+    if pc.count_distinct(keys).as_py() != len(keys):
+        dup = [v["values"] for v in pc.value_counts(keys).to_pylist() if v["counts"] > 1][:5]
+        raise JobInputError(f"labels {uri}: entity_key values occur more than once, e.g. {dup}")
+    return table.set_column(1, "label", labels)
+
+
+def _align_key_types(labels_keys: pa.ChunkedArray, feature_type: pa.DataType, uri: str) -> pa.ChunkedArray:
+    """Labels may hold the key as string or int64; the feature column's type decides."""
+    if labels_keys.type == feature_type:
+        return labels_keys
+    try:
+        return pc.cast(labels_keys, feature_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise JobInputError(
+            f"labels {uri}: entity_key is {labels_keys.type} and cannot be read as the features' {feature_type}: {exc}"
+        ) from exc
+
+
+def split_indices(y: np.ndarray, valid: float, test: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded train/valid/test row indices: the same inputs give the same split."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    rest, test_idx = train_test_split(idx, test_size=test, stratify=y, random_state=seed)
+    train_idx, valid_idx = train_test_split(rest, test_size=valid / (1 - test), stratify=y[rest], random_state=seed)
+    return np.sort(train_idx), np.sort(valid_idx), np.sort(test_idx)
+
+
+def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict[str, Any]:
+    started = time.monotonic()
+    cfg = load_config(config_uri)
+    key, classes = cfg["entity_key"], cfg["classes"]
+
+    manifest = io.read_manifest(features_uri)
+    features = io.read_manifest_table(features_uri, manifest["entries"])
+    log(f"read {features.num_rows} feature rows from {len(manifest['entries'])} files of {features_uri}")
+    if key not in features.column_names:
+        raise JobInputError(
+            f"features {features_uri}: no entity key column {key!r}; columns are {features.column_names}"
+        )
+    if features.num_columns < 2:
+        raise JobInputError(f"features {features_uri}: no feature columns besides {key!r}")
+    feature_keys = features.column(key)
+    if pa.types.is_dictionary(feature_keys.type):
+        feature_keys = pc.cast(feature_keys, feature_keys.type.value_type)
+    # (rows with a null key match no label and are simply not used)
+    if pc.count_distinct(feature_keys).as_py() != len(feature_keys) - feature_keys.null_count:
+        dup = [v["values"] for v in pc.value_counts(feature_keys).to_pylist() if v["counts"] > 1][:5]
+        raise JobInputError(f"features {features_uri}: {key} values occur in more than one row, e.g. {dup}")
+
+    labels = read_labels(labels_uri, classes)
+    label_keys = _align_key_types(labels.column("entity_key"), feature_keys.type, labels_uri)
+
+    # Inner join: the position of each feature row's key among the labels (null = unlabelled).
+    pos = pc.index_in(feature_keys, value_set=label_keys)
+    matched = pc.is_valid(pos)
+    n = pc.sum(matched).as_py() or 0
+    if n == 0:
+        raise JobInputError(
+            f"0 of {labels.num_rows} labels matched a feature row by {key} "
+            f"(labels {labels_uri}, e.g. {label_keys.slice(0, 3).to_pylist()}; "
+            f"features {features_uri}, {features.num_rows} rows, e.g. {feature_keys.slice(0, 3).to_pylist()})"
+        )
+    if n < cfg["min_rows"]:
+        raise JobInputError(
+            f"only {n} of {labels.num_rows} labels matched a feature row by {key}; training needs at least "
+            f"{cfg['min_rows']} (labels {labels_uri}, features {features_uri})"
+        )
+    x = features.filter(matched).drop_columns([key])
+    y_str = pc.take(labels.column("label"), pos.filter(matched))
+    y = pc.index_in(y_str, value_set=pa.array(classes)).to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = np.bincount(y, minlength=len(classes))
+    short = {c: int(k) for c, k in zip(classes, counts, strict=True) if k < 3}
+    if short:
+        raise JobInputError(
+            f"class(es) with fewer than 3 labelled rows matched to features: {short}; every class needs rows "
+            f"in train, validation and test (labels {labels_uri})"
+        )
+    by_class = dict(zip(classes, counts.tolist(), strict=True))
+    log(f"{n} of {labels.num_rows} labels matched a feature row; class counts {by_class}")
+
+    train_idx, valid_idx, test_idx = split_indices(y, cfg["split"]["valid"], cfg["split"]["test"], int(cfg["seed"]))
+
+    from jobs.families import get_family
+    from jobs.metrics import binary_metrics, curve_pngs, multiclass_metrics
+
+    family = get_family(cfg["family"])
+    model = family.fit(
+        x.take(train_idx),
+        y[train_idx],
+        x.take(valid_idx),
+        y[valid_idx],
+        classes=classes,
+        params=dict(cfg["params"]),
+        seed=int(cfg["seed"]),
+        metric=cfg["metric"],
+    )
+    proba = model.predict_proba(x.take(test_idx))
+    y_test = y[test_idx]
+    binary = len(classes) == 2
+    metrics: dict[str, Any] = (
+        binary_metrics(y_test, proba[:, 1]) if binary else multiclass_metrics(y_test, proba, classes)
+    )
+    meta = model.save(out)
+    metrics.update(
+        {
+            "task": "binary" if binary else "multiclass",
+            "classes": classes,
+            "metric": cfg["metric"],
+            "value": metrics[cfg["metric"]],
+            "n_train": len(train_idx),
+            "n_valid": len(valid_idx),
+            "n_test": len(test_idx),
+            "best_iteration": meta.get("best_iteration"),
+        }
+    )
+    meta = {
+        **meta,
+        "family": cfg["family"],
+        "model": cfg["model"],
+        "version": cfg["version"],
+        "entity_key": key,
+        "entity_key_type": str(feature_keys.type),
+    }
+    import xgboost
+
+    lineage = {
+        **cfg["lineage"],
+        "model": cfg["model"],
+        "version": cfg["version"],
+        "config": config_uri,
+        "features_manifest": features_uri,
+        "labels": labels_uri,
+        "output": out,
+        "rows": {
+            "features": features.num_rows,
+            "labels": labels.num_rows,
+            "matched": n,
+            "labels_unmatched": labels.num_rows - n,
+            "train": len(train_idx),
+            "valid": len(valid_idx),
+            "test": len(test_idx),
+        },
+        "family": cfg["family"],
+        "params": model.effective_params,
+        "seed": int(cfg["seed"]),
+        "split": cfg["split"],
+        "code_version": os.environ.get("MLBATCH_CODE_VERSION", "unknown"),
+        "xgboost_version": xgboost.__version__,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    io.write_json(io.join_uri(out, "model_meta.json"), meta)
+    io.write_json(io.join_uri(out, "feature_schema.json"), [{"name": f.name, "type": str(f.type)} for f in x.schema])
+    io.write_json(io.join_uri(out, "metrics.json"), metrics)
+    io.write_json(io.join_uri(out, "lineage.json"), lineage)
+    if binary:
+        for name, png in curve_pngs(y_test, proba[:, 1]).items():
+            io.write_bytes(io.join_uri(out, name), png)
+    seconds = round(time.monotonic() - started, 3)
+    summary = {
+        "status": "trained",
+        "model": cfg["model"],
+        "version": cfg["version"],
+        "metric": cfg["metric"],
+        "value": metrics["value"],
+        "rows": n,
+        "best_iteration": metrics["best_iteration"],
+        "seconds": seconds,
+        "output": out,
+    }
+    # Last: the marker is what a launcher retry looks for; everything above is complete by now.
+    io.write_json(io.join_uri(out, "_SUCCESS"), summary)
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="URI of the train config JSON")
+    p.add_argument("--features", required=True, help="URI of the training features' UNLOAD manifest")
+    p.add_argument("--labels", required=True, help="URI of the labels parquet (entity_key, label)")
+    p.add_argument("--output", required=True, help="output prefix URI (models/<model>/<version>/)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.output if args.output.endswith("/") else args.output + "/"
+    marker = io.join_uri(out, "_SUCCESS")
+    try:
+        if io.exists(marker):
+            log(f"{marker} exists: this model version is complete; not retraining")
+            print(json.dumps({"status": "already_done", "output": out, "marker": io.read_json(marker)}))
+            return 0
+        summary = train(args.config, args.features, args.labels, out)
+    except JobInputError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
