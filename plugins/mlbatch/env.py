@@ -10,10 +10,42 @@ variable                   meaning                                      default
 ``MLBATCH_HOME``           the embedded stack's folder                  ``<repo>/var``
 ``MLBATCH_APPDB_URL``      SQLAlchemy URL of the app DB (Aurora)        ``sqlite:///$HOME/app.db``
 ``MLBATCH_OBJECT_STORE``   root URI of the object store                 ``file://$HOME/objects``
-``MLBATCH_WAREHOUSE``      ``duckdb:///path``                           ``duckdb://$HOME/...``
+``MLBATCH_WAREHOUSE``      ``duckdb:///path`` or ``redshift://<conn>``  ``duckdb://$HOME/...``
+``MLBATCH_AWS_CONN_ID``    Airflow AWS connection for S3                ``aws_default`` in tasks
 ``MLBATCH_LAUNCHER``       ``local`` (process), ``docker``, ``ecs``     ``local``
 ``MLBATCH_SPECS_DIR``      the model specs                              ``<repo>/dags/specs``
 =========================  ===========================================  =========================
+
+Launcher settings (read by ``mlbatch.launchers`` when ``MLBATCH_LAUNCHER`` picks that backend):
+
+=====================================  ================================================  =========================
+variable                               meaning                                           default
+=====================================  ================================================  =========================
+``MLBATCH_TRAIN_IMAGE``                image for ``jobs.train`` (docker)                 ``mlbatch/train:latest``
+``MLBATCH_SCORE_IMAGE``                image for ``jobs.score`` (docker); torch models   ``mlbatch/score:latest``
+                                       need the train image or a torch score build
+``MLBATCH_DOCKER_NETWORK``             ``docker run --network`` (``host`` in tests)      docker's default
+``MLBATCH_DOCKER_PASS_ENV``            extra variable names copied into containers;      none
+                                       the only way credentials get in (test servers)
+``DOCKER_HOST``                        the Docker daemon                                 the local socket
+``MLBATCH_ECS_CLUSTER``                ECS cluster (required for ``ecs``)
+``MLBATCH_ECS_TRAIN_TASK_DEFINITION``  task definition running the train image           (required)
+``MLBATCH_ECS_SCORE_TASK_DEFINITION``  task definition running the score image           (required)
+``MLBATCH_ECS_CONTAINER``              container name in both task definitions           ``job``
+``MLBATCH_ECS_GPU_CAPACITY_PROVIDER``  capacity provider for jobs with ``gpu > 0``       the cluster's default
+``MLBATCH_ECS_CPU_CAPACITY_PROVIDER``  capacity provider for CPU-only jobs               the cluster's default
+``MLBATCH_ECS_SUBNETS``                comma-separated subnets (awsvpc)                  the task definition's
+``MLBATCH_ECS_SECURITY_GROUPS``        comma-separated security groups (awsvpc)          none
+``MLBATCH_ECS_ASSIGN_PUBLIC_IP``       ``true`` to assign a public IP                    ``false``
+``MLBATCH_ECS_LOG_GROUP``              CloudWatch group (and ``_LOG_STREAM_PREFIX``)     the task definition's
+``MLBATCH_AWS_CONN_ID``                Airflow connection for ECS and CloudWatch         ``aws_default``
+``MLBATCH_AWS_REGION``                 region for those clients                          the connection's
+=====================================  ================================================  =========================
+
+``redshift://<conn>`` names an Airflow AWS connection; the cluster (or serverless workgroup),
+database and the IAM role UNLOAD/COPY use come from its extras or ``MLBATCH_REDSHIFT_*``
+(see :mod:`mlbatch.warehouse.redshift`). S3 credentials come from the AWS connection inside
+Airflow tasks, else from the standard AWS chain (see :func:`mlbatch.store.aws_conn_id`).
 
 Credentials never live here: URLs name hosts, and passwords come from Airflow connections or
 ``MLBATCH_APPDB_PASSWORD`` (kept out of every log line by :func:`redact`).
@@ -34,6 +66,7 @@ if TYPE_CHECKING:
     from mlbatch.appdb.hook import AppDbHook
     from mlbatch.launchers.base import Launcher
     from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
+    from mlbatch.warehouse.redshift import RedshiftWarehouse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,14 +112,18 @@ class Environment:
         return AppDbHook(self.appdb_url)
 
     @cached_property
-    def warehouse(self) -> DuckDBWarehouse:
-        from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
+    def warehouse(self) -> DuckDBWarehouse | RedshiftWarehouse:
+        if self.warehouse_url.startswith("redshift://"):
+            from mlbatch.warehouse.redshift import RedshiftWarehouse
 
+            return RedshiftWarehouse.from_url(self.warehouse_url)
         if not self.warehouse_url.startswith("duckdb://"):
             raise ValueError(
-                f"MLBATCH_WAREHOUSE={self.warehouse_url!r}: only duckdb:///path runs here; "
-                "Redshift is reached through the Airflow connection named in the spec"
+                f"MLBATCH_WAREHOUSE={self.warehouse_url!r}: expected duckdb:///path (embedded) "
+                "or redshift://<airflow_conn_id> (production)"
             )
+        from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
+
         return DuckDBWarehouse(Path(self.warehouse_url.removeprefix("duckdb://")))
 
     @cached_property

@@ -100,10 +100,37 @@ class Labels(_Strict):
             raise ValueError("class names must be distinct (compared case-insensitively)")
         return [c.strip() for c in v]
 
+    @model_validator(mode="after")
+    def _write_back_is_its_own_column(self) -> Labels:
+        # Verdicts overwrite that column's cells: pointed at the key or label column they
+        # would destroy the analyst's data.
+        if self.write_back is not None:
+            taken = {self.columns.key.strip().casefold(), self.columns.label.strip().casefold()}
+            if self.write_back.strip().casefold() in taken:
+                raise ValueError(
+                    f"write_back {self.write_back!r} must not be the key or label column: "
+                    "verdicts overwrite every cell of that column"
+                )
+        return self
+
 
 class FeatureChecks(_Strict):
     min_rows: int = Field(1000, ge=1, description="Fewest rows an unload may return.")
     max_null_fraction: float = Field(0.05, ge=0, le=1, description="Highest null share allowed in any column.")
+    psi_warn: float = Field(
+        0.1, ge=0, description="Population stability index (scoring day vs training) above which a feature is logged."
+    )
+    psi_fail: float = Field(
+        0.25, gt=0, description="PSI above which a feature blocks scoring (the message names it and its PSI)."
+    )
+
+    @model_validator(mode="after")
+    def _warn_below_fail(self) -> FeatureChecks:
+        if self.psi_warn > self.psi_fail:
+            raise ValueError(
+                f"psi_warn ({self.psi_warn}) must not exceed psi_fail ({self.psi_fail}): a warning comes before a block"
+            )
+        return self
 
 
 class Features(_Strict):
@@ -146,6 +173,23 @@ class Score(_Strict):
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
 
 
+class Publish(_Strict):
+    """Prediction-gate thresholds: today's predictions against the last published day's."""
+
+    max_psi: float = Field(
+        0.25,
+        ge=0,
+        description="Highest population stability index of today's scores (10 fixed bins over [0, 1]) "
+        "against the last published day; above it the day is not published (0.1-0.25 is a moderate shift).",
+    )
+    max_class_share_shift: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Largest change of any class's share of the predictions against the last published day.",
+    )
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=MODEL_NAME, description="Model id: DAG ids, table names, object prefixes.")
     owner: str = Field(min_length=1, description="Team or person answering for the model.")
@@ -155,6 +199,7 @@ class ModelSpec(_Strict):
     features: Features
     train: Train
     score: Score = Field(default_factory=Score)
+    publish: Publish = Field(default_factory=Publish)
 
     # Where the spec was loaded from; relative SQL paths resolve against `root`.
     path: Path | None = Field(None, exclude=True)

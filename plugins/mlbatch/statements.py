@@ -1,7 +1,8 @@
 """The statements production runs for a model and day, as text: what ``mlbatch sql`` prints.
 
 Nothing here runs anything. Bucket and role come from ``MLBATCH_S3_BUCKET`` and
-``MLBATCH_REDSHIFT_IAM_ROLE`` when set, else they are shown as placeholders.
+``MLBATCH_REDSHIFT_IAM_ROLE`` when set, else they are shown as placeholders; the UNLOAD goes
+under ``MLBATCH_OBJECT_STORE`` when that is an ``s3://`` root (as RedshiftWarehouse does).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from mlbatch.stages.context import check_ds
 
 def _bucket() -> str:
     return os.environ.get("MLBATCH_S3_BUCKET", "set-mlbatch-s3-bucket")
+
+
+def _unload_root() -> str:
+    """Where RedshiftWarehouse unloads: the object store's root when it is S3, else the bucket."""
+    store = os.environ.get("MLBATCH_OBJECT_STORE", "")
+    return store.rstrip("/") if store.startswith("s3://") else f"s3://{_bucket()}"
 
 
 def _role() -> str:
@@ -67,7 +74,7 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     out = []
     for stage, purpose in (("training", "train"), ("scoring", "score")):
         query = render_spec_query(spec, stage, ds)
-        prefix = f"s3://{_bucket()}/unload/{spec.name}/{purpose}/{ds}/<run>/"
+        prefix = f"{_unload_root()}/unload/{spec.name}/{purpose}/{ds}/<run>/"
         out.append((f"Redshift: UNLOAD {stage} features", unload_statement(query, s3_prefix=prefix, iam_role=_role())))
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
     ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]

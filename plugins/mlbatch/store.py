@@ -7,38 +7,125 @@ layout (``unload/<model>/...``, ``models/<model>/<version>/...``) on both sides.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import posixpath
-from dataclasses import dataclass
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+_LOCAL = pafs.LocalFileSystem()
 
 
 class StoreError(RuntimeError):
     """An object could not be read or written; the message names the URI."""
 
 
+# S3 filesystems are built once per (endpoint, region, credentials): building one costs a
+# client set-up and its connection pool, and a reader opens a file per manifest entry.
+_S3_CACHE: dict[tuple[str, ...], pafs.S3FileSystem] = {}
+_S3_LOCK = threading.Lock()
+CREDENTIALS_TTL_S = 600  # frozen credentials from an Airflow connection (STS tokens expire)
+
+
+@dataclass(frozen=True)
+class _S3Settings:
+    region: str
+    endpoint: str | None
+    # (access key, secret key, session token) from an Airflow connection, or None: pyarrow's
+    # own AWS SDK then walks the standard chain (env, profile, instance/task role, refreshing).
+    credentials: tuple[str, str, str | None] | None = field(default=None, repr=False)
+
+    def cache_key(self) -> tuple[str, ...]:
+        # A digest, not the secret itself, so the key is safe to show in a debugger or a log.
+        digest = hashlib.sha256(repr(self.credentials).encode()).hexdigest()
+        return (self.region, self.endpoint or "", digest)
+
+
+def aws_conn_id() -> str | None:
+    """The Airflow AWS connection the object store uses, or None outside Airflow.
+
+    ``MLBATCH_AWS_CONN_ID`` names it explicitly; inside an Airflow task (``AIRFLOW_CTX_DAG_ID``
+    is set by the task runner) it defaults to ``aws_default``. Elsewhere (CLI, tests,
+    benchmarks) the standard AWS environment chain applies.
+    """
+    explicit = os.environ.get("MLBATCH_AWS_CONN_ID")
+    if explicit:
+        return explicit
+    return "aws_default" if os.environ.get("AIRFLOW_CTX_DAG_ID") else None
+
+
+@functools.lru_cache(maxsize=8)
+def _connection_settings(conn_id: str, _epoch: int) -> _S3Settings:
+    """Region, endpoint and frozen credentials of an Airflow AWS connection (``_epoch`` expires
+    the cache every ``CREDENTIALS_TTL_S``). S3Hook masks the secret in task logs."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=conn_id)
+    creds = hook.get_credentials()
+    region = hook.conn_config.region_name or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    endpoint = hook.conn_config.get_service_endpoint_url("s3") or _env_endpoint()
+    return _S3Settings(region, endpoint, (creds.access_key, creds.secret_key, creds.token))
+
+
+def _env_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def _s3_settings() -> _S3Settings:
+    conn_id = aws_conn_id()
+    if conn_id:
+        return _connection_settings(conn_id, int(time.time() // CREDENTIALS_TTL_S))
+    env_keys = None
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        # Part of the cache key only: a changed key pair (a test server, a rotated secret)
+        # must not reuse a filesystem built for the old one.
+        env_keys = (
+            os.environ["AWS_ACCESS_KEY_ID"],
+            os.environ["AWS_SECRET_ACCESS_KEY"],
+            os.environ.get("AWS_SESSION_TOKEN"),
+        )
+    return _S3Settings(os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), _env_endpoint(), env_keys)
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """The process's S3 filesystem for the current settings, built on first use."""
+    settings = _s3_settings()
+    key = settings.cache_key()
+    with _S3_LOCK:
+        fs = _S3_CACHE.get(key)
+        if fs is None:
+            kwargs: dict[str, Any] = {"region": settings.region}
+            if settings.endpoint:
+                ep = urlparse(settings.endpoint)
+                kwargs["endpoint_override"] = ep.netloc or ep.path
+                kwargs["scheme"] = ep.scheme or "http"
+            if settings.credentials is not None:
+                access, secret, token = settings.credentials
+                kwargs.update(access_key=access, secret_key=secret, session_token=token)
+            fs = _S3_CACHE[key] = pafs.S3FileSystem(**kwargs)
+        return fs
+
+
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path) for a ``file://`` or ``s3://`` URI.
 
-    S3 credentials and endpoint come from the environment (``AWS_*``, including
-    ``AWS_ENDPOINT_URL`` for a test server), never from arguments, so they stay out of logs
-    and job command lines.
+    S3 credentials come from the Airflow AWS connection inside Airflow (see :func:`aws_conn_id`)
+    and from the standard AWS chain elsewhere (``AWS_ENDPOINT_URL`` points at a test server),
+    never from arguments, so they stay out of logs and job command lines.
     """
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
-        if endpoint:
-            ep = urlparse(endpoint)
-            kwargs["endpoint_override"] = ep.netloc or ep.path
-            kwargs["scheme"] = ep.scheme or "http"
-        return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}"
+        return s3_filesystem(), f"{parsed.netloc}{parsed.path}"
     if parsed.scheme in ("file", ""):
-        return pafs.LocalFileSystem(), parsed.path if parsed.scheme else uri
+        return _LOCAL, parsed.path if parsed.scheme else uri
     raise StoreError(f"unsupported object URI {uri!r}: expected s3://bucket/key or file:///path")
 
 
@@ -76,7 +163,8 @@ class ObjectStore:
         if self.is_local:
             fs.create_dir(posixpath.dirname(path), recursive=True)
             # Write then rename: a reader never sees half a file, as with an S3 PUT.
-            tmp = f"{path}.tmp-{os.getpid()}"
+            # Unique per call: threads of one process may write the same key at once.
+            tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
             with fs.open_output_stream(tmp) as out:
                 out.write(data)
             fs.move(tmp, path)

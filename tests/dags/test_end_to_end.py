@@ -47,13 +47,13 @@ def _counts(home: Path) -> dict[str, object]:
     q = lambda sql: db.execute(sql).fetchall()  # noqa: E731
     wh = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     counts = {
-        "labels": q("SELECT count(*), count(DISTINCT entity_key) FROM ml_labels"),
-        "history": q("SELECT count(*) FROM ml_label_history"),
-        "versions": q("SELECT version, status FROM ml_model_versions ORDER BY version"),
+        "labels": q("SELECT count(*), count(DISTINCT entity_key) FROM ml_labels WHERE model = 'device_gender'"),
+        "history": q("SELECT count(*) FROM ml_label_history WHERE model = 'device_gender'"),
+        "versions": q("SELECT version, status FROM ml_model_versions WHERE model = 'device_gender' ORDER BY version"),
         "predictions": q(
             "SELECT count(*), count(DISTINCT entity_key), min(score), max(score) FROM device_gender_predictions"
         ),
-        "publish_log": q("SELECT model, ds, rows_published, checksum FROM ml_publish_log"),
+        "publish_log": q("SELECT model, ds, rows_published, checksum FROM ml_publish_log WHERE model = 'device_gender'"),
         "export": wh.execute(
             "SELECT ds::VARCHAR, count(*), count(DISTINCT entity_key) FROM ml_exports.device_gender_predictions GROUP BY 1"
         ).fetchall(),
@@ -73,8 +73,8 @@ def demo_home(tmp_path_factory) -> Path:
 
 def test_demo_runs_every_dag_and_status_reports_the_contract(demo_home):
     status = json.loads(_mlbatch(demo_home, "status", "--json").stdout)
-    (model,) = status["models"]
-    assert model["name"] == "device_gender"
+    models = {m["name"]: m for m in status["models"]}
+    model = models["device_gender"]
     assert model["labels"]["rows"] > 25_000 and model["labels"]["sync_id"].startswith("device_gender-")
     prod = model["production_model"]
     assert prod["metric"] == "roc_auc" and prod["value"] >= 0.75
@@ -102,6 +102,12 @@ def test_tables_hold_what_the_stages_promised(demo_home):
     lineage = json.loads((demo_home / "objects" / "models" / "device_gender" / version / "lineage.json").read_text())
     assert lineage["label_sync_id"].startswith("device_gender-")
     assert lineage["features_manifest"].endswith("/manifest")
+    # Run reports: the model's HTML report (gate verdicts, lineage) and the day's scoring summary.
+    report = (demo_home / "objects" / "models" / "device_gender" / version / "report.html").read_text()
+    assert "<b class=\"ok\">production</b>" in report and lineage["label_sync_id"] in report
+    assert "roc_auc" in report and "Confusion matrix" in report
+    summary = json.loads((demo_home / "objects" / "predictions" / "device_gender" / DS / "summary.json").read_text())
+    assert summary["rows"] == rows == sum(summary["score"]["histogram"]) == sum(summary["labels"].values())
 
 
 def test_second_demo_changes_no_table(demo_home):
@@ -109,7 +115,7 @@ def test_second_demo_changes_no_table(demo_home):
     _mlbatch(demo_home, "demo", "--ds", DS)
     assert _counts(demo_home) == before
     db = sqlite3.connect(demo_home / "app.db")
-    verdicts = [v for (v,) in db.execute("SELECT verdict FROM ml_label_syncs ORDER BY started_at")]
+    verdicts = [v for (v,) in db.execute("SELECT verdict FROM ml_label_syncs WHERE model = 'device_gender' ORDER BY started_at")]
     assert verdicts == ["applied", "no_change"]
 
 

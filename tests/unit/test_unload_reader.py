@@ -214,3 +214,35 @@ def test_writer_error_stops_the_unload_and_cleans_up(
     with pytest.raises(OSError, match="disk full writing slice 1"):
         warehouse.unload("SELECT * FROM analytics.devices", store, "u/", slices=2)
     assert store.list("u/") == []
+
+
+def test_bytes_waiting_stay_within_the_budget(unloaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlbatch.features import reader
+
+    peaks: list[int] = []
+    real_acquire = reader._Budget.acquire
+
+    def recording(self, n: int) -> bool:
+        ok = real_acquire(self, n)
+        peaks.append(self.used)
+        return ok
+
+    monkeypatch.setattr(reader._Budget, "acquire", recording)
+    _, manifest_uri = unloaded
+    one_batch = next(iter_batches(manifest_uri, batch_rows=1000, threads=1)).nbytes
+    limit = 3 * one_batch
+    rows = 0
+    for batch in iter_batches(manifest_uri, max_bytes_in_flight=limit, batch_rows=1000, threads=4):
+        time.sleep(0.001)  # a slow consumer: the workers fill the budget and wait
+        rows += batch.num_rows
+    assert rows == read_manifest(None, manifest_uri).record_count
+    assert max(peaks) <= limit + one_batch  # within one (last-admitted) batch of the limit
+    assert max(peaks) >= 2 * one_batch  # the workers did run ahead of the consumer
+
+
+def test_expected_columns_are_checked_before_reading(unloaded) -> None:
+    _, manifest_uri = unloaded
+    columns = read_manifest(None, manifest_uri).columns
+    assert sum(b.num_rows for b in iter_batches(manifest_uri, expected_columns=columns)) > 0
+    with pytest.raises(ManifestMismatch, match=r"missing \['gender'\], unexpected \[\]"):
+        next(iter_batches(manifest_uri, expected_columns=[*columns, "gender"]))

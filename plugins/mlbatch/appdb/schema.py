@@ -110,7 +110,12 @@ def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> 
     return Table(
         f"{model}_predictions",
         md if md is not None else MetaData(),
-        Column("entity_key", BigInteger if key_type == "integer" else String(255), primary_key=True),
+        Column(
+            "entity_key",
+            BigInteger if key_type == "integer" else String(255),
+            primary_key=True,
+            autoincrement=False,  # the entity's own id, never generated here
+        ),
         Column("ds", Date, nullable=False, comment="scoring day; an older day never replaces a newer"),
         Column("model_version", String(64), nullable=False),
         Column("label", String(255), nullable=False),

@@ -2,6 +2,13 @@
 
 Each run unloads into its own prefix. The manifest is written last and is the only thing
 readers trust: a prefix without one is a failed attempt, cleared and written again on retry.
+
+The gate reads the unload once, streaming: rows, nulls per column, key uniqueness and, at
+scoring, the columns against the production model's ``feature_schema.json`` and each numeric
+feature's population stability index against the model's training data. The training side is
+``models/<model>/<version>/feature_profile.json``, computed the first time a scoring run needs
+it from the training unload named in the model's ``lineage.json`` (``features_manifest``), then
+reused by every later scoring run of that version.
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlbatch import gates
+from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile, psi
 from mlbatch.features.reader import iter_batches, read_manifest
 from mlbatch.features.sql import render_spec_query
 from mlbatch.stages.context import Purpose, RunContext
+from mlbatch.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 QUERY_STAGE = {"train": "training", "score": "scoring"}
+PROFILE_FILE = "feature_profile.json"
 
 
 def unload(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
@@ -41,14 +51,20 @@ def unload(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
     }
 
 
-def profile(manifest_uri: str, key: str) -> dict[str, Any]:
-    """One streaming pass: rows, nulls per column, and the key column for a uniqueness check."""
+def scan(manifest_uri: str, key: str, bins: BinCounter | None = None) -> dict[str, Any]:
+    """One streaming pass: rows, nulls per column, distinct keys and (given ``bins``) histograms.
+
+    Only the key column is kept across batches (uniqueness needs every key, 8 bytes a row for
+    an integer key); every other column is dropped with its batch.
+    """
     rows, nulls, keys = 0, {}, []
     for batch in iter_batches(manifest_uri):
         rows += batch.num_rows
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
             nulls[name] = nulls.get(name, 0) + col.null_count
         keys.append(batch.column(key))
+        if bins is not None:
+            bins.add(batch)
     key_col = pa.chunked_array(keys) if keys else pa.chunked_array([], pa.int64())
     distinct = len(pc.unique(key_col)) if rows else 0
     return {"rows": rows, "nulls": nulls, "distinct_keys": distinct, "null_keys": key_col.null_count}
@@ -59,13 +75,21 @@ def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
     manifest_uri = store.uri(ctx.manifest_key(purpose))
     manifest = read_manifest(store, manifest_uri)
     key = spec.entity.key
+    gate = f"{ctx.model}.features.{purpose}"
     if key not in manifest.columns:
         raise gates.GateFailed(
-            f"{ctx.model}.features.{purpose}",
-            [gates.Check("key_column", False, manifest.columns, f"contains {key!r}", manifest_uri)],
+            gate, [gates.Check("key_column", False, manifest.columns, f"contains {key!r}", manifest_uri)]
         )
-    p = profile(manifest_uri, key)
-    checks = [
+    checks: list[gates.Check] = []
+    training: dict[str, Any] | None = None
+    if purpose == "score":
+        model = ctx.load_state("model", "the score DAG resolves the production model first")
+        checks.append(_schema_check(ctx, model, manifest.columns))
+        training = training_profile(store, model["artifact_uri"], key)
+    features = [c for c in (training or {}).get("features", {}) if c in manifest.columns]
+    bins = BinCounter({c: training["features"][c]["cuts"] for c in features}) if training else None
+    p = scan(manifest_uri, key, bins)
+    checks += [
         gates.at_least("rows", p["rows"], spec.features.checks.min_rows, manifest_uri),
         gates.equal("rows_match_manifest", p["rows"], manifest.record_count),
         gates.equal("null_keys", p["null_keys"], 0, key),
@@ -75,15 +99,55 @@ def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
     for name in manifest.columns:
         fraction = p["nulls"].get(name, 0) / p["rows"] if p["rows"] else 0.0
         checks.append(gates.at_most(f"null_fraction[{name}]", fraction, limit))
-    if purpose == "score":
-        checks.append(_schema_check(ctx, manifest.columns))
-    summary = gates.evaluate(f"{ctx.model}.features.{purpose}", checks)
+    if training is not None and bins is not None:
+        checks += _drift_checks(ctx, training, bins, features, model["version"])
+    summary = gates.evaluate(gate, checks)
     return {"rows": p["rows"], "passed": summary["passed"]}
 
 
-def _schema_check(ctx: RunContext, columns: list[str]) -> gates.Check:
+def _drift_checks(
+    ctx: RunContext, training: dict[str, Any], bins: BinCounter, features: list[str], version: str
+) -> list[gates.Check]:
+    """PSI per numeric feature: above ``psi_fail`` blocks, above ``psi_warn`` logs a warning."""
+    cfg = ctx.spec.features.checks
+    checks = []
+    for name in features:
+        value = psi(training["features"][name]["proportions"], bins.proportions(name))
+        detail = f"scoring {ctx.ds} vs training data of {version}"
+        if cfg.psi_warn < value <= cfg.psi_fail:
+            log.warning(
+                "%s: feature %s drifted: PSI %.4f above psi_warn %s (%s)", ctx.model, name, value, cfg.psi_warn, detail
+            )
+            detail += f"; above psi_warn {cfg.psi_warn}"
+        checks.append(gates.at_most(f"psi[{name}]", value, cfg.psi_fail, detail))
+    return checks
+
+
+def training_profile(store: ObjectStore, artifact_uri: str, key: str) -> dict[str, Any]:
+    """The model version's training profile: read it, or build it once from its training unload."""
+    prefix = store.key(artifact_uri.rstrip("/") + "/")
+    profile_key = prefix + PROFILE_FILE
+    if store.exists(profile_key):
+        cached = store.get_json(profile_key)
+        if cached.get("version") == PROFILE_VERSION:
+            return cached
+    lineage = store.get_json(prefix + "lineage.json")
+    source = lineage.get("features_manifest")
+    if not source:
+        raise KeyError(f"{store.uri(prefix + 'lineage.json')} names no features_manifest to profile")
+    try:
+        profile = build_profile(source, exclude=[key])
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"cannot profile the training data of {artifact_uri} for the drift check: {exc}"
+        ) from exc
+    store.put_json(profile_key, profile)
+    log.info("profiled %d training rows of %s into %s", profile["rows"], source, store.uri(profile_key))
+    return profile
+
+
+def _schema_check(ctx: RunContext, model: dict[str, Any], columns: list[str]) -> gates.Check:
     """Scoring rows must carry exactly the features the production model was trained on."""
-    model = ctx.load_state("model", "the score DAG resolves the production model first")
     schema = ctx.env.store.get_json(ctx.env.store.key(model["artifact_uri"]) + "feature_schema.json")
     expected = [ctx.spec.entity.key] + [c["name"] for c in schema]
     missing = [c for c in expected if c not in columns]
