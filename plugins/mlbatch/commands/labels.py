@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mlbatch.cli import EXIT_GATE, EXIT_USAGE, err, load_spec_or_exit, out
+from mlbatch.cli import EXIT_FAILED, EXIT_GATE, EXIT_USAGE, err, load_spec_or_exit, out
 from mlbatch.env import Environment
 
 labels_app = typer.Typer(help="Check and sync a model's label sheet.", no_args_is_help=True)
@@ -33,7 +33,7 @@ def labels_check(
     try:
         header, rows = read_csv(file)
     except (LabelFileError, OSError) as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_USAGE) from None
     threshold = model.labels.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction
     report = check_labels(
@@ -45,12 +45,109 @@ def labels_check(
         classes=model.labels.classes,
         key_type=model.entity.type,
         max_invalid_fraction=threshold,
+        ignore_column=model.labels.write_back,
     )
     if as_json:
         print(json.dumps(report.to_contract(), indent=2, ensure_ascii=False))
     else:
         for r in report.rejected:
-            out.print(f"row {r.row}: {report.verdicts.get(r.row, r.reason)}", highlight=False)
-        out.print(report.message, highlight=False)
+            out.print(f"row {r.row}: {report.verdicts.get(r.row, r.reason)}", highlight=False, markup=False)
+        out.print(report.message, highlight=False, markup=False)
     if report.blocked:
         raise typer.Exit(EXIT_GATE)
+
+
+@labels_app.command("sync")
+def labels_sync(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the diff it would apply; write nothing (not even verdicts).")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Keys shown per kind of change with --dry-run.", min=0)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Sync the model's label sheet into the app DB now: check, gate, apply (exit 1 if blocked).
+
+    The same stage functions as the DAG's check_sheet, labels_gate and apply_labels tasks, with
+    run id cli-sync__<UTC time>; verdicts go back to the sheet, and a changed sync writes its
+    snapshot (the Airflow asset event is the DAG's to emit).
+    """
+    from datetime import UTC, datetime
+
+    from mlbatch.cli import _logging
+    from mlbatch.gates import GateFailed
+    from mlbatch.stages import steps
+    from mlbatch.stages.context import RunContext
+    from mlbatch.stages.labels import preview
+
+    if verbose:  # else warnings reach stderr through logging's last-resort handler
+        _logging(verbose)
+    env = Environment.from_env()
+    model = load_spec_or_exit(spec, env)
+    now = datetime.now(UTC)
+    ctx = RunContext(env=env, spec=model, ds=now.date().isoformat(), run_id=f"cli-sync__{now:%Y%m%dT%H%M%S}")
+    if dry_run:
+        try:
+            plan = preview(ctx, limit=limit)
+        except Exception as exc:  # noqa: BLE001 - reported like a failed stage
+            err.print(f"error: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(EXIT_FAILED) from None
+        if as_json:
+            print(json.dumps({"model": model.name, **plan}, indent=2, ensure_ascii=False))
+        else:
+            _print_plan(model.name, plan)
+        if plan["blocked"]:
+            raise typer.Exit(EXIT_GATE)
+        return
+    results: dict[str, object] = {}
+    for name, thunk in steps(ctx, ["labels"]):
+        try:
+            results[name] = thunk()
+        except GateFailed as exc:
+            err.print(f"{name}: {exc}", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(EXIT_GATE) from None
+        except Exception as exc:  # noqa: BLE001 - the CLI reports any stage failure the same way
+            err.print(f"{name} failed: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
+        return
+    checked, applied = results["check_sheet"], results["apply_labels"]
+    assert isinstance(checked, dict) and isinstance(applied, dict)
+    out.print(f"{model.name}: {checked['message']}", highlight=False, soft_wrap=True, markup=False)
+    if applied["changed"]:
+        out.print(
+            f"sync {applied['sync_id']}: inserted {applied['inserted']:,}, updated {applied['updated']:,}, "
+            f"deleted {applied['deleted']:,}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+    else:
+        out.print(f"sync {applied['sync_id']}: no change", highlight=False, soft_wrap=True, markup=False)
+
+
+def _print_plan(model: str, plan: dict) -> None:
+    out.print(f"{model}: {plan['check']['message']} ({plan['origin']})", highlight=False, soft_wrap=True, markup=False)
+    for r in plan["check"]["rejected"][:20]:
+        out.print(f"  row {r['row']}: {r['reason']} (key {r['key']!r})", highlight=False, soft_wrap=True, markup=False)
+    out.print(
+        f"would insert {plan['inserted']:,}, update {plan['updated']:,}, delete {plan['deleted']:,} "
+        f"(of {plan['current']:,} current labels)",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    for r in plan["inserts"]:
+        out.print(f"  + {r['key']}: {r['new']}", highlight=False, soft_wrap=True, markup=False)
+    for r in plan["updates"]:
+        out.print(f"  ~ {r['key']}: {r['old']} -> {r['new']}", highlight=False, soft_wrap=True, markup=False)
+    for r in plan["deletes"]:
+        out.print(f"  - {r['key']}: {r['old']} -> (deleted)", highlight=False, soft_wrap=True, markup=False)
+    out.print(
+        f"blocked: {plan['blocked_by']}" if plan["blocked"] else "dry run: nothing written",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )

@@ -118,8 +118,12 @@ def check_labels(
     classes: list[str],
     key_type: str = "integer",
     max_invalid_fraction: float = 0.02,
+    ignore_column: str | None = None,
 ) -> CheckReport:
     """Check a label sheet; see the module docstring and :class:`CheckReport`.
+
+    ``ignore_column`` names the verdict (write-back) column: its cells are ours, not the analyst's
+    data, so a row holding only an old verdict is a blank row, not a row with a missing key.
 
     Raises ``ValueError`` only for bad arguments (a spec problem); anything wrong with the sheet
     itself ends up in the report.
@@ -140,6 +144,8 @@ def check_labels(
         raise ValueError("classes is empty: at least one allowed label is needed")
 
     header_problem, ki, li = _find_columns(header, key_column, label_column)
+    if ignore_column is not None:
+        rows = _without_column(header, rows, ignore_column)
     if header_problem:
         nonblank = sum(1 for row in rows if not _is_blank(row))
         return CheckReport(model=model, rows=nonblank, accepted=0, blocked=True, message=header_problem)
@@ -268,6 +274,15 @@ def _find_columns(header: list[str], key_column: str, label_column: str) -> tupl
             cols = ", ".join(_column_letter(i) for i in positions[fold])
             return f"blocked: column {_quote(name)} appears more than once (columns {cols}); keep one", -1, -1
     return "", positions[wanted[key_column]][0], positions[wanted[label_column]][0]
+
+
+def _without_column(header: list[str], rows: list[list[str]], column: str) -> list[list[str]]:
+    fold = normalize(column).casefold()
+    idx = next((i for i, cell in enumerate(header) if normalize(cell).casefold() == fold), None)
+    if idx is None:
+        return rows
+    # Copy only the rows that have something in that column (usually: verdicts of earlier syncs).
+    return [row[:idx] + [""] + row[idx + 1 :] if len(row) > idx and row[idx] else row for row in rows]
 
 
 def _column_letter(idx: int) -> str:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain, islice
+from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from mlbatch.appdb import schema
 
@@ -53,33 +56,41 @@ def diff(current: dict[str, str], desired: dict[str, str]) -> LabelDiff:
     return d
 
 
+def _chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
 def apply(conn: Connection, model: str, d: LabelDiff, sync_id: str, now: datetime, chunk: int = 5000) -> None:
-    """Write the diff and its history inside the caller's transaction."""
+    """Write the diff and its history inside the caller's transaction.
+
+    Statements go in chunks of ``chunk`` rows: parameter lists stay small (a first sync of a
+    200k-row sheet would otherwise build every row's parameters at once), and all of it still
+    commits or rolls back together with the caller's transaction.
+    """
     t, h = schema.labels, schema.label_history
     deletes = list(d.deletes)
     for i in range(0, len(deletes), chunk):
         conn.execute(delete(t).where(t.c.model == model, t.c.entity_key.in_(deletes[i : i + chunk])))
-    if d.inserts:
-        conn.execute(
-            t.insert(),
-            [
-                {"model": model, "entity_key": k, "label": v, "sync_id": sync_id, "updated_at": now}
-                for k, v in d.inserts.items()
-            ],
-        )
-    if d.updates:
-        from sqlalchemy import bindparam
-
-        stmt = (
-            update(t)
-            .where(t.c.model == model, t.c.entity_key == bindparam("k"))
-            .values(label=bindparam("new"), sync_id=sync_id, updated_at=now)
-        )
-        conn.execute(stmt, [{"k": k, "new": new} for k, (_old, new) in d.updates.items()])
-    history = (
-        [{"entity_key": k, "old_label": None, "new_label": v} for k, v in d.inserts.items()]
-        + [{"entity_key": k, "old_label": o, "new_label": n} for k, (o, n) in d.updates.items()]
-        + [{"entity_key": k, "old_label": o, "new_label": None} for k, o in d.deletes.items()]
+    inserts = (
+        {"model": model, "entity_key": k, "label": v, "sync_id": sync_id, "updated_at": now}
+        for k, v in d.inserts.items()
     )
-    if history:
-        conn.execute(h.insert(), [{**r, "model": model, "sync_id": sync_id, "changed_at": now} for r in history])
+    for batch in _chunks(inserts, chunk):
+        conn.execute(t.insert(), batch)
+    stmt = (
+        update(t)
+        .where(t.c.model == model, t.c.entity_key == bindparam("k"))
+        .values(label=bindparam("new"), sync_id=sync_id, updated_at=now)
+    )
+    for batch in _chunks(({"k": k, "new": new} for k, (_old, new) in d.updates.items()), chunk):
+        conn.execute(stmt, batch)
+    history = chain(
+        ({"entity_key": k, "old_label": None, "new_label": v} for k, v in d.inserts.items()),
+        ({"entity_key": k, "old_label": o, "new_label": n} for k, (o, n) in d.updates.items()),
+        ({"entity_key": k, "old_label": o, "new_label": None} for k, o in d.deletes.items()),
+    )
+    extra = {"model": model, "sync_id": sync_id, "changed_at": now}
+    for batch in _chunks(({**r, **extra} for r in history), chunk):
+        conn.execute(h.insert(), batch)

@@ -19,8 +19,9 @@ from sqlalchemy import Connection, select
 from mlbatch import gates
 from mlbatch.appdb import schema
 from mlbatch.labels import sync
-from mlbatch.labels.check import check_labels
-from mlbatch.labels.source import read_sheet, write_verdicts
+from mlbatch.labels.check import CheckReport, check_labels
+from mlbatch.labels.source import SheetData, read_sheet, write_verdicts
+from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,9 @@ def _record_sync(conn: Connection, values: dict[str, Any]) -> None:
         conn.execute(t.insert().values(**values))
 
 
-def check_sheet(ctx: RunContext) -> dict[str, Any]:
-    spec, env = ctx.spec, ctx.env
-    started = _now()
-    sid = new_sync_id(ctx, started)
-    sheet = read_sheet(spec, env)
-    report = check_labels(
+def check(spec: ModelSpec, sheet: SheetData) -> CheckReport:
+    """The sheet against the spec: the same checker as ``mlbatch labels check``."""
+    return check_labels(
         sheet.header,
         sheet.rows,
         model=spec.name,
@@ -59,7 +57,16 @@ def check_sheet(ctx: RunContext) -> dict[str, Any]:
         classes=spec.labels.classes,
         key_type=spec.entity.type,
         max_invalid_fraction=spec.labels.max_invalid_fraction,
+        ignore_column=spec.labels.write_back,
     )
+
+
+def check_sheet(ctx: RunContext) -> dict[str, Any]:
+    spec, env = ctx.spec, ctx.env
+    started = _now()
+    sid = new_sync_id(ctx, started)
+    sheet = read_sheet(spec, env)
+    report = check(spec, sheet)
     log.info("%s: %s (%s)", spec.name, report.message, sheet.origin)
     for r in report.rejected[:50]:
         log.info("row %d key %r: %s", r.row, r.key, r.reason)
@@ -99,20 +106,23 @@ def labels_gate(ctx: RunContext) -> dict[str, Any]:
     st = ctx.load_state("labels_check", "run the labels check first")
     rows, rejected = st["rows"], len(st["rejected"])
     fraction = rejected / rows if rows else 1.0
-    return gates.evaluate(
-        f"{ctx.model}.labels",
-        [
-            gates.at_least("data_rows", rows, 1, st["origin"]),
-            gates.at_most(
-                "invalid_fraction",
-                fraction,
-                ctx.spec.labels.max_invalid_fraction,
-                f"{rejected} of {rows} rows rejected",
-            ),
-            gates.at_least("accepted_labels", st["accepted"], ctx.spec.labels.min_rows),
-            gates.equal("sheet_blocked", st["blocked"], False, st["message"]),
-        ],
-    )
+    checks = [
+        gates.at_least("data_rows", rows, 1, st["origin"]),
+        gates.at_most(
+            "invalid_fraction", fraction, ctx.spec.labels.max_invalid_fraction, f"{rejected} of {rows} rows rejected"
+        ),
+        gates.at_least("accepted_labels", st["accepted"], ctx.spec.labels.min_rows),
+        gates.equal("sheet_blocked", st["blocked"], False, st["message"]),
+    ]
+    try:
+        return gates.evaluate(f"{ctx.model}.labels", checks)
+    except gates.GateFailed as exc:
+        # The sync log says why this sync stopped, whichever check it was.
+        with ctx.env.appdb.begin() as conn:
+            _record_sync(
+                conn, {"sync_id": st["sync_id"], "finished_at": _now(), "verdict": "blocked", "message": str(exc)}
+            )
+        raise
 
 
 def _write_labels(ctx: RunContext, key: str, labels: dict[str, str]) -> str:
@@ -129,6 +139,18 @@ def _write_labels(ctx: RunContext, key: str, labels: dict[str, str]) -> str:
 def _read_labels(ctx: RunContext, uri: str) -> dict[str, str]:
     table = pq.read_table(pa.BufferReader(ctx.env.store.get_bytes(ctx.env.store.key(uri))))
     return {str(k): v for k, v in zip(table["entity_key"].to_pylist(), table["label"].to_pylist(), strict=True)}
+
+
+def delete_guard(spec: ModelSpec, current: int, deletes: int) -> gates.Check:
+    """A sheet that lost many rows (a filter left on, a bad paste) must not wipe the labels."""
+    fraction = deletes / current if current else 0.0
+    return gates.at_most(
+        "delete_fraction",
+        fraction,
+        spec.labels.max_delete_fraction,
+        f"the sheet would delete {deletes:,} of {current:,} current labels; "
+        "if that is intended, raise labels.max_delete_fraction for one sync",
+    )
 
 
 def apply_labels(ctx: RunContext) -> dict[str, Any]:
@@ -150,20 +172,10 @@ def apply_labels(ctx: RunContext) -> dict[str, Any]:
             }
         current = sync.current_labels(conn, spec.name)
         d = sync.diff(current, desired)
-        delete_fraction = len(d.deletes) / len(current) if current else 0.0
-        if delete_fraction > spec.labels.max_delete_fraction:
-            blocked = gates.GateFailed(
-                f"{spec.name}.labels",
-                [
-                    gates.at_most(
-                        "delete_fraction",
-                        delete_fraction,
-                        spec.labels.max_delete_fraction,
-                        f"the sheet would delete {len(d.deletes)} of {len(current)} current labels; "
-                        "if that is intended, raise labels.max_delete_fraction for one sync",
-                    )
-                ],
-            )
+        guard = delete_guard(spec, len(current), len(d.deletes))
+        if not guard.ok:
+            blocked = gates.GateFailed(f"{spec.name}.labels", [guard])
+            log.error("%s: %s", spec.name, blocked)
             _record_sync(conn, {"sync_id": sid, "finished_at": _now(), "verdict": "blocked", "message": str(blocked)})
         elif d.changed == 0:
             log.info("%s: no change (%d labels)", spec.name, len(current))
@@ -192,6 +204,54 @@ def apply_labels(ctx: RunContext) -> dict[str, Any]:
     if blocked is not None:
         raise blocked
     return {"sync_id": sid, "changed": d.changed > 0, **d.summary(), "labels": len(desired)}
+
+
+def _ordered(keys: list[str], integer: bool) -> list[str]:
+    return sorted(keys, key=int) if integer else sorted(keys)
+
+
+def preview(ctx: RunContext, limit: int = 20) -> dict[str, Any]:
+    """What a sync would do now, writing nothing: no verdicts, no sync log, no label rows.
+
+    Reads the sheet (one read) and the model's current labels, and returns the check, the
+    diff counts, the first ``limit`` keys of each kind (old -> new label) and whether the label
+    gate or the delete guard would block it.
+    """
+    spec, env = ctx.spec, ctx.env
+    sheet = read_sheet(spec, env)
+    report = check(spec, sheet)
+    current: dict[str, str] = {}
+    if env.appdb.has_table(schema.labels.name):
+        with env.appdb.connect() as conn:
+            current = sync.current_labels(conn, spec.name)
+    desired = {str(k): v for k, v in report.labels.items()}
+    d = sync.diff(current, desired) if not report.blocked else sync.LabelDiff()
+    guard = delete_guard(spec, len(current), len(d.deletes))
+    too_few = not report.blocked and report.accepted < spec.labels.min_rows
+    blocked_by = (
+        report.message
+        if report.blocked
+        else guard.line()
+        if not guard.ok
+        else f"accepted_labels {report.accepted:,} < min_rows {spec.labels.min_rows:,}"
+        if too_few
+        else ""
+    )
+    integer = spec.entity.type == "integer"
+    return {
+        "check": report.to_contract(),
+        "origin": sheet.origin,
+        "current": len(current),
+        **d.summary(),
+        "blocked": bool(blocked_by),
+        "blocked_by": blocked_by,
+        "inserts": [{"key": k, "new": d.inserts[k]} for k in _ordered(list(d.inserts), integer)[:limit]],
+        "updates": [
+            {"key": k, "old": d.updates[k][0], "new": d.updates[k][1]}
+            for k in _ordered(list(d.updates), integer)[:limit]
+        ],
+        "deletes": [{"key": k, "old": d.deletes[k]} for k in _ordered(list(d.deletes), integer)[:limit]],
+    }
 
 
 def latest_snapshot(ctx: RunContext) -> dict[str, Any]:
