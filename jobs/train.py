@@ -3,8 +3,10 @@
     python -m jobs.train --config CONFIG_JSON_URI --features MANIFEST_URI \\
         --labels LABELS_PARQUET_URI --output OUTPUT_PREFIX_URI
 
-Writes under OUTPUT_PREFIX: model.json, model_meta.json, feature_schema.json, metrics.json,
-lineage.json, roc.png/pr.png (binary, only where matplotlib is installed) and, last, _SUCCESS.
+Writes under OUTPUT_PREFIX: the family's model file(s) (xgboost: model.json; torch: model.pt +
+preprocessing.json), model_meta.json, feature_schema.json, metrics.json, lineage.json, roc.png and
+pr.png (one-vs-rest curves per class for multiclass; skipped only where matplotlib is missing)
+and, last, _SUCCESS.
 A prefix that already holds _SUCCESS is finished: the job exits 0 without retraining, so a
 launcher retry never produces a second, different model under the same version.
 Exit codes: 0 done (or already done); 2 bad input or config (stderr names it); 1 a crash.
@@ -211,8 +213,6 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         "entity_key": key,
         "entity_key_type": str(feature_keys.type),
     }
-    import xgboost
-
     lineage = {
         **cfg["lineage"],
         "model": cfg["model"],
@@ -235,16 +235,16 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         "seed": int(cfg["seed"]),
         "split": cfg["split"],
         "code_version": os.environ.get("MLBATCH_CODE_VERSION", "unknown"),
-        "xgboost_version": xgboost.__version__,
+        **model.library_versions,
+        "device_trained": meta.get("device_trained"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     io.write_json(io.join_uri(out, "model_meta.json"), meta)
     io.write_json(io.join_uri(out, "feature_schema.json"), [{"name": f.name, "type": str(f.type)} for f in x.schema])
     io.write_json(io.join_uri(out, "metrics.json"), metrics)
     io.write_json(io.join_uri(out, "lineage.json"), lineage)
-    if binary:
-        for name, png in curve_pngs(y_test, proba[:, 1]).items():
-            io.write_bytes(io.join_uri(out, name), png)
+    for name, png in curve_pngs(y_test, proba, classes).items():
+        io.write_bytes(io.join_uri(out, name), png)
     seconds = round(time.monotonic() - started, 3)
     summary = {
         "status": "trained",

@@ -16,7 +16,11 @@ import pyarrow as pa
 from jobs.io import JobInputError
 
 # family name (the spec's train.family) -> "module:class"
-FAMILIES = {"xgboost": "jobs.families.xgboost_family:XGBoostFamily"}
+FAMILIES = {
+    "xgboost": "jobs.families.xgboost_family:XGBoostFamily",
+    "torch_mlp": "jobs.families.torch_mlp:TorchMLPFamily",
+    "torch_text": "jobs.families.torch_text:TorchTextFamily",
+}
 
 
 class Family(Protocol):
@@ -53,6 +57,11 @@ class Family(Protocol):
 
     @property
     def effective_params(self) -> dict[str, Any]: ...
+
+    @property
+    def library_versions(self) -> dict[str, str]:
+        """For lineage.json, e.g. {"xgboost_version": "3.1.0"}."""
+        ...
 
 
 def get_family(name: str) -> type[Family]:

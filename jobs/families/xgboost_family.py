@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xgboost as xgb
 
+from jobs.families.columns import as_strings, check_kinds, column_kind, cores, encode_column
 from jobs.io import JobInputError, join_uri, read_bytes, write_bytes
 
 MODEL_FILE = "model.json"
@@ -36,12 +37,6 @@ DEFAULTS: dict[str, Any] = {
 # round 6 with log loss 0.53 against 0.46). The published score is a probability, so it must be
 # calibrated. params["eval_metric"] overrides.
 _EVAL_METRIC = {"binary": "logloss", "multiclass": "mlogloss"}
-_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
-
-
-def _cores() -> int:
-    # The container's CPU set, not the host's core count.
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @functools.cache
@@ -72,58 +67,6 @@ def detect_device() -> str:
         return "cpu"
 
 
-def _kind(field: pa.Field) -> str:
-    t = field.type
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
-        return "numeric"
-    if pa.types.is_null(t):
-        return "numeric"  # an all-null part: all missing
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "categorical"
-    if pa.types.is_date(t) or pa.types.is_timestamp(t):
-        return "temporal"
-    raise JobInputError(
-        f"feature column {field.name!r} has type {field.type}, which the xgboost family cannot use: "
-        "cast it to a number, a string or a date in the feature SQL"
-    )
-
-
-def _as_strings(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode() if isinstance(col, pa.Array) else pc.cast(col, col.type.value_type)
-    return col if col.type == pa.string() else pc.cast(col, pa.string())
-
-
-def _encode_column(
-    name: str, col: pa.ChunkedArray | pa.Array, kind: str, categories: pa.Array | None
-) -> np.ndarray | float:
-    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
-    if pa.types.is_null(t):
-        return np.nan
-    if kind == "categorical":
-        codes = pc.index_in(_as_strings(col), value_set=categories)  # null or unseen -> null
-        col = pc.cast(codes, pa.float32())
-    elif kind == "temporal":
-        if pa.types.is_date(t):
-            col = pc.cast(pc.cast(col, pa.date32()), pa.int32())
-            col = pc.cast(col, pa.float32())
-        else:
-            col = pc.divide(pc.cast(pc.cast(col, pa.int64()), pa.float64()), float(_DAY[t.unit]))
-            col = pc.cast(col, pa.float32())
-    else:
-        if pa.types.is_dictionary(col.type):
-            col = pc.cast(col, t)
-        if pa.types.is_decimal(t):
-            col = pc.cast(col, pa.float64())
-        try:
-            col = pc.cast(col, pa.float32(), safe=False)  # float32 is what xgboost uses anyway
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise JobInputError(f"feature column {name!r}: cannot read {col.type} as a number: {exc}") from exc
-    return pc.fill_null(col, np.float32(np.nan)).to_numpy(zero_copy_only=False)
-
-
 class FeatureEncoder:
     """Feature columns -> float32 matrix; the same object encodes for fit and for predict."""
 
@@ -136,19 +79,11 @@ class FeatureEncoder:
         """The model's feature matrix for these rows (float32, C order, columns in model order)."""
         x = np.empty((data.num_rows, len(self.features)), dtype=np.float32)
         for j, name in enumerate(self.features):
-            x[:, j] = _encode_column(name, data.column(name), self.kinds[name], self.categories.get(name))
+            x[:, j] = encode_column(name, data.column(name), self.kinds[name], self.categories.get(name))
         return x
 
     def check_schema(self, schema: pa.Schema, source: str) -> None:
-        problems = []
-        for name in self.features:
-            kind = _kind(schema.field(name))
-            trained = self.kinds[name]
-            # numeric and temporal both encode to numbers, but a string column must stay a string
-            if (kind == "categorical") != (trained == "categorical"):
-                problems.append(f"{name!r} is {schema.field(name).type} here but was {trained} at training")
-        if problems:
-            raise JobInputError(f"{source}: feature types changed since training: " + "; ".join(problems))
+        check_kinds(schema, self.features, self.kinds, source, "xgboost")
 
 
 class XGBoostFamily:
@@ -160,7 +95,7 @@ class XGBoostFamily:
         self.classes: list[str] = meta["classes"]
         self.encoder = FeatureEncoder(meta["features"], meta["kinds"], meta["categorical"])
         # Prediction runs on the CPU with numpy input; a cuda booster would copy each batch.
-        self.booster.set_param({"device": "cpu", "nthread": _cores()})
+        self.booster.set_param({"device": "cpu", "nthread": cores()})
 
     def check_schema(self, schema: pa.Schema, source: str) -> None:
         self.encoder.check_schema(schema, source)
@@ -181,12 +116,12 @@ class XGBoostFamily:
         metric: str,
     ) -> XGBoostFamily:
         del metric  # the gate's business; early stopping watches log loss (see _EVAL_METRIC)
-        kinds = {f.name: _kind(f) for f in train.schema}
+        kinds = {f.name: column_kind(f, "xgboost") for f in train.schema}
         categorical = {}
         for name, kind in kinds.items():
             if kind == "categorical":
                 # Train split only: a category never trained on is "missing" here, as at scoring.
-                values = pc.unique(_as_strings(train.column(name))).drop_null()
+                values = pc.unique(as_strings(train.column(name))).drop_null()
                 categorical[name] = sorted(values.to_pylist())
         task = "binary" if len(classes) == 2 else "multiclass"
         merged = {**DEFAULTS, **params}
@@ -201,7 +136,7 @@ class XGBoostFamily:
             "objective": "binary:logistic" if task == "binary" else "multi:softprob",
             "device": device,
             "seed": seed,
-            "nthread": _cores(),
+            "nthread": cores(),
         }
         if task == "multiclass":
             xgb_params["num_class"] = len(classes)
@@ -221,7 +156,7 @@ class XGBoostFamily:
             feature_names=names,
             feature_types=feature_types,
             enable_categorical=True,
-            nthread=_cores(),
+            nthread=cores(),
         )
         dvalid = xgb.QuantileDMatrix(
             encoder.encode(valid),
@@ -230,7 +165,7 @@ class XGBoostFamily:
             feature_types=feature_types,
             enable_categorical=True,
             ref=dtrain,
-            nthread=_cores(),
+            nthread=cores(),
         )
         print(
             f"train: fitting xgboost on {device}: {train.num_rows} rows x {len(meta['features'])} "
@@ -274,6 +209,10 @@ class XGBoostFamily:
     @property
     def effective_params(self) -> dict[str, Any]:
         return dict(self.meta["params"])
+
+    @property
+    def library_versions(self) -> dict[str, str]:
+        return {"xgboost_version": xgb.__version__}
 
     # --- persistence ------------------------------------------------------------------------
 

@@ -2,6 +2,9 @@
 
 Status moves candidate → production (previous production → retired) or candidate → rejected.
 Exactly one version per model is in production; promotion swaps it in one transaction.
+By hand (``mlbatch models promote|rollback``): :func:`promote` makes any version that the gate
+did not reject production (a rejected one only with ``force``), and :func:`rollback`
+re-promotes the most recently retired version; both record who and why in ``reason``.
 """
 
 from __future__ import annotations
@@ -117,3 +120,74 @@ def decide(db: AppDbHook, model: str, version: str, status: str, reason: str) ->
             .where(t.c.model == model, t.c.version == version)
             .values(status=status, reason=reason, decided_at=now)
         )
+
+
+class RegistryError(ValueError):
+    """A manual registry change cannot be made; the message says why and what would allow it."""
+
+
+def _lock_versions(conn: Connection, model: str) -> list[ModelVersion]:
+    """The model's versions, locked for this transaction (FOR UPDATE on MySQL/MariaDB; SQLite
+    locks the whole database on the first write anyway), so two promotions cannot interleave."""
+    query = select(t).where(t.c.model == model).order_by(t.c.created_at, t.c.version)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    return [ModelVersion.from_row(r) for r in conn.execute(query)]
+
+
+def _swap_in(conn: Connection, model: str, version: str, reason: str, now: datetime) -> None:
+    conn.execute(
+        t.update()
+        .where(t.c.model == model, t.c.status == "production", t.c.version != version)
+        .values(status="retired", decided_at=now)
+    )
+    conn.execute(
+        t.update()
+        .where(t.c.model == model, t.c.version == version)
+        .values(status="production", reason=reason, decided_at=now)
+    )
+
+
+def promote(db: AppDbHook, model: str, version: str, reason: str, *, by: str, force: bool = False) -> ModelVersion:
+    """Make ``version`` production by hand, in one transaction; the previous one is retired.
+
+    A rejected version needs ``force``: the gate said no, so overriding it must be deliberate.
+    The reason stored says who promoted it and why (and that it was manual).
+    """
+    if not reason.strip():
+        raise RegistryError("a manual promotion needs a reason (it is stored with the version)")
+    with db.begin() as conn:
+        found = {v.version: v for v in _lock_versions(conn, model)}
+        target = found.get(version)
+        if target is None:
+            known = ", ".join(list(found)[-5:]) or "none"
+            raise RegistryError(f"{model} has no version {version!r} (latest: {known})")
+        if target.status == "production":
+            raise RegistryError(f"{model} {version} is already in production")
+        if target.status == "rejected" and not force:
+            raise RegistryError(
+                f"{model} {version} was rejected by the model gate ({target.reason}); pass --force to promote it anyway"
+            )
+        note = f"manual promotion by {by}: {reason.strip()}"
+        if target.status == "rejected":
+            note += " (forced over the gate's rejection)"
+        _swap_in(conn, model, version, note, _now())
+        return get(conn, model, version)  # type: ignore[return-value]
+
+
+def rollback(db: AppDbHook, model: str, reason: str, *, by: str) -> tuple[ModelVersion, ModelVersion | None]:
+    """Re-promote the most recently retired version; the current production version is retired.
+
+    Returns (now production, previously production). Rolling back twice swaps the two back:
+    the version just retired is then the most recently retired one.
+    """
+    with db.begin() as conn:
+        rows = _lock_versions(conn, model)
+        retired = [v for v in rows if v.status == "retired"]
+        if not retired:
+            raise RegistryError(f"{model} has no retired version to roll back to")
+        target = max(retired, key=lambda v: (v.decided_at or v.created_at, v.created_at, v.version))
+        current = next((v for v in rows if v.status == "production"), None)
+        note = f"rollback by {by}" + (f" from {current.version}" if current else "") + f": {reason.strip() or '-'}"
+        _swap_in(conn, model, target.version, note, _now())
+        return get(conn, model, target.version), current  # type: ignore[return-value]

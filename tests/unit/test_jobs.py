@@ -138,9 +138,12 @@ def test_train_writes_artifacts_and_marker_last(trained: dict) -> None:
         "metrics.json",
         "feature_schema.json",
         "lineage.json",
+        "roc.png",
+        "pr.png",
         "_SUCCESS",
     }
     assert names <= {p.name for p in model_dir.iterdir()}
+    assert (model_dir / "pr.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in model_dir.iterdir() if ".tmp-" in p.name]
     marker_mtime = (model_dir / "_SUCCESS").stat().st_mtime_ns
     assert all(p.stat().st_mtime_ns <= marker_mtime for p in model_dir.iterdir())
@@ -154,6 +157,10 @@ def test_train_writes_artifacts_and_marker_last(trained: dict) -> None:
     for k in ("pr_auc", "log_loss", "accuracy", "f1", "precision", "recall", "best_iteration"):
         assert k in metrics
     assert metrics["n_train"] + metrics["n_valid"] + metrics["n_test"] == 3000
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n_test"]
+    roc, pr = metrics["curves"]["roc"], metrics["curves"]["pr"]
+    assert len(roc["fpr"]) == len(roc["tpr"]) == len(pr["recall"]) == len(pr["precision"]) == 101
+    assert roc["tpr"] == sorted(roc["tpr"]) and pr["precision"] == sorted(pr["precision"], reverse=True)
 
     schema = json.loads((model_dir / "feature_schema.json").read_text())
     assert schema == [
@@ -347,6 +354,8 @@ def test_multiclass_writes_per_class_metrics(tmp_path: Path) -> None:
     assert set(metrics["per_class"]) == set(classes)
     assert {"precision", "recall", "f1", "support"} <= set(metrics["per_class"]["side"])
     assert sum(c["support"] for c in metrics["per_class"].values()) == metrics["n_test"]
+    assert all(c["roc_auc"] > 0.8 for c in metrics["per_class"].values()) and metrics["roc_auc"] > 0.8
+    assert set(metrics["curves"]) == set(classes) and (tmp_path / "model" / "roc.png").exists()
 
     pred = tmp_path / "pred.parquet"
     proc = run_job(

@@ -131,3 +131,72 @@ def test_label_sheet_has_the_analyst_errors(warehouse: Path, tmp_path: Path) -> 
         truth = dict(con.execute("SELECT device_id::varchar, gender FROM analytics._truth_device_gender").fetchall())
     agree = [truth[k] == next(iter(v)) for k, v in by_key.items() if len(v) == 1]
     assert sum(agree) == len(agree)
+
+
+# --- recipe_category ---------------------------------------------------------------------------
+
+
+def test_recipes_do_not_change_the_device_tables(tmp_path: Path) -> None:
+    from mlbatch.warehouse.synth import build_warehouse as build
+
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    build(a, n_devices=2_000, n_recipes=500)
+    build(b, n_devices=2_000, n_recipes=3_000)
+    assert _dump(a) == _dump(b)  # the recipes have their own random stream
+    with duckdb.connect(str(a), read_only=True) as con:
+        first = con.sql("SELECT * FROM analytics.recipes ORDER BY recipe_id").to_arrow_table()
+    build(a, n_devices=2_000, n_recipes=500)
+    with duckdb.connect(str(a), read_only=True) as con:
+        assert con.sql("SELECT * FROM analytics.recipes ORDER BY recipe_id").to_arrow_table() == first
+
+
+def test_recipes_table_and_queries(warehouse: Path) -> None:
+    spec = load_spec(ROOT / "dags/specs/recipe_category.yaml")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        n, distinct, null_title, edited, cats = con.execute(
+            "SELECT count(*), count(DISTINCT recipe_id), avg((title IS NULL)::int), "
+            "avg((updated_at > created_at)::int), (SELECT count(DISTINCT category) FROM "
+            "analytics._truth_recipe_category) FROM analytics.recipes"
+        ).fetchone()
+        assert n == distinct == 50_000 and null_title < 0.01 and 0.1 < edited < 0.4 and cats == 5
+        assert con.execute("SELECT count(*) FROM analytics.recipes WHERE updated_at < created_at").fetchone() == (0,)
+        train = to_duckdb(render_spec_query(spec, "training", "2026-11-22"))
+        score = to_duckdb(render_spec_query(spec, "scoring", "2026-11-22"))
+        n_train = con.execute(f"SELECT count(*) FROM ({train})").fetchone()[0]
+        cols = [d[0] for d in con.execute(f"SELECT * FROM ({score}) LIMIT 0").description]
+        n_score, stale = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE greatest(r.created_at, r.updated_at) < DATE '2026-10-23') "
+            f"FROM ({score}) s JOIN analytics.recipes r USING (recipe_id)"
+        ).fetchone()
+    assert cols == ["recipe_id", "title", "n_ingredients", "prep_minutes", "calories"]
+    assert n_train == 50_000 and 5_000 < n_score < 25_000 and stale == 0
+
+
+def test_recipe_label_sheet_passes_the_labels_check(warehouse: Path, tmp_path: Path) -> None:
+    from mlbatch.labels.check import check_labels, read_csv
+    from mlbatch.warehouse.synth import LABEL_SHEETS, RECIPE_LABEL_HEADER
+
+    sheet = tmp_path / "recipe_category.csv"
+    written = LABEL_SHEETS["recipe_category"](warehouse, sheet)
+    again = tmp_path / "again.csv"
+    LABEL_SHEETS["recipe_category"](warehouse, again)
+    assert again.read_bytes() == sheet.read_bytes()
+    spec = load_spec(ROOT / "dags/specs/recipe_category.yaml")
+    header, rows = read_csv(sheet)
+    assert tuple(header) == RECIPE_LABEL_HEADER
+    report = check_labels(
+        header,
+        rows,
+        model=spec.name,
+        key_column=spec.labels.columns.key,
+        label_column=spec.labels.columns.label,
+        classes=spec.labels.classes,
+        key_type=spec.entity.type,
+        max_invalid_fraction=spec.labels.max_invalid_fraction,
+    )
+    contract = report.to_contract()
+    reasons = {r["reason"] for r in contract["rejected"]}
+    assert contract["rows"] == written > 15_000 and not contract["blocked"]
+    assert {"unknown_label", "missing_label", "cell_error", "conflict"} <= reasons
+    assert 0.003 <= len(contract["rejected"]) / contract["rows"] <= spec.labels.max_invalid_fraction
+    assert 14_900 < contract["accepted"] < 15_000

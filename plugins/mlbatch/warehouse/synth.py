@@ -1,4 +1,5 @@
-"""Deterministic synthetic source tables for the example model ``device_gender``.
+"""Deterministic synthetic source tables for the example models ``device_gender`` and
+``recipe_category``.
 
 The embedded warehouse (a DuckDB file) stands in for Redshift; this module fills it with
 ``analytics.devices``: one row per device with ~30 usage features, a few nulls, and some
@@ -10,12 +11,17 @@ a U-shape in night usage). A gradient-boosted model recovers it (ROC AUC ~0.85 o
 a linear model on the same columns cannot (~0.7). The truth lives in
 ``analytics._truth_device_gender`` and is read only to write the demo's label sheet.
 
-Everything follows from ``seed``: two builds give identical tables.
+``analytics.recipes`` (see the recipe_category section below) holds recipes with a title, a
+few numbers and timestamps; their category lives in ``analytics._truth_recipe_category``.
+
+Everything follows from ``seed``: two builds give identical tables. The recipes draw from their
+own random stream, so adding them left the device tables byte-for-byte as they were.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -130,22 +136,152 @@ def _devices_table(rng: np.random.Generator, cols: dict[str, np.ndarray]) -> pa.
     return pa.table(arrays)
 
 
+# --- recipe_category ---------------------------------------------------------------------------
+# Titles are built from per-class vocabularies that share words (lemon, garlic, chocolate,
+# matcha, coconut, honey...), with class-free filler ("easy", "vegan", "grandma's") and noise:
+# some titles lose their dish word, some borrow another class's, and a few recipes are truly
+# ambiguous (their category is not the one the title was drawn from). Numbers carry a weaker
+# signal of their own (desserts are rich, drinks have few ingredients, mains take longest).
+# A hashed-bigram text model reaches ~0.9 accuracy; a title-only bag of words a little less.
+RECIPE_CLASSES = ("main", "side", "dessert", "drink", "other")
+_RECIPE_CLASS_P = (0.34, 0.2, 0.2, 0.15, 0.11)
+_RECIPE_MODIFIERS = {
+    "main": "creamy spicy garlic lemon herb grilled roasted baked crispy honey smoky teriyaki cajun sesame "
+    "slow-cooker one-pot sheet-pan stuffed braised butter",
+    "side": "roasted garlic buttery crispy honey-glazed lemon herb creamy charred steamed sauteed "
+    "parmesan balsamic smashed maple",
+    "dessert": "chocolate vanilla salted-caramel lemon strawberry peanut-butter cinnamon coconut matcha "
+    "raspberry blueberry pumpkin molten no-bake honey",
+    "drink": "iced hot frozen sparkling spiced fresh matcha strawberry mango coconut lemon ginger "
+    "chocolate vanilla mint peach",
+    "other": "homemade easy spicy garlic lemon herb honey smoky creamy tangy sweet roasted-pepper chipotle",
+}
+_RECIPE_CORES = {
+    "main": "chicken beef pork salmon shrimp tofu turkey lamb chickpea meatball sausage cod mushroom",
+    "side": "potatoes carrots broccoli green-beans asparagus brussels-sprouts corn rice quinoa cauliflower "
+    "sweet-potato zucchini",
+    "dessert": "banana apple cherry oatmeal cream-cheese almond mocha pecan",
+    "drink": "tea coffee berry citrus watermelon pineapple oat-milk",
+    "other": "tomato avocado yogurt mustard cilantro basil jalapeno cranberry",
+}
+_RECIPE_DISHES = {
+    "main": "pasta curry stir-fry tacos burger casserole stew lasagna risotto skewers bowl pot-pie sandwich "
+    "fried-rice enchiladas chili",
+    "side": "salad mash fries gratin pilaf slaw wedges medley bake fritters",
+    "dessert": "cake lava-cake cookies brownies pie cheesecake tart pudding ice-cream muffins cupcakes "
+    "macarons crumble fudge",
+    "drink": "latte smoothie lemonade tea punch mocktail milkshake cocktail spritzer cold-brew cooler",
+    "other": "sauce salsa pesto vinaigrette hummus granola spice-rub pickles jam marinade gravy dip croutons dressing",
+}
+_RECIPE_FILLER = "easy quick best homemade healthy vegan gluten-free 30-minute keto classic grandma's simple weeknight"
+_RECIPE_NUMBERS = {  # n_ingredients (poisson mean), prep minutes (lognormal median), calories (median)
+    "main": (11, 45, 560),
+    "side": (7, 25, 210),
+    "dessert": (9, 50, 420),
+    "drink": (4, 6, 180),
+    "other": (6, 15, 120),
+}
+FIRST_RECIPE_ID = 1
+RECIPE_TRUTH_TABLE = "analytics._truth_recipe_category"
+RECIPE_LABEL_HEADER = ("recipe_id", "category", "labelled_by", "note", "status")
+_RECIPE_SEED_OFFSET = 1_000_003  # the recipes' own RNG stream: device tables never change with them
+
+
+def _words(spec: str) -> np.ndarray:
+    return np.array([w.replace("-", " ") for w in spec.split()])
+
+
+def _recipe_titles(rng: np.random.Generator, source: np.ndarray) -> list[str]:
+    n = len(source)
+    mods = {c: _words(v) for c, v in _RECIPE_MODIFIERS.items()}
+    cores = {c: _words(v) for c, v in _RECIPE_CORES.items()}
+    dishes = {c: _words(v) for c, v in _RECIPE_DISHES.items()}
+    filler = _words(_RECIPE_FILLER)
+    all_mods = np.concatenate(list(mods.values()))
+    n_mods = rng.choice(3, n, p=(0.2, 0.55, 0.25))
+    u = rng.random((n, 6))
+    pick = rng.integers(0, 1 << 30, (n, 6))
+    titles = []
+    for i in range(n):
+        c = RECIPE_CLASSES[source[i]]
+        words: list[str] = []
+        if u[i, 0] < 0.3:
+            words.append(filler[pick[i, 0] % len(filler)])
+        for k in range(n_mods[i]):
+            pool = mods[c] if u[i, 1 + k] < 0.75 else all_mods  # a quarter of modifiers from anywhere
+            words.append(pool[pick[i, 1 + k] % len(pool)])
+        if u[i, 3] < 0.5:
+            words.append(cores[c][pick[i, 3] % len(cores[c])])
+        if u[i, 4] < 0.9:  # the dish word, usually; sometimes another class's
+            other = RECIPE_CLASSES[pick[i, 4] % len(RECIPE_CLASSES)] if u[i, 5] < 0.08 else c
+            words.append(dishes[other][pick[i, 5] % len(dishes[other])])
+        elif not words:
+            words.append(cores[c][pick[i, 3] % len(cores[c])])
+        titles.append(" ".join(dict.fromkeys(words)))  # no word twice
+    return titles
+
+
+def _recipes(rng: np.random.Generator, n: int, ref_date: date) -> tuple[pa.Table, pa.Table]:
+    source = rng.choice(len(RECIPE_CLASSES), n, p=_RECIPE_CLASS_P)
+    titles = _recipe_titles(rng, source)
+    # ~5% genuinely ambiguous: the category is not the one the title was drawn from
+    ambiguous = rng.random(n) < 0.05
+    truth = np.where(ambiguous, rng.integers(0, len(RECIPE_CLASSES), n), source)
+    params = np.array([_RECIPE_NUMBERS[c] for c in RECIPE_CLASSES], dtype=float)[source]
+    n_ingredients = np.maximum(1, rng.poisson(params[:, 0]))
+    prep = np.maximum(1, np.rint(rng.lognormal(np.log(params[:, 1]), 0.6))).astype(np.int64)
+    calories = np.rint(rng.lognormal(np.log(params[:, 2]), 0.45)).astype(np.int64)
+    ref = np.datetime64(ref_date, "s") + np.timedelta64(0, "s")
+    created = ref - rng.integers(0, 1000 * 86_400, n).astype("timedelta64[s]")
+    age = (ref - created).astype(np.int64)
+    # A quarter were edited in the last 30 days (never before they were created); the rest not since.
+    recent = rng.random(n) < 0.25
+    edit_age = np.where(recent, rng.integers(0, 30 * 86_400, n), age)
+    updated = ref - np.minimum(edit_age, age).astype("timedelta64[s]")
+    ids = FIRST_RECIPE_ID + np.arange(n, dtype=np.int64)
+    title_mask = rng.random(n) < 0.003  # a few recipes without a title yet
+    calories_mask = rng.random(n) < 0.02
+    recipes = pa.table(
+        {
+            "recipe_id": ids,
+            "title": pa.array(titles, pa.string(), mask=title_mask),
+            "n_ingredients": pa.array(n_ingredients.astype(np.int32)),
+            "prep_minutes": pa.array(prep.astype(np.int32)),
+            "calories": pa.array(calories.astype(np.int32), mask=calories_mask),
+            "created_at": pa.array(created, pa.timestamp("s")),
+            "updated_at": pa.array(updated, pa.timestamp("s")),
+        }
+    )
+    truth_table = pa.table({"recipe_id": ids, "category": np.array(RECIPE_CLASSES)[truth]})
+    return recipes, truth_table
+
+
 def build_warehouse(
-    path: Path, *, seed: int = 7, n_devices: int = 200_000, ref_date: date = date(2026, 11, 22)
+    path: Path,
+    *,
+    seed: int = 7,
+    n_devices: int = 200_000,
+    n_recipes: int = 50_000,
+    ref_date: date = date(2026, 11, 22),
 ) -> None:
     """(Re)build the synthetic source tables in the DuckDB file at ``path``; idempotent."""
     rng = np.random.default_rng(seed)
     cols, female = _features(rng, n_devices, ref_date)
     devices = _devices_table(rng, cols)
     truth = pa.table({"device_id": cols["device_id"], "gender": np.where(female, "female", "male")})
+    recipes, recipe_truth = _recipes(np.random.default_rng(seed + _RECIPE_SEED_OFFSET), n_recipes, ref_date)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(path)) as con:
         con.execute("BEGIN")
         con.execute("CREATE SCHEMA IF NOT EXISTS analytics")
         con.register("devices_arrow", devices)
         con.register("truth_arrow", truth)
+        con.register("recipes_arrow", recipes)
+        con.register("recipe_truth_arrow", recipe_truth)
         con.execute("CREATE OR REPLACE TABLE analytics.devices AS SELECT * FROM devices_arrow")
         con.execute(f"CREATE OR REPLACE TABLE {TRUTH_TABLE} AS SELECT * FROM truth_arrow")
+        con.execute("CREATE OR REPLACE TABLE analytics.recipes AS SELECT * FROM recipes_arrow")
+        con.execute(f"CREATE OR REPLACE TABLE {RECIPE_TRUTH_TABLE} AS SELECT * FROM recipe_truth_arrow")
         con.execute("COMMIT")
 
 
@@ -160,9 +296,52 @@ def write_label_sheet(warehouse_path: Path, csv_path: Path, *, n_labels: int = 3
     """
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         truth = con.execute(f"SELECT device_id, gender FROM {TRUTH_TABLE} ORDER BY device_id").fetchall()
+    return _write_sheet(
+        truth,
+        warehouse_path,
+        csv_path,
+        n_labels=n_labels,
+        seed=seed,
+        header=LABEL_HEADER,
+        typo="mael",
+        other_label=lambda label, _: "male" if label == "female" else "female",
+        what="devices",
+    )
+
+
+def write_recipe_label_sheet(warehouse_path: Path, csv_path: Path, *, n_labels: int = 15_000, seed: int = 11) -> int:
+    """The label sheet of recipe_category, with the same kinds of analyst errors as device_gender's
+    (the misspelling here is "desert"; a conflicting row names another category)."""
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        truth = con.execute(f"SELECT recipe_id, category FROM {RECIPE_TRUTH_TABLE} ORDER BY recipe_id").fetchall()
+    return _write_sheet(
+        truth,
+        warehouse_path,
+        csv_path,
+        n_labels=n_labels,
+        seed=seed,
+        header=RECIPE_LABEL_HEADER,
+        typo="desert",
+        other_label=lambda label, r: RECIPE_CLASSES[(RECIPE_CLASSES.index(label) + 1 + r % 4) % 5],
+        what="recipes",
+    )
+
+
+def _write_sheet(
+    truth: list[tuple[int, str]],
+    warehouse_path: Path,
+    csv_path: Path,
+    *,
+    n_labels: int,
+    seed: int,
+    header: tuple[str, ...],
+    typo: str,
+    other_label: Callable[[str, int], str],
+    what: str,
+) -> int:
     if not 20 <= n_labels <= len(truth):
         raise ValueError(
-            f"{warehouse_path}: asked for {n_labels} labels; it holds {len(truth)} devices "
+            f"{warehouse_path}: asked for {n_labels} labels; it holds {len(truth)} {what} "
             "(at least 20 labels are needed to place the analyst errors)"
         )
     rng = np.random.default_rng(seed)
@@ -174,7 +353,7 @@ def write_label_sheet(warehouse_path: Path, csv_path: Path, *, n_labels: int = 3
     k = max(1, n_labels // 1000)
     order = iter(rng.permutation(n_labels).tolist())
     for _ in range(k):
-        rows[next(order)][1] = "mael"
+        rows[next(order)][1] = typo
         rows[next(order)][1] = ""
         rows[next(order)][1] = "#N/A"
         rows[next(order)][0] += "\u00a0"
@@ -190,8 +369,7 @@ def write_label_sheet(warehouse_path: Path, csv_path: Path, *, n_labels: int = 3
         i = next(order)
         extra.append((i, list(rows[i])))
         j = next(order)
-        flipped = "male" if rows[j][1] == "female" else "female"
-        extra.append((j, [rows[j][0], flipped, _ANALYSTS[0], "second look", ""]))
+        extra.append((j, [rows[j][0], other_label(rows[j][1], j), _ANALYSTS[0], "second look", ""]))
     for i, row in sorted(extra, key=lambda e: e[0], reverse=True):
         rows.insert(min(len(rows), i + 1 + int(rng.integers(0, 50))), row)
     data_rows = len(rows)
@@ -199,12 +377,12 @@ def write_label_sheet(warehouse_path: Path, csv_path: Path, *, n_labels: int = 3
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(LABEL_HEADER)
+        writer.writerow(header)
         writer.writerows(rows)
     return data_rows
 
 
-LABEL_SHEETS = {"device_gender": write_label_sheet}
+LABEL_SHEETS = {"device_gender": write_label_sheet, "recipe_category": write_recipe_label_sheet}
 
 
 def write_label_sheet_for(model: str, warehouse_path: Path, csv_path: Path) -> int:

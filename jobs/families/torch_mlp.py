@@ -1,0 +1,180 @@
+"""A tabular multilayer perceptron (PyTorch), for binary and multiclass models.
+
+Inputs: standardised numeric columns with missing indicators and one learned embedding per
+string column (see :mod:`jobs.families.tabular`). Hidden layers Linear -> ReLU -> Dropout,
+softmax over the classes (two logits for a binary model, so both tasks share one loss and one
+predict path). Saved as ``model.pt`` (a state_dict) and ``preprocessing.json`` (means, standard
+deviations, category lists): the architecture is rebuilt from model_meta.json, never unpickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from jobs.families import torch_common as tc
+from jobs.families.tabular import TabularEncoder
+from jobs.io import JobInputError, join_uri, read_json, write_json
+
+MODEL_FILE = "model.pt"
+PREPROCESSING_FILE = "preprocessing.json"
+DEFAULTS: dict[str, Any] = {
+    **tc.TRAIN_DEFAULTS,
+    "hidden": [128, 64],
+    "dropout": 0.1,
+    "max_embedding_dim": 16,
+    "max_categories": 1000,
+    "predict_batch_size": 16_384,
+}
+
+
+def embedding_dim(cardinality: int, cap: int) -> int:
+    # The usual rule of thumb: about half the categories, at most ``cap``.
+    return max(2, min(cap, (cardinality + 1) // 2))
+
+
+class MLP(nn.Module):
+    def __init__(
+        self, n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float, n_out: int, cap: int
+    ):
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(c, embedding_dim(c, cap)) for c in cardinalities)
+        width = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        parts = [x_num] + [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
+        return self.net(torch.cat(parts, dim=1) if len(parts) > 1 else x_num)
+
+
+def _batch_fn(x_num: np.ndarray, x_cat: np.ndarray) -> tc.BatchFn:
+    num, cat = torch.from_numpy(x_num), torch.from_numpy(x_cat)
+    return lambda idx: (num[idx], cat[idx])
+
+
+class TorchMLPFamily:
+    name = "torch_mlp"
+
+    def __init__(self, model: MLP, encoder: TabularEncoder, meta: dict[str, Any], device: torch.device):
+        self.model = model
+        self.encoder = encoder
+        self.meta = meta
+        self.classes: list[str] = meta["classes"]
+        self.precision = tc.Precision.choose(device, bool(meta["params"].get("amp", True)))
+
+    @staticmethod
+    def _build(meta: dict[str, Any], encoder: TabularEncoder) -> MLP:
+        p = meta["params"]
+        return MLP(
+            encoder.n_numeric,
+            encoder.cardinalities,
+            [int(h) for h in p["hidden"]],
+            float(p["dropout"]),
+            len(meta["classes"]),
+            int(p["max_embedding_dim"]),
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        train: pa.Table,
+        y_train: np.ndarray,
+        valid: pa.Table,
+        y_valid: np.ndarray,
+        *,
+        classes: list[str],
+        params: dict[str, Any],
+        seed: int,
+        metric: str,
+    ) -> TorchMLPFamily:
+        del metric  # early stopping watches the validation loss; the gate judges the metric
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise JobInputError(f"torch_mlp: unknown params {unknown}; known: {sorted(DEFAULTS)}")
+        p = {**DEFAULTS, **params}
+        device = tc.detect_device()
+        tc.seed_everything(seed, device, int(p["threads"]))
+        encoder = TabularEncoder.fit(train, family=cls.name, max_categories=int(p["max_categories"]))
+        meta: dict[str, Any] = {"features": list(train.column_names), "classes": list(classes), "params": p}
+        model = cls._build(meta, encoder).to(device)  # before the optimizers take its parameters
+        # No weight decay on biases and embeddings: it only shrinks them toward zero.
+        decay = [w for n, w in model.named_parameters() if n.endswith("weight") and "embeddings" not in n]
+        rest = [w for n, w in model.named_parameters() if not (n.endswith("weight") and "embeddings" not in n)]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": float(p["weight_decay"])}, {"params": rest, "weight_decay": 0.0}],
+            lr=float(p["lr"]),
+        )
+        precision = tc.Precision.choose(device, bool(p["amp"]))
+        tc.log(
+            f"fitting torch_mlp on {device} ({precision.name}): {train.num_rows} rows, {encoder.n_numeric} numeric "
+            f"inputs, {len(encoder.categorical)} embeddings, hidden {p['hidden']}"
+        )
+        result = tc.fit_loop(
+            model,
+            train_fn=_batch_fn(encoder.numeric_matrix(train), encoder.category_codes(train)),
+            y_train=y_train,
+            valid_fn=_batch_fn(encoder.numeric_matrix(valid), encoder.category_codes(valid)),
+            y_valid=y_valid,
+            optimizers=[opt],
+            params=p,
+            seed=seed,
+            precision=precision,
+        )
+        meta.update(
+            {
+                "best_iteration": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "best_valid_loss": result.best_valid_loss,
+                "history": result.history,
+                "device_trained": str(device),
+                "precision_trained": precision.name,
+            }
+        )
+        return cls(model, encoder, meta, device)
+
+    def predict_proba(self, data: pa.Table | pa.RecordBatch) -> np.ndarray:
+        if data.num_rows == 0:
+            return np.empty((0, len(self.classes)), dtype=np.float64)
+        fn = _batch_fn(self.encoder.numeric_matrix(data), self.encoder.category_codes(data))
+        bs = int(self.meta["params"]["predict_batch_size"])
+        return tc.predict_proba(self.model, fn, data.num_rows, bs, self.precision)
+
+    def check_schema(self, schema: pa.Schema, source: str) -> None:
+        self.encoder.check_schema(schema, source)
+
+    @property
+    def effective_params(self) -> dict[str, Any]:
+        return dict(self.meta["params"])
+
+    @property
+    def library_versions(self) -> dict[str, str]:
+        return tc.library_versions()
+
+    def save(self, prefix: str) -> dict[str, Any]:
+        tc.save_state(self.model, join_uri(prefix, MODEL_FILE))
+        write_json(join_uri(prefix, PREPROCESSING_FILE), self.encoder.to_json())
+        return {
+            **self.meta,
+            "model_file": MODEL_FILE,
+            "preprocessing_file": PREPROCESSING_FILE,
+            **tc.library_versions(),
+        }
+
+    @classmethod
+    def load(cls, prefix: str, meta: dict[str, Any]) -> TorchMLPFamily:
+        device = tc.detect_device()
+        torch.set_num_threads(tc.scoring_threads())
+        encoder = TabularEncoder.from_json(
+            read_json(join_uri(prefix, meta.get("preprocessing_file", PREPROCESSING_FILE)))
+        )
+        model = tc.load_state(cls._build(meta, encoder), prefix, meta.get("model_file", MODEL_FILE), device)
+        return cls(model, encoder, meta, device)

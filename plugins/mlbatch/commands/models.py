@@ -1,0 +1,118 @@
+"""``mlbatch models``: list a model's versions, promote one by hand, roll back production.
+
+Who made a manual change is ``MLBATCH_USER`` or, failing that, the login name; it is stored in
+the version's ``reason`` together with the ``--reason`` text.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mlbatch.cli import EXIT_USAGE, err, load_spec_or_exit, out
+from mlbatch.env import Environment
+
+models_app = typer.Typer(help="List, promote and roll back a model's versions.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+
+def _who() -> str:
+    try:
+        return os.environ.get("MLBATCH_USER") or getpass.getuser()
+    except OSError:  # no login name in some containers
+        return "unknown"
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
+
+
+def _row(v: Any) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "family": v.family,
+        "status": v.status,
+        "metric": v.metric,
+        "value": v.value,
+        "created_at": _iso(v.created_at),
+        "decided_at": _iso(v.decided_at),
+        "reason": v.reason,
+        "artifact_uri": v.artifact_uri,
+    }
+
+
+@models_app.command("list")
+def models_list(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every registered version of the model, oldest first, with its status and gate metric."""
+    from mlbatch import registry
+    from mlbatch.appdb import schema
+
+    env = Environment.from_env()
+    model = load_spec_or_exit(spec, env)
+    rows = registry.versions(env.appdb, model.name) if env.appdb.has_table(schema.model_versions.name) else []
+    if as_json:
+        print(json.dumps({"model": model.name, "versions": [_row(v) for v in rows]}, indent=2))
+        return
+    table = Table("version", "status", "metric", "created", "decided", "reason", title=f"{model.name} versions")
+    for v in rows:
+        table.add_row(
+            v.version,
+            v.status,
+            f"{v.metric}={v.value:.4f}",
+            str(v.created_at),
+            str(v.decided_at or "-"),
+            v.reason or "",
+        )
+    out.print(table if rows else f"{model.name}: no versions registered")
+
+
+@models_app.command("promote")
+def models_promote(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    version: Annotated[str, typer.Argument(help="The version to put in production.")],
+    reason: Annotated[str, typer.Option(help="Why (stored with the version, with who did it).")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even a version the gate rejected.")] = False,
+) -> None:
+    """Put VERSION in production by hand; the current production version is retired."""
+    from mlbatch import registry
+
+    env = Environment.from_env()
+    model = load_spec_or_exit(spec, env)
+    env.appdb.ensure_schema()
+    try:
+        mv = registry.promote(env.appdb, model.name, version, reason, by=_who(), force=force)
+    except registry.RegistryError as exc:
+        err.print(f"error: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    out.print(f"{model.name} {mv.version} is in production ({mv.metric}={mv.value:.4f}): {mv.reason}", highlight=False)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    reason: Annotated[str, typer.Option(help="Why (stored with the version).")] = "",
+) -> None:
+    """Re-promote the most recently retired version; the current production version is retired."""
+    from mlbatch import registry
+
+    env = Environment.from_env()
+    model = load_spec_or_exit(spec, env)
+    env.appdb.ensure_schema()
+    try:
+        mv, previous = registry.rollback(env.appdb, model.name, reason, by=_who())
+    except registry.RegistryError as exc:
+        err.print(f"error: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    was = f" (was {previous.version})" if previous else ""
+    out.print(f"{model.name} rolled back to {mv.version}{was}: {mv.metric}={mv.value:.4f}", highlight=False)
