@@ -1,4 +1,4 @@
-"""Real servers on 127.0.0.1 for tests and benchmarks: MariaDB (Aurora's stand-in), moto S3.
+"""Real servers on 127.0.0.1 for tests and benchmarks: MariaDB (Aurora's stand-in), moto S3, dockerd.
 
 Each server gets its own data directory and a free port, is installed on first use when
 missing (``apt-get install mariadb-server``; CI machines start bare), and stops with the
@@ -165,3 +165,84 @@ def s3_environment(endpoint: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts any credentials
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+
+
+DOCKER_PACKAGES = ["docker.io"]  # dockerd 20.10 + containerd + runc (Debian 12); the CLI is optional
+DOCKER_ROOT = Path(os.environ.get("MLBATCH_DOCKER_ROOT", "/var/lib/mlbatch-docker"))
+
+
+@dataclass
+class Dockerd:
+    """A Docker daemon of our own; ``host`` goes in ``DOCKER_HOST``."""
+
+    root: Path
+    proc: subprocess.Popen | None  # None: an earlier process's daemon was still up and is reused
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.root / 'docker.sock'}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _docker_ping(host: str) -> bool:
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=host, timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - any failure means: not up (yet)
+        return False
+
+
+def start_dockerd(root: Path = DOCKER_ROOT, timeout: float = 90) -> Dockerd:
+    """Start dockerd with its own socket and data root under ``root`` (installed when missing).
+
+    The data root outlives the daemon on purpose: images built by one test run (the debootstrap
+    base, the train and score images) are reused by the next on the same machine. The storage
+    driver is dockerd's own choice (overlay2 where the kernel allows it, else fuse-overlayfs, else
+    vfs); ``MLBATCH_DOCKER_STORAGE_DRIVER`` forces one. A daemon already answering on the socket
+    (started by an earlier process) is reused and left running.
+    """
+    sock = root / "docker.sock"
+    if sock.exists() and _docker_ping(f"unix://{sock}"):
+        return Dockerd(root, None)
+    if not shutil.which("dockerd"):
+        apt_install(DOCKER_PACKAGES)
+    root.mkdir(parents=True, exist_ok=True)
+    sock.unlink(missing_ok=True)
+    driver = os.environ.get("MLBATCH_DOCKER_STORAGE_DRIVER")
+    log = root / "dockerd.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                "dockerd",
+                f"--data-root={root / 'data'}",
+                f"--exec-root={root / 'exec'}",
+                f"--host=unix://{sock}",
+                f"--pidfile={root / 'docker.pid'}",
+                *([f"--storage-driver={driver}"] if driver else []),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    daemon = Dockerd(root, proc)
+    atexit.register(daemon.stop)
+    deadline = time.monotonic() + timeout
+    while not _docker_ping(daemon.host):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            daemon.stop()
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"dockerd did not answer on {sock} within {timeout:.0f} s (log {log}):\n{tail}")
+        time.sleep(0.3)
+    return daemon

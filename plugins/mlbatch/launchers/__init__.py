@@ -16,9 +16,21 @@ if TYPE_CHECKING:
 __all__ = ["JobFailed", "JobId", "JobRequest", "JobResult", "Launcher", "get_launcher"]
 
 
+KINDS = ("local", "docker", "ecs")
+
+
 def get_launcher(kind: str, env: Environment) -> Launcher:
+    """The launcher named by ``MLBATCH_LAUNCHER``; its settings come from the environment (see mlbatch.env)."""
     if kind == "local":
         from mlbatch.launchers.local import LocalProcessLauncher
 
         return LocalProcessLauncher(env.store)
-    raise ValueError(f"MLBATCH_LAUNCHER={kind!r} is not one of: local")
+    if kind == "docker":
+        from mlbatch.launchers.docker import DockerConfig, DockerLauncher
+
+        return DockerLauncher(env.store, DockerConfig.from_env())
+    if kind == "ecs":
+        from mlbatch.launchers.ecs import EcsConfig, EcsLauncher
+
+        return EcsLauncher(env.store, EcsConfig.from_env())
+    raise ValueError(f"MLBATCH_LAUNCHER={kind!r} is not one of: {', '.join(KINDS)}")

@@ -82,3 +82,18 @@ class Launcher(ABC):
 
 def tail_buffer() -> deque[str]:
     return deque(maxlen=LOG_TAIL_LINES)
+
+
+# Names that say "credential": such a value must never travel in a job's environment (it would sit
+# in ECS task descriptions, `docker inspect` and logs); jobs get credentials from their task role.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY|API_KEY", re.IGNORECASE)
+
+
+def refuse_secrets(request: JobRequest, env: dict[str, str], allowed: frozenset[str] = frozenset()) -> None:
+    """Raise ValueError when ``env`` names a credential that is not explicitly ``allowed``."""
+    bad = sorted(k for k in env if SECRET_NAME.search(k) and k not in allowed)
+    if bad:
+        raise ValueError(
+            f"job {request.module} ({request.job_id.token}): environment variables {bad} look like credentials; "
+            "jobs get credentials from their task role, never from the environment passed to them"
+        )

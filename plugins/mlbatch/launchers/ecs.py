@@ -1,0 +1,276 @@
+"""Run a job as an ECS task (production): RunTask on a GPU capacity provider, logs from CloudWatch.
+
+Clients come from the amazon provider's hooks (``EcsHook``, ``AwsLogsHook``) for the Airflow
+connection ``MLBATCH_AWS_CONN_ID``, so credentials are the connection's (or the worker's role).
+Tests pass their own clients at the boto3 boundary.
+
+The contract, for ECS:
+
+- success marker present: nothing runs (checked by :meth:`Launcher.run`);
+- ``list_tasks(startedBy=<JobId.token>, desiredStatus=RUNNING)`` finds a task of this job (pending
+  or running): reattach, i.e. wait on it and tail its log;
+- otherwise ``run_task`` with ``startedBy=<token>``, the job's command as a container override,
+  ``resourceRequirements`` GPU when the job asks for one, cpu/memory overrides, tags naming the
+  Airflow task. Unlike the provider's ``EcsRunTaskOperator`` reattach, a retry after success does
+  not launch again: the marker is checked first.
+
+A task is done when ECS says STOPPED; the job succeeded only if its container exited 0 *and* the
+marker is there. ``kill()`` stops the task. The environment override carries no credentials:
+:func:`refuse_secrets` rejects any such name before the request is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mlbatch.launchers.base import JobFailed, JobRequest, JobResult, Launcher, refuse_secrets, tail_buffer
+from mlbatch.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class EcsConfig:
+    cluster: str
+    train_task_definition: str
+    score_task_definition: str
+    container_name: str = "job"  # the container in both task definitions that runs `python3 -m`
+    gpu_capacity_provider: str | None = None  # for jobs with gpu > 0
+    cpu_capacity_provider: str | None = None  # for the others; None: the cluster's default strategy
+    subnets: tuple[str, ...] = ()  # awsvpc network mode; empty: the task definition's network mode decides
+    security_groups: tuple[str, ...] = ()
+    assign_public_ip: bool = False
+    aws_conn_id: str = "aws_default"
+    region: str | None = None
+    log_group: str | None = None  # default: the task definition's awslogs-group
+    log_stream_prefix: str | None = None  # default: the task definition's awslogs-stream-prefix
+    poll_s: float = 5.0
+    max_poll_s: float = 60.0  # backoff ceiling while waiting on a long job
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> EcsConfig:
+        e = os.environ if environ is None else environ
+        missing = [
+            n
+            for n in ("MLBATCH_ECS_CLUSTER", "MLBATCH_ECS_TRAIN_TASK_DEFINITION", "MLBATCH_ECS_SCORE_TASK_DEFINITION")
+            if not e.get(n)
+        ]
+        if missing:
+            raise ValueError(f"MLBATCH_LAUNCHER=ecs needs {missing} set (see mlbatch.env)")
+        return cls(
+            cluster=e["MLBATCH_ECS_CLUSTER"],
+            train_task_definition=e["MLBATCH_ECS_TRAIN_TASK_DEFINITION"],
+            score_task_definition=e["MLBATCH_ECS_SCORE_TASK_DEFINITION"],
+            container_name=e.get("MLBATCH_ECS_CONTAINER") or cls.container_name,
+            gpu_capacity_provider=e.get("MLBATCH_ECS_GPU_CAPACITY_PROVIDER") or None,
+            cpu_capacity_provider=e.get("MLBATCH_ECS_CPU_CAPACITY_PROVIDER") or None,
+            subnets=_split(e.get("MLBATCH_ECS_SUBNETS")),
+            security_groups=_split(e.get("MLBATCH_ECS_SECURITY_GROUPS")),
+            assign_public_ip=e.get("MLBATCH_ECS_ASSIGN_PUBLIC_IP", "").lower() in ("1", "true", "yes"),
+            aws_conn_id=e.get("MLBATCH_AWS_CONN_ID") or cls.aws_conn_id,
+            region=e.get("MLBATCH_AWS_REGION") or None,
+            log_group=e.get("MLBATCH_ECS_LOG_GROUP") or None,
+            log_stream_prefix=e.get("MLBATCH_ECS_LOG_STREAM_PREFIX") or None,
+        )
+
+    def task_definition_for(self, module: str) -> str:
+        return self.train_task_definition if module == "jobs.train" else self.score_task_definition
+
+
+class EcsLauncher(Launcher):
+    def __init__(
+        self,
+        store: ObjectStore,
+        config: EcsConfig,
+        ecs_client: Any = None,
+        logs_client: Any = None,
+        sleep=time.sleep,
+    ):
+        super().__init__(store)
+        self.config = config
+        self._ecs = ecs_client
+        self._logs = logs_client
+        self._sleep = sleep
+        self._task_arn: str | None = None
+        self._log_config: dict[str, tuple[str | None, str | None]] = {}
+
+    @property
+    def ecs(self) -> Any:
+        if self._ecs is None:
+            from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+
+            self._ecs = EcsHook(aws_conn_id=self.config.aws_conn_id, region_name=self.config.region).conn
+        return self._ecs
+
+    @property
+    def logs(self) -> Any:
+        if self._logs is None:
+            from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+
+            self._logs = AwsLogsHook(aws_conn_id=self.config.aws_conn_id, region_name=self.config.region).conn
+        return self._logs
+
+    # -- launch -----------------------------------------------------------------------------
+
+    def _launch_and_wait(self, request: JobRequest) -> JobResult:
+        arn = self._running_task(request)
+        if arn:
+            log.info("reattaching to ECS task %s (startedBy=%s)", arn, request.job_id.token)
+        else:
+            arn = self._run_task(request)
+        self._task_arn = arn
+        try:
+            return self._wait(request, arn)
+        finally:
+            self._task_arn = None
+
+    def _running_task(self, request: JobRequest) -> str | None:
+        arns = self.ecs.list_tasks(
+            cluster=self.config.cluster, startedBy=request.job_id.token, desiredStatus="RUNNING"
+        ).get("taskArns", [])
+        if len(arns) > 1:
+            log.warning("%d running ECS tasks started by %s; waiting on %s", len(arns), request.job_id.token, arns[0])
+        return arns[0] if arns else None
+
+    def run_task_kwargs(self, request: JobRequest) -> dict[str, Any]:
+        """The ``run_task`` request for a job (public for tests and `--dry-run` style checks)."""
+        cfg, jid = self.config, request.job_id
+        refuse_secrets(request, request.env)
+        cpu_units, memory_mib = int(request.vcpu * 1024), int(request.memory_gib * 1024)
+        container: dict[str, Any] = {
+            "name": cfg.container_name,
+            "command": [request.module, *request.args],
+            "environment": [{"name": k, "value": v} for k, v in sorted(request.env.items())],
+            "cpu": cpu_units,
+            "memory": memory_mib,
+        }
+        if request.gpu > 0:
+            container["resourceRequirements"] = [{"type": "GPU", "value": str(request.gpu)}]
+        kwargs: dict[str, Any] = {
+            "cluster": cfg.cluster,
+            "taskDefinition": cfg.task_definition_for(request.module),
+            "count": 1,
+            "startedBy": jid.token,
+            "overrides": {"containerOverrides": [container], "cpu": str(cpu_units), "memory": str(memory_mib)},
+            "tags": [
+                {"key": "mlbatch:dag_id", "value": jid.dag_id},
+                {"key": "mlbatch:task_id", "value": jid.task_id},
+                {"key": "mlbatch:run_id", "value": jid.run_id},
+                {"key": "mlbatch:map_index", "value": str(jid.map_index)},
+            ],
+            "enableECSManagedTags": True,
+            "propagateTags": "TASK_DEFINITION",
+        }
+        provider = cfg.gpu_capacity_provider if request.gpu > 0 else cfg.cpu_capacity_provider
+        if provider:
+            kwargs["capacityProviderStrategy"] = [{"capacityProvider": provider, "weight": 1, "base": 0}]
+        if cfg.subnets:
+            vpc: dict[str, Any] = {
+                "subnets": list(cfg.subnets),
+                "assignPublicIp": "ENABLED" if cfg.assign_public_ip else "DISABLED",
+            }
+            if cfg.security_groups:
+                vpc["securityGroups"] = list(cfg.security_groups)
+            kwargs["networkConfiguration"] = {"awsvpcConfiguration": vpc}
+        return kwargs
+
+    def _run_task(self, request: JobRequest) -> str:
+        kwargs = self.run_task_kwargs(request)
+        log.info(
+            "launching %s as ECS task (cluster %s, task definition %s, startedBy %s, gpu %s)",
+            request.module,
+            kwargs["cluster"],
+            kwargs["taskDefinition"],
+            kwargs["startedBy"],
+            request.gpu,
+        )
+        response = self.ecs.run_task(**kwargs)
+        tasks, failures = response.get("tasks", []), response.get("failures", [])
+        if not tasks:
+            reasons = "; ".join(
+                f"{f.get('arn', '?')}: {f.get('reason')} {f.get('detail', '')}".strip() for f in failures
+            )
+            raise JobFailed(request, f"ECS RunTask started no task: {reasons or 'no reason given'}", [])
+        return tasks[0]["taskArn"]
+
+    # -- wait -------------------------------------------------------------------------------
+
+    def _wait(self, request: JobRequest, arn: str) -> JobResult:
+        tail = tail_buffer()
+        cursor: dict[str, str | None] = {"token": None}
+        delay = self.config.poll_s
+        while True:
+            task = self._describe(request, arn)
+            self._pull_logs(request, task, cursor, tail)
+            if task.get("lastStatus") == "STOPPED":
+                break
+            self._sleep(delay)
+            delay = min(delay * 1.5, self.config.max_poll_s)
+        self._pull_logs(request, task, cursor, tail)  # what was written between the last poll and the stop
+        container = next((c for c in task.get("containers", []) if c.get("name") == self.config.container_name), {})
+        code = container.get("exitCode")
+        if code != 0:
+            why = task.get("stoppedReason") or container.get("reason") or "no reason given"
+            raise JobFailed(request, f"ECS task {arn} stopped ({why}); container exit code {code}", list(tail))
+        if not self._marker_exists(request):
+            raise JobFailed(request, f"ECS task {arn} exited 0 but wrote no marker {request.success_uri}", list(tail))
+        return JobResult(request.job_id, reused=False, log_tail=list(tail))
+
+    def _describe(self, request: JobRequest, arn: str) -> dict[str, Any]:
+        response = self.ecs.describe_tasks(cluster=self.config.cluster, tasks=[arn])
+        if not response.get("tasks"):
+            failures = response.get("failures") or [{"reason": "not returned"}]
+            raise JobFailed(request, f"ECS task {arn} cannot be described: {failures[0].get('reason')}", [])
+        return response["tasks"][0]
+
+    def _log_location(self, task_definition_arn: str) -> tuple[str | None, str | None]:
+        """(awslogs group, stream prefix): the config's, else the task definition's log configuration."""
+        if self.config.log_group:
+            return self.config.log_group, self.config.log_stream_prefix
+        if task_definition_arn not in self._log_config:
+            group = prefix = None
+            td = self.ecs.describe_task_definition(taskDefinition=task_definition_arn)["taskDefinition"]
+            for c in td.get("containerDefinitions", []):
+                if c.get("name") == self.config.container_name:
+                    opts = (c.get("logConfiguration") or {}).get("options", {})
+                    group, prefix = opts.get("awslogs-group"), opts.get("awslogs-stream-prefix")
+            self._log_config[task_definition_arn] = (group, self.config.log_stream_prefix or prefix)
+        return self._log_config[task_definition_arn]
+
+    def _pull_logs(self, request: JobRequest, task: dict[str, Any], cursor: dict, tail) -> None:
+        """Append the task's new CloudWatch lines to the task log and the tail buffer."""
+        group, prefix = self._log_location(
+            task.get("taskDefinitionArn", self.config.task_definition_for(request.module))
+        )
+        if not group or not prefix:
+            return
+        stream = f"{prefix}/{self.config.container_name}/{task['taskArn'].rsplit('/', 1)[-1]}"
+        try:
+            while True:
+                args = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+                if cursor["token"]:
+                    args["nextToken"] = cursor["token"]
+                page = self.logs.get_log_events(**args)
+                for event in page.get("events", []):
+                    line = event.get("message", "").rstrip("\n")
+                    tail.append(line)
+                    log.info("[%s] %s", request.module, line)
+                if page.get("nextForwardToken") in (None, cursor["token"]):
+                    return
+                cursor["token"] = page["nextForwardToken"]
+        except self.logs.exceptions.ResourceNotFoundException:
+            return  # the stream appears when the container starts writing
+
+    def kill(self) -> None:
+        arn = self._task_arn
+        if arn:
+            log.info("stopping ECS task %s", arn)
+            self.ecs.stop_task(cluster=self.config.cluster, task=arn, reason="Airflow task killed (on_kill)")

@@ -1,0 +1,208 @@
+"""Build the job images (train, score) from ``docker/``, tagged by a hash of what goes into them.
+
+The tag is ``mlbatch/<kind>:<hash>`` where the hash covers the Dockerfile, the requirements, every
+file under ``jobs/``, the build arguments and the base image's id: unchanged code skips the build
+altogether, and a change in ``jobs/`` only re-runs the image's last layers (Docker's layer cache
+keeps the pinned installs). The context is assembled in a temporary folder with the repo's own
+paths (``docker/...``, ``jobs/...``) plus ``docker/build/ca.crt`` (the CA bundle pip trusts during
+the build; it stays in the build stage) and ``docker/build/wheels/`` (a torch wheel when
+``torch="wheel"``).
+
+    python -m mlbatch.launchers.images train score --base-image mlbatch/debian-base:12 [--torch wheel]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlbatch.env import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+KINDS = ("train", "score")
+TORCH_MODES = ("none", "pypi", "wheel")
+TORCH_VERSION = "2.13.0"
+DEFAULT_CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+class ImageBuildError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    built: bool  # False: an image with this content hash existed, nothing was built
+    seconds: float
+    size_bytes: int
+
+
+def context_files(kind: str) -> list[Path]:
+    """Repo-relative paths of everything the ``kind`` image is made of (besides the base)."""
+    if kind not in KINDS:
+        raise ValueError(f"image kind {kind!r} is not one of {KINDS}")
+    files = [
+        Path(f"docker/{kind}.Dockerfile"),
+        Path(f"docker/requirements-{kind}.txt"),
+        Path("docker/requirements-torch.txt"),
+    ]
+    jobs = sorted(
+        p.relative_to(REPO_ROOT)
+        for p in (REPO_ROOT / "jobs").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+    return files + jobs
+
+
+def content_hash(kind: str, build_args: dict[str, str], base_id: str, wheel: Path | None) -> str:
+    h = hashlib.sha256()
+    for rel in context_files(kind):
+        h.update(str(rel).encode() + b"\0" + (REPO_ROOT / rel).read_bytes() + b"\0")
+    for k in sorted(build_args):
+        h.update(f"{k}={build_args[k]}\0".encode())
+    h.update(base_id.encode())
+    if wheel is not None:  # the file name carries the version; the size catches a different build
+        h.update(f"{wheel.name}:{wheel.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def ca_bundle() -> Path:
+    """The CA bundle pip uses on this machine (a proxy's CA included), for pip inside the build."""
+    for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"), DEFAULT_CA):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    import certifi
+
+    return Path(certifi.where())
+
+
+def torch_wheel(directory: Path | None = None) -> Path:
+    """The torch CPU wheel, fetched with pip (from the local wheel folder where pip has one)."""
+    directory = directory or Path(tempfile.gettempdir()) / "mlbatch-wheels"
+    found = sorted(directory.glob(f"torch-{TORCH_VERSION}*.whl"))
+    if not found:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                f"torch=={TORCH_VERSION}",
+                "-d",
+                str(directory),
+            ],
+            check=True,
+        )
+        found = sorted(directory.glob(f"torch-{TORCH_VERSION}*.whl"))
+    if not found:
+        raise ImageBuildError(f"pip download torch=={TORCH_VERSION} left no wheel in {directory}")
+    return found[0]
+
+
+def _assemble(kind: str, into: Path, wheel: Path | None) -> None:
+    for rel in context_files(kind):
+        (into / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, into / rel)
+    build = into / "docker" / "build"
+    (build / "wheels").mkdir(parents=True, exist_ok=True)
+    (build / "wheels" / ".keep").touch()  # COPY of the folder needs it to exist
+    shutil.copyfile(ca_bundle(), build / "ca.crt")
+    if wheel is not None:
+        try:
+            os.link(wheel, build / "wheels" / wheel.name)
+        except OSError:
+            shutil.copy2(wheel, build / "wheels" / wheel.name)
+
+
+def build_image(
+    client,  # docker.DockerClient
+    kind: str,
+    *,
+    base_image: str | None = None,
+    torch: str = "none",
+    wheel: Path | None = None,
+    repository: str | None = None,
+) -> BuiltImage:
+    """Build ``mlbatch/<kind>:<content hash>`` unless it exists; the build's output goes to the log."""
+    if torch not in TORCH_MODES:
+        raise ValueError(f"torch={torch!r} is not one of {TORCH_MODES}")
+    if torch == "wheel":
+        wheel = wheel or torch_wheel()
+    else:
+        wheel = None
+    build_args = {"TORCH": torch}
+    base_id = ""
+    if base_image:
+        build_args["BASE_IMAGE"] = base_image
+        base_id = client.images.get(base_image).id  # a missing base fails here, by name
+    digest = content_hash(kind, build_args, base_id, wheel)
+    tag = f"{repository or f'mlbatch/{kind}'}:{digest}"
+    from docker.errors import ImageNotFound
+
+    try:
+        image = client.images.get(tag)
+        return BuiltImage(tag, built=False, seconds=0.0, size_bytes=image.attrs["Size"])
+    except ImageNotFound:
+        pass
+    start = time.monotonic()
+    tail: deque[str] = deque(maxlen=40)
+    with tempfile.TemporaryDirectory(prefix=f"mlbatch-{kind}-context-") as ctx:
+        _assemble(kind, Path(ctx), wheel)
+        stream = client.api.build(
+            path=ctx,
+            dockerfile=f"docker/{kind}.Dockerfile",
+            tag=tag,
+            buildargs={**build_args, "CODE_VERSION": digest},
+            network_mode="host",  # pip reaches PyPI the way the host does; no bridge needed
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise ImageBuildError(
+                    f"building {tag} from docker/{kind}.Dockerfile failed: {chunk['error'].strip()}\n"
+                    + "\n".join(f"    | {line}" for line in tail)
+                )
+            for line in str(chunk.get("stream", "")).splitlines():
+                if line.strip():
+                    tail.append(line)
+                    log.info("[build %s] %s", kind, line)
+    seconds = time.monotonic() - start
+    size = client.images.get(tag).attrs["Size"]
+    log.info("built %s in %.0f s (%.0f MiB)", tag, seconds, size / 2**20)
+    return BuiltImage(tag, built=True, seconds=seconds, size_bytes=size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import docker
+
+    parser = argparse.ArgumentParser(prog="python -m mlbatch.launchers.images", description=__doc__.split("\n")[0])
+    parser.add_argument("kinds", nargs="+", choices=KINDS)
+    parser.add_argument("--base-image", help="BASE_IMAGE build arg (default: the Dockerfile's)")
+    parser.add_argument("--torch", choices=TORCH_MODES, default="none")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    client = docker.from_env(timeout=600)
+    for kind in args.kinds:
+        img = build_image(client, kind, base_image=args.base_image, torch=args.torch)
+        verb = "built" if img.built else "up to date"
+        print(f"{img.tag}\t{verb}\t{img.seconds:.0f} s\t{img.size_bytes / 2**20:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
