@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-unit lint venv status clean
+.PHONY: demo test test-unit lint venv status clean images airflow
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,24 @@ test: venv
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
+
+# Job images (train, score) on the debootstrap base; tags are content hashes, so a rerun with
+# unchanged code builds nothing. Needs a Docker daemon (DOCKER_HOST). TORCH=none|pypi|wheel.
+IMAGE_BASE ?= mlbatch/debian-base:12
+TORCH      ?= none
+images: venv
+	docker/build-base.sh $(IMAGE_BASE)
+	$(BIN)/python -m mlbatch.launchers.images train score --base-image $(IMAGE_BASE) --torch $(TORCH)
+
+# The Airflow UI on the embedded stack: `airflow standalone` (API server + UI on :8080, scheduler,
+# DAG processor, triggerer; LocalExecutor on SQLite) with this repo's airflow.cfg. Runs the demo
+# first when there is no embedded stack yet, so the score DAG has a production model; creates the
+# GPU pool (size: MLBATCH_GPU_POOL_SLOTS). Every user is an admin (local development only).
+airflow: venv
+	test -f var/app.db || $(BIN)/mlbatch demo
+	$(BIN)/python -m airflow db migrate >/dev/null
+	$(BIN)/python -m mlbatch.pools
+	PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
 
 lint: venv
 	$(BIN)/ruff check .

@@ -2,35 +2,124 @@
 
 Three DAGs per model, because their cadences and owners differ:
 
-* ``<model>__labels`` (often, e.g. hourly): check the sheet, gate, apply the diff. When labels
-  changed it emits the ``mlbatch.<model>.labels`` asset event.
-* ``<model>__train`` (monthly): unload training features, gate, train in a job, register,
-  gate the model (promote or reject). Emits ``mlbatch.<model>.model`` on promotion.
-* ``<model>__score`` (daily): fix the production model, unload the day's features, gate, score
-  shards in jobs, gate the predictions, publish to the app DB, export to the warehouse, gate
-  the export. Emits ``mlbatch.<model>.predictions``.
+* ``<model>__labels`` (``labels.schedule``, e.g. hourly): check the sheet, gate, apply the diff.
+  When labels changed it emits the ``mlbatch.<model>.labels`` asset event.
+* ``<model>__train`` (``train.schedule``, e.g. monthly, *or* when the labels asset changes):
+  unload training features, gate, train in a job, register, gate the model (promote or
+  reject). Emits ``mlbatch.<model>.model`` on promotion.
+* ``<model>__score`` (``score.schedule``, e.g. daily): fix the model version, unload the day's
+  features, gate, score shards in jobs, gate the predictions, publish to the app DB, export to
+  the warehouse, gate the export. Emits ``mlbatch.<model>.predictions``.
 
 Every task is a thin call of a stage function in :mod:`mlbatch.stages`, the same function the
 ``mlbatch run`` command calls. Nothing here does I/O beyond reading the spec, and the heavy
 modules are imported inside the tasks, so parsing a DAG file stays cheap.
+
+Run params (trigger form, ``dag_run_conf`` of a backfill): ``dry_run`` on every DAG runs the
+reads and gates and skips the tasks in :data:`WRITERS`; ``model_version`` (score) scores with a
+registered version instead of production; ``force_retrain`` (train) trains a fresh version.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
+from mlbatch import callbacks
+from mlbatch.pools import GPU_POOL
 from mlbatch.spec import ModelSpec, load_spec
+
+log = logging.getLogger(__name__)
 
 START = datetime(2026, 1, 1)  # noqa: DTZ001 - Airflow treats a naive start as UTC
 SPECS_DIR = "specs"
+TIMEZONE = "UTC"
+
+# Cron for the spec's presets: a CronTriggerTimetable takes cron only, and runs *at* the time
+# (logical date = trigger time), so the daily run of 2026-11-22 00:00 scores ds 2026-11-22.
+PRESET_CRON = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+
+# Tasks that change state others read (app DB, registry, warehouse). A dry run skips them; the
+# default trigger rule (all_success) then skips what follows them, so the run ends green with
+# every gate before a writer having run.
+WRITERS = frozenset({"apply_labels", "train", "register", "model_gate", "publish", "export"})
+
+DRY_RUN = "dry_run"
+MODEL_VERSION = "model_version"
+FORCE_RETRAIN = "force_retrain"
+
+# Retries back off exponentially from RETRY_DELAY (1, 2, 4 ... minutes, capped); gates never
+# retry: a failed check is a verdict, not a transient error.
+RETRIES = 2
+RETRY_DELAY = timedelta(minutes=1)
+MAX_RETRY_DELAY = timedelta(minutes=30)
 
 
 def assets(model: str) -> dict[str, Asset]:
     return {kind: Asset(name=f"mlbatch.{model}.{kind}") for kind in ("labels", "model", "predictions")}
+
+
+def cron(expr: str) -> str:
+    """The cron expression of a spec schedule (presets translated; cron passed through)."""
+    return PRESET_CRON.get(expr, expr)
+
+
+def timetable(expr: str | None) -> Any:
+    """The DAG schedule of a spec schedule: None (manual only), "@once", or a cron trigger."""
+    if expr is None or expr == "@once":
+        return expr
+    return CronTriggerTimetable(cron(expr), timezone=TIMEZONE)
+
+
+def train_schedule(spec: ModelSpec) -> Any:
+    """On the spec's time schedule OR whenever the labels asset gets an event (labels changed)."""
+    labels = assets(spec.name)["labels"]
+    if spec.train.schedule in (None, "@once"):
+        return labels
+    return AssetOrTimeSchedule(timetable=timetable(spec.train.schedule), assets=labels)
+
+
+def _params(kind: str) -> dict[str, Param]:
+    params = {
+        DRY_RUN: Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Run the reads and every gate before a writer, write nothing: "
+            + ", ".join(sorted(WRITERS))
+            + " are skipped.",
+        )
+    }
+    if kind == "score":
+        params[MODEL_VERSION] = Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            title="Model version",
+            description="Score with this registered version (e.g. 20261101-1a2b3c4d) instead of the production "
+            "model; checked against the registry when the run starts. Empty: production at the start of each run "
+            "(a backfill of N days uses the current production model for every day).",
+        )
+    if kind == "train":
+        params[FORCE_RETRAIN] = Param(
+            False,
+            type="boolean",
+            title="Force retrain",
+            description="Train and register a fresh version even when labels, query, parameters and code are "
+            "unchanged (the run id joins the version hash). It is promoted only if it passes the model gate.",
+        )
+    return params
 
 
 def _context(spec_path: str, context: dict[str, Any]) -> Any:
@@ -44,34 +133,93 @@ def _context(spec_path: str, context: dict[str, Any]) -> Any:
         ds=context["ds"],
         run_id=context["run_id"],
         dag_id=context["dag"].dag_id,
+        params=dict(context.get("params") or {}),
     )
 
 
-def _call(target: str, spec_path: str, context: dict[str, Any], *args: Any) -> Any:
-    """Import ``module:function`` from mlbatch.stages and call it: imported in the task only."""
+def _skip_if_dry_run(task_id: str, context: dict[str, Any]) -> None:
+    if task_id in WRITERS and (context.get("params") or {}).get(DRY_RUN):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"dry run: {task_id} writes, so it is skipped (params.dry_run = true)")
+
+
+def _write_report(name: str, ctx: Any) -> str | None:
+    """Run ``mlbatch.reports.<name>(ctx)``; a report must never change the task's outcome."""
+    try:
+        from mlbatch import reports
+
+        uri = getattr(reports, name)(ctx)
+    except Exception:
+        log.exception("%s: could not write the %s for run %s", ctx.model, name, ctx.run_id)
+        return None
+    log.info("%s: %s written to %s", ctx.model, name.replace("_", " "), uri)
+    return uri
+
+
+def _call(target: str, spec_path: str, context: dict[str, Any], *args: Any, report: str | None = None) -> Any:
+    """Import ``module:function`` from mlbatch.stages and call it: imported in the task only.
+
+    With ``report``, :mod:`mlbatch.reports` writes that report after the stage, also when the
+    stage raised (a rejected model gets its report, gate verdicts included).
+    """
     from mlbatch.stages import resolve
 
-    return resolve(target)(_context(spec_path, context), *args)
+    ctx = _context(spec_path, context)
+    fn = resolve(target)
+    if report is None:
+        return fn(ctx, *args)
+    try:
+        result = fn(ctx, *args)
+    except Exception:
+        _write_report(report, ctx)
+        raise
+    uri = _write_report(report, ctx)
+    return {**result, "report": uri} if isinstance(result, dict) and uri else result
 
 
-def _stage(spec: ModelSpec, task_id: str, target: str, doc: str, *args: Any, **task_kwargs: Any) -> Any:
+def _stage(
+    spec: ModelSpec, task_id: str, target: str, doc: str, *args: Any, report: str | None = None, **task_kwargs: Any
+) -> Any:
     """A TaskFlow task that runs one stage function and returns its small summary."""
     spec_path = str(spec.path)
 
-    @task(task_id=task_id, doc_md=doc, **task_kwargs)
+    @task(task_id=task_id, doc_md=_task_doc(task_id, doc, task_kwargs, report), **task_kwargs)
     def _run(**context: Any) -> Any:
-        return _call(target, spec_path, context, *args)
+        _skip_if_dry_run(task_id, context)
+        return _call(target, spec_path, context, *args, report=report)
 
     return _run
 
 
-def _doc(spec: ModelSpec, what: str) -> str:
+def _gpu(spec: ModelSpec) -> dict[str, Any]:
+    """Pool arguments of a job task: GPU jobs share the ``mlbatch_gpu`` pool, one slot per GPU."""
+    gpus = spec.train.resources.gpu
+    return {"pool": GPU_POOL, "pool_slots": gpus} if gpus else {}
+
+
+def _task_doc(task_id: str, doc: str, task_kwargs: dict[str, Any], report: str | None) -> str:
+    notes = []
+    if task_id in WRITERS:
+        notes.append("Writes: skipped in a dry run.")
+    if task_kwargs.get("retries") == 0:
+        notes.append("A gate: never retried; its log and error list every check with value and threshold.")
+    if "pool" in task_kwargs:
+        notes.append(f"Pool `{task_kwargs['pool']}`, {task_kwargs['pool_slots']} slot(s) (one per GPU).")
+    if report:
+        notes.append(f"Writes the {report.replace('_', ' ')} afterwards; its URI is in the log and the XCom.")
+    return doc + ("\n\n" + " ".join(notes) if notes else "")
+
+
+def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
     gate, labels, checks = spec.train.gate, spec.labels, spec.features.checks
     src = labels.source
     source = f"sheet `{src.sheet}` / `{src.worksheet}`" if hasattr(src, "sheet") else f"file `{src.file}`"
+    res = spec.train.resources
     rows = [
         ("owner", spec.owner),
         ("spec", f"`{spec.path}`"),
+        ("schedule", schedule),
         ("entity key", f"`{spec.entity.key}` ({spec.entity.type})"),
         ("labels", f"{source}; classes {', '.join(labels.classes)}"),
         (
@@ -89,43 +237,63 @@ def _doc(spec: ModelSpec, what: str) -> str:
             f"{spec.train.family}: {gate.metric} >= {gate.min}, "
             f"no worse than production by more than {gate.max_regression}",
         ),
+        ("prediction gate", "count = scoring input, no null keys or scores, scores in [0, 1], one row per key"),
+        ("export gate", "warehouse count for the day = published count"),
         (
-            "schedules",
-            f"labels `{labels.schedule}`, train `{spec.train.schedule}`, "
+            "all schedules",
+            f"labels `{labels.schedule}`, train `{spec.train.schedule}` or on new labels, "
             f"score `{spec.score.schedule}` ({spec.score.shards} shards)",
         ),
+        (
+            "jobs",
+            f"{res.gpu} GPU, {res.vcpu:g} vCPU, {res.memory_gib:g} GiB"
+            + (f"; pool `{GPU_POOL}` ({res.gpu} slot(s) per job)" if res.gpu else ""),
+        ),
+        ("retries", f"{RETRIES}, exponential backoff from {RETRY_DELAY}; gates 0"),
+        ("failure alerts", f"POST to the HTTP connection `{callbacks.CONN_ID}` (none: a log line)"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    params = "\n".join(f"- `{name}`: {p.description}" for name, p in _params(kind).items())
     return (
         f"### {spec.name}: {what}\n\n{spec.description}\n\n| | |\n|---|---|\n{table}\n\n"
+        f"**Params** (trigger form; `dag_run_conf` of a backfill):\n\n{params}\n\n"
         "A failed gate task stops the run: nothing after it runs or writes. Its log lists each\n"
-        "check with the observed value and the threshold.\n"
+        "check with the observed value and the threshold. Backfills are safe: a day's publish never\n"
+        "replaces a newer day's prediction, and a rerun of a day replaces that day only.\n"
     )
 
 
-def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, timeout: timedelta) -> DAG:
+def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, timeout: timedelta, schedule_text: str) -> DAG:
     return DAG(
         dag_id=f"{spec.name}__{kind}",
         description=f"{spec.name}: {what}",
         schedule=schedule,
         start_date=START,
-        catchup=False,
+        catchup=False,  # history is filled by an explicit backfill, never by a surprise catch-up
         max_active_runs=1,  # two runs of a model's DAG never write the same tables at once
-        doc_md=_doc(spec, what),
+        doc_md=_doc(spec, kind, what, schedule_text),
         tags=["mlbatch", spec.name, kind],
+        params=_params(kind),
         default_args={
             "owner": spec.owner,
-            "retries": 2,
-            "retry_delay": timedelta(minutes=1),
+            "retries": RETRIES,
+            "retry_delay": RETRY_DELAY,
             "retry_exponential_backoff": 2.0,
+            "max_retry_delay": MAX_RETRY_DELAY,
             "execution_timeout": timeout,
+            "on_failure_callback": [callbacks.on_task_failure],
         },
     )
 
 
 def labels_dag(spec: ModelSpec) -> DAG:
     out = assets(spec.name)["labels"]
-    with _dag(spec, "labels", spec.labels.schedule, "sync the label sheet", timedelta(minutes=30)) as dag:
+    schedule = f"`{spec.labels.schedule}`" + (
+        f" (cron `{cron(spec.labels.schedule)}`, UTC)" if spec.labels.schedule else ""
+    )
+    with _dag(
+        spec, "labels", timetable(spec.labels.schedule), "sync the label sheet", timedelta(minutes=30), schedule
+    ) as dag:
         check = _stage(
             spec,
             "check_sheet",
@@ -150,7 +318,7 @@ def labels_dag(spec: ModelSpec) -> DAG:
         def changed(result: dict[str, Any]) -> bool:
             return bool(result["changed"])
 
-        @task(task_id="announce_labels", outlets=[out], doc_md=f"Emit `{out.name}` for training.")
+        @task(task_id="announce_labels", outlets=[out], doc_md=f"Emit `{out.name}`: it triggers training.")
         def announce(result: dict[str, Any]) -> dict[str, Any]:
             return result
 
@@ -161,7 +329,13 @@ def labels_dag(spec: ModelSpec) -> DAG:
 
 def train_dag(spec: ModelSpec) -> DAG:
     out = assets(spec.name)["model"]
-    with _dag(spec, "train", spec.train.schedule, "train, register and gate a model", timedelta(hours=6)) as dag:
+    when = spec.train.schedule
+    schedule = (f"`{when}` (cron `{cron(when)}`, UTC) or " if when not in (None, "@once") else "") + (
+        f"when `{assets(spec.name)['labels'].name}` changes"
+    )
+    with _dag(
+        spec, "train", train_schedule(spec), "train, register and gate a model", timedelta(hours=6), schedule
+    ) as dag:
         unload = _stage(
             spec,
             "unload_training",
@@ -177,7 +351,13 @@ def train_dag(spec: ModelSpec) -> DAG:
             "train",
             retries=0,
         )()
-        job = _stage(spec, "train", "train:train", "Run the training job (container or local process).")()
+        job = _stage(
+            spec,
+            "train",
+            "train:train",
+            "Run the training job (container or local process); `force_retrain` makes a fresh version.",
+            **_gpu(spec),
+        )()
         reg = _stage(spec, "register", "train:register", "Register the version with metrics and lineage.")()
         mgate = _stage(
             spec,
@@ -186,6 +366,7 @@ def train_dag(spec: ModelSpec) -> DAG:
             "Promote if the metric clears the spec's minimum and does not regress production.",
             retries=0,
             outlets=[out],
+            report="training_report",
         )()
         unload >> fgate >> job >> reg >> mgate
     return dag
@@ -193,9 +374,16 @@ def train_dag(spec: ModelSpec) -> DAG:
 
 def score_dag(spec: ModelSpec) -> DAG:
     out = assets(spec.name)["predictions"]
-    with _dag(spec, "score", spec.score.schedule, "score the day and publish", timedelta(hours=2)) as dag:
+    when = spec.score.schedule
+    schedule = f"`{when}`" + (f" (cron `{cron(when)}`, UTC)" if when not in (None, "@once") else "")
+    with _dag(
+        spec, "score", timetable(spec.score.schedule), "score the day and publish", timedelta(hours=2), schedule
+    ) as dag:
         model = _stage(
-            spec, "resolve_model", "score:resolve_model", "Fix the production model version for the whole run."
+            spec,
+            "resolve_model",
+            "score:resolve_model",
+            "Fix the model version for the whole run: production, or the `model_version` param.",
         )()
         unload = _stage(
             spec,
@@ -213,8 +401,10 @@ def score_dag(spec: ModelSpec) -> DAG:
             retries=0,
         )()
         spec_path = str(spec.path)
+        gpu = _gpu(spec)
+        shard_doc = _task_doc("score", "One scoring job per shard of the manifest.", gpu, None)
 
-        @task(task_id="score", doc_md="One scoring job per shard of the manifest.")
+        @task(task_id="score", doc_md=shard_doc, **gpu)
         def score_shard(shard: int, **context: Any) -> Any:
             return _call("score:score_shard", spec_path, context, shard)
 
@@ -227,7 +417,11 @@ def score_dag(spec: ModelSpec) -> DAG:
             retries=0,
         )()
         pub = _stage(
-            spec, "publish", "publish:publish", "Upsert into the app DB in one transaction; never replace a newer day."
+            spec,
+            "publish",
+            "publish:publish",
+            "Upsert into the app DB in one transaction; never replace a newer day.",
+            report="scoring_summary",
         )()
         exp = _stage(spec, "export", "publish:export", "Replace the day in the warehouse.")()
         egate = _stage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,71 @@ def test_bad_spec_is_an_import_error_of_its_own_file_only(tmp_path):
     error = bag.import_errors[str(dags / "broken_model.py")]
     assert "broken_model.yaml" in error and "train.gate.minimum: unknown field" in error
     assert {"device_gender__labels", "device_gender__train", "device_gender__score"} <= set(bag.dags)
+
+
+def test_every_dag_has_params_retries_callbacks_and_catchup_off(dagbag):
+    from mlbatch.callbacks import on_task_failure
+
+    extra = {"labels": set(), "train": {"force_retrain"}, "score": {"model_version"}}
+    for dag_id, dag in dagbag.dags.items():
+        kind = dag_id.rsplit("__", 1)[1]
+        assert set(dag.params.keys()) == {"dry_run", *extra[kind]}, dag_id
+        for name in dag.params.keys():
+            assert dag.params.get_param(name).description, (dag_id, name)
+        assert dag.catchup is False, dag_id
+        for t in dag.tasks:
+            gate = t.task_id.endswith("_gate")
+            assert t.retries == (0 if gate else 2), (dag_id, t.task_id, t.retries)
+            assert t.retry_exponential_backoff, (dag_id, t.task_id)
+            assert on_task_failure in (t.on_failure_callback or []), (dag_id, t.task_id)
+
+
+def test_schedules_come_from_the_spec_and_training_also_follows_new_labels(dagbag):
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    score = dagbag.dags["device_gender__score"].timetable
+    labels = dagbag.dags["device_gender__labels"].timetable
+    train = dagbag.dags["device_gender__train"].timetable
+    assert isinstance(score, CronTriggerTimetable) and score.expression == "0 0 * * *"  # @daily
+    assert isinstance(labels, CronTriggerTimetable) and labels.expression == "0 * * * *"  # @hourly
+    assert isinstance(train, AssetOrTimeSchedule)
+    assert isinstance(train.timetable, CronTriggerTimetable) and train.timetable.expression == "0 0 1 * *"
+    assert train.asset_condition.name == "mlbatch.device_gender.labels"
+    announce = dagbag.dags["device_gender__labels"].get_task("announce_labels")
+    assert [o.name for o in announce.outlets] == ["mlbatch.device_gender.labels"]
+
+
+def test_gpu_jobs_use_the_pool_one_slot_per_gpu(dagbag):
+    for dag_id, task_id in (("device_gender__train", "train"), ("device_gender__score", "score")):
+        t = dagbag.dags[dag_id].get_task(task_id)
+        assert (t.pool, t.pool_slots) == ("mlbatch_gpu", 1), (dag_id, task_id)
+    assert dagbag.dags["device_gender__score"].get_task("publish").pool == "default_pool"
+
+
+def test_params_are_validated(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags["device_gender__score"].params)
+    params["model_version"] = "20261122-aa1f212b"
+    params.validate()
+    with pytest.raises(ParamValidationError):
+        params["model_version"] = "no spaces allowed; really"
+    with pytest.raises(ParamValidationError):
+        params["dry_run"] = "yes"
+
+
+def test_doc_md_names_owner_sources_gates_schedule_and_params(dagbag):
+    doc = dagbag.dags["device_gender__train"].doc_md
+    for text in (
+        "ml-team",
+        "sql/redshift/device_gender/training.sql",
+        "roc_auc >= 0.75",
+        "`@monthly`",
+        "mlbatch.device_gender.labels",
+        "force_retrain",
+        "dry_run",
+        "mlbatch_gpu",
+        "mlbatch_alerts",
+    ):
+        assert text in doc, text
+    assert "skipped in a dry run" in dagbag.dags["device_gender__score"].get_task("publish").doc_md

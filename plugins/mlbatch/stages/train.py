@@ -43,6 +43,10 @@ def train(ctx: RunContext) -> dict[str, Any]:
         "code": code_version(),
         "seed": SEED,
     }
+    if ctx.params.get("force_retrain"):
+        # A fresh version although nothing changed: the run id joins the hash (a retry of the
+        # same run still finds its own version and success marker).
+        determinants["forced_by_run"] = ctx.run_id
     digest = hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()[:8]
     version = f"{ctx.ds.replace('-', '')}-{digest}"
     prefix = model_prefix(ctx, version)

@@ -1,0 +1,257 @@
+"""Run reports for people: an HTML page per trained version, a JSON summary per scored day.
+
+* ``models/<model>/<version>/report.html``: metrics, ROC/PR curves, confusion matrix, the model
+  gate's verdicts and the lineage, in one self-contained file (images inlined), written after
+  the model gate whether it promoted or rejected the version.
+* ``predictions/<model>/<ds>/summary.json``: counts per label, the score distribution and its
+  drift against the latest earlier day that has a summary (population stability index).
+
+Called by the DAG tasks after their stage (``mlbatch.dag_factory``); a report never changes a
+task's outcome. Curves: ``roc.png``/``pr.png`` from the train job when present, else an SVG
+drawn from curve points in ``metrics.json`` (``roc_curve: {fpr, tpr}``, ``pr_curve: {recall,
+precision}``), else a note saying neither exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import date, timedelta
+from typing import Any
+
+import jinja2
+
+from mlbatch import registry
+from mlbatch.stages.context import RunContext
+
+HISTOGRAM_BINS = 10
+DRIFT_LOOKBACK_DAYS = 7
+# PSI rule of thumb: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 investigate.
+PSI_LEVELS = ((0.1, "stable"), (0.25, "moderate"), (math.inf, "shifted"))
+
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+
+_TRAINING = _ENV.from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ model }} {{ version }}</title>
+<style>
+ body{font-family:system-ui,sans-serif;margin:2em;max-width:60em;color:#222}
+ table{border-collapse:collapse;margin:.5em 0 1.5em} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+ th{background:#f3f3f3} .ok{color:#176317} .fail{color:#a11} .num{text-align:right;font-variant-numeric:tabular-nums}
+ .note{color:#666;font-style:italic} figure{display:inline-block;margin:0 1em 1em 0}
+</style></head><body>
+<h1>{{ model }} <code>{{ version }}</code></h1>
+<p>Status <b class="{{ 'ok' if status == 'production' else 'fail' if status == 'rejected' else '' }}">{{ status }}</b>
+ &middot; {{ family }} &middot; gate metric <b>{{ metric }} = {{ "%.4f"|format(value) }}</b>
+ &middot; trained for ds {{ lineage.get("ds", "?") }} in run <code>{{ lineage.get("run_id", "?") }}</code></p>
+
+<h2>Model gate</h2>
+<p>Bar: {{ metric }} {{ ">=" if not lower else "<=" }} {{ gate.min }}, no worse than production by more than
+ {{ gate.max_regression }}.</p>
+{% if verdicts %}<table><tr><th>verdict</th><th>check</th></tr>
+{% for ok, line in verdicts %}<tr><td class="{{ 'ok' if ok else 'fail' }}">{{ "pass" if ok else "FAIL" }}</td>
+<td>{{ line }}</td></tr>{% endfor %}</table>
+{% else %}<p class="note">The model gate has not decided on this version yet.</p>{% endif %}
+
+<h2>Held-out metrics</h2>
+<table><tr><th>metric</th><th>value</th></tr>
+{% for name, v in scalars %}<tr><td>{{ name }}</td><td class="num">{{ v }}</td></tr>{% endfor %}</table>
+
+<h2>Curves</h2>
+{% for c in curves %}<figure>{% if c.png %}<img alt="{{ c.title }}" width="360"
+ src="data:image/png;base64,{{ c.png }}">{% else %}<svg xmlns="http://www.w3.org/2000/svg" width="{{ c.size }}"
+ height="{{ c.size }}"><rect x="{{ c.pad }}" y="{{ c.pad }}" width="{{ c.size - 2 * c.pad }}"
+ height="{{ c.size - 2 * c.pad }}" fill="none" stroke="#444"/>{% if c.diagonal %}<line x1="{{ c.pad }}"
+ y1="{{ c.size - c.pad }}" x2="{{ c.size - c.pad }}" y2="{{ c.pad }}" stroke="#aaa" stroke-dasharray="4"/>{% endif %}
+<polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="{{ c.points }}"/></svg>{% endif %}
+<figcaption>{{ c.title }} ({{ c.source }})</figcaption></figure>{% endfor %}
+{% if not curves %}<p class="note">No ROC/PR plot: the train job wrote no roc.png/pr.png and metrics.json holds
+ no curve points{% if task != "binary" %} (curves apply to binary models){% endif %}.</p>{% endif %}
+
+<h2>Confusion matrix</h2>
+{% if confusion %}<p>Rows: true class; columns: predicted ({{ confusion.source }}).</p>
+<table><tr><th></th>{% for c in confusion.classes %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for c, row in confusion.rows %}<tr><th>{{ c }}</th>{% for n in row %}<td class="num">{{ "{:,}".format(n) }}</td>
+{% endfor %}</tr>{% endfor %}</table>
+{% else %}<p class="note">Not available: metrics.json has no confusion_matrix and not the counts to derive one.</p>
+{% endif %}
+
+<h2>Lineage</h2>
+<table>{% for k, v in lineage|dictsort %}<tr><th>{{ k }}</th><td><code>{{ v }}</code></td></tr>{% endfor %}</table>
+<p class="note">Artifacts: <code>{{ artifact_uri }}</code></p>
+</body></html>
+"""
+)
+
+
+def _scalars(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for name, v in sorted(metrics.items()):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        out.append((name, f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
+    return out
+
+
+def _verdicts(reason: str | None) -> list[tuple[bool, str]]:
+    """The gate's check lines from the registry's decision reason (``Check.line()`` text)."""
+    lines = [p.strip() for chunk in (reason or "").split("\n") for p in chunk.split("; ")]
+    checks = [(line.startswith("ok"), line.removeprefix("ok").removeprefix("FAIL").strip()) for line in lines]
+    return [(ok, text) for (ok, text), line in zip(checks, lines, strict=True) if line.startswith(("ok", "FAIL"))]
+
+
+SVG_SIZE, SVG_PAD = 240, 20
+
+
+def _svg_points(xs: list[float], ys: list[float]) -> str:
+    """Curve points in [0, 1]² as SVG polyline coordinates (no plotting library needed)."""
+    span = SVG_SIZE - 2 * SVG_PAD
+    step = max(1, len(xs) // 500)  # a few hundred points draw the same curve
+    pairs = list(zip(xs, ys, strict=True))[::step]
+    return " ".join(f"{SVG_PAD + x * span:.1f},{SVG_SIZE - SVG_PAD - y * span:.1f}" for x, y in pairs)
+
+
+def _curves(ctx: RunContext, prefix: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    store, out = ctx.env.store, []
+    for png, title, key, (xk, yk) in (
+        ("roc.png", "ROC", "roc_curve", ("fpr", "tpr")),
+        ("pr.png", "precision-recall", "pr_curve", ("recall", "precision")),
+    ):
+        if store.exists(prefix + png):
+            data = base64.b64encode(store.get_bytes(prefix + png)).decode()
+            out.append({"title": title, "source": png, "png": data})
+        elif isinstance(metrics.get(key), dict) and xk in metrics[key] and yk in metrics[key]:
+            out.append(
+                {
+                    "title": title,
+                    "source": f"metrics.json {key}",
+                    "png": None,
+                    "points": _svg_points(metrics[key][xk], metrics[key][yk]),
+                    "diagonal": key == "roc_curve",
+                    "size": SVG_SIZE,
+                    "pad": SVG_PAD,
+                }
+            )
+    return out
+
+
+def _confusion(metrics: dict[str, Any], classes: list[str]) -> dict[str, Any] | None:
+    if "confusion_matrix" in metrics:
+        cm = metrics["confusion_matrix"]
+        return {"classes": classes, "rows": list(zip(classes, cm, strict=False)), "source": "metrics.json"}
+    needed = ("n_test", "positive_rate", "precision", "recall")
+    if len(classes) != 2 or not all(isinstance(metrics.get(k), int | float) for k in needed):
+        return None
+    # Binary: the test-set counts follow from n_test, the positive rate, precision and recall.
+    pos = round(metrics["n_test"] * metrics["positive_rate"])
+    neg = metrics["n_test"] - pos
+    tp = round(metrics["recall"] * pos)
+    predicted_pos = round(tp / metrics["precision"]) if metrics["precision"] else 0
+    fp = predicted_pos - tp
+    rows = [(classes[0], [neg - fp, fp]), (classes[1], [pos - tp, tp])]
+    return {"classes": classes, "rows": rows, "source": "derived from n_test, positive_rate, precision, recall"}
+
+
+def training_report(ctx: RunContext) -> str:
+    """Write ``report.html`` next to the model this run trained; returns its URI."""
+    from mlbatch.spec import LOWER_IS_BETTER
+
+    st = ctx.load_state("train", "run the train stage first")
+    store, db = ctx.env.store, ctx.env.appdb
+    prefix = store.key(st["artifact_uri"])
+    with db.connect() as conn:
+        mv = registry.get(conn, ctx.model, st["version"])
+    metrics = store.get_json(prefix + "metrics.json")
+    lineage = store.get_json(prefix + "lineage.json") if store.exists(prefix + "lineage.json") else {}
+    gate = ctx.spec.train.gate
+    html = _TRAINING.render(
+        model=ctx.model,
+        version=st["version"],
+        status=mv.status if mv else "not registered",
+        family=ctx.spec.train.family,
+        metric=gate.metric,
+        value=float(metrics.get(gate.metric, float("nan"))),
+        lower=gate.metric in LOWER_IS_BETTER,
+        gate=gate,
+        verdicts=_verdicts(mv.reason if mv else None),
+        scalars=_scalars(metrics),
+        curves=_curves(ctx, prefix, metrics),
+        task=metrics.get("task", "binary" if ctx.spec.is_binary else "multiclass"),
+        confusion=_confusion(metrics, list(metrics.get("classes") or ctx.spec.labels.classes)),
+        lineage={k: v if isinstance(v, str | int | float) else str(v) for k, v in lineage.items()},
+        artifact_uri=st["artifact_uri"],
+    )
+    return store.put_bytes(prefix + "report.html", html.encode())
+
+
+# --- scoring summary -----------------------------------------------------------------------
+
+
+def summary_key(model: str, ds: str) -> str:
+    return f"predictions/{model}/{ds}/summary.json"
+
+
+def psi(expected: list[int], actual: list[int]) -> float:
+    """Population stability index of two histograms over the same bins (0 = identical)."""
+    e_total, a_total = sum(expected), sum(actual)
+    if not e_total or not a_total:
+        return float("nan")
+    eps = 1e-6  # an empty bin must not make the index infinite
+    return sum(
+        (a / a_total - e / e_total) * math.log(max(a / a_total, eps) / max(e / e_total, eps))
+        for e, a in zip(expected, actual, strict=True)
+    )
+
+
+def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any] | None:
+    store, day = ctx.env.store, date.fromisoformat(ctx.ds)
+    for back in range(1, DRIFT_LOOKBACK_DAYS + 1):
+        ref_ds = (day - timedelta(days=back)).isoformat()
+        key = summary_key(ctx.model, ref_ds)
+        if store.exists(key):
+            ref = store.get_json(key)
+            value = psi(ref["score"]["histogram"], histogram)
+            level = next(name for bound, name in PSI_LEVELS if value < bound) if not math.isnan(value) else "unknown"
+            return {
+                "reference_ds": ref_ds,
+                "score_psi": round(value, 6),
+                "level": level,
+                "mean_shift": round(mean - ref["score"]["mean"], 6),
+            }
+    return None
+
+
+def scoring_summary(ctx: RunContext) -> str:
+    """Write the day's ``summary.json`` from this run's predictions; returns its URI."""
+    import pyarrow.compute as pc
+
+    from mlbatch.stages.score import read_predictions
+
+    t = read_predictions(ctx, ["label", "score", "model_version"])
+    scores = t["score"]
+    rows = t.num_rows
+    qs = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+    quantiles = pc.quantile(scores, q=list(qs)).to_pylist() if rows else [None] * len(qs)
+    bins = pc.min_element_wise(pc.floor(pc.multiply(scores, HISTOGRAM_BINS)), HISTOGRAM_BINS - 1)
+    counts = {int(v["values"]): v["counts"] for v in pc.value_counts(pc.cast(bins, "int64")).to_pylist()}
+    histogram = [counts.get(i, 0) for i in range(HISTOGRAM_BINS)]
+    mean = pc.mean(scores).as_py() if rows else None
+    labels = {str(v["values"]): v["counts"] for v in pc.value_counts(t["label"]).to_pylist()}
+    summary = {
+        "model": ctx.model,
+        "ds": ctx.ds,
+        "run_id": ctx.run_id,
+        "model_version": sorted(set(t["model_version"].to_pylist())),
+        "rows": rows,
+        "labels": dict(sorted(labels.items())),
+        "score": {
+            "min": pc.min(scores).as_py(),
+            "max": pc.max(scores).as_py(),
+            "mean": mean,
+            "quantiles": {f"p{round(q * 100):02d}": v for q, v in zip(qs, quantiles, strict=True)},
+            "histogram_bins": [round(i / HISTOGRAM_BINS, 2) for i in range(HISTOGRAM_BINS + 1)],
+            "histogram": histogram,
+        },
+        "drift": _drift(ctx, histogram, mean) if rows else None,
+    }
+    return ctx.env.store.put_json(summary_key(ctx.model, ctx.ds), summary)
