@@ -46,7 +46,7 @@ airflow: venv
 	test -f var/app.db || $(BIN)/mlbatch demo
 	$(BIN)/python -m airflow db migrate >/dev/null
 	$(BIN)/python -m mlbatch.pools
-	PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
 
 lint: venv
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mlbatch import runparams
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec, SpecError, find_spec
 
@@ -56,6 +57,10 @@ def run(
     run_id: Annotated[
         str | None, typer.Option(help="Run id (default cli__DS); a new one redoes finished steps.")
     ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Run param NAME=VALUE: dry_run=true, model_version=V, force_retrain=true; repeatable."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a model's stages for one day, in order, with the code the DAG tasks run."""
@@ -72,11 +77,15 @@ def run(
         err.print(f"error: unknown stage {', '.join(unknown)}; choose from {', '.join(STAGES)}")
         raise typer.Exit(EXIT_USAGE)
     try:
-        ctx = RunContext(env=env, spec=model, ds=ds, run_id=run_id or f"cli__{ds}")
+        params = runparams.parse(param or [])
+        ctx = RunContext(env=env, spec=model, ds=ds, run_id=run_id or f"cli__{ds}", params=params)
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     for name, thunk in steps(ctx, chosen):
+        if params.get(runparams.DRY_RUN) and name.split("[")[0] in runparams.CLI_DRY_RUN_SKIPS:
+            out.print(f"[yellow]skip[/yellow] {model.name} {ctx.ds} {name}: dry run", highlight=False)
+            continue
         try:
             result = thunk()
         except GateFailed as exc:

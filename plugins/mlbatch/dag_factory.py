@@ -31,6 +31,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, P
 
 from mlbatch import callbacks
 from mlbatch.pools import GPU_POOL
+from mlbatch.runparams import DRY_RUN, WRITERS
 from mlbatch.spec import ModelSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ PRESET_CRON = {
 # Tasks that change state others read (app DB, registry, warehouse). A dry run skips them; the
 # default trigger rule (all_success) then skips what follows them, so the run ends green with
 # every gate before a writer having run.
-WRITERS = frozenset({"apply_labels", "train", "register", "model_gate", "publish", "export"})
 
-DRY_RUN = "dry_run"
 MODEL_VERSION = "model_version"
 FORCE_RETRAIN = "force_retrain"
 
@@ -168,14 +167,27 @@ def _call(target: str, spec_path: str, context: dict[str, Any], *args: Any, repo
     ctx = _context(spec_path, context)
     fn = resolve(target)
     if report is None:
-        return fn(ctx, *args)
+        return _gated(fn, ctx, *args)
     try:
-        result = fn(ctx, *args)
+        result = _gated(fn, ctx, *args)
     except Exception:
         _write_report(report, ctx)
         raise
     uri = _write_report(report, ctx)
     return {**result, "report": uri} if isinstance(result, dict) and uri else result
+
+
+def _gated(fn: Any, ctx: Any, *args: Any) -> Any:
+    """Run a stage; a gate's verdict fails the task at once, without retries."""
+    from mlbatch.gates import GateFailed
+
+    try:
+        return fn(ctx, *args)
+    except GateFailed as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        # The same data gives the same verdict: retrying a blocked gate only delays the alert.
+        raise AirflowFailException(str(exc)) from exc
 
 
 def _stage(

@@ -70,33 +70,38 @@ def check_sheet(ctx: RunContext) -> dict[str, Any]:
     log.info("%s: %s (%s)", spec.name, report.message, sheet.origin)
     for r in report.rejected[:50]:
         log.info("row %d key %r: %s", r.row, r.key, r.reason)
-    written = write_verdicts(spec, env, sheet, report.verdicts)
+    # A dry run (Airflow param) checks and gates but writes nothing the analyst or Aurora sees:
+    # only this run's scratch state in the object store.
+    dry_run = bool(ctx.params.get("dry_run"))
+    written = 0 if dry_run else write_verdicts(spec, env, sheet, report.verdicts)
     labels = {str(k): v for k, v in report.labels.items()}
     staged_key = f"labels/{spec.name}/staged/{sid}.parquet"
     _write_labels(ctx, staged_key, labels)
-    env.appdb.ensure_schema()
-    with env.appdb.begin() as conn:
-        _record_sync(
-            conn,
-            {
-                "sync_id": sid,
-                "model": spec.name,
-                "started_at": started,
-                "finished_at": _now() if report.blocked else None,
-                "rows_read": report.rows,
-                "accepted": report.accepted,
-                "rejected": len(report.rejected),
-                "content_hash": sync.labels_hash(labels),
-                "verdict": "blocked" if report.blocked else "checked",
-                "message": report.message,
-            },
-        )
+    if not dry_run:
+        env.appdb.ensure_schema()
+        with env.appdb.begin() as conn:
+            _record_sync(
+                conn,
+                {
+                    "sync_id": sid,
+                    "model": spec.name,
+                    "started_at": started,
+                    "finished_at": _now() if report.blocked else None,
+                    "rows_read": report.rows,
+                    "accepted": report.accepted,
+                    "rejected": len(report.rejected),
+                    "content_hash": sync.labels_hash(labels),
+                    "verdict": "blocked" if report.blocked else "checked",
+                    "message": report.message,
+                },
+            )
     result = {
         **report.to_contract(),
         "sync_id": sid,
         "staged_uri": env.store.uri(staged_key),
         "verdicts_written": written,
         "origin": sheet.origin,
+        "dry_run": dry_run,
     }
     ctx.save_state("labels_check", result)
     return {k: v for k, v in result.items() if k != "rejected"} | {"rejected": len(report.rejected)}
@@ -117,6 +122,8 @@ def labels_gate(ctx: RunContext) -> dict[str, Any]:
     try:
         return gates.evaluate(f"{ctx.model}.labels", checks)
     except gates.GateFailed as exc:
+        if st.get("dry_run"):
+            raise
         # The sync log says why this sync stopped, whichever check it was.
         with ctx.env.appdb.begin() as conn:
             _record_sync(
