@@ -34,15 +34,36 @@ def _role() -> str:
 
 
 def export_statements(spec: ModelSpec, ds: str) -> list[str]:
-    """Replace the day in Redshift in one transaction, then count it for reconciliation."""
+    """The day's export as ``RedshiftWarehouse.replace_day`` runs it (one Data API batch, one
+    transaction: create if missing, delete the day, COPY it in), then the reconciliation count."""
+    from mlbatch.warehouse.redshift import replace_day_statements
+
     table = f"ml_exports.{spec.name}_predictions"
     day = date.fromisoformat(ds).isoformat()  # validated: the only value pasted into the text
+    folder = f"{_unload_root()}/export/{spec.name}/{day}/"
+    key_type = "BIGINT" if spec.entity.type == "integer" else "VARCHAR(256)"
+    batch = replace_day_statements(table, day, folder, _role(), key_type)
+    return [*batch, f"SELECT COUNT(*) FROM {table} WHERE ds = '{day}'"]
+
+
+def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
+    """The publish of a day as Aurora runs it with ``MLBATCH_AURORA_LOAD_FROM_S3=1`` (the daily
+    path; a backfill runs the guarded upsert from a staging table instead, see appdb.bulk)."""
+    from mlbatch.appdb import bulk
+
+    table, day = spec.predictions_table, date.fromisoformat(ds).isoformat()
+    new, log_new = bulk.side_name(table, "new"), bulk.side_name(schema.publish_log.name, "new")
+    tsv = f"s3://{_bucket()}/publish/{spec.name}/{day}/<run>/predictions.tsv"
     return [
-        "BEGIN",
-        f"DELETE FROM {table} WHERE ds = '{day}'",
-        f"COPY {table} FROM 's3://{_bucket()}/export/{spec.name}/{day}/' IAM_ROLE '{_role()}' FORMAT AS PARQUET",
-        "COMMIT",
-        f"SELECT COUNT(*) FROM {table} WHERE ds = '{day}'",
+        f"SELECT GET_LOCK('{bulk.model_lock(table)}', {bulk.LOCK_TIMEOUT_S})",
+        f"CREATE TABLE {bulk.q(new)} LIKE {bulk.q(table)}",
+        bulk.load_data_sql(new, s3_uri=tsv),
+        bulk.missing_rows_sql(new, table),
+        f"SELECT GET_LOCK('{bulk.LOG_LOCK}', {bulk.LOCK_TIMEOUT_S})",
+        f"CREATE TABLE {bulk.q(log_new)} LIKE {bulk.q(schema.publish_log.name)}",
+        f"INSERT INTO {bulk.q(log_new)} SELECT * FROM {bulk.q(schema.publish_log.name)}",
+        bulk.log_upsert_sql(log_new),
+        bulk.daily_swap_sql(table),
     ]
 
 
@@ -79,4 +100,5 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
     ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]
     out += [(f"Aurora: {spec.predictions_table}", s) for s in ddl]
+    out += [(f"Aurora: publish {ds} (daily path, LOAD DATA FROM S3)", s) for s in aurora_publish_statements(spec, ds)]
     return out

@@ -51,7 +51,7 @@ CREATE TABLE ml_model_versions (
 	family VARCHAR(32) NOT NULL, 
 	status VARCHAR(16) NOT NULL COMMENT 'candidate, production, rejected, retired', 
 	metric VARCHAR(32) NOT NULL, 
-	value FLOAT NOT NULL, 
+	value DOUBLE NOT NULL, 
 	metrics_json TEXT NOT NULL, 
 	artifact_uri VARCHAR(1024) NOT NULL, 
 	lineage_json TEXT NOT NULL, 

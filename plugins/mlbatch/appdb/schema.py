@@ -13,7 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
-    Float,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -80,7 +80,7 @@ model_versions = Table(
     Column("family", String(32), nullable=False),
     Column("status", String(16), nullable=False, comment="candidate, production, rejected, retired"),
     Column("metric", String(32), nullable=False),
-    Column("value", Float, nullable=False),
+    Column("value", Double, nullable=False),
     Column("metrics_json", Text, nullable=False),
     Column("artifact_uri", String(1024), nullable=False),
     Column("lineage_json", Text, nullable=False),
@@ -119,7 +119,7 @@ def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> 
         Column("ds", Date, nullable=False, comment="scoring day; an older day never replaces a newer"),
         Column("model_version", String(64), nullable=False),
         Column("label", String(255), nullable=False),
-        Column("score", Float, nullable=False),
+        Column("score", Double, nullable=False),  # MySQL FLOAT is single precision
         Index(f"ix_{model}_predictions_ds", "ds"),
         **MYSQL_TABLE_ARGS,
     )

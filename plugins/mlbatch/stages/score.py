@@ -6,23 +6,37 @@ version even if a training run promotes another one meanwhile.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlalchemy import select
 
 from mlbatch import gates, registry
+from mlbatch.appdb import schema
 from mlbatch.features.reader import read_manifest
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.stages.context import RunContext
+from mlbatch.store import StoreError, filesystem_for
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model(ctx: RunContext) -> dict[str, Any]:
     key = ctx.state_key("model")
     if ctx.env.store.exists(key):  # a retry keeps the version the run started with
         return ctx.env.store.get_json(key)
-    mv = registry.production(ctx.env.appdb, ctx.model)
+    requested = ctx.params.get("model_version")
+    mv = _requested_version(ctx, requested) if requested else registry.production(ctx.env.appdb, ctx.model)
     if mv is None:
         raise LookupError(
             f"{ctx.model} has no production model: run the {ctx.model}__train DAG (or "
@@ -31,6 +45,25 @@ def resolve_model(ctx: RunContext) -> dict[str, Any]:
     state = {"version": mv.version, "artifact_uri": mv.artifact_uri, ctx.spec.train.gate.metric: mv.value}
     ctx.save_state("model", state)
     return state
+
+
+def _requested_version(ctx: RunContext, version: str) -> registry.ModelVersion:
+    """The version named by the run's ``model_version`` param; a clear error if it is not registered."""
+    db = ctx.env.appdb
+    found = None
+    if db.has_table(registry.t.name):
+        with db.connect() as conn:
+            found = registry.get(conn, ctx.model, version)
+    if found is None:
+        known = registry.versions(db, ctx.model)[-10:] if db.has_table(registry.t.name) else []
+        listed = ", ".join(f"{v.version} ({v.status})" for v in reversed(known)) or "none"
+        raise LookupError(
+            f"params.model_version {version!r}: {ctx.model} has no such registered version; latest registered: {listed}"
+        )
+    if found.status != "production":
+        status = found.status
+        log.warning("%s %s: scoring with %s version %s (params.model_version)", ctx.model, ctx.ds, status, version)
+    return found
 
 
 def score_shard(ctx: RunContext, shard: int) -> dict[str, Any]:
@@ -73,30 +106,194 @@ def read_predictions(ctx: RunContext, columns: list[str] | None = None) -> pa.Ta
     return pa.concat_tables(tables)
 
 
+# --- prediction gate ---------------------------------------------------------------------------
+# The gate streams the shards once (record batches, pre_buffer off: memory is a batch, not a
+# day). Key uniqueness needs every key at once, so the key column goes to DuckDB as an Arrow
+# stream and a GROUP BY counts repeats there under a memory limit (DuckDB spills the hash
+# table to disk past it), instead of a Python set that grows with the day.
+GATE_BATCH_ROWS = 65_536
+SCORE_BINS = 10  # fixed, equal-width bins over [0, 1]: profiles of different days stay comparable
+PROFILE_STATE = "prediction_profile"  # runs/<model>/<ds>/<run>/prediction_profile.json
+PSI_FLOOR = 1e-4  # a bin's share is floored here: an empty bin must not make PSI infinite
+DUCKDB_MEMORY_LIMIT = "256MB"
+
+
+def iter_predictions(
+    ctx: RunContext, columns: list[str] | None = None, batch_rows: int = GATE_BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """This run's predictions, every shard in order, as record batches (never a whole shard)."""
+    for uri in shard_uris(ctx):
+        fs, path = filesystem_for(uri)
+        try:
+            with fs.open_input_file(path) as f:
+                # pre_buffer=False: the default reads whole row groups ahead and holds them.
+                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
+        except OSError as exc:
+            raise StoreError(f"cannot read predictions shard {uri}: {exc}") from exc
+
+
+@dataclass
+class PredictionStats:
+    """What the gate needs from a day's predictions, accumulated batch by batch."""
+
+    rows: int = 0
+    null_keys: int = 0
+    null_scores: int = 0
+    out_of_range: int = 0
+    lo: float | None = None
+    hi: float | None = None
+    score_counts: list[int] = field(default_factory=lambda: [0] * SCORE_BINS)
+    class_counts: Counter = field(default_factory=Counter)
+    versions: set = field(default_factory=set)
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        self.null_keys += batch.column("entity_key").null_count
+        scores = batch.column("score")
+        self.null_scores += scores.null_count
+        values = np.asarray(scores.drop_null().cast(pa.float64()))
+        valid = values[(values >= 0.0) & (values <= 1.0)]  # NaN fails both comparisons
+        self.out_of_range += len(values) - len(valid)
+        finite = values[~np.isnan(values)]
+        if len(finite):
+            self.lo = min(self.lo, float(finite.min())) if self.lo is not None else float(finite.min())
+            self.hi = max(self.hi, float(finite.max())) if self.hi is not None else float(finite.max())
+        bins = np.minimum((valid * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
+        for i, n in enumerate(np.bincount(bins, minlength=SCORE_BINS)):
+            self.score_counts[i] += int(n)
+        for item in pc.value_counts(batch.column("label")).to_pylist():
+            self.class_counts[item["values"]] += item["counts"]
+        self.versions.update(pc.unique(batch.column("model_version")).to_pylist())
+
+    def profile(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "score_bins": SCORE_BINS,
+            "score_counts": self.score_counts,
+            "class_counts": {str(k): v for k, v in sorted(self.class_counts.items(), key=lambda kv: str(kv[0]))},
+        }
+
+
+def psi(expected: list[int], actual: list[int]) -> float:
+    """Population stability index of two histograms over the same bins (shares floored at 1e-4)."""
+    e, a = np.asarray(expected, float), np.asarray(actual, float)
+    e = np.maximum(e / max(e.sum(), 1), PSI_FLOOR)
+    a = np.maximum(a / max(a.sum(), 1), PSI_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def class_share_shift(expected: dict[str, int], actual: dict[str, int]) -> tuple[float, str]:
+    """The largest change of one class's share of predictions, and that class."""
+    te, ta = max(sum(expected.values()), 1), max(sum(actual.values()), 1)
+    shifts = {c: abs(actual.get(c, 0) / ta - expected.get(c, 0) / te) for c in set(expected) | set(actual)}
+    worst = max(sorted(shifts), key=lambda c: shifts[c])
+    return shifts[worst], worst
+
+
+def _duplicate_keys(keys: Iterator[pa.RecordBatch], schema: pa.Schema) -> tuple[int, list[Any]]:
+    """(rows beyond the first per key, a few repeated keys), counted by DuckDB over the key stream."""
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="mlbatch-gate-") as spill, duckdb.connect() as con:
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+        con.execute(f"SET temp_directory = '{spill}'")
+        con.register("day_keys", pa.RecordBatchReader.from_batches(schema, keys))
+        con.execute(
+            "CREATE TEMP TABLE repeated AS SELECT entity_key, count(*) AS n FROM day_keys "
+            "WHERE entity_key IS NOT NULL GROUP BY entity_key HAVING count(*) > 1"
+        )
+        extra = con.execute("SELECT coalesce(sum(n - 1), 0) FROM repeated").fetchone()[0]
+        examples = [r[0] for r in con.execute("SELECT entity_key FROM repeated ORDER BY n DESC, 1 LIMIT 3").fetchall()]
+    return int(extra), examples
+
+
+def _baseline(ctx: RunContext) -> tuple[str | None, dict[str, Any] | None, str]:
+    """The last published day before this one, its profile (if stored), and a sentence on it.
+
+    The publish log (written atomically with the predictions) says which day and which run was
+    published; that run's gate stored the profile. So a day that was gated but never published,
+    or a rerun of this same day, is never the baseline.
+    """
+    db = ctx.env.appdb
+    if not db.has_table(schema.publish_log.name):
+        return None, None, f"first published day for {ctx.model}: no earlier day to compare"
+    t = schema.publish_log
+    with db.connect() as conn:
+        row = conn.execute(
+            select(t.c.ds, t.c.run_id)
+            .where(t.c.model == ctx.model, t.c.ds < date.fromisoformat(ctx.ds))
+            .order_by(t.c.ds.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None, None, f"first published day for {ctx.model}: no earlier day to compare"
+    prev = RunContext(ctx.env, ctx.spec, row.ds.isoformat(), row.run_id)
+    key = prev.state_key(PROFILE_STATE)
+    if not ctx.env.store.exists(key):
+        return (
+            prev.ds,
+            None,
+            f"last published day {prev.ds} has no stored profile ({ctx.env.store.uri(key)}): nothing to compare",
+        )
+    return prev.ds, ctx.env.store.get_json(key), f"against {prev.ds} (run {row.run_id})"
+
+
+def _drift_checks(ctx: RunContext, stats: PredictionStats) -> list[gates.Check]:
+    limits = ctx.spec.publish
+    psi_limit, share_limit = f"<= {limits.max_psi:g}", f"<= {limits.max_class_share_shift:g}"
+    prev_ds, prev, detail = _baseline(ctx)
+    if prev is None or stats.rows == 0 or prev.get("score_bins") != SCORE_BINS:
+        if prev is not None:
+            detail = "no rows today" if stats.rows == 0 else f"profile of {prev_ds} uses other bins: nothing to compare"
+        return [
+            gates.Check("score_psi", True, "n/a", psi_limit, detail),
+            gates.Check("class_share_shift", True, "n/a", share_limit, detail),
+        ]
+    value = psi(prev["score_counts"], stats.score_counts)
+    shift, worst = class_share_shift(prev["class_counts"], stats.profile()["class_counts"])
+    return [
+        gates.at_most("score_psi", round(value, 6), limits.max_psi, f"{SCORE_BINS} score bins {detail}"),
+        gates.at_most("class_share_shift", round(shift, 6), limits.max_class_share_shift, f"class {worst!r} {detail}"),
+    ]
+
+
 def predictions_gate(ctx: RunContext) -> dict[str, Any]:
+    """Check the day's predictions before anything is written; on success store their profile."""
     store, spec = ctx.env.store, ctx.spec
     model = ctx.load_state("model", "resolve the production model first")
     expected = read_manifest(store, store.uri(ctx.manifest_key("score"))).record_count
-    t = read_predictions(ctx)
-    rows = t.num_rows
-    scores = t["score"]
-    labels = pc.unique(t["label"]).to_pylist()
-    lo = pc.min(scores).as_py() if rows else None
-    hi = pc.max(scores).as_py() if rows else None
-    versions = pc.unique(t["model_version"]).to_pylist()
+    stats = PredictionStats()
+    batches = iter_predictions(ctx)
+    first = next(batches, None)
+    duplicates, examples = 0, []
+    if first is not None:
+        key_schema = pa.schema([first.schema.field("entity_key")])
+
+        def keys() -> Iterator[pa.RecordBatch]:
+            for batch in itertools.chain([first], batches):
+                stats.update(batch)  # one pass: the stats ride along the key stream DuckDB pulls
+                yield pa.record_batch([batch.column("entity_key")], schema=key_schema)
+
+        duplicates, examples = _duplicate_keys(keys(), key_schema)
+    labels = sorted(map(str, stats.class_counts))
+    versions = sorted(map(str, stats.versions))
     checks = [
-        gates.equal("rows_equal_scoring_input", rows, expected, "scoring manifest record_count"),
-        gates.equal("null_keys", t["entity_key"].null_count, 0),
-        gates.equal("null_scores", scores.null_count, 0),
-        gates.equal("duplicate_keys", rows - len(pc.unique(t["entity_key"])), 0),
-        gates.Check("scores_in_range", rows > 0 and lo >= 0.0 and hi <= 1.0, f"[{lo}, {hi}]", "within [0, 1]"),
+        gates.equal("rows_equal_scoring_input", stats.rows, expected, "scoring manifest record_count"),
+        gates.equal("null_keys", stats.null_keys, 0),
+        gates.equal("null_scores", stats.null_scores, 0),
         gates.Check(
-            "labels_in_classes",
-            set(labels) <= set(spec.labels.classes),
-            sorted(map(str, labels)),
-            f"subset of {spec.labels.classes}",
+            "scores_in_range",
+            stats.rows > 0 and stats.out_of_range == 0,
+            f"{stats.out_of_range:,} outside, min {stats.lo}, max {stats.hi}",
+            "every score within [0, 1] (NaN counts as outside)",
+        ),
+        gates.equal("duplicate_keys", duplicates, 0, f"repeated keys e.g. {examples}" if examples else ""),
+        gates.Check(
+            "labels_in_classes", set(labels) <= set(spec.labels.classes), labels, f"subset of {spec.labels.classes}"
         ),
         gates.equal("model_version", versions, [model["version"]], "every shard used the run's model"),
+        *_drift_checks(ctx, stats),
     ]
     summary = gates.evaluate(f"{ctx.model}.predictions", checks)
-    return {"rows": rows, "passed": summary["passed"], "model_version": model["version"]}
+    ctx.save_state(PROFILE_STATE, stats.profile())
+    return {"rows": stats.rows, "passed": summary["passed"], "model_version": model["version"]}

@@ -288,27 +288,47 @@ def _ident(table: str) -> str:
     return ".".join(f'"{part}"' for part in table.split("."))
 
 
-def _replace_day(wh: DuckDBWarehouse, table: str, ds: str, uris: list[str], store: ObjectStore) -> int:
-    """Replace one ``ds`` of ``table`` with the rows of the parquet files, in one transaction."""
-    import pyarrow.parquet as pq
+def _export_batches(uris: list[str]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The files' schema (from the first footer) and their rows as a stream of record batches."""
+    fs, path = filesystem_for(uris[0])
+    with fs.open_input_file(path) as f:
+        schema = pq.ParquetFile(f).schema_arrow
 
+    def batches() -> Iterator[pa.RecordBatch]:
+        for uri in uris:
+            fs, path = filesystem_for(uri)
+            with fs.open_input_file(path) as f:
+                # pre_buffer=False: stream row groups instead of holding the file in memory.
+                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS * 8)
+
+    return schema, batches()
+
+
+def _replace_day(wh: DuckDBWarehouse, table: str, ds: str, uris: list[str], store: ObjectStore) -> int:
+    """Replace one ``ds`` of ``table`` with the rows of the parquet files, in one transaction.
+
+    The files stream into DuckDB as an Arrow record-batch reader (the day is never one table in
+    memory); the DELETE and the INSERT commit together, so a reader sees the old day or the new.
+    """
+    if not uris:
+        raise ValueError(f"replace_day {table} ds={ds}: no export files given")
+    for uri in uris:
+        store.key(uri)  # every file must live in this store (raises naming the URI otherwise)
+    schema, batches = _export_batches(uris)
+    key_type = "BIGINT" if pa.types.is_integer(schema.field("entity_key").type) else "VARCHAR"
     schema_name = table.split(".")[0]
     with wh._connect(read_only=False) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
+        con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(table)} ({_EXPORT_COLUMNS.format(key=key_type)})")
         con.execute("BEGIN TRANSACTION")
         try:
-            for n, uri in enumerate(uris):
-                data = pq.read_table(pa.BufferReader(store.get_bytes(store.key(uri))))
-                if n == 0:
-                    key_type = "BIGINT" if pa.types.is_integer(data.schema.field("entity_key").type) else "VARCHAR"
-                    con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(table)} ({_EXPORT_COLUMNS.format(key=key_type)})")
-                    con.execute(f"DELETE FROM {_ident(table)} WHERE ds = ?::DATE", [ds])
-                con.register("_export_batch", data)
-                con.execute(
-                    f"INSERT INTO {_ident(table)} SELECT entity_key, ds::DATE, model_version, label, score "
-                    "FROM _export_batch"
-                )
-                con.unregister("_export_batch")
+            con.execute(f"DELETE FROM {_ident(table)} WHERE ds = ?::DATE", [ds])
+            con.register("_export_stream", pa.RecordBatchReader.from_batches(schema, batches))
+            con.execute(
+                f"INSERT INTO {_ident(table)} SELECT entity_key, ds::DATE, model_version, label, score "
+                "FROM _export_stream"
+            )
+            con.unregister("_export_stream")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

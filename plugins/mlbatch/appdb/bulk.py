@@ -1,0 +1,391 @@
+"""Bulk publish of a day's predictions into ``<model>_predictions``: atomic, idempotent, backfill-safe.
+
+MySQL / MariaDB / Aurora (one session, under a per-model named lock):
+
+* the day arrives as a MySQL-escaped TSV file streamed out of the predictions parquet
+  (:func:`tsv_chunk`), loaded with ``LOAD DATA LOCAL INFILE`` (or Aurora's ``LOAD DATA FROM S3``);
+* **daily path** (no row of the table has a newer ``ds``): load into a fresh copy of the table,
+  add the old rows whose keys the day does not have, then swap it in with ONE multi-table
+  ``RENAME TABLE`` that also swaps in a copy of ``ml_publish_log`` holding the day's log row;
+* **backfill path** (a newer day exists): load into a session-temporary staging table, then one
+  transaction: guarded ``INSERT ... SELECT ... ON DUPLICATE KEY UPDATE col = IF(VALUES(ds) >= ds, ...)``
+  plus the log row.
+
+Why a crash at any point is safe. ``RENAME TABLE`` commits implicitly, so the daily path cannot
+put the swap and a log ``INSERT`` in one transaction; instead the log row travels *inside* the
+swap: every step before the RENAME touches only ``*__new`` tables nobody reads (a crash leaves
+the live tables as they were; the next run drops the leftovers), the RENAME of all four tables is
+atomic and crash-safe (InnoDB atomic DDL: MySQL 8.0, MariaDB >= 10.6), and after it the table and
+the log are both new. Every writer of ``ml_publish_log`` holds the ``mlb.publish_log`` named lock
+while it writes, so the copy cannot lose another model's row. The backfill path is one InnoDB
+transaction: a killed session is rolled back by the server. Named locks are released by the
+server when the session ends, so a killed publisher never blocks the retry.
+
+SQLite (embedded): the guarded upsert in batches inside one ``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import CreateTable
+
+from mlbatch.appdb import schema
+from mlbatch.appdb.hook import AppDbHook
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("entity_key", "ds", "model_version", "label", "score")
+UPDATE = ("model_version", "label", "score", "ds")
+LOCK_TIMEOUT_S = 600  # a concurrent publish of the same model (or a log swap) may take minutes
+PAUSE_ENV = "MLBATCH_TEST_PAUSE_AT"  # tests only: sleep at a named point so a test can SIGKILL us
+
+
+class PublishError(RuntimeError):
+    """The app DB refused or altered the day's rows; the message names the table and the numbers."""
+
+
+@contextmanager
+def step(what: str, table: str) -> Iterator[None]:
+    """Log how long one publish step took (the benchmark and on-call read these)."""
+    started = time.perf_counter()
+    yield
+    log.info("%s: %s took %.2f s", table, what, time.perf_counter() - started)
+
+
+def pause_point(name: str) -> None:
+    """Crash-test hook: with ``MLBATCH_TEST_PAUSE_AT=<name>`` announce the point and wait to be killed."""
+    if os.environ.get(PAUSE_ENV) == name:
+        print(f"mlbatch: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+# --- TSV in MySQL's LOAD DATA default format --------------------------------------------------
+# FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' are LOAD DATA's defaults, so
+# the statement leaves them out (spelling '\\' breaks under sql_mode NO_BACKSLASH_ESCAPES). In
+# that format a backslash, tab, newline (and CR) inside a value are written as \\, \t, \n, \r,
+# and NULL as \N; a literal "\N" text becomes "\\N" because the backslash is escaped first.
+_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+def _tsv_field(arr: pa.Array) -> pa.Array:
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        for raw, escaped in _ESCAPES:
+            arr = pc.replace_substring(arr, raw, escaped)
+    else:  # numbers and dates: Arrow's text is round-trip exact ("0.1", "1e-7", "2026-11-22")
+        arr = pc.cast(arr, pa.string())
+    return pc.fill_null(arr, "\\N")
+
+
+def tsv_chunk(columns: Sequence[pa.Array]) -> pa.Buffer:
+    """The rows of equal-length arrays as LOAD DATA text, one line per row (vectorised, no Python loop)."""
+    lines = pc.binary_join_element_wise(*[_tsv_field(c) for c in columns], "\t")
+    lines = pc.binary_join_element_wise(lines, "", "\n")  # "row" + "\n" + "": every line ends in \n
+    lines = lines.cast(pa.large_string()) if pa.types.is_string(lines.type) else lines
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    if len(offsets) < 2:
+        return pa.py_buffer(b"")
+    return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+# --- order-independent checksum ---------------------------------------------------------------
+_M = np.uint64(0x9E3779B97F4A7C15)
+_LANES = np.array([0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0, 0x082EFA98EC4E6C89], np.uint64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a fast, well-spread 64-bit hash of 64-bit values (wraps by design)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _string_hash(arr: pa.Array) -> np.ndarray:
+    """A 64-bit hash per string (polynomial over its UTF-8 bytes, then mixed), vectorised with numpy."""
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + n + 1]
+    data = arr.buffers()[2]
+    lengths = np.diff(offsets).astype(np.uint64)
+    out = np.zeros(n, np.uint64)
+    total = int(offsets[-1] - offsets[0]) if n else 0
+    if total:
+        raw = np.frombuffer(data, np.uint8, count=total, offset=int(offsets[0])).astype(np.uint64)
+        starts = offsets[:-1] - offsets[0]
+        pos = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths.astype(np.int64))
+        powers = np.cumprod(np.full(int(lengths.max()), _M, np.uint64), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            terms = (raw + np.uint64(1)) * powers[pos]
+        nonempty = lengths > 0
+        out[nonempty] = np.add.reduceat(terms, starts[nonempty])
+    if arr.null_count:
+        out[np.asarray(arr.is_null())] = np.uint64(0xDEADBEEFCAFEF00D)
+    return _mix(out ^ lengths)
+
+
+def _value_hash(arr: pa.Array) -> np.ndarray:
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return _string_hash(arr)
+    if pa.types.is_floating(arr.type):
+        bits = np.asarray(pc.fill_null(arr.cast(pa.float64()), 0.0)).view(np.uint64)
+    else:
+        bits = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0)).view(np.uint64)
+    return _mix(bits ^ np.uint64(arr.type.bit_width or 0))
+
+
+class RowChecksum:
+    """An order-independent fingerprint of rows, updated batch by batch (nothing held but 4 sums).
+
+    Each row is hashed to 64 bits from its columns; four independently seeded lanes of those
+    hashes are summed modulo 2**64 (a multiset hash: row order and batch boundaries do not
+    matter, a changed, missing or extra row does). Not cryptographic: it detects accidents.
+    """
+
+    def __init__(self, columns: Sequence[str] = ("entity_key", "label", "score")):
+        self.columns = list(columns)
+        self.rows = 0
+        self._sums = np.zeros(len(_LANES), np.uint64)
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if not batch.num_rows:
+            return
+        h = np.zeros(batch.num_rows, np.uint64)
+        with np.errstate(over="ignore"):
+            for i, name in enumerate(self.columns):
+                col = batch.column(name)
+                col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+                h = _mix(h * _M + _value_hash(col) + np.uint64(i))
+            for lane, seed in enumerate(_LANES):
+                self._sums[lane] += np.sum(_mix(h ^ seed), dtype=np.uint64)
+        self.rows += batch.num_rows
+
+    def hexdigest(self) -> str:
+        text = f"{self.rows}:" + ":".join(str(int(s)) for s in self._sums)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- statements -------------------------------------------------------------------------------
+def q(name: str) -> str:
+    """A MySQL identifier, quoted (names come from validated specs; quoting is belt and braces)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def side_name(table: str, suffix: str) -> str:
+    """``<table>__<suffix>`` within MySQL's 64-character limit (a hash keeps long names distinct)."""
+    name = f"{table}__{suffix}"
+    if len(name) <= 64:
+        return name
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    return f"{table[:48]}_{digest}__{suffix}"[:64]
+
+
+def load_data_sql(table: str, columns: Sequence[str] = COLUMNS, *, s3_uri: str | None = None) -> str:
+    """``LOAD DATA`` of our TSV into ``table``: LOCAL (file name bound as ``%s``) or Aurora's FROM S3."""
+    cols = ", ".join(q(c) for c in columns)
+    if s3_uri is None:
+        source = "LOCAL INFILE %s"
+    else:
+        if not s3_uri.startswith("s3://") or "'" in s3_uri or "\\" in s3_uri:
+            raise ValueError(f"LOAD DATA FROM S3 needs a plain s3:// URI, got {s3_uri!r}")
+        source = f"FROM S3 FILE '{s3_uri}'"
+    return f"LOAD DATA {source} INTO TABLE {q(table)} CHARACTER SET utf8mb4 ({cols})"
+
+
+def staging_ddl(table: Table) -> str:
+    """A session-temporary staging table shaped like ``table`` (primary key, no secondary index)."""
+    from sqlalchemy import MetaData
+
+    stage = Table(side_name(table.name, "stage"), MetaData(), prefixes=["TEMPORARY"], **schema.MYSQL_TABLE_ARGS)
+    for c in table.columns:
+        stage.append_column(c._copy())
+    return str(CreateTable(stage).compile(dialect=mysql.dialect())).strip()
+
+
+def guarded_upsert_sql(table: str, source: str) -> str:
+    """Upsert every row of ``source`` into ``table``; a row is replaced only by the same or a newer ds.
+
+    ``VALUES(col)`` (not the 8.0.19 ``AS new`` alias) runs on MySQL 8.0 and MariaDB 10.11. MySQL
+    applies the assignments left to right, so ``ds`` goes last: the others compare the old ds.
+    """
+    cols = ", ".join(q(c) for c in COLUMNS)
+    t = q(table)
+    fresh = f"VALUES({q('ds')}) >= {t}.{q('ds')}"
+    sets = ", ".join(f"{t}.{q(c)} = IF({fresh}, VALUES({q(c)}), {t}.{q(c)})" for c in UPDATE)
+    return f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {q(source)} ON DUPLICATE KEY UPDATE {sets}"
+
+
+def missing_rows_sql(new: str, old: str) -> str:
+    """Copy into ``new`` the rows of ``old`` whose key ``new`` lacks (the days not re-scored)."""
+    cols = ", ".join(f"o.{q(c)}" for c in COLUMNS)
+    return (
+        f"INSERT INTO {q(new)} ({', '.join(q(c) for c in COLUMNS)}) SELECT {cols} FROM {q(old)} o "
+        f"LEFT JOIN {q(new)} n ON n.{q('entity_key')} = o.{q('entity_key')} WHERE n.{q('entity_key')} IS NULL"
+    )
+
+
+def log_upsert_sql(log_table: str) -> str:
+    cols = [c.name for c in schema.publish_log.columns]
+    values = ", ".join(f"%({c})s" for c in cols)
+    sets = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in cols if c not in ("model", "ds"))
+    return (
+        f"INSERT INTO {q(log_table)} ({', '.join(q(c) for c in cols)}) VALUES ({values}) ON DUPLICATE KEY UPDATE {sets}"
+    )
+
+
+def daily_swap_sql(table: str) -> str:
+    log_table = schema.publish_log.name
+    return (
+        f"RENAME TABLE {q(table)} TO {q(side_name(table, 'old'))}, {q(side_name(table, 'new'))} TO {q(table)}, "
+        f"{q(log_table)} TO {q(side_name(log_table, 'old'))}, {q(side_name(log_table, 'new'))} TO {q(log_table)}"
+    )
+
+
+# --- MySQL ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadSource:
+    """Where the TSV is: a local file (``LOAD DATA LOCAL INFILE``) or an S3 object (Aurora)."""
+
+    path: str | None = None
+    s3_uri: str | None = None
+
+    def load(self, conn: Connection, table: str) -> int:
+        if self.s3_uri is not None:
+            return conn.exec_driver_sql(load_data_sql(table, s3_uri=self.s3_uri)).rowcount
+        return conn.exec_driver_sql(load_data_sql(table), (self.path,)).rowcount
+
+
+def _check_load(conn: Connection, table: str, loaded: int, expected: int) -> None:
+    # LOCAL implies IGNORE: a bad value or a duplicate key becomes a warning and a skipped or
+    # altered row, not an error, so both the count and the warnings are checked.
+    warnings = conn.exec_driver_sql("SHOW WARNINGS LIMIT 5").fetchall()
+    if loaded != expected or warnings:
+        shown = "; ".join(f"{w[0]} {w[1]}: {w[2]}" for w in warnings) or "none"
+        raise PublishError(f"LOAD DATA into {table}: {loaded:,} rows loaded of {expected:,} written; warnings: {shown}")
+
+
+@contextmanager
+def named_lock(conn: Connection, name: str, timeout_s: int = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """A MySQL named lock for this session; the server frees it if the session dies."""
+    got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, timeout_s)).scalar()
+    if got != 1:
+        raise PublishError(f"could not take the app DB lock {name!r} within {timeout_s} s (another publish holds it)")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
+
+
+def model_lock(table: str) -> str:
+    return "mlb.pub." + hashlib.sha256(table.encode()).hexdigest()[:16] if len(table) > 56 else f"mlb.pub.{table}"
+
+
+LOG_LOCK = "mlb.publish_log"
+
+
+def newest_ds(conn: Connection, table: str) -> Any:
+    return conn.exec_driver_sql(f"SELECT MAX({q('ds')}) FROM {q(table)}").scalar()
+
+
+def publish_mysql(db: AppDbHook, table: Table, source: LoadSource, rows: int, log_row: dict[str, Any]) -> str:
+    """Publish the day in ``source`` into ``table`` with its log row; return the path taken."""
+    name, day = table.name, log_row["ds"]
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # Tables created before schema.py set autoincrement=False on entity_key have an
+        # AUTO_INCREMENT key (and CREATE TABLE LIKE copies it): without this mode a key of 0
+        # would be replaced by a generated id and clash with a real one.
+        conn.exec_driver_sql("SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
+        with named_lock(conn, model_lock(name)):
+            # Leftovers of a killed run are dropped; the live tables were never touched by it.
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(side_name(name, 'new'))}, {q(side_name(name, 'old'))}")
+            newest = newest_ds(conn, name)  # stable: every writer of the table holds the model lock
+            if newest is None or newest <= day:
+                _daily(conn, name, source, rows, log_row)
+                return "daily"
+            _backfill(conn, table, source, rows, log_row)
+            return "backfill"
+
+
+def _daily(conn: Connection, name: str, source: LoadSource, rows: int, log_row: dict[str, Any]) -> None:
+    new, old = side_name(name, "new"), side_name(name, "old")
+    log_name = schema.publish_log.name
+    log_new, log_old = side_name(log_name, "new"), side_name(log_name, "old")
+    try:
+        conn.exec_driver_sql(f"CREATE TABLE {q(new)} LIKE {q(name)}")
+        with step("LOAD DATA into a fresh table", name):
+            _check_load(conn, new, source.load(conn, new), rows)
+        pause_point("loaded")
+        with step("copy of the keys the day lacks", name):
+            conn.exec_driver_sql(missing_rows_sql(new, name))
+        # The log's side tables are shared by all models: touch them only under the log lock.
+        with named_lock(conn, LOG_LOCK):
+            try:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(log_new)}, {q(log_old)}")
+                conn.exec_driver_sql(f"CREATE TABLE {q(log_new)} LIKE {q(log_name)}")
+                conn.exec_driver_sql(f"INSERT INTO {q(log_new)} SELECT * FROM {q(log_name)}")
+                conn.exec_driver_sql(log_upsert_sql(log_new), log_row)
+                pause_point("before_swap")
+                with step("RENAME swap", name):
+                    conn.exec_driver_sql(daily_swap_sql(name))  # the one atomic step: table and log both new
+                pause_point("after_swap")
+                conn.exec_driver_sql(f"DROP TABLE {q(old)}, {q(log_old)}")
+            except BaseException:
+                with suppress(Exception):  # keep the first error; a dead session leaves it to the next run
+                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(log_new)}")
+                raise
+    except BaseException:
+        with suppress(Exception):
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(new)}")
+        raise
+
+
+def _backfill(conn: Connection, table: Table, source: LoadSource, rows: int, log_row: dict[str, Any]) -> None:
+    stage = side_name(table.name, "stage")
+    conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {q(stage)}")
+    conn.exec_driver_sql(staging_ddl(table))
+    try:
+        with step("LOAD DATA into staging", table.name):
+            _check_load(conn, stage, source.load(conn, stage), rows)
+        pause_point("loaded")
+        conn.exec_driver_sql("START TRANSACTION")
+        try:
+            with step("guarded upsert", table.name):
+                conn.exec_driver_sql(guarded_upsert_sql(table.name, stage))
+            with named_lock(conn, LOG_LOCK):
+                conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), log_row)
+                pause_point("in_transaction")
+                conn.exec_driver_sql("COMMIT")
+        except BaseException:
+            with suppress(Exception):  # a dead session is rolled back by the server anyway
+                conn.exec_driver_sql("ROLLBACK")
+            raise
+    finally:
+        with suppress(Exception):  # a temporary table dies with its session
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {q(stage)}")
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+def publish_sqlite(
+    db: AppDbHook, table: Table, row_batches: Iterable[list[dict[str, Any]]], log_row: Callable[[], dict[str, Any]]
+) -> str:
+    """Guarded upsert of streamed batches and the log row in one transaction (SQLite has one writer)."""
+    with db.begin() as conn:
+        for rows in row_batches:
+            db.upsert(conn, table, rows, update=list(UPDATE), newer_than="ds")
+        row = log_row()
+        db.upsert(conn, schema.publish_log, [row], update=[c for c in row if c not in ("model", "ds")])
+        pause_point("in_transaction")
+    return "upsert"

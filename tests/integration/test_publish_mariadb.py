@@ -1,0 +1,151 @@
+"""Publish on a real MariaDB 10.11 (Aurora MySQL's stand-in): bulk load, atomic swap, guarded backfill, kills."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from mlbatch.stages.publish import publish
+from mlbatch.stages.score import predictions_gate
+from sqlalchemy import create_engine, text
+
+from tests.unit.test_publish_sqlite import (
+    MODEL,
+    backfill_keeps_newer_rows,
+    fabricate,
+    idempotent_rerun,
+    log_rows,
+    make_env,
+    newer_day_replaces_rows,
+    run_day,
+    run_killed,
+    table_rows,
+    write_spec,
+)
+
+
+@pytest.fixture
+def env(tmp_path, mariadb_url):
+    env = make_env(tmp_path, mariadb_url)
+    yield env
+    env.appdb.dispose()
+
+
+@pytest.fixture
+def spec(tmp_path):
+    return write_spec(tmp_path)
+
+
+def tables(env) -> set[str]:
+    with env.appdb.connect() as conn:
+        return {r[0] for r in conn.execute(text("SHOW TABLES"))}
+
+
+def test_idempotent_rerun(env, spec):
+    idempotent_rerun(env, spec)
+    assert tables(env) == {
+        f"{MODEL}_predictions",
+        "ml_publish_log",
+        "ml_labels",
+        "ml_label_syncs",
+        "ml_label_history",
+        "ml_model_versions",
+    }  # no side tables left
+
+
+def test_backfill_keeps_newer_rows(env, spec):
+    assert backfill_keeps_newer_rows(env, spec)["path"] == "backfill"
+
+
+def test_newer_day_swaps_in_a_whole_new_table(env, spec):
+    assert newer_day_replaces_rows(env, spec)["path"] == "daily"
+    with env.appdb.connect() as conn:
+        indexes = {r[2] for r in conn.execute(text(f"SHOW INDEX FROM {MODEL}_predictions"))}
+    assert indexes == {"PRIMARY", f"ix_{MODEL}_predictions_ds"}  # the swapped-in table keeps the indexes
+
+
+def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec, mariadb_url):
+    run_day(fabricate(env, spec, "2026-11-20", list(range(0, 3000)), [0.21] * 3000))
+    ctx = fabricate(env, spec, "2026-11-21", list(range(1000, 5000)), [0.27] * 4000)
+    predictions_gate(ctx)
+    seen: set[tuple] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        engine = create_engine(mariadb_url)
+        with engine.connect() as conn:
+            while not done.is_set():
+                seen.add(
+                    tuple(
+                        conn.execute(
+                            text(f"SELECT ds, count(*) FROM {MODEL}_predictions GROUP BY ds ORDER BY ds")
+                        ).fetchall()
+                    )
+                )
+                conn.rollback()
+        engine.dispose()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        publish(ctx)
+    finally:
+        done.set()
+        reader.join()
+    old = ((__import__("datetime").date(2026, 11, 20), 3000),)
+    new = ((__import__("datetime").date(2026, 11, 20), 1000), (__import__("datetime").date(2026, 11, 21), 4000))
+    assert seen and seen <= {old, new}, seen
+
+
+def test_awkward_text_survives_the_tsv(env, spec):
+    spec = spec.model_copy(update={"entity": spec.entity.model_copy(update={"type": "string"})})
+    keys = ["a\tb", "line\nbreak", "cr\rhere", "back\\slash", "\\N", "NULL", "é ü 漢字 🙂", "x" * 255]
+    scores = [0.1, 1e-7, 1 / 3, 0.123456789012345678, 0.0, 1.0, 0.5, 2.5e-5]
+    run_day(fabricate(env, spec, "2026-11-20", keys, scores, version="v\\1\t\\N"))
+    got = {r[0]: (r[2], r[4]) for r in table_rows(env)}
+    # score is FLOAT (single precision) in schema.predictions_table: compare to 6 significant digits.
+    assert got == {k: ("v\\1\t\\N", pytest.approx(s, rel=1e-5)) for k, s in zip(keys, scores, strict=True)}
+
+
+def test_published_checksum_equals_the_embedded_one(env, spec, tmp_path):
+    """The checksum comes from the parquet rows, not the database: the same day gives the same value."""
+    keys = list(range(2000))
+    run_day(fabricate(env, spec, "2026-11-20", keys))
+    lite = make_env(tmp_path / "lite")
+    run_day(fabricate(lite, spec, "2026-11-20", keys))
+    assert log_rows(env)[0][4] == log_rows(lite)[0][4]
+
+
+@pytest.mark.parametrize(
+    ("newer_exists", "point"),
+    [(False, "loaded"), (False, "before_swap"), (True, "loaded"), (True, "in_transaction")],
+    ids=["daily-after-load", "daily-before-swap", "backfill-after-load", "backfill-in-transaction"],
+)
+def test_killed_publish_leaves_tables_as_they_were(env, spec, tmp_path, newer_exists, point):
+    run_day(fabricate(env, spec, "2026-11-21", list(range(0, 2000)), [0.21] * 2000))
+    before, before_log = table_rows(env), log_rows(env)
+    ds = "2026-11-20" if newer_exists else "2026-11-22"
+    ctx = fabricate(env, spec, ds, list(range(1000, 3000)), [0.27] * 2000, version="v2")
+    predictions_gate(ctx)
+    run_killed(tmp_path, env, ctx, point)
+    assert table_rows(env) == before
+    assert log_rows(env) == before_log
+    result = publish(ctx)  # the retry waits for the server to free the dead session's lock, then succeeds
+    assert result["path"] == ("backfill" if newer_exists else "daily")
+    rows = {r[0]: r[1] for r in table_rows(env)}
+    assert len(rows) == 3000 and rows[2999] == ds
+    assert [r[1] for r in log_rows(env)] == sorted(["2026-11-21", ds])
+    assert not {t for t in tables(env) if "__" in t}
+
+
+def test_killed_after_swap_leaves_the_new_day_and_its_log_row(env, spec, tmp_path):
+    run_day(fabricate(env, spec, "2026-11-21", list(range(0, 2000)), [0.21] * 2000))
+    ctx = fabricate(env, spec, "2026-11-22", list(range(1000, 3000)), [0.27] * 2000, version="v2")
+    predictions_gate(ctx)
+    run_killed(tmp_path, env, ctx, "after_swap")
+    rows = {r[0]: r[1] for r in table_rows(env)}
+    assert len(rows) == 3000 and rows[0] == "2026-11-21" and rows[2999] == "2026-11-22"
+    assert [(r[1], r[3]) for r in log_rows(env)] == [("2026-11-21", 2000), ("2026-11-22", 2000)]
+    publish(ctx)  # drops the leftover __old tables
+    assert not {t for t in tables(env) if "__" in t}
+    assert {r[0]: r[1] for r in table_rows(env)} == rows
