@@ -300,9 +300,23 @@ def newest_ds(conn: Connection, table: str) -> Any:
     return conn.exec_driver_sql(f"SELECT MAX({q('ds')}) FROM {q(table)}").scalar()
 
 
-def publish_mysql(db: AppDbHook, table: Table, source: LoadSource, rows: int, log_row: dict[str, Any]) -> str:
+LogRow = dict[str, Any] | Callable[[], dict[str, Any]]
+
+
+def _resolve(log_row: LogRow) -> dict[str, Any]:
+    """A callable log row is evaluated after the load, before anything goes live: a streaming
+    writer (the benchmark's pipeline, feeding LOAD DATA through a pipe) computes the checksum
+    and runs the prediction gate there, and raising drops the fresh table."""
+    return log_row() if callable(log_row) else log_row
+
+
+def publish_mysql(db: AppDbHook, table: Table, source: LoadSource, rows: int, log_row: LogRow, day: Any = None) -> str:
     """Publish the day in ``source`` into ``table`` with its log row; return the path taken."""
-    name, day = table.name, log_row["ds"]
+    name = table.name
+    if day is None:
+        if callable(log_row):
+            raise TypeError("publish_mysql: pass day= when log_row is evaluated after the load")
+        day = log_row["ds"]
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # Tables created before schema.py set autoincrement=False on entity_key have an
         # AUTO_INCREMENT key (and CREATE TABLE LIKE copies it): without this mode a key of 0
@@ -319,24 +333,28 @@ def publish_mysql(db: AppDbHook, table: Table, source: LoadSource, rows: int, lo
             return "backfill"
 
 
-def _daily(conn: Connection, name: str, source: LoadSource, rows: int, log_row: dict[str, Any]) -> None:
+def _daily(conn: Connection, name: str, source: LoadSource, rows: int, log_row: LogRow) -> None:
     new, old = side_name(name, "new"), side_name(name, "old")
     log_name = schema.publish_log.name
     log_new, log_old = side_name(log_name, "new"), side_name(log_name, "old")
     try:
         conn.exec_driver_sql(f"CREATE TABLE {q(new)} LIKE {q(name)}")
+        indexes = _drop_secondary_indexes(conn, new)
         with step("LOAD DATA into a fresh table", name):
             _check_load(conn, new, source.load(conn, new), rows)
         pause_point("loaded")
+        row = _resolve(log_row)
         with step("copy of the keys the day lacks", name):
             conn.exec_driver_sql(missing_rows_sql(new, name))
+        with step("secondary index build", name):
+            _add_indexes(conn, new, indexes)
         # The log's side tables are shared by all models: touch them only under the log lock.
         with named_lock(conn, LOG_LOCK):
             try:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(log_new)}, {q(log_old)}")
                 conn.exec_driver_sql(f"CREATE TABLE {q(log_new)} LIKE {q(log_name)}")
                 conn.exec_driver_sql(f"INSERT INTO {q(log_new)} SELECT * FROM {q(log_name)}")
-                conn.exec_driver_sql(log_upsert_sql(log_new), log_row)
+                conn.exec_driver_sql(log_upsert_sql(log_new), row)
                 pause_point("before_swap")
                 with step("RENAME swap", name):
                     conn.exec_driver_sql(daily_swap_sql(name))  # the one atomic step: table and log both new
@@ -352,7 +370,35 @@ def _daily(conn: Connection, name: str, source: LoadSource, rows: int, log_row: 
         raise
 
 
-def _backfill(conn: Connection, table: Table, source: LoadSource, rows: int, log_row: dict[str, Any]) -> None:
+def _drop_secondary_indexes(conn: Connection, table: str) -> list[str]:
+    """Drop a fresh table's secondary indexes; return the clauses that re-create them.
+
+    InnoDB loads rows in primary-key order fastest into a table without secondary indexes and
+    then builds each index once, sorted: 2.9 s instead of 3.9 s for 1M rows on MariaDB here.
+    The definitions are read from the table itself, so older tables keep their own indexes.
+    """
+    parts: dict[str, list[tuple[int, str, Any, int]]] = {}
+    for r in conn.exec_driver_sql(f"SHOW INDEX FROM {q(table)}").mappings():
+        if r["Key_name"] != "PRIMARY":
+            parts.setdefault(r["Key_name"], []).append(
+                (r["Seq_in_index"], r["Column_name"], r["Sub_part"], r["Non_unique"])
+            )
+    clauses = []
+    for key, cols in parts.items():
+        cols.sort()
+        spec = ", ".join(q(c) + (f"({sub})" if sub else "") for _, c, sub, _ in cols)
+        clauses.append(f"ADD {'INDEX' if cols[0][3] else 'UNIQUE INDEX'} {q(key)} ({spec})")
+    if parts:
+        conn.exec_driver_sql(f"ALTER TABLE {q(table)} " + ", ".join(f"DROP INDEX {q(k)}" for k in parts))
+    return clauses
+
+
+def _add_indexes(conn: Connection, table: str, clauses: list[str]) -> None:
+    if clauses:
+        conn.exec_driver_sql(f"ALTER TABLE {q(table)} " + ", ".join(clauses))
+
+
+def _backfill(conn: Connection, table: Table, source: LoadSource, rows: int, log_row: LogRow) -> None:
     stage = side_name(table.name, "stage")
     conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {q(stage)}")
     conn.exec_driver_sql(staging_ddl(table))
@@ -360,12 +406,13 @@ def _backfill(conn: Connection, table: Table, source: LoadSource, rows: int, log
         with step("LOAD DATA into staging", table.name):
             _check_load(conn, stage, source.load(conn, stage), rows)
         pause_point("loaded")
+        row = _resolve(log_row)
         conn.exec_driver_sql("START TRANSACTION")
         try:
             with step("guarded upsert", table.name):
                 conn.exec_driver_sql(guarded_upsert_sql(table.name, stage))
             with named_lock(conn, LOG_LOCK):
-                conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), log_row)
+                conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), row)
                 pause_point("in_transaction")
                 conn.exec_driver_sql("COMMIT")
         except BaseException:

@@ -164,6 +164,10 @@ class DuckDBWarehouse:
         """Replace one ``ds`` of an export table with the rows of parquet files (one transaction)."""
         return _replace_day(self, table, ds, uris, store)
 
+    def replace_day_stream(self, table: str, ds: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
+        """Replace one ``ds`` of an export table with streamed record batches (one transaction)."""
+        return _replace_day_stream(self, table, ds, schema, batches)
+
     def count_day(self, table: str, ds: str) -> int:
         if not self._has_table(table):
             return 0
@@ -315,6 +319,17 @@ def _replace_day(wh: DuckDBWarehouse, table: str, ds: str, uris: list[str], stor
     for uri in uris:
         store.key(uri)  # every file must live in this store (raises naming the URI otherwise)
     schema, batches = _export_batches(uris)
+    return _replace_day_stream(wh, table, ds, schema, batches)
+
+
+def _replace_day_stream(
+    wh: DuckDBWarehouse, table: str, ds: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+) -> int:
+    """Replace one ``ds`` of ``table`` with a stream of record batches, in one transaction.
+
+    The INSERT pulls the batches as they come; an exception raised by the iterator rolls the
+    day back (a writer that decides late, e.g. after a gate, can still refuse the commit).
+    """
     key_type = "BIGINT" if pa.types.is_integer(schema.field("entity_key").type) else "VARCHAR"
     schema_name = table.split(".")[0]
     with wh._connect(read_only=False) as con:

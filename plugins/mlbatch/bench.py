@@ -1,0 +1,434 @@
+"""``mlbatch bench``: what a scoring day costs per row, our path against the naive one.
+
+In one run, against a real MariaDB that the benchmark starts itself (Aurora's stand-in):
+
+* **optimised**: parquet parts + manifest → parallel reader → xgboost ``inplace_predict`` in
+  batches → streaming prediction gate → ``LOAD DATA LOCAL INFILE`` fed through a named pipe into
+  a fresh table (so reading and predicting overlap the load) → atomic swap → export to DuckDB;
+* **naive**, what a team writes first: ``pandas.read_parquet`` of every part → ``DMatrix``
+  predict → ``DataFrame.to_sql``;
+* each **component** alone at the same N (read, predict, publish), to find the ceiling.
+
+Every path runs in its own child process (``python -m mlbatch.bench worker ...``) so peak RSS
+figures do not mix; the parent prepares the data once and collects the results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DS = "2026-11-22"
+VERSION = "bench-v1"
+MODEL = "bench"
+CLASSES = ("female", "male")
+FEATURES = 30
+ROWS_PER_PART = 500_000
+F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's buffer size
+BATCH_ROWS = 65_536
+
+
+def feature_names(n: int = FEATURES) -> list[str]:
+    return [f"f{i:02d}" for i in range(n)]
+
+
+# --- data, made once by the parent ------------------------------------------------------------
+def prepare(work: Path, rows: int, seed: int = 7) -> dict[str, Any]:
+    """N rows × 30 features as Redshift-named parts + manifest, and a small xgboost model."""
+    from mlbatch.features.manifest import Manifest
+
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    entries, start = [], 0
+    for part in range(max(1, -(-rows // ROWS_PER_PART))):
+        n = min(ROWS_PER_PART, rows - start)
+        x = rng.standard_normal((n, FEATURES), dtype=np.float32)
+        # Keys ascend across parts, as an UNLOAD of an ORDER BY key query writes them.
+        cols = {"entity_key": pa.array(np.arange(start, start + n, dtype=np.int64) + 10_000_000)}
+        cols.update({name: pa.array(x[:, i]) for i, name in enumerate(feature_names())})
+        path = work / f"{part:04d}_part_00.parquet"
+        pq.write_table(pa.table(cols), path, row_group_size=BATCH_ROWS * 2)
+        entries.append({"url": path.as_uri(), "meta": {"content_length": path.stat().st_size, "record_count": n}})
+        start += n
+    schema = {"elements": [{"name": "entity_key", "type": {"base": "bigint"}}]}
+    schema["elements"] += [{"name": f, "type": {"base": "real"}} for f in feature_names()]
+    manifest = Manifest.model_validate(
+        {"entries": entries, "schema": schema, "meta": {"content_length": 0, "record_count": rows}}
+    )
+    (work / "manifest").write_text(manifest.to_json())
+    _train_model(work / "model.json", rng)
+    return {"rows": rows, "parts": len(entries), "manifest": (work / "manifest").as_uri()}
+
+
+def _train_model(path: Path, rng: np.random.Generator) -> None:
+    import xgboost as xgb
+
+    x = rng.standard_normal((50_000, FEATURES), dtype=np.float32)
+    logit = x[:, 0] * x[:, 1] + np.sin(x[:, 2] * 2) + (x[:, 3] > 0.5) - x[:, 4] ** 2 / 2
+    y = (logit + rng.normal(0, 0.5, len(logit)) > 0).astype(np.float32)
+    params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "tree_method": "hist", "nthread": 2}
+    xgb.train(params, xgb.DMatrix(x, y, feature_names=feature_names()), num_boost_round=100).save_model(str(path))
+
+
+# --- the paths, each in a child process --------------------------------------------------------
+def _booster(work: Path) -> Any:
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(str(work / "model.json"))
+    booster.set_param({"nthread": os.cpu_count() or 2})
+    return booster
+
+
+def _matrix(batch: pa.RecordBatch) -> np.ndarray:
+    return np.column_stack([batch.column(f).to_numpy(zero_copy_only=False) for f in feature_names()])
+
+
+def _prediction_batch(keys: pa.Array, scores: np.ndarray) -> pa.RecordBatch:
+    labels = pa.array(np.where(scores >= 0.5, CLASSES[1], CLASSES[0]))
+    return pa.record_batch(
+        {
+            "entity_key": keys,
+            "label": labels,
+            "score": pa.array(scores.astype(np.float64)),
+            "model_version": pa.repeat(pa.scalar(VERSION), len(keys)),
+        }
+    )
+
+
+def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
+    from mlbatch.appdb import bulk
+
+    day = pa.repeat(pa.scalar(DS), pred.num_rows)
+    cols = [pred.column("entity_key"), day, pred.column("model_version"), pred.column("label"), pred.column("score")]
+    return bulk.tsv_chunk(cols)
+
+
+def _fresh_table(db_url: str, name: str) -> Any:
+    from sqlalchemy import text
+
+    from mlbatch.appdb import schema
+    from mlbatch.appdb.hook import AppDbHook
+
+    db = AppDbHook(db_url)
+    with db.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS `{name}_predictions`"))
+        conn.execute(text("DELETE FROM ml_publish_log") if db.has_table("ml_publish_log") else text("SELECT 1"))
+    db.ensure_schema([(name, "integer")])
+    return db, schema.predictions_table(name, "integer")
+
+
+def _log_row(rows: int, digest: str) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "ds": date.fromisoformat(DS),
+        "model_version": VERSION,
+        "rows_published": rows,
+        "checksum": digest,
+        "run_id": "bench",
+        "published_at": datetime(2026, 11, 22, 6, 0),
+    }
+
+
+EXPORT_SCHEMA = pa.schema(
+    [
+        ("entity_key", pa.int64()),
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("model_version", pa.string()),
+        ("ds", pa.date32()),
+    ]
+)
+_END = object()
+
+
+def run_optimised(work: Path, db_url: str) -> int:
+    """Read → predict → gate → LOAD DATA through a pipe and the export, all overlapped; then swap.
+
+    One producer thread reads, predicts and formats; MariaDB pulls the TSV through a named pipe
+    while DuckDB pulls the same batches for the export. Nothing goes live before the prediction
+    gate passes: the gate runs after the load and before the swap, and the export's transaction
+    commits only after the gate's verdict (a failed gate rolls it back).
+    """
+    import queue
+
+    from mlbatch import gates
+    from mlbatch.appdb import bulk
+    from mlbatch.features.reader import iter_batches, read_manifest
+    from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+    manifest_uri = (work / "manifest").as_uri()
+    expected = read_manifest(None, manifest_uri).record_count
+    booster = _booster(work)
+    # One xgboost thread: on 2 cores the MariaDB server needs the other one for the load, which
+    # is the slowest component; predicting is not.
+    booster.set_param({"nthread": 1})
+    db, table = _fresh_table(db_url, MODEL)
+    checksum = bulk.RowChecksum()
+    stats = {"null_keys": 0, "bad_scores": 0}
+    stop, failure, verdict = threading.Event(), [], threading.Event()
+    gate_ok: list[bool] = []
+    exports: queue.Queue[Any] = queue.Queue(maxsize=8)  # bounded: memory stays flat
+    day = date.fromisoformat(DS)
+
+    def export_batches() -> Any:
+        while (item := exports.get()) is not _END:
+            yield item
+        verdict.wait()
+        if not gate_ok:
+            raise RuntimeError("prediction gate failed: the export is rolled back")
+
+    exported: list[int] = []
+
+    def export() -> None:
+        try:
+            wh = DuckDBWarehouse(work / "warehouse.duckdb")
+            exported.append(
+                wh.replace_day_stream(f"ml_exports.{MODEL}_predictions", DS, EXPORT_SCHEMA, export_batches())
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failure.append(exc)
+
+    with tempfile.TemporaryDirectory(prefix="mlbatch-bench-") as tmp:
+        fifo = Path(tmp) / "day.tsv"
+        os.mkfifo(fifo)
+
+        def produce() -> None:
+            try:
+                with open(fifo, "wb") as out:  # blocks until LOAD DATA opens the pipe
+                    if stop.is_set():
+                        return
+                    with contextlib.suppress(OSError):  # a 1 MiB pipe: fewer wake-ups than 64 KiB
+                        fcntl.fcntl(out.fileno(), F_SETPIPE_SZ, 1 << 20)
+                    for batch in iter_batches(manifest_uri, threads=2, batch_rows=BATCH_ROWS):
+                        keys = batch.column("entity_key")
+                        scores = booster.inplace_predict(_matrix(batch))
+                        pred = _prediction_batch(keys, scores)
+                        stats["null_keys"] += keys.null_count
+                        stats["bad_scores"] += int(np.count_nonzero(~((scores >= 0) & (scores <= 1))))
+                        checksum.update(pred)
+                        out.write(_tsv(pred))
+                        exports.put(pred.append_column("ds", pa.repeat(pa.scalar(day, pa.date32()), len(keys))))
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                failure.append(exc)
+            finally:
+                exports.put(_END)
+
+        def gate_then_log_row() -> dict[str, Any]:
+            # After the load, before the swap: the prediction gate decides whether the day goes live.
+            producer.join()
+            if failure:
+                raise failure[0]
+            try:
+                gates.evaluate(
+                    f"{MODEL}.predictions",
+                    [
+                        gates.equal("rows_equal_scoring_input", checksum.rows, expected),
+                        gates.equal("null_keys", stats["null_keys"], 0),
+                        gates.equal("scores_out_of_range", stats["bad_scores"], 0),
+                    ],
+                )
+                gate_ok.append(True)
+            finally:
+                verdict.set()
+            return _log_row(checksum.rows, checksum.hexdigest())
+
+        producer = threading.Thread(target=produce, name="bench-producer", daemon=True)
+        exporter = threading.Thread(target=export, name="bench-export", daemon=True)
+        producer.start()
+        exporter.start()
+        try:
+            bulk.publish_mysql(db, table, bulk.LoadSource(path=str(fifo)), expected, gate_then_log_row, day=day)
+        except BaseException as exc:
+            if failure:
+                raise failure[0] from exc
+            raise
+        finally:
+            verdict.set()
+            if producer.is_alive():  # the load never opened the pipe: unblock the writer and stop it
+                stop.set()
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+                producer.join(timeout=10)
+            exporter.join(timeout=60)
+    if failure:
+        raise failure[0]
+    if exported != [expected]:
+        raise RuntimeError(f"export holds {exported} rows for {DS}, published {expected:,}")
+    return checksum.rows
+
+
+def run_naive(work: Path, db_url: str) -> int:
+    """What a team writes first: everything in one DataFrame, DMatrix predict, to_sql."""
+    import pandas as pd
+    import xgboost as xgb
+    from sqlalchemy import create_engine
+
+    from mlbatch.features.reader import read_manifest
+
+    manifest = read_manifest(None, (work / "manifest").as_uri())
+    df = pd.concat([pd.read_parquet(e.url.removeprefix("file://")) for e in manifest.entries], ignore_index=True)
+    scores = _booster(work).predict(xgb.DMatrix(df[feature_names()]))
+    out = pd.DataFrame(
+        {
+            "entity_key": df["entity_key"],
+            "ds": DS,
+            "model_version": VERSION,
+            "label": np.where(scores >= 0.5, CLASSES[1], CLASSES[0]),
+            "score": scores.astype(np.float64),
+        }
+    )
+    _fresh_table(db_url, "bench_naive")
+    engine = create_engine(db_url)
+    out.to_sql("bench_naive_predictions", engine, if_exists="append", index=False, chunksize=10_000)
+    engine.dispose()
+    return len(out)
+
+
+def run_read(work: Path, db_url: str) -> int:
+    from mlbatch.features.reader import iter_batches
+
+    return sum(b.num_rows for b in iter_batches((work / "manifest").as_uri(), threads=2, batch_rows=BATCH_ROWS))
+
+
+def run_predict(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
+    """Predict alone: the features are loaded first (not timed), then every batch is scored."""
+    from mlbatch.features.reader import iter_batches
+
+    matrices = [_matrix(b) for b in iter_batches((work / "manifest").as_uri(), threads=2, batch_rows=BATCH_ROWS)]
+    booster = _booster(work)
+    return 0, lambda: sum(len(booster.inplace_predict(m)) for m in matrices)
+
+
+def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
+    """Publish alone: the day's TSV is written first (not timed), then loaded and swapped in."""
+    from mlbatch.appdb import bulk
+    from mlbatch.features.reader import read_manifest
+
+    rows = read_manifest(None, (work / "manifest").as_uri()).record_count
+    path = work / "publish.tsv"
+    rng = np.random.default_rng(1)
+    with open(path, "wb") as out:
+        for start in range(0, rows, BATCH_ROWS):
+            n = min(BATCH_ROWS, rows - start)
+            keys = pa.array(np.arange(start, start + n, dtype=np.int64) + 10_000_000)
+            out.write(_tsv(_prediction_batch(keys, rng.random(n))))
+    db, table = _fresh_table(db_url, MODEL)
+
+    def publish() -> int:
+        bulk.publish_mysql(db, table, bulk.LoadSource(path=str(path)), rows, _log_row(rows, "0" * 64))
+        return rows
+
+    return 0, publish
+
+
+PATHS: dict[str, Callable[..., Any]] = {
+    "optimised": run_optimised,
+    "naive": run_naive,
+    "read": run_read,
+    "predict": run_predict,
+    "publish": run_publish,
+}
+
+
+def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
+    """Run one path in this process and measure it; ``(0, fn)`` results time only ``fn``."""
+    # Libraries are imported before the clock starts: the figures compare work, not imports.
+    import duckdb  # noqa: F401
+    import pandas  # noqa: F401
+    import pymysql  # noqa: F401
+    import sqlalchemy  # noqa: F401
+    import xgboost  # noqa: F401
+
+    import mlbatch.appdb.bulk  # noqa: F401
+    import mlbatch.features.reader  # noqa: F401
+    import mlbatch.warehouse.duckdb_warehouse  # noqa: F401
+
+    started = time.perf_counter()
+    result = PATHS[path](work, db_url)
+    if isinstance(result, tuple):
+        started = time.perf_counter()
+        result = result[1]()
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "rows": result,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(result / seconds),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+    }
+
+
+# --- the parent ---------------------------------------------------------------------------------
+def _child(path: str, work: Path, db_url: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlbatch.bench", path, str(work), db_url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench path {path!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(rows: int, *, naive: bool = True, work: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Prepare N rows, run every path against a MariaDB started here, and compute the ratios."""
+    from mlbatch.devservers import start_mariadb
+
+    own = work is None
+    work = Path(tempfile.mkdtemp(prefix="mlbatch-bench-")) if work is None else work
+    try:
+        log(f"preparing {rows:,} rows × {FEATURES} features in {work}")
+        prepare(work, rows)
+        server = start_mariadb()
+        try:
+            results: dict[str, Any] = {"rows": rows}
+            for path in ("read", "predict", "publish", "optimised", *(["naive"] if naive else [])):
+                log(f"running {path} ...")
+                results[path] = _child(path, work, server.url)
+                log(f"  {path}: {results[path]}")
+        finally:
+            server.stop()
+    finally:
+        if own:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    components = {k: results.pop(k) for k in ("read", "predict", "publish")}
+    slowest = min(components, key=lambda k: components[k]["rows_per_s"])
+    out = {
+        "rows": rows,
+        "optimised": results["optimised"],
+        "naive": results.get("naive"),
+        "components": components,
+        "ceiling": {"component": slowest, "rows_per_s": components[slowest]["rows_per_s"]},
+        "speedup": round(results["optimised"]["rows_per_s"] / results["naive"]["rows_per_s"], 2) if naive else None,
+        "efficiency": round(results["optimised"]["rows_per_s"] / components[slowest]["rows_per_s"], 2),
+    }
+    return out
+
+
+def main(argv: list[str]) -> None:
+    path, work, db_url = argv
+    print(json.dumps(worker(path, Path(work), db_url)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
