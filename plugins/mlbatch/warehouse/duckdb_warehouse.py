@@ -322,6 +322,9 @@ def _replace_day(wh: DuckDBWarehouse, table: str, ds: str, uris: list[str], stor
     return _replace_day_stream(wh, table, ds, schema, batches)
 
 
+EXPORT_MEMORY_LIMIT = "256MB"
+
+
 def _replace_day_stream(
     wh: DuckDBWarehouse, table: str, ds: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
 ) -> int:
@@ -333,6 +336,9 @@ def _replace_day_stream(
     key_type = "BIGINT" if pa.types.is_integer(schema.field("entity_key").type) else "VARCHAR"
     schema_name = table.split(".")[0]
     with wh._connect(read_only=False) as con:
+        # DuckDB keeps written blocks in its buffer pool (up to 80% of RAM by default) until a
+        # checkpoint: cap it so the export's memory does not grow with the day.
+        con.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
         con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(table)} ({_EXPORT_COLUMNS.format(key=key_type)})")
         con.execute("BEGIN TRANSACTION")
