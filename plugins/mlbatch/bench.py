@@ -15,8 +15,6 @@ figures do not mix; the parent prepares the data once and collects the results.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import resource
@@ -40,7 +38,6 @@ MODEL = "bench"
 CLASSES = ("female", "male")
 FEATURES = 30
 ROWS_PER_PART = 500_000
-F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's buffer size
 BATCH_ROWS = 65_536
 # Bytes of decoded batches the reader may hold ahead of the consumer. Predicting is slower
 # than reading, so the reader fills this bound on any day bigger than it: 64 MiB keeps both
@@ -186,7 +183,8 @@ def run_optimised(work: Path, db_url: str) -> int:
     db, table = _fresh_table(db_url, MODEL)
     checksum = bulk.RowChecksum()
     stats = {"null_keys": 0, "bad_scores": 0}
-    stop, failure, verdict = threading.Event(), [], threading.Event()
+    failure: list[BaseException] = []
+    verdict = threading.Event()
     gate_ok: list[bool] = []
     exports: queue.Queue[Any] = queue.Queue(maxsize=8)  # bounded: memory stays flat
     day = date.fromisoformat(DS)
@@ -209,39 +207,28 @@ def run_optimised(work: Path, db_url: str) -> int:
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             failure.append(exc)
 
-    with tempfile.TemporaryDirectory(prefix="mlbatch-bench-") as tmp:
-        fifo = Path(tmp) / "day.tsv"
-        os.mkfifo(fifo)
+    def produce(out: Any) -> None:
+        try:
+            batches = iter_batches(manifest_uri, threads=2, batch_rows=BATCH_ROWS, max_bytes_in_flight=IN_FLIGHT)
+            for batch in batches:
+                keys = batch.column("entity_key")
+                scores = booster.inplace_predict(_matrix(batch))
+                pred = _prediction_batch(keys, scores)
+                stats["null_keys"] += keys.null_count
+                stats["bad_scores"] += int(np.count_nonzero(~((scores >= 0) & (scores <= 1))))
+                checksum.update(pred)
+                out.write(_tsv(pred))
+                exports.put(pred.append_column("ds", pa.repeat(pa.scalar(day, pa.date32()), len(keys))))
+        finally:
+            exports.put(_END)
 
-        def produce() -> None:
-            try:
-                with open(fifo, "wb") as out:  # blocks until LOAD DATA opens the pipe
-                    if stop.is_set():
-                        return
-                    with contextlib.suppress(OSError):  # a 1 MiB pipe: fewer wake-ups than 64 KiB
-                        fcntl.fcntl(out.fileno(), F_SETPIPE_SZ, 1 << 20)
-                    batches = iter_batches(
-                        manifest_uri, threads=2, batch_rows=BATCH_ROWS, max_bytes_in_flight=IN_FLIGHT
-                    )
-                    for batch in batches:
-                        keys = batch.column("entity_key")
-                        scores = booster.inplace_predict(_matrix(batch))
-                        pred = _prediction_batch(keys, scores)
-                        stats["null_keys"] += keys.null_count
-                        stats["bad_scores"] += int(np.count_nonzero(~((scores >= 0) & (scores <= 1))))
-                        checksum.update(pred)
-                        out.write(_tsv(pred))
-                        exports.put(pred.append_column("ds", pa.repeat(pa.scalar(day, pa.date32()), len(keys))))
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                failure.append(exc)
-            finally:
-                exports.put(_END)
+    exporter = threading.Thread(target=export, name="bench-export", daemon=True)
+    exporter.start()
+    with bulk.piped_source(produce) as (source, finish):
 
         def gate_then_log_row() -> dict[str, Any]:
             # After the load, before the swap: the prediction gate decides whether the day goes live.
-            producer.join()
-            if failure:
-                raise failure[0]
+            finish()
             try:
                 gates.evaluate(
                     f"{MODEL}.predictions",
@@ -256,24 +243,11 @@ def run_optimised(work: Path, db_url: str) -> int:
                 verdict.set()
             return _log_row(checksum.rows, checksum.hexdigest())
 
-        producer = threading.Thread(target=produce, name="bench-producer", daemon=True)
-        exporter = threading.Thread(target=export, name="bench-export", daemon=True)
-        producer.start()
-        exporter.start()
         try:
-            bulk.publish_mysql(db, table, bulk.LoadSource(path=str(fifo)), expected, gate_then_log_row, day=day)
-        except BaseException as exc:
-            if failure:
-                raise failure[0] from exc
-            raise
+            bulk.publish_mysql(db, table, source, expected, gate_then_log_row, day=day)
         finally:
-            verdict.set()
-            if producer.is_alive():  # the load never opened the pipe: unblock the writer and stop it
-                stop.set()
-                with contextlib.suppress(OSError):
-                    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
-                producer.join(timeout=10)
-            exporter.join(timeout=60)
+            verdict.set()  # a failed load is a failed gate for the export: it rolls back
+    exporter.join(timeout=60)
     if failure:
         raise failure[0]
     if exported != [expected]:

@@ -26,15 +26,18 @@ SQLite (embedded): the guarded upsert in batches inside one ``BEGIN IMMEDIATE`` 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -255,6 +258,58 @@ def daily_swap_sql(table: str) -> str:
 
 
 # --- MySQL ------------------------------------------------------------------------------------
+F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's buffer size
+
+
+@contextmanager
+def piped_source(write: Callable[[BinaryIO], None]) -> Iterator[tuple[LoadSource, Callable[[], None]]]:
+    """A LoadSource that ``LOAD DATA LOCAL INFILE`` reads while ``write`` is still producing it.
+
+    ``write`` runs in a thread and fills a named pipe; PyMySQL streams the pipe to the server as
+    it fills, so producing the TSV (reading shards, sorting, formatting) overlaps the load
+    instead of preceding it. Yields the source and ``finish``, which waits for the writer and
+    re-raises its error: call it before anything goes live (a callable log row is the place).
+    A writer error surfaces as itself, not as the short load it caused.
+    """
+    failure: list[BaseException] = []
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="mlbatch-pipe-") as tmp:
+        fifo = os.path.join(tmp, "day.tsv")
+        os.mkfifo(fifo, 0o600)
+
+        def run() -> None:
+            try:
+                with open(fifo, "wb") as out:  # blocks until LOAD DATA opens the pipe
+                    if stop.is_set():
+                        return
+                    with suppress(OSError):  # 1 MiB instead of 64 KiB: fewer wake-ups
+                        fcntl.fcntl(out.fileno(), F_SETPIPE_SZ, 1 << 20)
+                    write(out)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller by finish()
+                failure.append(exc)
+
+        writer = threading.Thread(target=run, name="mlbatch-tsv-writer", daemon=True)
+        writer.start()
+
+        def finish() -> None:
+            writer.join()
+            if failure:
+                raise failure[0]
+
+        try:
+            yield LoadSource(path=fifo), finish
+        except BaseException as exc:
+            if failure:
+                raise failure[0] from exc
+            raise
+        finally:
+            if writer.is_alive():  # the load never opened (or stopped reading) the pipe
+                stop.set()
+                with suppress(OSError):
+                    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+                writer.join(timeout=30)
+
+
 @dataclass(frozen=True)
 class LoadSource:
     """Where the TSV is: a local file (``LOAD DATA LOCAL INFILE``) or an S3 object (Aurora)."""

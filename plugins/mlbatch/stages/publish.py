@@ -31,7 +31,7 @@ from sqlalchemy import select
 from mlbatch import gates
 from mlbatch.appdb import bulk, schema
 from mlbatch.stages.context import RunContext
-from mlbatch.stages.score import iter_predictions
+from mlbatch.stages.score import iter_predictions, shard_uris
 from mlbatch.store import ObjectStore, filesystem_for
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,26 @@ def publish(ctx: RunContext) -> dict[str, Any]:
             "published_at": datetime.now(UTC).replace(tzinfo=None, microsecond=0),
         }
 
-    if db.dialect == "mysql":
-        with _tsv_source(ctx) as (out, source):
-            with bulk.step("sorted TSV", table.name):
-                for batch in _by_key(_day(ctx, version)):
-                    checksum.update(batch)
-                    out.write(bulk.tsv_chunk(_tsv_columns(batch, ctx.ds)))
-                out.close()
+    def write_tsv(out: BinaryIO) -> None:
+        with bulk.step("sorted TSV", table.name):
+            for batch in _by_key(_day(ctx, version)):
+                checksum.update(batch)
+                out.write(bulk.tsv_chunk(_tsv_columns(batch, ctx.ds)))
+
+    if db.dialect == "mysql" and os.environ.get(LOAD_FROM_S3_ENV) != "1":
+        # The TSV streams through a pipe into LOAD DATA while it is produced; the log row (with
+        # the checksum) is taken after the load, once the writer has finished.
+        with bulk.piped_source(write_tsv) as (source, finish):
+
+            def log_row_after_load() -> dict[str, Any]:
+                finish()
+                return log_row()
+
+            path = bulk.publish_mysql(db, table, source, _shard_rows(ctx), log_row_after_load, day=day)
+    elif db.dialect == "mysql":
+        with _s3_tsv_source(ctx) as (out, source):
+            write_tsv(out)
+            out.close()
             path = bulk.publish_mysql(db, table, source, checksum.rows, log_row())
     else:
 
@@ -127,29 +140,30 @@ def publish(ctx: RunContext) -> dict[str, Any]:
     return {"rows": checksum.rows, "ds": ctx.ds, "model_version": version, "path": path}
 
 
+def _shard_rows(ctx: RunContext) -> int:
+    """Rows of the run's shards, from their parquet footers (what the load must report)."""
+    rows = 0
+    for uri in shard_uris(ctx):
+        fs, path = filesystem_for(uri)
+        with fs.open_input_file(path) as f:
+            rows += pq.ParquetFile(f).metadata.num_rows
+    return rows
+
+
 @contextlib.contextmanager
-def _tsv_source(ctx: RunContext) -> Iterator[tuple[BinaryIO, bulk.LoadSource]]:
-    """Where the day's TSV is written: a temp file on the worker, or (Aurora) an S3 object."""
+def _s3_tsv_source(ctx: RunContext) -> Iterator[tuple[BinaryIO, bulk.LoadSource]]:
+    """Aurora's LOAD DATA FROM S3: the day's TSV is written to the object store first."""
     store = ctx.env.store
-    if os.environ.get(LOAD_FROM_S3_ENV) == "1":
-        if store.is_local:
-            raise ValueError(f"{LOAD_FROM_S3_ENV}=1 needs an s3:// object store, not {store.root}")
-        key = f"publish/{ctx.model}/{ctx.ds}/{ctx.run_key}/predictions.tsv"
-        fs, path = filesystem_for(store.uri(key))
-        try:
-            with fs.open_output_stream(path) as out:
-                yield out, bulk.LoadSource(s3_uri=store.uri(key))  # type: ignore[misc]
-        finally:
-            with contextlib.suppress(OSError):
-                fs.delete_file(path)
-        return
-    fd, path = tempfile.mkstemp(prefix=f"mlbatch-publish-{ctx.model}-", suffix=".tsv")
+    if store.is_local:
+        raise ValueError(f"{LOAD_FROM_S3_ENV}=1 needs an s3:// object store, not {store.root}")
+    key = f"publish/{ctx.model}/{ctx.ds}/{ctx.run_key}/predictions.tsv"
+    fs, path = filesystem_for(store.uri(key))
     try:
-        with os.fdopen(fd, "wb") as out:
-            yield out, bulk.LoadSource(path=path)
+        with fs.open_output_stream(path) as out:
+            yield out, bulk.LoadSource(s3_uri=store.uri(key))  # type: ignore[misc]
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            fs.delete_file(path)
 
 
 def export_table(ctx: RunContext) -> str:

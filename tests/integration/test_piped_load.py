@@ -1,0 +1,78 @@
+"""LOAD DATA through a named pipe (bulk.piped_source): the load overlaps the writer, errors surface."""
+
+from datetime import date, datetime
+
+import pyarrow as pa
+import pytest
+from mlbatch.appdb import bulk, schema
+from mlbatch.appdb.hook import AppDbHook
+from sqlalchemy import text
+
+DAY = date(2026, 11, 22)
+
+
+def _rows(start: int, n: int) -> bytes:
+    keys = pa.array(range(start, start + n), pa.int64())
+    cols = [
+        keys,
+        pa.repeat(pa.scalar(DAY.isoformat()), n),
+        pa.repeat(pa.scalar("v1"), n),
+        pa.repeat(pa.scalar("male"), n),
+        pa.array([0.5] * n, pa.float64()),
+    ]
+    return bulk.tsv_chunk(cols).to_pybytes()
+
+
+def _log(rows: int) -> dict:
+    return {
+        "model": "m",
+        "ds": DAY,
+        "model_version": "v1",
+        "rows_published": rows,
+        "checksum": "0" * 64,
+        "run_id": "r",
+        "published_at": datetime(2026, 11, 22, 6),
+    }
+
+
+def _setup(url: str):
+    db = AppDbHook(url)
+    db.ensure_schema([("m", "integer")])
+    return db, schema.predictions_table("m", "integer")
+
+
+def _count(db: AppDbHook) -> int:
+    with db.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM m_predictions")).scalar()
+
+
+def test_piped_load_publishes_what_the_writer_streams(mariadb_url):
+    db, table = _setup(mariadb_url)
+    chunks = [_rows(i * 10_000, 10_000) for i in range(5)]
+
+    def write(out):
+        for c in chunks:
+            out.write(c)
+
+    with bulk.piped_source(write) as (source, finish):
+        path = bulk.publish_mysql(db, table, source, 50_000, lambda: (finish(), _log(50_000))[1], day=DAY)
+    assert path == "daily" and _count(db) == 50_000
+    db.dispose()
+
+
+def test_a_writer_error_surfaces_as_itself_and_nothing_goes_live(mariadb_url):
+    db, table = _setup(mariadb_url)
+
+    def write(out):
+        out.write(_rows(0, 1000))
+        raise ValueError("shard 1 holds model version v2, the run used v1")
+
+    with pytest.raises(ValueError, match="model version v2"):
+        with bulk.piped_source(write) as (source, finish):
+            bulk.publish_mysql(db, table, source, 2000, lambda: (finish(), _log(2000))[1], day=DAY)
+    assert _count(db) == 0
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ml_publish_log")).scalar() == 0
+        leftovers = conn.execute(text("SHOW TABLES LIKE 'm_predictions__%'")).fetchall()
+    assert leftovers == []
+    db.dispose()
