@@ -25,8 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # never wrap: paths and values must stay copyable
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_GATE, EXIT_USAGE, EXIT_FAILED = 1, 2, 3
 

@@ -76,7 +76,7 @@ class LabelColumns(_Strict):
 
 class Labels(_Strict):
     source: SheetSource | FileSource = Field(description="Where analysts keep the labels.")
-    columns: LabelColumns
+    columns: LabelColumns = Field(description="Which sheet columns hold the key and the label.")
     classes: list[str] = Field(min_length=2, description="Allowed labels; matched case-insensitively.")
     max_invalid_fraction: float = Field(
         0.02, ge=0, le=1, description="Above this share of rejected rows the sync is blocked and writes nothing."
@@ -139,7 +139,7 @@ class Features(_Strict):
     params: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Values passed to the SQL templates (rendered as SQL literals)."
     )
-    checks: FeatureChecks = Field(default_factory=FeatureChecks)
+    checks: FeatureChecks = Field(default_factory=FeatureChecks, description="The features gate's thresholds.")
 
 
 class Gate(_Strict):
@@ -151,17 +151,17 @@ class Gate(_Strict):
 
 
 class Resources(_Strict):
-    gpu: int = Field(0, ge=0, le=8)
-    vcpu: float = Field(2, gt=0)
-    memory_gib: float = Field(4, gt=0)
+    gpu: int = Field(0, ge=0, le=8, description="GPUs per job; also its slots in the mlbatch_gpu pool.")
+    vcpu: float = Field(2, gt=0, description="vCPUs per job (ECS task size).")
+    memory_gib: float = Field(4, gt=0, description="Memory per job in GiB (ECS task size).")
 
 
 class Train(_Strict):
     schedule: str | None = Field("@monthly", description="Retraining schedule.")
     family: Literal["xgboost", "torch_mlp", "torch_text"] = Field(description="Model family in jobs/families.")
     params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
-    gate: Gate
-    resources: Resources = Field(default_factory=Resources)
+    gate: Gate = Field(description="When a trained version may replace production.")
+    resources: Resources = Field(default_factory=Resources, description="What the training job asks for.")
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
 
@@ -194,12 +194,12 @@ class ModelSpec(_Strict):
     name: str = Field(pattern=MODEL_NAME, description="Model id: DAG ids, table names, object prefixes.")
     owner: str = Field(min_length=1, description="Team or person answering for the model.")
     description: str = Field("", description="Shown in the DAGs' docs.")
-    entity: Entity
-    labels: Labels
-    features: Features
-    train: Train
-    score: Score = Field(default_factory=Score)
-    publish: Publish = Field(default_factory=Publish)
+    entity: Entity = Field(description="The thing each prediction is about.")
+    labels: Labels = Field(description="The analysts' label sheet and its checks.")
+    features: Features = Field(description="Warehouse queries for training and scoring rows.")
+    train: Train = Field(description="Model family, schedule, resources and promotion gate.")
+    score: Score = Field(default_factory=Score, description="Daily scoring: schedule and shards.")
+    publish: Publish = Field(default_factory=Publish, description="The prediction gate's drift thresholds.")
 
     # Where the spec was loaded from; relative SQL paths resolve against `root`.
     path: Path | None = Field(None, exclude=True)
@@ -266,7 +266,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())]
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see docs/spec.md)"
+            msg = "unknown field (check the spelling; the fields are listed in docs/spec.md)"
         elif err["type"] == "missing":
             msg = "required field is missing"
         problems.append((".".join(loc), msg.removeprefix("Value error, ")))

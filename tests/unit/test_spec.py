@@ -76,3 +76,12 @@ def test_find_spec_by_name_or_path(tmp_path):
     assert find_spec(str(EXAMPLE), tmp_path).name == "device_gender"
     with pytest.raises(SpecError):
         find_spec("../etc/passwd", tmp_path)
+
+
+def test_docs_spec_md_is_rendered_from_the_models():
+    from mlbatch.spec_doc import render
+
+    assert (REPO / "docs" / "spec.md").read_text() == render(), (
+        "docs/spec.md is stale: python -m mlbatch.spec_doc > docs/spec.md"
+    )
+    assert "| `max_invalid_fraction` | float | `0.02` |" in render()
