@@ -110,16 +110,13 @@ def decide(db: AppDbHook, model: str, version: str, status: str, reason: str) ->
         if get(conn, model, version) is None:
             raise LookupError(f"{model} has no version {version!r}")
         if status == "production":
+            _swap_in(conn, model, version, reason, now)
+        else:
             conn.execute(
                 t.update()
-                .where(t.c.model == model, t.c.status == "production", t.c.version != version)
-                .values(status="retired", decided_at=now)
+                .where(t.c.model == model, t.c.version == version)
+                .values(status=status, reason=reason, decided_at=now)
             )
-        conn.execute(
-            t.update()
-            .where(t.c.model == model, t.c.version == version)
-            .values(status=status, reason=reason, decided_at=now)
-        )
 
 
 class RegistryError(ValueError):

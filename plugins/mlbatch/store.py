@@ -7,6 +7,7 @@ layout (``unload/<model>/...``, ``models/<model>/<version>/...``) on both sides.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -15,6 +16,7 @@ import posixpath
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -158,19 +160,39 @@ class ObjectStore:
         fs, path = self._fs(key)
         return fs.get_file_info(path).type != pafs.FileType.NotFound
 
-    def put_bytes(self, key: str, data: bytes) -> str:
+    @contextlib.contextmanager
+    def open_output(self, key: str) -> Iterator[Any]:
+        """A stream whose object appears only when the block ends without error.
+
+        Local: write a unique temp file, then rename (threads of one process may write the same
+        key at once). S3: the upload completes on close; on error it is closed and deleted (pyarrow
+        has no multipart abort). ``jobs/io.py`` has the same writer: jobs may not import mlbatch.
+        """
         fs, path = self._fs(key)
         if self.is_local:
             fs.create_dir(posixpath.dirname(path), recursive=True)
-            # Write then rename: a reader never sees half a file, as with an S3 PUT.
-            # Unique per call: threads of one process may write the same key at once.
             tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-            with fs.open_output_stream(tmp) as out:
-                out.write(data)
-            fs.move(tmp, path)
-        else:
-            with fs.open_output_stream(path) as out:
-                out.write(data)
+            try:
+                with fs.open_output_stream(tmp) as out:
+                    yield out
+                fs.move(tmp, path)
+            finally:
+                if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                    fs.delete_file(tmp)
+            return
+        out = fs.open_output_stream(path)
+        try:
+            yield out
+        except BaseException:
+            with contextlib.suppress(Exception):
+                out.close()
+                fs.delete_file(path)
+            raise
+        out.close()
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        with self.open_output(key) as out:
+            out.write(data)
         return self.uri(key)
 
     def get_bytes(self, key: str) -> bytes:

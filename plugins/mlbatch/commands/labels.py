@@ -26,7 +26,9 @@ def labels_check(
     max_invalid_fraction: Annotated[float | None, typer.Option(help="Override the spec's threshold.")] = None,
 ) -> None:
     """Check a sheet export against the spec without touching any database (exit 1 if blocked)."""
-    from mlbatch.labels.check import LabelFileError, check_labels, read_csv
+    from mlbatch.labels.check import LabelFileError, read_csv
+    from mlbatch.labels.source import SheetData
+    from mlbatch.stages.labels import check
 
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
@@ -35,18 +37,7 @@ def labels_check(
     except (LabelFileError, OSError) as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_USAGE) from None
-    threshold = model.labels.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction
-    report = check_labels(
-        header,
-        rows,
-        model=model.name,
-        key_column=model.labels.columns.key,
-        label_column=model.labels.columns.label,
-        classes=model.labels.classes,
-        key_type=model.entity.type,
-        max_invalid_fraction=threshold,
-        ignore_column=model.labels.write_back,
-    )
+    report = check(model, SheetData(header, rows, str(file)), max_invalid_fraction)
     if as_json:
         print(json.dumps(report.to_contract(), indent=2, ensure_ascii=False))
     else:

@@ -46,8 +46,11 @@ def _record_sync(conn: Connection, values: dict[str, Any]) -> None:
         conn.execute(t.insert().values(**values))
 
 
-def check(spec: ModelSpec, sheet: SheetData) -> CheckReport:
-    """The sheet against the spec: the same checker as ``mlbatch labels check``."""
+def check(spec: ModelSpec, sheet: SheetData, max_invalid_fraction: float | None = None) -> CheckReport:
+    """The sheet against the spec: the one checker of the sync and ``mlbatch labels check``
+    (which may override the spec's threshold)."""
+    if max_invalid_fraction is None:
+        max_invalid_fraction = spec.labels.max_invalid_fraction
     return check_labels(
         sheet.header,
         sheet.rows,
@@ -56,7 +59,7 @@ def check(spec: ModelSpec, sheet: SheetData) -> CheckReport:
         label_column=spec.labels.columns.label,
         classes=spec.labels.classes,
         key_type=spec.entity.type,
-        max_invalid_fraction=spec.labels.max_invalid_fraction,
+        max_invalid_fraction=max_invalid_fraction,
         ignore_column=spec.labels.write_back,
     )
 

@@ -24,7 +24,6 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
@@ -32,7 +31,7 @@ from mlbatch import gates
 from mlbatch.appdb import bulk, schema
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.score import iter_predictions, shard_uris
-from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.store import filesystem_for
 
 log = logging.getLogger(__name__)
 
@@ -174,32 +173,6 @@ def export_key(ctx: RunContext) -> str:
     return f"export/{ctx.model}/{ctx.ds}/part-0000.parquet"
 
 
-@contextlib.contextmanager
-def _open_output(store: ObjectStore, key: str) -> Iterator[Any]:
-    """A stream whose object appears only when the block ends without error (as jobs/io does)."""
-    fs, path = filesystem_for(store.uri(key))
-    if store.is_local:
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with fs.open_output_stream(tmp) as out:
-                yield out
-            fs.move(tmp, path)
-        finally:
-            if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-                fs.delete_file(tmp)
-        return
-    out = fs.open_output_stream(path)
-    try:
-        yield out
-    except BaseException:
-        with contextlib.suppress(Exception):  # pyarrow has no multipart abort: close, then delete
-            out.close()
-            fs.delete_file(path)
-        raise
-    out.close()
-
-
 def export(ctx: RunContext) -> dict[str, Any]:
     """Stream the day to ``export/<model>/<ds>/part-0000.parquet`` and replace that day in the warehouse."""
     store = ctx.env.store
@@ -213,7 +186,7 @@ def export(ctx: RunContext) -> dict[str, Any]:
     checksum = bulk.RowChecksum()
     day = pa.scalar(date.fromisoformat(ctx.ds), pa.date32())
     writer: pq.ParquetWriter | None = None
-    with _open_output(store, key) as sink:
+    with store.open_output(key) as sink:
         try:
             for batch in _day(ctx, version):
                 # Column order = the warehouse table's: COPY ... FORMAT AS PARQUET maps by position.
