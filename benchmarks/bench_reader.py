@@ -43,6 +43,11 @@ def _rss_mb() -> float:
 # -- the children ---------------------------------------------------------------------------------
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child(mode: str, manifest_uri: str, threads: int, budget_mb: int) -> dict:
     import pyarrow  # noqa: F401  (imported before the baseline, as every mode needs it)
     from mlbatch.features.reader import iter_batches, read_manifest
@@ -52,10 +57,12 @@ def child(mode: str, manifest_uri: str, threads: int, budget_mb: int) -> dict:
         import pandas as pd
         from mlbatch.store import filesystem_for
     baseline = _rss_mb()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s()
     rows = 0
-    if mode == "parallel":
-        for batch in iter_batches(manifest_uri, threads=threads, max_bytes_in_flight=budget_mb * 2**20):
+    if mode in ("parallel", "rowgroups"):
+        # rowgroups: every part read row group by row group (what parts over MAXFILESIZE get)
+        whole = {"parallel": {}, "rowgroups": {"whole_part_bytes": 0}}[mode]
+        for batch in iter_batches(manifest_uri, threads=threads, max_bytes_in_flight=budget_mb * 2**20, **whole):
             rows += batch.num_rows
     elif mode == "pandas":
         for entry in manifest.entries:
@@ -67,13 +74,14 @@ def child(mode: str, manifest_uri: str, threads: int, budget_mb: int) -> dict:
         rows = build_profile(manifest_uri, exclude=["id"], max_bytes_in_flight=budget_mb * 2**20)["rows"]
     else:
         raise SystemExit(f"unknown mode {mode}")
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     if rows != manifest.record_count:
         raise SystemExit(f"{mode}: read {rows} rows, the manifest says {manifest.record_count}")
     return {
         "rows": rows,
         "seconds": seconds,
         "rows_per_s": rows / seconds,
+        "client_cpu_s": cpu,
         "peak_rss_mb": _rss_mb(),
         "baseline_mb": baseline,
     }
@@ -82,10 +90,11 @@ def child(mode: str, manifest_uri: str, threads: int, budget_mb: int) -> dict:
 def run_child(mode: str, manifest_uri: str, args: argparse.Namespace, env: dict[str, str], threads: int = 4) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, manifest_uri, "--threads", str(threads)]
     cmd += ["--budget-mb", str(args.budget_mb)]
+    cpu0 = _cpu_s()  # moto's server runs in this process's threads: its CPU time is ours
     out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "server_cpu_s": _cpu_s() - cpu0}
 
 
 # -- the data ---------------------------------------------------------------------------------------
@@ -141,6 +150,9 @@ def main() -> None:
     ap.add_argument("--threads", default="4", help="reader threads; a list (2,4) measures each, the first is compared")
     ap.add_argument("--budget-mb", type=int, default=256, help="the reader's max_bytes_in_flight, MiB")
     ap.add_argument("--no-profile", action="store_true", help="skip the drift-profile measurement")
+    ap.add_argument(
+        "--rowgroups", action="store_true", help="also read every part row group by row group (no whole-part GET)"
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "MANIFEST"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -170,6 +182,8 @@ def main() -> None:
     results["parallel_small"] = run_child("parallel", small, args, env, threads[0])
     for t in threads[1:]:
         results[f"parallel_t{t}"] = run_child("parallel", big, args, env, t)
+    if args.rowgroups:
+        results["rowgroups"] = run_child("rowgroups", big, args, env, threads[0])
     if not args.no_profile:
         results["profile"] = run_child("profile", big, args, env, threads[0])
     server.stop()
@@ -194,18 +208,22 @@ def main() -> None:
         f"{args.rows:,} rows x {args.cols} columns in {parts[args.rows]} parts ({small_rows:,} rows in "
         f"{parts[small_rows]} for the small unload) on moto S3 ({os.cpu_count()} CPUs)"
     )
-    print(f"{'reader':<24}{'rows':>12}{'seconds':>9}{'rows/s':>12}{'peak RSS MB':>13}{'baseline MB':>13}")
+    print(
+        f"{'reader':<26}{'rows':>12}{'seconds':>9}{'rows/s':>12}{'peak RSS MB':>13}{'baseline MB':>13}"
+        f"{'CPU s':>7}{'server CPU s':>14}"
+    )
     labels = {
         "parallel": f"parallel reader {threads[0]} thr",
         "pandas": "pandas.read_parquet",
         "parallel_small": "parallel reader (small)",
         "profile": "drift profile (2 passes)",
+        "rowgroups": f"row group by row group {threads[0]} thr",
     }
     for name, r in results.items():
         label = labels.get(name, f"parallel reader {name.rsplit('_t', 1)[-1]} thr")
         print(
-            f"{label:<24}{r['rows']:>12,}{r['seconds']:>9.1f}{r['rows_per_s']:>12,.0f}"
-            f"{r['peak_rss_mb']:>13,.0f}{r['baseline_mb']:>13,.0f}"
+            f"{label:<26}{r['rows']:>12,}{r['seconds']:>9.1f}{r['rows_per_s']:>12,.0f}"
+            f"{r['peak_rss_mb']:>13,.0f}{r['baseline_mb']:>13,.0f}{r['client_cpu_s']:>7.1f}{r['server_cpu_s']:>14.1f}"
         )
     print(
         f"speedup parallel/pandas: {report['speedup']:.1f}x; parallel peak RSS at {args.rows:,} vs "

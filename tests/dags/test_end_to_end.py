@@ -53,7 +53,9 @@ def _counts(home: Path) -> dict[str, object]:
         "predictions": q(
             "SELECT count(*), count(DISTINCT entity_key), min(score), max(score) FROM device_gender_predictions"
         ),
-        "publish_log": q("SELECT model, ds, rows_published, checksum FROM ml_publish_log WHERE model = 'device_gender'"),
+        "publish_log": q(
+            "SELECT model, ds, rows_published, checksum FROM ml_publish_log WHERE model = 'device_gender'"
+        ),
         "export": wh.execute(
             "SELECT ds::VARCHAR, count(*), count(DISTINCT entity_key) FROM ml_exports.device_gender_predictions GROUP BY 1"
         ).fetchall(),
@@ -104,7 +106,7 @@ def test_tables_hold_what_the_stages_promised(demo_home):
     assert lineage["features_manifest"].endswith("/manifest")
     # Run reports: the model's HTML report (gate verdicts, lineage) and the day's scoring summary.
     report = (demo_home / "objects" / "models" / "device_gender" / version / "report.html").read_text()
-    assert "<b class=\"ok\">production</b>" in report and lineage["label_sync_id"] in report
+    assert '<b class="ok">production</b>' in report and lineage["label_sync_id"] in report
     assert "roc_auc" in report and "Confusion matrix" in report
     summary = json.loads((demo_home / "objects" / "predictions" / "device_gender" / DS / "summary.json").read_text())
     assert summary["rows"] == rows == sum(summary["score"]["histogram"]) == sum(summary["labels"].values())
@@ -115,7 +117,9 @@ def test_second_demo_changes_no_table(demo_home):
     _mlbatch(demo_home, "demo", "--ds", DS)
     assert _counts(demo_home) == before
     db = sqlite3.connect(demo_home / "app.db")
-    verdicts = [v for (v,) in db.execute("SELECT verdict FROM ml_label_syncs WHERE model = 'device_gender' ORDER BY started_at")]
+    verdicts = [
+        v for (v,) in db.execute("SELECT verdict FROM ml_label_syncs WHERE model = 'device_gender' ORDER BY started_at")
+    ]
     assert verdicts == ["applied", "no_change"]
 
 

@@ -51,7 +51,7 @@ IAM_ROLE 'arn:aws:iam::123456789012:role/mlbatch-unload'
 FORMAT AS PARQUET
 PARALLEL ON
 MANIFEST VERBOSE
-MAXFILESIZE 256 MB"""
+MAXFILESIZE 128 MB"""
 
 PARAMS = {"cols": ["share_games", "share_beauty"], "pattern": "%o's%", "min_sessions": 3}
 

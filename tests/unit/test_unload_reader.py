@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mlbatch.features.manifest import Manifest
@@ -246,3 +247,25 @@ def test_expected_columns_are_checked_before_reading(unloaded) -> None:
     assert sum(b.num_rows for b in iter_batches(manifest_uri, expected_columns=columns)) > 0
     with pytest.raises(ManifestMismatch, match=r"missing \['gender'\], unexpected \[\]"):
         next(iter_batches(manifest_uri, expected_columns=[*columns, "gender"]))
+
+
+@pytest.mark.parametrize("whole_part_bytes", [0, 2**30], ids=["row-group-reads", "whole-part-reads"])
+def test_both_read_paths_return_the_same_rows_and_check_counts(unloaded, tmp_path: Path, whole_part_bytes: int) -> None:
+    """Parts over ``whole_part_bytes`` are read row group by row group; smaller ones in one read."""
+    store, manifest_uri = unloaded
+    path, manifest = _copy_unload(store, manifest_uri, tmp_path)
+    for entry in manifest["entries"]:  # several row groups per part, so both paths loop over them
+        part = Path(entry["url"].removeprefix("file://"))
+        pq.write_table(pq.read_table(part), part, row_group_size=997)
+        assert pq.ParquetFile(part).num_row_groups > 1
+        entry["meta"]["content_length"] = part.stat().st_size
+    path.write_text(json.dumps(manifest))
+    want = read_table(manifest_uri).sort_by("device_id")
+    batches = list(iter_batches(path.as_uri(), batch_rows=400, whole_part_bytes=whole_part_bytes, threads=2))
+    assert max(b.num_rows for b in batches) == 400
+    assert pa.Table.from_batches(batches).sort_by("device_id").equals(want)
+    manifest["entries"][0]["meta"]["record_count"] += 1
+    manifest["meta"]["record_count"] += 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestMismatch, match="record_count="):
+        list(iter_batches(path.as_uri(), whole_part_bytes=whole_part_bytes))

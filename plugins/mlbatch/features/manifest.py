@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The unload's cap on a part's size (UNLOAD ... MAXFILESIZE). The reader fetches a part up to
+# this size in one GET, so the statement and the reader share it.
+UNLOAD_MAX_FILE_MB = 128
+
 
 class EntryMeta(BaseModel):
     model_config = ConfigDict(extra="allow")

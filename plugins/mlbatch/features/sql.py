@@ -33,6 +33,8 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 from sqlglot.tokens import TokenType
 
+from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -166,7 +168,7 @@ def strip_comments(query: str) -> str:
     return "".join(out)
 
 
-def unload_statement(query: str, *, s3_prefix: str, iam_role: str, max_file_size_mb: int = 256) -> str:
+def unload_statement(query: str, *, s3_prefix: str, iam_role: str, max_file_size_mb: int = UNLOAD_MAX_FILE_MB) -> str:
     """The Redshift ``UNLOAD`` that writes ``query``'s rows as parquet parts plus a manifest.
 
     The query goes inside a string literal, so (per the UNLOAD reference) its quotes are doubled,

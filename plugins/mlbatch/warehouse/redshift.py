@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from mlbatch.features.manifest import Manifest
+from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB, Manifest
 from mlbatch.features.sql import unload_statement
 from mlbatch.store import ObjectStore, StoreError, filesystem_for
 from mlbatch.warehouse.duckdb_warehouse import UnloadError
@@ -182,7 +182,9 @@ class RedshiftWarehouse:
 
     # -- the warehouse interface ----------------------------------------------------------------
 
-    def unload(self, redshift_query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = 256) -> str:
+    def unload(
+        self, redshift_query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = UNLOAD_MAX_FILE_MB
+    ) -> str:
         """UNLOAD ``redshift_query`` to ``store``/``prefix`` (fresh, S3); return the manifest URI."""
         if store.is_local or not store.root.startswith("s3://"):
             raise UnloadError(f"Redshift unloads to S3 only; the object store is {store.root}")
