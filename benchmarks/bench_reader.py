@@ -141,7 +141,12 @@ def write_unload(root: str, prefix: str, rows: int, cols: int, parts: int, row_g
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
-    ap.add_argument("--small-rows", type=int, default=None, help="second unload for the RSS comparison (rows/10)")
+    ap.add_argument(
+        "--small-rows",
+        type=int,
+        default=None,
+        help="second unload for the RSS comparison (default: one part per thread, so every worker is busy in both)",
+    )
     ap.add_argument("--cols", type=int, default=30)
     ap.add_argument(
         "--part-rows", type=int, default=625_000, help="rows per parquet part (UNLOAD caps parts by MAXFILESIZE)"
@@ -170,13 +175,13 @@ def main() -> None:
     env = s3_environment(server.endpoint)
     os.environ.update(env)
     boto3.client("s3").create_bucket(Bucket="bench")
-    small_rows = args.small_rows or max(1, args.rows // 10)
+    threads = [int(t) for t in str(args.threads).split(",")]
+    small_rows = args.small_rows or max(1, min(args.rows // 2, threads[0] * args.part_rows))
     t0 = time.perf_counter()
     parts = {n: max(1, -(-n // args.part_rows)) for n in (args.rows, small_rows)}
     big = write_unload("s3://bench/root", "unload/big/", args.rows, args.cols, parts[args.rows], args.row_group)
     small = write_unload("s3://bench/root", "unload/small/", small_rows, args.cols, parts[small_rows], args.row_group)
     write_s = time.perf_counter() - t0
-    threads = [int(t) for t in str(args.threads).split(",")]
     results = {"parallel": run_child("parallel", big, args, env, threads[0])}
     results["pandas"] = run_child("pandas", big, args, env)
     results["parallel_small"] = run_child("parallel", small, args, env, threads[0])
@@ -199,7 +204,7 @@ def main() -> None:
         "write_seconds": round(write_s, 1),
         "results": results,
         "speedup": results["parallel"]["rows_per_s"] / results["pandas"]["rows_per_s"],
-        "rss_ratio_rows_x10": results["parallel"]["peak_rss_mb"] / results["parallel_small"]["peak_rss_mb"],
+        "rss_ratio_big_small": results["parallel"]["peak_rss_mb"] / results["parallel_small"]["peak_rss_mb"],
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -227,7 +232,7 @@ def main() -> None:
         )
     print(
         f"speedup parallel/pandas: {report['speedup']:.1f}x; parallel peak RSS at {args.rows:,} vs "
-        f"{small_rows:,} rows: {report['rss_ratio_rows_x10']:.2f}x"
+        f"{small_rows:,} rows: {report['rss_ratio_big_small']:.2f}x"
     )
 
 

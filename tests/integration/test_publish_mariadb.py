@@ -97,6 +97,25 @@ def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec, mariadb_url):
     assert seen and seen <= {old, new}, seen
 
 
+def test_parallel_sessions_keep_every_key_the_day_lacks_in_every_range(env, spec, caplog):
+    """Integer keys load in LOAD_SESSIONS key ranges; each session copies its own range's old rows."""
+    from mlbatch.stages.publish import LOAD_SESSIONS
+
+    assert LOAD_SESSIONS >= 2
+    run_day(fabricate(env, spec, "2026-11-20", list(range(600)), [0.21] * 600))
+    # The next day lacks keys below, inside and above its own range, in every session's range.
+    day = [k for k in range(50, 550) if k % 7] + [900, 901]
+    caplog.set_level("INFO", logger="mlbatch.appdb.bulk")
+    assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"
+    loads = [r.getMessage() for r in caplog.records if "__new: LOAD DATA keys [" in r.getMessage()]
+    assert len(loads) == LOAD_SESSIONS, loads
+    rows = {r[0]: r[1:3] for r in table_rows(env)}
+    assert sorted(rows) == sorted(set(range(600)) | {900, 901})
+    assert {k for k, v in rows.items() if v == ("2026-11-21", "v2")} == set(day)
+    assert {k for k, v in rows.items() if v == ("2026-11-20", "v1")} == set(range(600)) - set(day)
+    assert log_rows(env)[-1][3] == len(day)
+
+
 def test_awkward_text_survives_the_tsv(env, spec):
     spec = spec.model_copy(update={"entity": spec.entity.model_copy(update={"type": "string"})})
     keys = ["a\tb", "line\nbreak", "cr\rhere", "back\\slash", "\\N", "NULL", "é ü 漢字 🙂", "x" * 255]

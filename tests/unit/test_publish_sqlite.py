@@ -292,6 +292,14 @@ def test_checksum_ignores_order_and_batches_but_not_content():
     assert digest(t.slice(1)) != whole
     relabelled = t.set_column(1, "label", pa.array(["a", "bb"] * 2499 + ["bb", "a"]))
     assert digest(relabelled) != whole
+    # Checksums of parts (the parallel load sessions' key ranges) merge into the whole's.
+    merged, part = RowChecksum(), RowChecksum()
+    merged.update(t.slice(0, 1234))
+    part.update(t.slice(1234))
+    merged.merge(part)
+    assert (merged.rows, merged.hexdigest()) == (5000, whole)
+    with pytest.raises(ValueError, match="cannot merge"):
+        merged.merge(RowChecksum(["entity_key"]))
 
 
 def test_sqlite_file_is_untouched_by_a_blocked_gate(tmp_path):
