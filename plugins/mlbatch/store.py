@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 _LOCAL = pafs.LocalFileSystem()
@@ -114,6 +115,53 @@ def s3_filesystem() -> pafs.S3FileSystem:
                 kwargs.update(access_key=access, secret_key=secret, session_token=token)
             fs = _S3_CACHE[key] = pafs.S3FileSystem(**kwargs)
         return fs
+
+
+_BOTO_CACHE: dict[tuple[str, ...], Any] = {}
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client with the same settings as :func:`s3_filesystem`, built on first use.
+
+    Whole-object GETs go through it: botocore receives a body with about half the CPU of
+    pyarrow's AWS SDK read (57 MB: 0.05 vs 0.10 CPU-s here), and the reader fetches whole parts.
+    """
+    import boto3
+
+    settings = _s3_settings()
+    key = settings.cache_key()
+    with _S3_LOCK:
+        client = _BOTO_CACHE.get(key)
+        if client is None:
+            kwargs: dict[str, Any] = {"region_name": settings.region, "endpoint_url": settings.endpoint}
+            if settings.credentials is not None:
+                access, secret, token = settings.credentials
+                kwargs.update(aws_access_key_id=access, aws_secret_access_key=secret, aws_session_token=token)
+            client = _BOTO_CACHE[key] = boto3.session.Session().client("s3", **kwargs)
+        return client
+
+
+def read_object(uri: str, size: int) -> pa.Buffer:
+    """The whole object at ``uri`` (``size`` bytes, as its metadata says) in one GET."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3":
+        fs, path = filesystem_for(uri)
+        with fs.open_input_file(path) as f:
+            data = f.read_buffer(size)
+    else:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
+            data = pa.py_buffer(body.read())
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{uri} does not exist") from None
+            raise OSError(f"cannot read {uri}: {exc}") from exc
+    if data.size != size:
+        raise OSError(f"{uri}: read {data.size} bytes, its metadata says {size} (changed while read?)")
+    return data
 
 
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:

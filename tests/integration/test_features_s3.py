@@ -8,6 +8,7 @@ DuckDB unload) writing parts and a Redshift manifest to the S3 server when the s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import boto3
@@ -169,3 +170,15 @@ def test_redshift_replace_day_is_one_batch_then_counts(bucket: ObjectStore, reds
     _export_file(bucket, folder + "part-0001.parquet")
     with pytest.raises(ValueError, match=r"part-0001.parquet.*besides the day's files"):
         wh.replace_day(table, "2026-11-22", [uri], bucket)
+
+
+def test_read_object_gets_a_whole_object_and_names_what_is_wrong(bucket: ObjectStore) -> None:
+    from mlbatch.store import read_object
+
+    uri = bucket.put_bytes("whole/part.bin", b"x" * 1000)
+    assert read_object(uri, 1000).to_pybytes() == b"x" * 1000
+    with pytest.raises(OSError, match=r"read 1000 bytes, its metadata says 999"):
+        read_object(uri, 999)
+    missing = bucket.uri("whole/missing.bin")
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
+        read_object(missing, 10)

@@ -76,3 +76,36 @@ def test_a_writer_error_surfaces_as_itself_and_nothing_goes_live(mariadb_url):
         leftovers = conn.execute(text("SHOW TABLES LIKE 'm_predictions__%'")).fetchall()
     assert leftovers == []
     db.dispose()
+
+
+@pytest.mark.parametrize("newer_exists", [False, True], ids=["daily", "backfill"])
+def test_parallel_sources_load_and_one_failing_writer_stops_both(mariadb_url, newer_exists):
+    """Two pipes with disjoint key ranges load in two sessions; a failing one leaves nothing live."""
+    db, table = _setup(mariadb_url)
+    if newer_exists:
+        with db.connect() as conn:
+            conn.execute(text("INSERT INTO m_predictions VALUES (999999, '2026-12-01', 'v0', 'x', 0.1)"))
+            conn.commit()
+    before = _count(db)
+
+    def writer(start: int, fail: bool):
+        def write(out):
+            out.write(_rows(start, 5000))
+            if fail:
+                raise OSError("range file vanished")
+            out.write(_rows(start + 5000, 5000))
+
+        return write
+
+    ranges = [(None, 10_000), (10_000, None)]
+    with pytest.raises(OSError, match="range file vanished"):
+        with bulk.piped_sources([writer(0, False), writer(10_000, True)], ranges) as (sources, finish):
+            bulk.publish_mysql(db, table, sources, 20_000, lambda: (finish(), _log(20_000))[1], day=DAY)
+    assert _count(db) == before
+    with db.connect() as conn:
+        assert conn.execute(text("SHOW TABLES LIKE 'm_predictions__%'")).fetchall() == []
+    with bulk.piped_sources([writer(0, False), writer(10_000, False)], ranges) as (sources, finish):
+        path = bulk.publish_mysql(db, table, sources, 20_000, lambda: (finish(), _log(20_000))[1], day=DAY)
+    assert path == ("backfill" if newer_exists else "daily")
+    assert _count(db) == before + 20_000
+    db.dispose()

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB, Entry, Manifest
-from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.store import ObjectStore, filesystem_for, read_object
 
 # Redshift type names -> Arrow, only to give an unload with no parts a typed, empty table.
 _ARROW_TYPES = {
@@ -108,7 +108,7 @@ def _read_entry(
             # row group. Requests are what cost on S3 (latency, price) and on moto's server (every
             # GET, even of 1 KiB, copies the whole object: 35 ms for a 57 MB part). What is held
             # is this one compressed part per worker, whatever the row count.
-            pf = pq.ParquetFile(pa.BufferReader(f.read_at(size, 0)))
+            pf = pq.ParquetFile(pa.BufferReader(read_object(url, size)))
         else:
             # A bigger part: one row group at a time, pre-buffered, so that its column chunks
             # arrive in a few coalesced range requests and what is held is one row group per

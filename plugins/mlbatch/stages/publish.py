@@ -62,11 +62,11 @@ def _key_ranges(ctx: RunContext, version: str, rows: int, sessions: int) -> Iter
     """The day in key order, cut into ``sessions`` key ranges (:mod:`mlbatch.appdb.key_ranges`).
 
     One pass over the keys samples the split keys; a second pass over the rows (checking the
-    model version) spills each row to its range in a temporary folder;
-    each session then sorts its ranges one at a time. InnoDB appends rows that arrive in
-    primary-key order to the end of its B-tree; in the scrambled order the score jobs write,
-    every row lands on a random page (about 2x slower to load at 1M rows here). The ordered
-    staging table also makes the backfill upsert's lookups sequential.
+    model version) spills each row to its range in a temporary folder; each session then sorts
+    its ranges one at a time. InnoDB appends rows that arrive in primary-key order to the end of
+    its B-tree; in the scrambled order the score jobs write, every row lands on a random page
+    (about 2x slower to load at 1M rows here). The ordered staging table also makes the
+    backfill upsert's lookups sequential.
     """
     pieces = key_ranges.piece_count(rows, sessions)
     with tempfile.TemporaryDirectory(prefix="mlbatch-ranges-") as spill:
