@@ -106,6 +106,7 @@ def test_parallel_sessions_keep_every_key_the_day_lacks_in_every_range(env, spec
     # The next day lacks keys below, inside and above its own range, in every session's range.
     day = [k for k in range(50, 550) if k % 7] + [900, 901]
     caplog.set_level("INFO", logger="mlbatch.appdb.bulk")
+    caplog.clear()  # only the second day's loads
     assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"
     loads = [r.getMessage() for r in caplog.records if "__new: LOAD DATA keys [" in r.getMessage()]
     assert len(loads) == LOAD_SESSIONS, loads
