@@ -56,10 +56,10 @@ def split_keys(keys: Iterable[pa.Array], rows: int, pieces: int, *, seed: int = 
         sample.append(arr if keep >= 1.0 else arr.filter(pa.array(rng.random(len(arr)) < keep)))
     if not sample:
         return []
-    ordered = pc.sort_indices(pa.concat_arrays(sample))
-    values = pa.concat_arrays(sample).take(ordered)
+    values = pa.concat_arrays(sample)
     if len(values) == 0:
         return []
+    values = values.take(pc.sort_indices(values))
     cuts = [values[min(len(values) - 1, len(values) * i // pieces)].as_py() for i in range(1, pieces)]
     return sorted(set(cuts))
 
@@ -76,7 +76,8 @@ def range_of(keys: pa.Array, splits: list[Any]) -> np.ndarray:
 
 @dataclass
 class Session:
-    """One load session's share: ranges ``first..last`` of the spilled day, keys in ``[key_from, key_to)``."""
+    """One load session's share of the spilled day: its range ``files`` in key order, holding
+    the keys in ``[key_from, key_to)`` (None: unbounded)."""
 
     key_from: Any
     key_to: Any

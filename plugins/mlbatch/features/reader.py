@@ -54,7 +54,7 @@ def read_manifest(store: ObjectStore | None, manifest_uri: str) -> Manifest:
 
 
 # Parts up to this size are fetched whole, in one GET: every part of an UNLOAD with the default
-# MAXFILESIZE (features.sql.UNLOAD_MAX_FILE_MB) qualifies.
+# MAXFILESIZE (features.manifest.UNLOAD_MAX_FILE_MB) qualifies.
 WHOLE_PART_BYTES = UNLOAD_MAX_FILE_MB * 2**20
 
 _DONE = object()  # a worker has no more files
