@@ -127,7 +127,8 @@ def start_mariadb(base: Path | None = None) -> MariaDB:
         "CREATE DATABASE IF NOT EXISTS mlbatch CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
         "CREATE USER IF NOT EXISTS 'mlbatch'@'127.0.0.1' IDENTIFIED BY 'mlbatch';"
         "CREATE USER IF NOT EXISTS 'mlbatch'@'localhost' IDENTIFIED BY 'mlbatch';"
-        "GRANT ALL ON *.* TO 'mlbatch'@'127.0.0.1'; GRANT ALL ON *.* TO 'mlbatch'@'localhost';"
+        "GRANT ALL ON *.* TO 'mlbatch'@'127.0.0.1' WITH GRANT OPTION;"
+        "GRANT ALL ON *.* TO 'mlbatch'@'localhost' WITH GRANT OPTION;"
     )
     subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", setup], check=True)
     return server
@@ -314,21 +315,26 @@ def start_postgres(
     goes through the server's Unix socket, which trusts the ``postgres`` user.
     """
     initdb, server = _postgres_bin("initdb"), _postgres_bin("postgres")
-    root = Path(tempfile.mkdtemp(prefix="mlbatch-postgres-", dir=base))
+    as_user = _as_postgres_user()
+    # Run as the postgres user, the server must reach its folder: pytest's temporary folders are
+    # private to root, so then it lives in the system's temporary folder instead of ``base``.
+    root = Path(tempfile.mkdtemp(prefix="mlbatch-postgres-", dir=None if as_user else base))
     datadir, sockdir, log = root / "data", root / "run", root / "postgres.log"
     sockdir.mkdir()
-    as_user = _as_postgres_user()
     if as_user:
         for path in (root, sockdir):
             os.chown(path, as_user["user"], as_user["group"])
-    subprocess.run(
+    init = subprocess.run(
         [initdb, "-D", str(datadir), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
+        text=True,
         cwd=root,
         **as_user,
     )
+    if init.returncode != 0:
+        raise RuntimeError(
+            f"initdb failed ({init.returncode}) in {datadir}:\n{init.stdout[-2000:]}{init.stderr[-2000:]}"
+        )
     port = free_port()
     with log.open("wb") as out:
         if as_user:
@@ -390,10 +396,12 @@ class Redis:
     port: int
     root: Path
     proc: subprocess.Popen
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -405,8 +413,9 @@ class Redis:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_redis(base: Path | None = None) -> Redis:
-    """Start redis-server (Debian 12: 7.0) on a free loopback port, nothing written to disk."""
+def start_redis(base: Path | None = None, *, password: str | None = None) -> Redis:
+    """Start redis-server (Debian 12: 7.0) on a free loopback port, nothing written to disk;
+    with ``password``, clients must AUTH (``requirepass``), as on a shared broker."""
     if not shutil.which("redis-server"):
         apt_install(REDIS_PACKAGES)
     root = Path(tempfile.mkdtemp(prefix="mlbatch-redis-", dir=base))
@@ -426,12 +435,13 @@ def start_redis(base: Path | None = None) -> Redis:
             str(root),
             "--logfile",
             str(log),
+            *(["--requirepass", password] if password else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    redis = Redis(port, root, proc)
+    redis = Redis(port, root, proc, password)
     atexit.register(redis.stop)
     _wait_for_port(port, proc, "redis-server", log)
     return redis
