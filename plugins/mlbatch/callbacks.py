@@ -9,6 +9,11 @@ never fail the task a second time: every error is logged, none is raised.
 The message: ``{"dag_id", "task_id", "run_id", "map_index", "try_number", "ds", "error",
 "log_url", "text"}``. ``error`` is the exception text, which for a gate lists every failed
 check with its observed value and threshold; ``text`` is a one-line summary for chat tools.
+The webhook URL is a credential (Slack's carry their token in the path): before anything is
+logged, the connection's password, URL path and query, and header values are handed to Airflow's
+secrets masker and stripped from every line this module writes (:mod:`mlbatch.redaction`); an
+unreachable webhook is logged by host only.
+
 This module is imported at DAG parse time: it imports nothing heavy at the top.
 """
 
@@ -16,6 +21,9 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
+
+from mlbatch import redaction
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,7 @@ def failure_message(context: dict[str, Any]) -> dict[str, Any]:
         "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
         "map_index": getattr(ti, "map_index", -1),
         "try_number": getattr(ti, "try_number", None),
-        "ds": context.get("ds"),
+        "ds": _day(context),
         "error": error,
         "log_url": log_url,
     }
@@ -52,15 +60,34 @@ def failure_message(context: dict[str, Any]) -> dict[str, Any]:
     return msg
 
 
+def _day(context: dict[str, Any]) -> str | None:
+    """The run's day as its tasks see it (runs without a logical date have no ``ds``)."""
+    try:
+        from mlbatch.operators import run_day
+
+        return run_day(context)
+    except Exception:
+        return context.get("ds")
+
+
+def _host(conn: Any) -> str:
+    """Where the webhook is, without what makes it a credential."""
+    host = conn.host or ""
+    parts = urlsplit(host if "://" in host else f"{conn.schema or 'https'}://{host}")
+    return parts.hostname or "?"
+
+
 def post(message: dict[str, Any], conn_id: str = CONN_ID) -> bool:
     """POST ``message`` to the connection's URL; False (and a log line) when it cannot."""
     try:
         from airflow.sdk import BaseHook
 
-        BaseHook.get_connection(conn_id)
+        conn = BaseHook.get_connection(conn_id)
     except Exception as exc:
         log.info("no failure alert sent: connection %r is not configured (%s)", conn_id, type(exc).__name__)
         return False
+    secrets = redaction.connection_secrets(conn)
+    redaction.register(secrets)
     try:
         from airflow.providers.http.hooks.http import HttpHook
 
@@ -72,7 +99,14 @@ def post(message: dict[str, Any], conn_id: str = CONN_ID) -> bool:
             extra_options={"timeout": TIMEOUT_S, "check_response": False},
         )
     except Exception as exc:
-        log.warning("failure alert to connection %r not sent: %s: %s", conn_id, type(exc).__name__, exc)
+        # The exception's text holds the URL (requests: "... url: /services/T0/B0/<token>").
+        log.warning(
+            "failure alert to connection %r (host %s) not sent: %s: %s",
+            conn_id,
+            _host(conn),
+            type(exc).__name__,
+            redaction.redact(str(exc), secrets),
+        )
         return False
     if response.status_code >= 400:
         log.warning("failure alert to connection %r answered HTTP %s", conn_id, response.status_code)
@@ -85,5 +119,10 @@ def on_task_failure(context: dict[str, Any]) -> None:
     """``on_failure_callback`` of every mlbatch task; never raises."""
     try:
         post(failure_message(context))
-    except Exception:
-        log.exception("failure alert callback failed (the task's own failure is unchanged)")
+    except Exception as exc:
+        # No traceback: its frames' text may hold the webhook URL.
+        log.error(
+            "failure alert callback failed (the task's own failure is unchanged): %s: %s",
+            type(exc).__name__,
+            redaction.redact(str(exc)),
+        )
