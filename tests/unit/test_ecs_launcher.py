@@ -292,9 +292,87 @@ def test_kill_stops_the_task(fx: dict[str, Any]) -> None:
     worker.join(timeout=30)
     assert not worker.is_alive()
     [stop] = fx["ecs"].ops("StopTask")
-    assert stop["cluster"] == CLUSTER and "on_kill" in stop["reason"]
+    assert stop["cluster"] == CLUSTER and stop["task"].endswith("/00000000000000000000000000000001")
+    # The reason names the Airflow task, so whoever reads the ECS console knows who stopped it.
+    assert stop["reason"] == (
+        "mlbatch: Airflow task device_gender__train.train of run scheduled__2024-05-01T00:00:00+00:00 "
+        "was stopped (on_kill)"
+    )
     assert len(errors) == 1 and isinstance(errors[0], JobFailed)
-    assert "Airflow task killed" in str(errors[0]) and "exit code 143" in str(errors[0])
+    assert "was stopped (on_kill)" in str(errors[0]) and "exit code 143" in str(errors[0])
+
+
+class FakeAsyncEcs:
+    """The aiobotocore ECS client the trigger's on_kill uses; requests validated like FakeEcs's."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def __aenter__(self) -> FakeAsyncEcs:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    async def stop_task(self, **kw: Any) -> dict[str, Any]:
+        validate("ecs", "StopTask", kw)
+        self.calls.append(("StopTask", kw))
+        return {"task": {"taskArn": kw["task"], "desiredStatus": "STOPPED"}}
+
+
+def test_deferred_wait_uses_a_trigger_that_stops_the_task_on_kill(fx: dict[str, Any], monkeypatch) -> None:
+    import asyncio
+
+    from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+    from mlbatch.triggers import EcsJobDoneTrigger
+
+    request = job(fx, sleep=30)
+    arn = fx["launcher"].submit(request)
+    trigger = fx["launcher"].trigger(request, arn)
+    assert isinstance(trigger, EcsJobDoneTrigger)
+    assert (trigger.cluster, trigger.task_arn) == (CLUSTER, arn)
+    # The task definition's awslogs stream of this task: its lines reach the task log while deferred.
+    assert (trigger.log_group, trigger.log_stream) == ("/mlbatch/jobs", f"mlbatch/job/{arn.rsplit('/', 1)[-1]}")
+    # The triggerer rebuilds it from its serialised form: our class, the stop reason kept.
+    path, kwargs = trigger.serialize()
+    assert path == "mlbatch.triggers.EcsJobDoneTrigger"
+    rebuilt = EcsJobDoneTrigger(**kwargs)
+    assert "device_gender__train.train" in rebuilt.stop_reason
+    client = FakeAsyncEcs()
+
+    async def conn(self: Any) -> FakeAsyncEcs:
+        return client
+
+    monkeypatch.setattr(EcsHook, "get_async_conn", conn)
+    asyncio.run(rebuilt.on_kill())  # what the triggerer runs when a person marks the task failed
+    [(op, stop)] = client.calls
+    assert stop == {"cluster": CLUSTER, "task": arn, "reason": rebuilt.stop_reason}
+    fx["launcher"].stop(request, arn)  # the fake's own process: end it
+
+
+def test_result_after_the_trigger_fired_checks_exit_code_and_marker(fx: dict[str, Any]) -> None:
+    ok = job(fx)
+    arn = fx["launcher"].submit(ok)
+    fx["ecs"].tasks[arn]["proc"].wait(timeout=30)
+    result = fx["launcher"].result(ok, arn, {"status": "success", "task_arn": arn})
+    assert result.reused is False and "job: step 2 of 2" in result.log_tail  # CloudWatch's last lines
+    (fx["tmp"] / "objects" / "models" / "m" / "v1" / "_SUCCESS").unlink()  # the marker is per job: a new one
+    bad = job(fx, exit=4, map_index=3)
+    arn = fx["launcher"].submit(bad)
+    fx["ecs"].tasks[arn]["proc"].wait(timeout=30)
+    with pytest.raises(JobFailed, match="container exit code 4") as err:
+        fx["launcher"].result(bad, arn, {"status": "success", "task_arn": arn})
+    assert "| job: giving up with exit code 4" in str(err.value)
+
+
+def test_a_stopped_task_is_not_reattached_by_the_retry(fx: dict[str, Any]) -> None:
+    request = job(fx, sleep=30)
+    first = fx["launcher"].submit(request)
+    fx["launcher"].stop(request, first)  # on_kill
+    fx["ecs"].tasks[first]["proc"].wait(timeout=30)
+    second = fx["launcher"].submit(request)  # the retry
+    assert second != first and len(fx["ecs"].ops("RunTask")) == 2
+    fx["launcher"].stop(request, second)
 
 
 def test_config_from_env_and_get_launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

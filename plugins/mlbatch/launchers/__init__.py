@@ -24,7 +24,7 @@ def get_launcher(kind: str, env: Environment) -> Launcher:
     if kind == "local":
         from mlbatch.launchers.local import LocalProcessLauncher
 
-        return LocalProcessLauncher(env.store)
+        return LocalProcessLauncher(env.store, env.home / "jobs")
     if kind == "docker":
         from mlbatch.launchers.docker import DockerConfig, DockerLauncher
 

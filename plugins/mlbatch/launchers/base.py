@@ -9,12 +9,17 @@ task stops the job; a failed job's last log lines go into the raised error.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
+from mlbatch.redaction import SECRET_NAME, redact
 from mlbatch.store import ObjectStore
+
+log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 30
 
@@ -56,37 +61,80 @@ class JobResult:
 class JobFailed(RuntimeError):
     def __init__(self, request: JobRequest, reason: str, log_tail: list[str]):
         self.request = request
-        self.log_tail = log_tail
-        tail = "\n".join(f"    | {line}" for line in log_tail) or "    | (no output)"
+        # A job's own output may echo a URL with credentials: the error text goes to logs and alerts.
+        self.log_tail = [redact(line) for line in log_tail]
+        tail = "\n".join(f"    | {line}" for line in self.log_tail) or "    | (no output)"
         super().__init__(f"job {request.module} ({request.job_id.token}) failed: {reason}\n  last log lines:\n{tail}")
 
 
 class Launcher(ABC):
+    """Runs jobs on one backend. The phases are public so that an Airflow operator can defer the
+    wait to the triggerer (:meth:`trigger`) and stop the job from ``on_kill`` (:meth:`stop`):
+
+    - :meth:`submit`: the marker first (present: ``None``, nothing to run), then reattach to a
+      running job with this id, else launch; returns the backend's handle of the job (a string);
+    - :meth:`wait`: block until it ends, streaming its output into the task log; exit 0 *and*
+      marker is success, else :class:`JobFailed` with the last log lines;
+    - :meth:`trigger`: an Airflow trigger that waits in the triggerer instead (``None``: this
+      backend waits in the worker), then :meth:`result` checks how it ended;
+    - :meth:`stop`: stop the job, within a few seconds (the task supervisor sends SIGKILL 5 s
+      after SIGTERM). A retry after a stop starts fresh; a retry after a worker crash, where no
+      stop ran, reattaches to the job still running.
+    """
+
     def __init__(self, store: ObjectStore):
         self.store = store
+        self._current: tuple[JobRequest, str] | None = None
 
     def run(self, request: JobRequest) -> JobResult:
-        if self._marker_exists(request):
+        """Submit and wait: the synchronous path."""
+        handle = self.submit(request)
+        if handle is None:
             return JobResult(request.job_id, reused=True, log_tail=["success marker found; not launched"])
-        return self._launch_and_wait(request)
+        return self.wait(request, handle)
+
+    def submit(self, request: JobRequest) -> str | None:
+        if self._marker_exists(request):
+            log.info("%s: success marker %s found; not launching", request.job_id.token, request.success_uri)
+            return None
+        handle = self._reattach_or_launch(request)
+        self._current = (request, handle)
+        return handle
 
     def _marker_exists(self, request: JobRequest) -> bool:
         return self.store.exists(self.store.key(request.success_uri))
 
     @abstractmethod
-    def _launch_and_wait(self, request: JobRequest) -> JobResult: ...
+    def _reattach_or_launch(self, request: JobRequest) -> str:
+        """The handle of a running job with this request's id, else of a newly launched one."""
 
-    def kill(self) -> None:  # noqa: B027 - optional for launchers that run nothing locally
-        """Stop the job this launcher is waiting on (Airflow's on_kill)."""
+    @abstractmethod
+    def wait(self, request: JobRequest, handle: str) -> JobResult: ...
+
+    def trigger(self, request: JobRequest, handle: str) -> Any | None:
+        """An Airflow trigger that fires when the job has stopped; None: wait in the worker."""
+        return None
+
+    def result(self, request: JobRequest, handle: str, event: dict[str, Any] | None) -> JobResult:
+        """How a job that a trigger watched ended (exit code, marker, last log lines)."""
+        raise NotImplementedError(f"{type(self).__name__} does not defer; its wait() returns the result")
+
+    @abstractmethod
+    def stop(self, request: JobRequest, handle: str) -> None: ...
+
+    def kill(self) -> None:
+        """Stop the job this launcher last submitted (Airflow's on_kill)."""
+        if self._current is not None:
+            self.stop(*self._current)
 
 
 def tail_buffer() -> deque[str]:
     return deque(maxlen=LOG_TAIL_LINES)
 
 
-# Names that say "credential": such a value must never travel in a job's environment (it would sit
-# in ECS task descriptions, `docker inspect` and logs); jobs get credentials from their task role.
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY|API_KEY", re.IGNORECASE)
+# Names that say "credential" (mlbatch.redaction.SECRET_NAME): such a value must never travel in a
+# job's environment (it would sit in ECS task descriptions, `docker inspect` and logs); jobs get
+# credentials from their task role.
 
 
 def refuse_secrets(request: JobRequest, env: dict[str, str], allowed: frozenset[str] = frozenset()) -> None:

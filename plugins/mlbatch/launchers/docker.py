@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 # Copied from the worker's environment when set: where S3 is and which region. Not credentials.
 DEFAULT_PASS_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLBATCH_XGB_DEVICE")
 LABEL_PREFIX = "io.mlbatch."
-STOP_TIMEOUT_S = 20  # SIGTERM, then SIGKILL: the jobs write their marker last, so a kill leaves no half result
+# SIGTERM, then SIGKILL: the jobs write their marker last, so a kill leaves no half result, and the
+# task supervisor SIGKILLs on_kill itself 5 s after its SIGTERM.
+STOP_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,6 @@ class DockerLauncher(Launcher):
         super().__init__(store)
         self.config = config or DockerConfig.from_env()
         self._client = client
-        self._container_name: str | None = None
 
     @property
     def client(self) -> DockerClient:
@@ -82,18 +84,12 @@ class DockerLauncher(Launcher):
             )
         return self._client
 
-    def _launch_and_wait(self, request: JobRequest) -> JobResult:
-        name = request.job_id.token
-        self._container_name = name
-        try:
-            container = self._existing(request)
-            if container is not None:
-                log.info("reattaching to running container %s (%s)", name, request.module)
-            else:
-                container = self._start(request)
-            return self._wait(request, container)
-        finally:
-            self._container_name = None
+    def _reattach_or_launch(self, request: JobRequest) -> str:
+        container = self._existing(request)
+        if container is not None:
+            log.info("reattaching to running container %s (%s)", container.name, request.module)
+            return container.name
+        return self._start(request).name
 
     def _existing(self, request: JobRequest) -> Container | None:
         """The job's container if it is still running; an exited one is dealt with and dropped."""
@@ -175,7 +171,8 @@ class DockerLauncher(Launcher):
                 return self.client.containers.get(kwargs["name"])
             raise
 
-    def _wait(self, request: JobRequest, container: Container) -> JobResult:
+    def wait(self, request: JobRequest, handle: str) -> JobResult:
+        container = self.client.containers.get(handle)
         tail = tail_buffer()
         for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=True)):
             tail.append(line)
@@ -191,19 +188,31 @@ class DockerLauncher(Launcher):
                 request, f"container {container.name} exited 0 but wrote no marker {request.success_uri}", list(tail)
             )
         container.remove()
+        self._current = None
         return JobResult(request.job_id, reused=False, log_tail=list(tail))
 
-    def kill(self) -> None:
-        from docker.errors import NotFound
+    def stop(self, request: JobRequest, handle: str) -> None:
+        """SIGTERM now, SIGKILL after STOP_GRACE_S: each call returns at once (``docker stop``
+        blocks for its whole timeout, longer than the 5 s the task supervisor allows on_kill).
+        The exited container stays for ``docker logs``; the retry removes it and starts fresh."""
+        from docker.errors import APIError, NotFound
 
-        name = self._container_name
-        if name is None:
-            return
         try:
-            log.info("stopping container %s", name)
-            self.client.containers.get(name).stop(timeout=STOP_TIMEOUT_S)
-        except NotFound:
-            pass
+            container = self.client.containers.get(handle)
+            if not container.attrs["State"].get("Running"):
+                return
+            log.info("stopping container %s (SIGTERM)", handle)
+            container.kill(signal="SIGTERM")
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline:
+                container.reload()
+                if not container.attrs["State"].get("Running"):
+                    return
+                time.sleep(0.2)
+            log.warning("container %s ignored SIGTERM for %.0f s: SIGKILL", handle, STOP_GRACE_S)
+            container.kill(signal="SIGKILL")
+        except (NotFound, APIError) as exc:  # already gone, or stopped in between
+            log.info("container %s: nothing to stop (%s)", handle, exc)
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[str]:

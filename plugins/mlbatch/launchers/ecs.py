@@ -27,7 +27,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mlbatch.launchers.base import JobFailed, JobRequest, JobResult, Launcher, refuse_secrets, tail_buffer
+from mlbatch.launchers.base import (
+    LOG_TAIL_LINES,
+    JobFailed,
+    JobRequest,
+    JobResult,
+    Launcher,
+    refuse_secrets,
+    tail_buffer,
+)
 from mlbatch.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,10 @@ class EcsConfig:
     log_stream_prefix: str | None = None  # default: the task definition's awslogs-stream-prefix
     poll_s: float = 5.0
     max_poll_s: float = 60.0  # backoff ceiling while waiting on a long job
+    # Deferred waits (the triggerer): the tasks_stopped waiter every trigger_poll_s seconds, for at
+    # most trigger_max_attempts polls (30 s x 1,440 = 12 h; the task's execution_timeout ends it sooner).
+    trigger_poll_s: float = 30.0
+    trigger_max_attempts: int = 1440
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> EcsConfig:
@@ -99,7 +111,6 @@ class EcsLauncher(Launcher):
         self._ecs = ecs_client
         self._logs = logs_client
         self._sleep = sleep
-        self._task_arn: str | None = None
         self._log_config: dict[str, tuple[str | None, str | None]] = {}
 
     @property
@@ -120,17 +131,12 @@ class EcsLauncher(Launcher):
 
     # -- launch -----------------------------------------------------------------------------
 
-    def _launch_and_wait(self, request: JobRequest) -> JobResult:
+    def _reattach_or_launch(self, request: JobRequest) -> str:
         arn = self._running_task(request)
         if arn:
             log.info("reattaching to ECS task %s (startedBy=%s)", arn, request.job_id.token)
-        else:
-            arn = self._run_task(request)
-        self._task_arn = arn
-        try:
-            return self._wait(request, arn)
-        finally:
-            self._task_arn = None
+            return arn
+        return self._run_task(request)
 
     def _running_task(self, request: JobRequest) -> str | None:
         arns = self.ecs.list_tasks(
@@ -203,26 +209,80 @@ class EcsLauncher(Launcher):
 
     # -- wait -------------------------------------------------------------------------------
 
-    def _wait(self, request: JobRequest, arn: str) -> JobResult:
+    def wait(self, request: JobRequest, handle: str) -> JobResult:
+        """Poll DescribeTasks (backoff from ``poll_s`` to ``max_poll_s``) until STOPPED, tailing its log."""
         tail = tail_buffer()
         cursor: dict[str, str | None] = {"token": None}
         delay = self.config.poll_s
         while True:
-            task = self._describe(request, arn)
+            task = self._describe(request, handle)
             self._pull_logs(request, task, cursor, tail)
             if task.get("lastStatus") == "STOPPED":
                 break
             self._sleep(delay)
             delay = min(delay * 1.5, self.config.max_poll_s)
         self._pull_logs(request, task, cursor, tail)  # what was written between the last poll and the stop
+        self._current = None
+        return self._outcome(request, task, list(tail))
+
+    def _outcome(self, request: JobRequest, task: dict[str, Any], tail: list[str]) -> JobResult:
+        arn = task["taskArn"]
         container = next((c for c in task.get("containers", []) if c.get("name") == self.config.container_name), {})
         code = container.get("exitCode")
         if code != 0:
             why = task.get("stoppedReason") or container.get("reason") or "no reason given"
-            raise JobFailed(request, f"ECS task {arn} stopped ({why}); container exit code {code}", list(tail))
+            raise JobFailed(request, f"ECS task {arn} stopped ({why}); container exit code {code}", tail)
         if not self._marker_exists(request):
-            raise JobFailed(request, f"ECS task {arn} exited 0 but wrote no marker {request.success_uri}", list(tail))
-        return JobResult(request.job_id, reused=False, log_tail=list(tail))
+            raise JobFailed(request, f"ECS task {arn} exited 0 but wrote no marker {request.success_uri}", tail)
+        return JobResult(request.job_id, reused=False, log_tail=tail)
+
+    # -- deferred waiting (the triggerer) -------------------------------------------------------
+
+    def trigger(self, request: JobRequest, handle: str) -> Any:
+        """The provider's ``TaskDoneTrigger`` (the ``tasks_stopped`` waiter, CloudWatch lines into
+        the task log), extended with ``on_kill``: StopTask when a person stops the deferred task."""
+        from mlbatch.triggers import EcsJobDoneTrigger
+
+        task = self._describe(request, handle)
+        group, prefix = self._log_location(
+            task.get("taskDefinitionArn", self.config.task_definition_for(request.module))
+        )
+        stream = f"{prefix}/{self.config.container_name}/{handle.rsplit('/', 1)[-1]}" if group and prefix else None
+        return EcsJobDoneTrigger(
+            cluster=self.config.cluster,
+            task_arn=handle,
+            waiter_delay=int(self.config.trigger_poll_s),
+            waiter_max_attempts=self.config.trigger_max_attempts,
+            aws_conn_id=self.config.aws_conn_id,
+            region_name=self.config.region,
+            log_group=group if stream else None,
+            log_stream=stream,
+            stop_reason=stop_reason(request),
+        )
+
+    def result(self, request: JobRequest, handle: str, event: dict[str, Any] | None) -> JobResult:
+        """After the trigger fired: the stopped task's exit code, marker and last log lines."""
+        if event is not None and event.get("status") not in (None, "success"):
+            raise JobFailed(request, f"waiting for ECS task {handle} failed: {event}", [])
+        task = self._describe(request, handle)
+        if task.get("lastStatus") != "STOPPED":
+            raise JobFailed(request, f"ECS task {handle} is {task.get('lastStatus')} after its trigger fired", [])
+        return self._outcome(request, task, self._last_log_lines(request, task))
+
+    def _last_log_lines(self, request: JobRequest, task: dict[str, Any]) -> list[str]:
+        group, prefix = self._log_location(
+            task.get("taskDefinitionArn", self.config.task_definition_for(request.module))
+        )
+        if not group or not prefix:
+            return []
+        stream = f"{prefix}/{self.config.container_name}/{task['taskArn'].rsplit('/', 1)[-1]}"
+        try:
+            page = self.logs.get_log_events(
+                logGroupName=group, logStreamName=stream, startFromHead=False, limit=LOG_TAIL_LINES
+            )
+        except self.logs.exceptions.ResourceNotFoundException:
+            return []
+        return [e.get("message", "").rstrip("\n") for e in page.get("events", [])]
 
     def _describe(self, request: JobRequest, arn: str) -> dict[str, Any]:
         response = self.ecs.describe_tasks(cluster=self.config.cluster, tasks=[arn])
@@ -269,8 +329,14 @@ class EcsLauncher(Launcher):
         except self.logs.exceptions.ResourceNotFoundException:
             return  # the stream appears when the container starts writing
 
-    def kill(self) -> None:
-        arn = self._task_arn
-        if arn:
-            log.info("stopping ECS task %s", arn)
-            self.ecs.stop_task(cluster=self.config.cluster, task=arn, reason="Airflow task killed (on_kill)")
+    def stop(self, request: JobRequest, handle: str) -> None:
+        """StopTask: ECS sends SIGTERM to the container, SIGKILL after its stopTimeout. Returns at once."""
+        log.info("stopping ECS task %s", handle)
+        self.ecs.stop_task(cluster=self.config.cluster, task=handle, reason=stop_reason(request))
+
+
+def stop_reason(request: JobRequest) -> str:
+    """StopTask's reason (at most 255 characters): which Airflow task stopped the job, and why."""
+    jid = request.job_id
+    shard = f"[{jid.map_index}]" if jid.map_index >= 0 else ""
+    return f"mlbatch: Airflow task {jid.dag_id}.{jid.task_id}{shard} of run {jid.run_id} was stopped (on_kill)"[:255]
