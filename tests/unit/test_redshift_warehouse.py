@@ -160,3 +160,92 @@ def test_config_from_connection_extras_and_environment(monkeypatch: pytest.Monke
         _ = RedshiftWarehouse("rs_test").config
     with pytest.raises(ValueError, match="redshift://<airflow_conn_id>"):
         RedshiftWarehouse.from_url("redshift://")
+
+
+# --- stopping: the statement is cancelled, in the worker and in the triggerer ----------------------
+def test_cancel_sends_cancel_statement(stubbed) -> None:
+    wh, stubber = stubbed
+    _submit(stubber, "execute_statement", "Sql", "UNLOAD ('SELECT 1')", "st-unload")
+    stubber.add_response("cancel_statement", {"Status": True}, {"Id": "st-unload"})
+    statement_id = wh.submit("UNLOAD ('SELECT 1')")
+    wh.cancel(statement_id)  # on_kill while the worker waits
+
+
+def test_interrupted_wait_cancels_the_statement(stubbed, monkeypatch) -> None:
+    wh, stubber = stubbed
+    _submit(stubber, "execute_statement", "Sql", "SELECT 1", "st-2")
+    _states(stubber, "st-2", "STARTED")
+    stubber.add_response("cancel_statement", {"Status": True}, {"Id": "st-2"})
+
+    def interrupt(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mlbatch.warehouse.redshift.time.sleep", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        wh.run("SELECT 1")
+
+
+def test_a_cancel_of_a_finished_statement_is_logged_not_raised(stubbed) -> None:
+    wh, stubber = stubbed
+    stubber.add_client_error(
+        "cancel_statement", "ValidationException", "Could not cancel a query that is already in FINISHED state."
+    )
+    wh.cancel("st-done")
+
+
+class FakeAsyncRedshiftData:
+    """The aiobotocore Data API client of the provider's trigger; requests validated by botocore."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def __aenter__(self) -> FakeAsyncRedshiftData:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    async def cancel_statement(self, **kw: Any) -> dict[str, Any]:
+        import botocore.session
+        from botocore.validate import validate_parameters
+
+        model = botocore.session.get_session().get_service_model("redshift-data")
+        validate_parameters(kw, model.operation_model("CancelStatement").input_shape)
+        self.calls.append(("CancelStatement", kw))
+        return {"Status": True}
+
+
+def test_deferred_wait_uses_the_provider_trigger_which_cancels_on_kill(stubbed, monkeypatch) -> None:
+    import asyncio
+
+    from airflow.providers.amazon.aws.triggers.redshift_data import RedshiftDataTrigger
+
+    wh, _ = stubbed
+    trigger = wh.trigger("st-unload")
+    assert isinstance(trigger, RedshiftDataTrigger)
+    assert trigger.statement_id == "st-unload" and trigger.cancel_on_kill is True
+    assert trigger.aws_conn_id == "redshift_default"
+    client = FakeAsyncRedshiftData()
+
+    async def conn(self: Any) -> FakeAsyncRedshiftData:
+        return client
+
+    monkeypatch.setattr(RedshiftDataHook, "get_async_conn", conn)
+    asyncio.run(trigger.on_kill())  # what the triggerer runs when a person marks the task failed
+    assert client.calls == [("CancelStatement", {"Id": "st-unload"})]
+
+
+def test_a_failed_trigger_event_raises_with_redshift_s_error() -> None:
+    RedshiftWarehouse.check_event({"status": "success", "statement_id": "st-3"}, "UNLOAD")
+    with pytest.raises(RedshiftStatementError, match="st-3 ERROR: S3 access denied"):
+        RedshiftWarehouse.check_event(
+            {"status": "error", "statement_id": "st-3", "message": "S3 access denied"}, "UNLOAD"
+        )
+
+
+def test_a_retry_asks_whether_the_earlier_statement_still_runs(stubbed) -> None:
+    wh, stubber = stubbed
+    _states(stubber, "st-old", "STARTED")
+    _states(stubber, "st-older", "ABORTED")
+    assert wh.is_running("st-old") is True  # its worker died: wait for it, do not submit again
+    assert wh.is_running("st-older") is False  # cancelled by on_kill: start fresh

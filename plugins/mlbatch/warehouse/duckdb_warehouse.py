@@ -9,7 +9,10 @@ and the manifest goes last, in Redshift's format, so a reader that sees it sees 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
+import random
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +26,10 @@ import pyarrow.parquet as pq
 from mlbatch.features.manifest import Column, ColumnType, Entry, EntryMeta, Manifest, Schema
 from mlbatch.features.sql import to_duckdb
 from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.warehouse.errors import UnloadError
+
+__all__ = ["DuckDBWarehouse", "UnloadError"]
+log = logging.getLogger(__name__)
 
 # Rows per batch handed to a slice: small enough that a modest result still spreads over the
 # slices (20k rows -> 3 slices), while each slice gathers ROW_GROUP_ROWS before writing.
@@ -49,8 +56,10 @@ _NAMED_TYPES = {
 }
 
 
-class UnloadError(RuntimeError):
-    """An unload could not run; the message names the prefix or file."""
+# The file is the embedded "server": one process may hold it read-write, and then no other
+# process may open it at all. Concurrent tasks (a backfill's runs unloading and exporting side by
+# side) wait for it, as they would queue on a real warehouse, instead of failing.
+LOCK_WAIT_S = 600.0
 
 
 def redshift_type(arrow_type: pa.DataType) -> dict[str, Any]:
@@ -148,7 +157,48 @@ class DuckDBWarehouse:
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only and not self.path.exists():
             raise UnloadError(f"warehouse file {self.path} does not exist (build it first)")
-        return duckdb.connect(str(self.path), read_only=read_only)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                log.info("warehouse file %s is locked by another process; waiting", self.path)
+                time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not security
+                delay = min(delay * 2, 2.0)
+
+    # -- the interface the stages use on both warehouses (see RedshiftWarehouse) ---------------
+    # DuckDB runs in this process: the "start" does the work and returns no statement id, so
+    # there is nothing to wait for, defer or cancel (a killed task takes its query with it).
+    def start_unload(self, redshift_query: str, store: ObjectStore, prefix: str) -> None:
+        self.unload(redshift_query, store, prefix)
+
+    def finish_unload(self, store: ObjectStore, prefix: str, statement_id: str | None) -> str:
+        return store.uri(prefix + "manifest")
+
+    def start_replace_day(self, table: str, ds: str, uris: list[str], store: ObjectStore) -> None:
+        self.replace_day(table, ds, uris, store)
+
+    def finish_replace_day(self, table: str, ds: str, statement_id: str | None) -> int:
+        return self.count_day(table, ds)
+
+    def wait(self, statement_id: str, sql: str = "") -> None:
+        return None
+
+    def cancel(self, statement_id: str) -> None:
+        return None
+
+    def is_running(self, statement_id: str) -> bool:
+        return False
+
+    def trigger(self, statement_id: str) -> None:
+        return None
+
+    @staticmethod
+    def check_event(event: dict[str, Any] | None, what: str) -> None:
+        return None
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
         """Run one DuckDB statement (DDL, DML) with optional ``?`` parameters."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB, Manifest
 from mlbatch.features.sql import unload_statement
 from mlbatch.store import ObjectStore, StoreError, filesystem_for
-from mlbatch.warehouse.duckdb_warehouse import UnloadError
+from mlbatch.warehouse.errors import UnloadError
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
@@ -146,10 +146,57 @@ class RedshiftWarehouse:
 
     def run(self, sql: str | list[str], parameters: dict[str, str] | None = None) -> str:
         """Submit a statement (or a list: one transaction) and wait for it; return its id."""
+        statement_id = self.submit(sql, parameters)
+        try:
+            self.wait(statement_id, "; ".join(sql) if isinstance(sql, list) else sql)
+        except KeyboardInterrupt:
+            self.cancel(statement_id)
+            raise
+        return statement_id
+
+    def submit(self, sql: str | list[str], parameters: dict[str, str] | None = None) -> str:
+        """Submit a statement (or a list: one transaction) without waiting; return its id."""
         params = [{"name": k, "value": v} for k, v in (parameters or {}).items()] or None
         out = self.hook.execute_query(sql, parameters=params, wait_for_completion=False, **self._target())
-        self.wait(out.statement_id, "; ".join(sql) if isinstance(sql, list) else sql)
+        log.info("Redshift statement %s submitted", out.statement_id)
         return out.statement_id
+
+    def cancel(self, statement_id: str) -> None:
+        """CancelStatement (Airflow's on_kill): an UNLOAD or COPY stops instead of writing on."""
+        try:
+            answer = self.hook.conn.cancel_statement(Id=statement_id)
+        except Exception as exc:  # finished meanwhile, or already cancelled: nothing left to stop
+            log.warning("Redshift statement %s could not be cancelled: %s", statement_id, exc)
+            return
+        log.info("Redshift statement %s cancelled: %s", statement_id, answer.get("Status"))
+
+    def trigger(self, statement_id: str) -> Any:
+        """The provider's RedshiftDataTrigger: polls in the triggerer, cancels the statement on kill."""
+        from airflow.providers.amazon.aws.triggers.redshift_data import RedshiftDataTrigger
+
+        return RedshiftDataTrigger(
+            statement_id=statement_id,
+            task_id="",  # only used in its error messages; ours name the statement
+            poll_interval=int(max(self.poll_interval, 1)),
+            aws_conn_id=self.conn_id,
+            cancel_on_kill=True,
+        )
+
+    def is_running(self, statement_id: str) -> bool:
+        """Whether a statement (e.g. one an earlier task attempt submitted) is still running."""
+        return self.hook.conn.describe_statement(Id=statement_id)["Status"] in _RUNNING
+
+    @staticmethod
+    def check_event(event: dict[str, Any] | None, what: str) -> None:
+        """A RedshiftDataTrigger's event: success, or raise with Redshift's error."""
+        if event is None or event.get("status") == "success":
+            return
+        raise RedshiftStatementError(
+            str(event.get("statement_id", "?")),
+            str(event.get("status", "failed")).upper(),
+            str(event.get("message", "no message")),
+            what,
+        )
 
     def wait(self, statement_id: str, sql: str = "") -> dict[str, Any]:
         """Poll ``describe_statement`` until it finishes; FAILED/ABORTED raise with Redshift's error."""
@@ -186,6 +233,18 @@ class RedshiftWarehouse:
         self, redshift_query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = UNLOAD_MAX_FILE_MB
     ) -> str:
         """UNLOAD ``redshift_query`` to ``store``/``prefix`` (fresh, S3); return the manifest URI."""
+        statement_id = self.start_unload(redshift_query, store, prefix, max_file_size_mb=max_file_size_mb)
+        try:
+            self.wait(statement_id, "UNLOAD")
+        except KeyboardInterrupt:
+            self.cancel(statement_id)
+            raise
+        return self.finish_unload(store, prefix, statement_id)
+
+    def start_unload(
+        self, redshift_query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = UNLOAD_MAX_FILE_MB
+    ) -> str:
+        """Check the prefix is fresh and submit the UNLOAD; return its statement id (no waiting)."""
         if store.is_local or not store.root.startswith("s3://"):
             raise UnloadError(f"Redshift unloads to S3 only; the object store is {store.root}")
         if not prefix.endswith("/"):
@@ -196,11 +255,17 @@ class RedshiftWarehouse:
                 f"unload prefix {store.uri(prefix)} already holds {len(existing)} files "
                 f"(first: {existing[0]}); each run unloads to a fresh prefix"
             )
-        s3_prefix = store.uri(prefix)
         sql = unload_statement(
-            redshift_query, s3_prefix=s3_prefix, iam_role=self.config.iam_role, max_file_size_mb=max_file_size_mb
+            redshift_query,
+            s3_prefix=store.uri(prefix),
+            iam_role=self.config.iam_role,
+            max_file_size_mb=max_file_size_mb,
         )
-        statement_id = self.run(sql)
+        return self.submit(sql)
+
+    def finish_unload(self, store: ObjectStore, prefix: str, statement_id: str) -> str:
+        """After the UNLOAD finished: read and check the manifest Redshift wrote; return its URI."""
+        s3_prefix = store.uri(prefix)
         manifest_uri = store.uri(prefix + "manifest")
         try:
             manifest = Manifest.parse(store.get_bytes(prefix + "manifest"), source=manifest_uri)
@@ -221,7 +286,17 @@ class RedshiftWarehouse:
         return manifest_uri
 
     def replace_day(self, table: str, ds: str, uris: list[str], store: ObjectStore) -> int:
-        """Replace one ``ds`` of ``table`` with the parquet files ``uris`` in one transaction.
+        """Replace one ``ds`` of ``table`` with the parquet files ``uris`` in one transaction."""
+        statement_id = self.start_replace_day(table, ds, uris, store)
+        try:
+            self.wait(statement_id, f"replace {table} ds={ds}")
+        except KeyboardInterrupt:
+            self.cancel(statement_id)
+            raise
+        return self.finish_replace_day(table, ds, statement_id)
+
+    def start_replace_day(self, table: str, ds: str, uris: list[str], store: ObjectStore) -> str:
+        """Submit the DELETE of the day + COPY of ``uris`` as one transaction; return its statement id.
 
         ``COPY`` loads every object under a prefix, so the files must be exactly what their
         folder holds: anything else there would be loaded too, and is an error here instead.
@@ -249,8 +324,11 @@ class RedshiftWarehouse:
         sqls = replace_day_statements(
             table, day, folder, self.config.iam_role, "BIGINT" if pa.types.is_integer(key_type) else "VARCHAR(256)"
         )
-        self.run(sqls)
-        return self.count_day(table, day)
+        return self.submit(sqls)
+
+    def finish_replace_day(self, table: str, ds: str, statement_id: str | None) -> int:
+        """After the replacing batch finished: the day's row count in the warehouse."""
+        return self.count_day(table, ds)
 
     def count_day(self, table: str, ds: str) -> int:
         _check_table(table)
