@@ -11,9 +11,15 @@ Three DAGs per model, because their cadences and owners differ:
   features, gate, score shards in jobs, gate the predictions, publish to the app DB, export to
   the warehouse, gate the export. Emits ``mlbatch.<model>.predictions``.
 
-Every task is a thin call of a stage function in :mod:`mlbatch.stages`, the same function the
-``mlbatch run`` command calls. Nothing here does I/O beyond reading the spec, and the heavy
-modules are imported inside the tasks, so parsing a DAG file stays cheap.
+Every task is an operator of :mod:`mlbatch.operators` around a stage function of
+:mod:`mlbatch.stages`, the same function the ``mlbatch run`` command calls: jobs and warehouse
+statements (unloads, train, score shards, export) run as :class:`ExternalWorkOperator` (stopped
+by ``on_kill``, deferred to the triggerer on ECS and Redshift), the rest as
+:class:`StageOperator`. Nothing here does I/O beyond reading the spec, and the heavy modules are
+imported inside the tasks, so parsing a DAG file stays cheap.
+
+A run's day is its logical date, else the UTC day of its ``run_after`` (asset-triggered runs,
+API runs with ``"logical_date": null``): :func:`mlbatch.operators.run_day`.
 
 Run params (trigger form, ``dag_run_conf`` of a backfill): ``dry_run`` on every DAG runs the
 reads and gates and skips the tasks in :data:`WRITERS`; ``model_version`` (score) scores with a
@@ -22,7 +28,6 @@ registered version instead of production; ``force_retrain`` (train) trains a fre
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,11 +35,10 @@ from typing import Any
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from mlbatch import callbacks
+from mlbatch.operators import ExternalWorkOperator, StageOperator
 from mlbatch.pools import GPU_POOL
 from mlbatch.runparams import DRY_RUN, WRITERS
 from mlbatch.spec import ModelSpec, load_spec
-
-log = logging.getLogger(__name__)
 
 START = datetime(2026, 1, 1)  # noqa: DTZ001 - Airflow treats a naive start as UTC
 SPECS_DIR = "specs"
@@ -50,10 +54,6 @@ PRESET_CRON = {
     "@quarterly": "0 0 1 */3 *",
     "@yearly": "0 0 1 1 *",
 }
-
-# Tasks that change state others read (app DB, registry, warehouse). A dry run skips them; the
-# default trigger rule (all_success) then skips what follows them, so the run ends green with
-# every gate before a writer having run.
 
 MODEL_VERSION = "model_version"
 FORCE_RETRAIN = "force_retrain"
@@ -121,87 +121,37 @@ def _params(kind: str) -> dict[str, Param]:
     return params
 
 
-def _context(spec_path: str, context: dict[str, Any]) -> Any:
-    """The stage functions' RunContext, built inside the task (never at parse time)."""
-    from mlbatch.env import Environment
-    from mlbatch.stages.context import RunContext
-
-    return RunContext(
-        env=Environment.from_env(),
-        spec=load_spec(spec_path),
-        ds=context["ds"],
-        run_id=context["run_id"],
-        dag_id=context["dag"].dag_id,
-        params=dict(context.get("params") or {}),
+def _stage(
+    spec: ModelSpec, task_id: str, target: str, doc: str, *args: Any, report: str | None = None, **task_kwargs: Any
+) -> StageOperator:
+    """A task that runs one stage function and returns its small summary."""
+    return StageOperator(
+        task_id=task_id,
+        spec_path=str(spec.path),
+        target=target,
+        stage_args=args,
+        report=report,
+        doc_md=_task_doc(task_id, doc, task_kwargs, report),
+        **task_kwargs,
     )
 
 
-def _skip_if_dry_run(task_id: str, context: dict[str, Any]) -> None:
-    if task_id in WRITERS and (context.get("params") or {}).get(DRY_RUN):
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException(f"dry run: {task_id} writes, so it is skipped (params.dry_run = true)")
-
-
-def _write_report(name: str, ctx: Any) -> str | None:
-    """Run ``mlbatch.reports.<name>(ctx)``; a report must never change the task's outcome."""
-    try:
-        from mlbatch import reports
-
-        uri = getattr(reports, name)(ctx)
-    except Exception:
-        log.exception("%s: could not write the %s for run %s", ctx.model, name, ctx.run_id)
-        return None
-    log.info("%s: %s written to %s", ctx.model, name.replace("_", " "), uri)
-    return uri
+def _external(spec: ModelSpec, task_id: str, target: str, doc: str, *args: Any, **task_kwargs: Any) -> Any:
+    """A task whose work runs outside the worker (job, warehouse statement); on_kill stops it."""
+    return ExternalWorkOperator(
+        task_id=task_id,
+        spec_path=str(spec.path),
+        target=target,
+        stage_args=args,
+        doc_md=_task_doc(task_id, doc + STOPS, task_kwargs, None),
+        **task_kwargs,
+    )
 
 
-def _call(target: str, spec_path: str, context: dict[str, Any], *args: Any, report: str | None = None) -> Any:
-    """Import ``module:function`` from mlbatch.stages and call it: imported in the task only.
-
-    With ``report``, :mod:`mlbatch.reports` writes that report after the stage, also when the
-    stage raised (a rejected model gets its report, gate verdicts included).
-    """
-    from mlbatch.stages import resolve
-
-    ctx = _context(spec_path, context)
-    fn = resolve(target)
-    if report is None:
-        return _gated(fn, ctx, *args)
-    try:
-        result = _gated(fn, ctx, *args)
-    except Exception:
-        _write_report(report, ctx)
-        raise
-    uri = _write_report(report, ctx)
-    return {**result, "report": uri} if isinstance(result, dict) and uri else result
-
-
-def _gated(fn: Any, ctx: Any, *args: Any) -> Any:
-    """Run a stage; a gate's verdict fails the task at once, without retries."""
-    from mlbatch.gates import GateFailed
-
-    try:
-        return fn(ctx, *args)
-    except GateFailed as exc:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        # The same data gives the same verdict: retrying a blocked gate only delays the alert.
-        raise AirflowFailException(str(exc)) from exc
-
-
-def _stage(
-    spec: ModelSpec, task_id: str, target: str, doc: str, *args: Any, report: str | None = None, **task_kwargs: Any
-) -> Any:
-    """A TaskFlow task that runs one stage function and returns its small summary."""
-    spec_path = str(spec.path)
-
-    @task(task_id=task_id, doc_md=_task_doc(task_id, doc, task_kwargs, report), **task_kwargs)
-    def _run(**context: Any) -> Any:
-        _skip_if_dry_run(task_id, context)
-        return _call(target, spec_path, context, *args, report=report)
-
-    return _run
+STOPS = (
+    " Stopping the task (mark failed, clear, its timeout) stops the work it started; on ECS and "
+    "Redshift the wait runs in the triggerer, not on a worker slot."
+)
 
 
 def _gpu(spec: ModelSpec) -> dict[str, Any]:
@@ -303,39 +253,43 @@ def labels_dag(spec: ModelSpec) -> DAG:
     schedule = f"`{spec.labels.schedule}`" + (
         f" (cron `{cron(spec.labels.schedule)}`, UTC)" if spec.labels.schedule else ""
     )
-    with _dag(
-        spec, "labels", timetable(spec.labels.schedule), "sync the label sheet", timedelta(minutes=30), schedule
-    ) as dag:
+    timeout = timedelta(minutes=spec.labels.timeout_minutes)
+    with _dag(spec, "labels", timetable(spec.labels.schedule), "sync the label sheet", timeout, schedule) as dag:
         check = _stage(
             spec,
             "check_sheet",
             "labels:check_sheet",
             "Read the sheet once, check every row, write verdicts back, stage the accepted labels.",
-        )()
+        )
         gate = _stage(
             spec,
             "labels_gate",
             "labels:labels_gate",
             "Block the sync when too many rows are invalid or too few labels remain.",
             retries=0,
-        )()
+        )
         apply = _stage(
             spec,
             "apply_labels",
             "labels:apply_labels",
             "Apply only the difference in one transaction; snapshot the labels when they changed.",
-        )()
+        )
 
         @task.short_circuit(task_id="labels_changed", doc_md="Skip the asset event when nothing changed.")
         def changed(result: dict[str, Any]) -> bool:
             return bool(result["changed"])
 
-        @task(task_id="announce_labels", outlets=[out], doc_md=f"Emit `{out.name}`: it triggers training.")
-        def announce(result: dict[str, Any]) -> dict[str, Any]:
+        @task(
+            task_id="announce_labels",
+            outlets=[out],
+            doc_md=f"Emit `{out.name}` with the sync id in its extra: training runs on that sync's labels.",
+        )
+        def announce(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+            outlet_events[out].extra = {"sync_id": result["sync_id"]}
             return result
 
         check >> gate >> apply
-        changed(apply) >> announce(apply)
+        changed(apply.output) >> announce(apply.output)
     return dag
 
 
@@ -345,16 +299,15 @@ def train_dag(spec: ModelSpec) -> DAG:
     schedule = (f"`{when}` (cron `{cron(when)}`, UTC) or " if when not in (None, "@once") else "") + (
         f"when `{assets(spec.name)['labels'].name}` changes"
     )
-    with _dag(
-        spec, "train", train_schedule(spec), "train, register and gate a model", timedelta(hours=6), schedule
-    ) as dag:
-        unload = _stage(
+    timeout = timedelta(minutes=spec.train.timeout_minutes)
+    with _dag(spec, "train", train_schedule(spec), "train, register and gate a model", timeout, schedule) as dag:
+        unload = _external(
             spec,
             "unload_training",
-            "features:unload",
+            "features:Unload",
             "UNLOAD the training query to parquet parts + manifest.",
             "train",
-        )()
+        )
         fgate = _stage(
             spec,
             "features_gate",
@@ -362,15 +315,16 @@ def train_dag(spec: ModelSpec) -> DAG:
             "Rows, null fraction per column, key uniqueness.",
             "train",
             retries=0,
-        )()
-        job = _stage(
+        )
+        job = _external(
             spec,
             "train",
-            "train:train",
-            "Run the training job (container or local process); `force_retrain` makes a fresh version.",
+            "train:TrainJob",
+            "Run the training job (container or local process) on the run's label snapshot (the one the "
+            "triggering label change names); `force_retrain` makes a fresh version.",
             **_gpu(spec),
-        )()
-        reg = _stage(spec, "register", "train:register", "Register the version with metrics and lineage.")()
+        )
+        reg = _stage(spec, "register", "train:register", "Register the version with metrics and lineage.")
         mgate = _stage(
             spec,
             "model_gate",
@@ -379,7 +333,7 @@ def train_dag(spec: ModelSpec) -> DAG:
             retries=0,
             outlets=[out],
             report="training_report",
-        )()
+        )
         unload >> fgate >> job >> reg >> mgate
     return dag
 
@@ -388,22 +342,21 @@ def score_dag(spec: ModelSpec) -> DAG:
     out = assets(spec.name)["predictions"]
     when = spec.score.schedule
     schedule = f"`{when}`" + (f" (cron `{cron(when)}`, UTC)" if when not in (None, "@once") else "")
-    with _dag(
-        spec, "score", timetable(spec.score.schedule), "score the day and publish", timedelta(hours=2), schedule
-    ) as dag:
+    timeout = timedelta(minutes=spec.score.timeout_minutes)
+    with _dag(spec, "score", timetable(spec.score.schedule), "score the day and publish", timeout, schedule) as dag:
         model = _stage(
             spec,
             "resolve_model",
             "score:resolve_model",
             "Fix the model version for the whole run: production, or the `model_version` param.",
-        )()
-        unload = _stage(
+        )
+        unload = _external(
             spec,
             "unload_scoring",
-            "features:unload",
+            "features:Unload",
             "UNLOAD the day's scoring query to parquet parts + manifest.",
             "score",
-        )()
+        )
         fgate = _stage(
             spec,
             "features_gate",
@@ -411,31 +364,41 @@ def score_dag(spec: ModelSpec) -> DAG:
             "Rows, nulls, key uniqueness, and the model's feature schema.",
             "score",
             retries=0,
-        )()
-        spec_path = str(spec.path)
+        )
         gpu = _gpu(spec)
-        shard_doc = _task_doc("score", "One scoring job per shard of the manifest.", gpu, None)
-
-        @task(task_id="score", doc_md=shard_doc, **gpu)
-        def score_shard(shard: int, **context: Any) -> Any:
-            return _call("score:score_shard", spec_path, context, shard)
-
-        shards = score_shard.expand(shard=list(range(spec.score.shards)))
+        shards = ExternalWorkOperator.partial(
+            task_id="score",
+            spec_path=str(spec.path),
+            target="score:ScoreShard",
+            doc_md=_task_doc("score", "One scoring job per shard of the manifest." + STOPS, gpu, None),
+            **gpu,
+        ).expand(stage_args=[[shard] for shard in range(spec.score.shards)])
         pgate = _stage(
             spec,
             "predictions_gate",
             "score:predictions_gate",
             "Count equals the scoring input, no nulls, scores in range, one row per key.",
             retries=0,
-        )()
+        )
+        # One publish and one export of a model at a time, across all its runs (a backfill runs
+        # up to its max_active_runs days at once): they take turns instead of queueing on the
+        # app DB's lock or the warehouse. Order does not matter: an older day never replaces a
+        # newer row, and the export replaces its own day only.
         pub = _stage(
             spec,
             "publish",
             "publish:publish",
-            "Upsert into the app DB in one transaction; never replace a newer day.",
+            "Publish the day to the app DB atomically; never replace a newer day. One at a time per model.",
             report="scoring_summary",
-        )()
-        exp = _stage(spec, "export", "publish:export", "Replace the day in the warehouse.")()
+            max_active_tis_per_dag=1,
+        )
+        exp = _external(
+            spec,
+            "export",
+            "publish:Export",
+            "Replace the day in the warehouse. One at a time per model.",
+            max_active_tis_per_dag=1,
+        )
         egate = _stage(
             spec,
             "export_gate",
@@ -443,7 +406,7 @@ def score_dag(spec: ModelSpec) -> DAG:
             "The warehouse's count for the day equals the published count.",
             retries=0,
             outlets=[out],
-        )()
+        )
         model >> unload >> fgate >> shards >> pgate >> pub >> exp >> egate
     return dag
 

@@ -87,6 +87,9 @@ class Labels(_Strict):
     min_rows: int = Field(100, ge=1, description="Fewest accepted labels the labels gate lets through.")
     write_back: str | None = Field(None, description="Sheet column that receives each row's verdict.")
     schedule: str | None = Field("@hourly", description="How often the sheet is synced.")
+    timeout_minutes: float = Field(
+        30, gt=0, description="Longest any task of the labels DAG may run; then it is stopped (and retried)."
+    )
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
 
@@ -162,6 +165,12 @@ class Train(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
     gate: Gate = Field(description="When a trained version may replace production.")
     resources: Resources = Field(default_factory=Resources, description="What the training job asks for.")
+    timeout_minutes: float = Field(
+        360,
+        gt=0,
+        description="Longest any task of the train DAG may run (the training job included); then the task is "
+        "stopped, its job too, and retried.",
+    )
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
 
@@ -169,6 +178,12 @@ class Train(_Strict):
 class Score(_Strict):
     schedule: str | None = Field("@daily", description="Scoring schedule.")
     shards: int = Field(1, ge=1, le=256, description="Scoring jobs per run, one per manifest shard.")
+    timeout_minutes: float = Field(
+        120,
+        gt=0,
+        description="Longest any task of the score DAG may run (each shard's job included); then the task is "
+        "stopped, its job too, and retried.",
+    )
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
 

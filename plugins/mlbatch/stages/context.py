@@ -36,6 +36,9 @@ class RunContext:
     dag_id: str = ""
     # The run's params (Airflow trigger form or CLI options), e.g. model_version, dry_run.
     params: Mapping[str, Any] = field(default_factory=dict)
+    # What started the run, by asset kind ("labels", "model"): the newest triggering asset
+    # event's extra, e.g. {"labels": {"sync_id": ...}}; empty for scheduled and manual runs.
+    triggered_by: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ds", check_ds(self.ds))

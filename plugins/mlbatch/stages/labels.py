@@ -264,6 +264,21 @@ def preview(ctx: RunContext, limit: int = 20) -> dict[str, Any]:
     }
 
 
+def snapshot_of(ctx: RunContext, sync_id: str) -> dict[str, Any]:
+    """The label snapshot a given sync wrote (the one a label-change asset event names)."""
+    t = schema.label_syncs
+    with ctx.env.appdb.connect() as conn:
+        row = conn.execute(
+            select(t.c.sync_id, t.c.snapshot_uri, t.c.accepted).where(t.c.model == ctx.model, t.c.sync_id == sync_id)
+        ).first()
+    if row is None or row.snapshot_uri is None:
+        raise LookupError(
+            f"{ctx.model}: label sync {sync_id!r} (named by the asset event that started this run) has no "
+            "snapshot; was its apply_labels rolled back?"
+        )
+    return {"sync_id": row.sync_id, "uri": row.snapshot_uri, "rows": row.accepted}
+
+
 def latest_snapshot(ctx: RunContext) -> dict[str, Any]:
     """The newest label snapshot of the model: what training reads."""
     t = schema.label_syncs

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from mlbatch import gates
 from mlbatch.appdb import bulk, key_ranges, schema
 from mlbatch.stages.context import RunContext
+from mlbatch.stages.external import ExternalWork
 from mlbatch.stages.score import iter_predictions, shard_uris
 from mlbatch.store import filesystem_for
 
@@ -195,11 +196,67 @@ def export_key(ctx: RunContext) -> str:
     return f"export/{ctx.model}/{ctx.ds}/part-0000.parquet"
 
 
+class Export(ExternalWork):
+    """The day's export: streamed to ``export/<model>/<ds>/part-0000.parquet`` in the worker, then
+    the warehouse's day replaced in one transaction (a Redshift DELETE + COPY batch: waited for in
+    the worker or the triggerer, cancelled on kill; DuckDB: in-process)."""
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self.table = export_table(ctx)
+
+    def start(self) -> dict[str, Any] | None:
+        ctx, store = self.ctx, self.ctx.env.store
+        version = ctx.load_state("model", "resolve the production model first")["version"]
+        key = export_key(ctx)
+        checksum = _write_export_file(ctx, version, key)
+        ctx.save_state("export_file", {"rows": checksum.rows, "checksum": checksum.hexdigest(), "uri": store.uri(key)})
+        statement_id = ctx.env.warehouse.start_replace_day(self.table, ctx.ds, [store.uri(key)], store)
+        if statement_id is None:  # the embedded warehouse replaced the day in-process
+            return self.finish()
+        self.handle = {"statement_id": statement_id}
+        return None
+
+    def reattach(self, handle: dict[str, Any]) -> bool:
+        """An earlier attempt's statement still running (its worker died): wait for it instead of
+        clearing its output under it and submitting a second one."""
+        if handle.get("statement_id") and self.ctx.env.warehouse.is_running(handle["statement_id"]):
+            self.handle = handle
+            return True
+        return False
+
+    def wait(self) -> None:
+        self.ctx.env.warehouse.wait(self._statement(), f"replace {self.table} ds={self.ctx.ds}")
+
+    def trigger(self) -> Any | None:
+        return self.ctx.env.warehouse.trigger(self._statement())
+
+    def finish(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        wh = self.ctx.env.warehouse
+        wh.check_event(event, f"replace {self.table} ds={self.ctx.ds}")
+        rows = wh.finish_replace_day(self.table, self.ctx.ds, (self.handle or {}).get("statement_id"))
+        written = self.ctx.load_state("export_file", "the export file is written when the export starts")
+        self.ctx.save_state("export", {**written, "warehouse_rows": rows})
+        return {"rows": rows, "uri": written["uri"], "table": self.table}
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.ctx.env.warehouse.cancel(self._statement())
+
+    def _statement(self) -> str:
+        if self.handle is None:
+            raise RuntimeError(f"{self.table} ds={self.ctx.ds}: no replacement was started")
+        return self.handle["statement_id"]
+
+
 def export(ctx: RunContext) -> dict[str, Any]:
-    """Stream the day to ``export/<model>/<ds>/part-0000.parquet`` and replace that day in the warehouse."""
+    """Export the day and replace it in the warehouse, waiting in this process."""
+    return Export(ctx).run()
+
+
+def _write_export_file(ctx: RunContext, version: str, key: str) -> bulk.RowChecksum:
+    """Stream the run's predictions into the export file; return their checksum."""
     store = ctx.env.store
-    version = ctx.load_state("model", "resolve the production model first")["version"]
-    key = export_key(ctx)
     # Redshift's COPY reads every object under the day's prefix: nothing else may lie there.
     for stale in store.list(key.rsplit("/", 1)[0] + "/"):
         if stale != key:
@@ -231,11 +288,7 @@ def export(ctx: RunContext) -> dict[str, Any]:
         finally:
             if writer is not None:
                 writer.close()
-    uri = store.uri(key)
-    rows = ctx.env.warehouse.replace_day(export_table(ctx), ctx.ds, [uri], store)
-    state = {"rows": checksum.rows, "checksum": checksum.hexdigest(), "uri": uri, "warehouse_rows": rows}
-    ctx.save_state("export", state)
-    return {"rows": rows, "uri": uri, "table": export_table(ctx)}
+    return checksum
 
 
 def export_gate(ctx: RunContext) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from mlbatch.appdb import schema
 from mlbatch.features.reader import read_manifest
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.stages.context import RunContext
+from mlbatch.stages.external import LaunchedJob
 from mlbatch.store import StoreError, filesystem_for
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,28 @@ def _requested_version(ctx: RunContext, version: str) -> registry.ModelVersion:
     return found
 
 
+class ScoreShard(LaunchedJob):
+    """The scoring job of one shard of the run's scoring unload, with the run's model version."""
+
+    def __init__(self, ctx: RunContext, shard: int):
+        super().__init__(ctx)
+        self.shard = shard
+        self.out = ctx.env.store.uri(ctx.shard_key(shard))
+        self.request = _score_request(ctx, shard, self.out)
+
+    def done(self, reused: bool) -> dict[str, Any]:
+        return {"shard": self.shard, "uri": self.out, "reused": reused}
+
+
 def score_shard(ctx: RunContext, shard: int) -> dict[str, Any]:
+    """Score one shard, waiting in this process."""
+    return ScoreShard(ctx, shard).run()
+
+
+def _score_request(ctx: RunContext, shard: int, out: str) -> JobRequest:
     model = ctx.load_state("model", "resolve the production model first")
     store, shards = ctx.env.store, ctx.spec.score.shards
-    out = store.uri(ctx.shard_key(shard))
-    request = JobRequest(
+    return JobRequest(
         job_id=JobId(ctx.dag_id or f"{ctx.model}__score", "score", ctx.run_id, shard),
         module="jobs.score",
         args=[
@@ -91,8 +109,6 @@ def score_shard(ctx: RunContext, shard: int) -> dict[str, Any]:
         ],
         success_uri=out + "._SUCCESS",
     )
-    result = ctx.env.launcher.run(request)
-    return {"shard": shard, "uri": out, "reused": result.reused}
 
 
 def shard_uris(ctx: RunContext) -> list[str]:

@@ -17,7 +17,8 @@ from mlbatch.features.sql import render_spec_query
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.spec import LOWER_IS_BETTER
 from mlbatch.stages.context import RunContext
-from mlbatch.stages.labels import latest_snapshot
+from mlbatch.stages.external import LaunchedJob
+from mlbatch.stages.labels import latest_snapshot, snapshot_of
 
 SEED = 7
 
@@ -30,9 +31,44 @@ def model_prefix(ctx: RunContext, version: str) -> str:
     return f"models/{ctx.model}/{version}/"
 
 
+def run_labels(ctx: RunContext) -> dict[str, Any]:
+    """The label snapshot this run trains on, fixed the first time the run asks.
+
+    A run started by a label change (an asset event of ``mlbatch.<model>.labels``) trains on the
+    labels of that change, even if analysts changed them again before it ran; any other run on
+    the newest snapshot at its start. Retries and later tasks of the run read the fixed choice.
+    """
+    key = ctx.state_key("labels")
+    if ctx.env.store.exists(key):
+        return ctx.env.store.get_json(key)
+    event = ctx.triggered_by.get("labels") or {}
+    chosen = snapshot_of(ctx, event["sync_id"]) if event.get("sync_id") else latest_snapshot(ctx)
+    ctx.save_state("labels", chosen)
+    return chosen
+
+
+class TrainJob(LaunchedJob):
+    """The training job of a run: its version is named by what determines the model."""
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self.request, self.version, self.prefix = _train_request(ctx)
+
+    def done(self, reused: bool) -> dict[str, Any]:
+        store = self.ctx.env.store
+        state = {"version": self.version, "artifact_uri": store.uri(self.prefix), "reused": reused}
+        self.ctx.save_state("train", state)
+        return state
+
+
 def train(ctx: RunContext) -> dict[str, Any]:
+    """Train (or find) the run's model version, waiting in this process."""
+    return TrainJob(ctx).run()
+
+
+def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
     spec, store = ctx.spec, ctx.env.store
-    labels = latest_snapshot(ctx)
+    labels = run_labels(ctx)
     manifest_uri = store.uri(ctx.manifest_key("train"))
     query = render_spec_query(spec, "training", ctx.ds)
     determinants = {
@@ -93,10 +129,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
         memory_gib=spec.train.resources.memory_gib,
         env={"MLBATCH_CODE_VERSION": code_version()},
     )
-    result = ctx.env.launcher.run(request)
-    state = {"version": version, "artifact_uri": store.uri(prefix), "reused": result.reused}
-    ctx.save_state("train", state)
-    return state
+    return request, version, prefix
 
 
 def register(ctx: RunContext) -> dict[str, Any]:

@@ -1,0 +1,258 @@
+"""The operators every mlbatch task is made of.
+
+- :class:`StageOperator` runs one stage function of :mod:`mlbatch.stages` (the same function
+  ``mlbatch run`` calls) with the run's :class:`~mlbatch.stages.context.RunContext`.
+- :class:`ExternalWorkOperator` runs a stage step whose work happens outside the worker (a job
+  on the launcher, a warehouse statement: :mod:`mlbatch.stages.external`), shaped like the
+  amazon provider's ``EcsRunTaskOperator`` and ``RedshiftDataOperator``: it starts (or
+  reattaches to) the work, then waits in the worker or, when the backend can
+  (ECS, Redshift), defers the wait to the triggerer; ``on_kill`` (mark failed, clear, an
+  ``execution_timeout``, SIGTERM to the worker) stops the work it started; a deferral that
+  times out or whose trigger fails stops it too.
+
+The run's day (``ds`` of every stage) is :func:`run_day`: the logical date when the run has one,
+else the day of its ``run_after`` in UTC (asset-triggered runs and API runs triggered with
+``"logical_date": null`` have none).
+
+Imported by DAG files at parse time: the stage modules (pandas, pyarrow, ...) are imported
+inside ``execute`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from mlbatch.runparams import DRY_RUN, WRITERS
+
+log = logging.getLogger(__name__)
+
+
+def run_day(context: Mapping[str, Any]) -> str:
+    """The day a run works on: its logical date, else the UTC day of its ``run_after``.
+
+    Scheduled and backfill runs have a logical date (a CronTriggerTimetable's trigger time, so
+    the daily run of 2026-11-22 00:00 works on 2026-11-22). Asset-triggered runs and API runs
+    with ``"logical_date": null`` have none: they work on the day they were created for.
+    """
+    logical = context.get("logical_date")
+    if logical is None:
+        dag_run = context.get("dag_run")
+        logical = getattr(dag_run, "run_after", None)
+    if not isinstance(logical, datetime):
+        raise RuntimeError(f"the run has neither a logical date nor a run_after: {context.get('run_id')!r}")
+    if logical.tzinfo is None:
+        logical = logical.replace(tzinfo=UTC)  # Airflow's datetimes are UTC
+    return logical.astimezone(UTC).date().isoformat()
+
+
+def triggered_by(context: Mapping[str, Any], model: str) -> dict[str, dict[str, Any]]:
+    """The extra of the newest triggering event of each of the model's assets, by kind.
+
+    An asset-triggered run collects every event since the previous run; the newest is the state
+    of the moment the run was created for (e.g. the label sync it must train on).
+    """
+    events = context.get("triggering_asset_events") or {}
+    prefix = f"mlbatch.{model}."
+    found: dict[str, dict[str, Any]] = {}
+    for asset in events:
+        name = getattr(asset, "name", "") or ""
+        if not name.startswith(prefix) or not events[asset]:
+            continue
+        newest = max(events[asset], key=lambda e: e.timestamp)
+        found[name.removeprefix(prefix)] = dict(newest.extra or {})
+    return found
+
+
+def run_context(spec_path: str, context: Mapping[str, Any]) -> Any:
+    """The stage functions' RunContext, built inside the task (never at parse time)."""
+    from mlbatch import redaction
+    from mlbatch.env import Environment
+    from mlbatch.spec import load_spec
+    from mlbatch.stages.context import RunContext
+
+    redaction.register_environment()  # credentials in the environment never reach the task log
+    spec = load_spec(spec_path)
+    return RunContext(
+        env=Environment.from_env(),
+        spec=spec,
+        ds=run_day(context),
+        run_id=context["run_id"],
+        dag_id=context["dag"].dag_id,
+        params=dict(context.get("params") or {}),
+        triggered_by=triggered_by(context, spec.name),
+    )
+
+
+class StageOperator(BaseOperator):
+    """Run ``mlbatch.stages.<module>.<function>(ctx, *stage_args)``; return its small summary.
+
+    A gate's verdict (:class:`mlbatch.gates.GateFailed`) fails the task without retries: the
+    same data gives the same verdict. A task in :data:`mlbatch.runparams.WRITERS` is skipped in
+    a dry run. ``report`` names a function of :mod:`mlbatch.reports` written after the stage,
+    also when it raised (a rejected model gets its report); its URI joins the XCom.
+    """
+
+    ui_color = "#e8f4fd"
+    template_fields: Sequence[str] = ()
+
+    def __init__(
+        self,
+        *,
+        spec_path: str,
+        target: str,
+        stage_args: Sequence[Any] = (),
+        report: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+        self.target = target
+        self.stage_args = list(stage_args)
+        self.report = report
+
+    def execute(self, context: Any) -> Any:
+        self.skip_if_dry_run(context)
+        ctx = run_context(self.spec_path, context)
+        return self.with_report(ctx, lambda: self.call_stage(ctx))
+
+    def call_stage(self, ctx: Any) -> Any:
+        from mlbatch.stages import resolve
+
+        return resolve(self.target)(ctx, *self.stage_args)
+
+    def skip_if_dry_run(self, context: Any) -> None:
+        if self.task_id in WRITERS and (context.get("params") or {}).get(DRY_RUN):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"dry run: {self.task_id} writes, so it is skipped (params.dry_run = true)")
+
+    def with_report(self, ctx: Any, stage: Any) -> Any:
+        """Run ``stage()`` as a gated step, then write the report (if any), whatever the outcome."""
+        from mlbatch.gates import GateFailed
+
+        try:
+            result = stage()
+        except GateFailed as exc:
+            self._write_report(ctx)
+            from airflow.sdk.exceptions import AirflowFailException
+
+            # The same data gives the same verdict: retrying a blocked gate only delays the alert.
+            raise AirflowFailException(str(exc)) from exc
+        except Exception:
+            self._write_report(ctx)
+            raise
+        uri = self._write_report(ctx)
+        return {**result, "report": uri} if isinstance(result, dict) and uri else result
+
+    def _write_report(self, ctx: Any) -> str | None:
+        """Run ``mlbatch.reports.<report>(ctx)``; a report never changes the task's outcome."""
+        if self.report is None:
+            return None
+        try:
+            from mlbatch import reports
+
+            uri = getattr(reports, self.report)(ctx)
+        except Exception:
+            log.exception("%s: could not write the %s for run %s", ctx.model, self.report, ctx.run_id)
+            return None
+        log.info("%s: %s written to %s", ctx.model, self.report.replace("_", " "), uri)
+        return uri
+
+
+class ExternalWorkOperator(StageOperator):
+    """Run a :class:`~mlbatch.stages.external.ExternalWork` step (``target`` names its class,
+    e.g. ``"train:TrainJob"``), stopping the work when the task is stopped.
+
+    ``deferrable`` (default True): wait in the triggerer when the backend offers a trigger (ECS
+    task, Redshift statement); the local process, Docker and the embedded warehouse always wait
+    in the worker. While deferred, the trigger's ``on_kill`` stops the work on mark-failed or
+    clear (StopTask, CancelStatement); a deferral timeout or a failed trigger stops it when the
+    task resumes to fail.
+    """
+
+    ui_color = "#fdf3e8"
+
+    def __init__(self, *, deferrable: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self._work: Any = None
+
+    def _step(self, ctx: Any) -> Any:
+        from mlbatch.stages import resolve
+
+        return resolve(self.target)(ctx, *self.stage_args)
+
+    def execute(self, context: Any) -> Any:
+        self.skip_if_dry_run(context)
+        ctx = run_context(self.spec_path, context)
+        work = self._work = self._step(ctx)
+        earlier = self._remembered(ctx, context)
+        if earlier is not None and work.reattach(earlier):
+            log.info("%s: reattaching to %s, started by an earlier attempt and still running", self.task_id, earlier)
+        else:
+            done = work.start()
+            if done is not None:
+                return done
+            self._remember(ctx, context, work.handle)
+        trigger = work.trigger() if self.deferrable else None
+        if trigger is not None:
+            log.info("%s: waiting in the triggerer for %s", self.task_id, work.handle)
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                kwargs={"handle": work.handle},
+                timeout=self.execution_timeout,
+            )
+        work.wait()
+        return work.finish()
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, handle: Any = None) -> Any:
+        ctx = run_context(self.spec_path, context)
+        work = self._work = self._step(ctx).resume(handle)
+        return work.finish(event)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except Exception as exc:
+            from airflow.sdk.exceptions import TaskDeferralError
+
+            if isinstance(exc, TaskDeferralError):
+                # The deferral timed out or its trigger failed: the trigger is gone, not the work.
+                self._stop_remembered(context)
+            raise
+
+    def on_kill(self) -> None:
+        if self._work is not None and self._work.handle is not None:
+            log.info("%s: stopping %s (on_kill)", self.task_id, self._work.handle)
+            self._work.stop()
+
+    # The handle is kept in the run's state too: a deferral that times out resumes with only the
+    # error in its kwargs, and must still find what to stop.
+    def _state_name(self, context: Any) -> str:
+        index = context["ti"].map_index
+        return f"started__{self.task_id}" + (f"__{index}" if index is not None and index >= 0 else "")
+
+    def _remember(self, ctx: Any, context: Any, handle: Any) -> None:
+        ctx.save_state(self._state_name(context), {"handle": handle})
+
+    def _remembered(self, ctx: Any, context: Any) -> dict[str, Any] | None:
+        key = ctx.state_key(self._state_name(context))
+        return ctx.env.store.get_json(key)["handle"] if ctx.env.store.exists(key) else None
+
+    def _stop_remembered(self, context: Any) -> None:
+        try:
+            ctx = run_context(self.spec_path, context)
+            key = ctx.state_key(self._state_name(context))
+            if not ctx.env.store.exists(key):
+                return
+            handle = ctx.env.store.get_json(key)["handle"]
+            log.warning("%s: the wait ended without the work; stopping %s", self.task_id, handle)
+            self._step(ctx).resume(handle).stop()
+        except Exception:
+            log.exception("%s: could not stop the work it started", self.task_id)
