@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from mlbatch.devservers import MariaDB, start_mariadb, start_moto_s3
+from mlbatch.devservers import Dockerd, MariaDB, start_dockerd, start_mariadb, start_moto_s3
+from mlbatch.launchers.images import build_image
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_IMAGE = "mlbatch/debian-base:12"
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +62,54 @@ def s3_env(s3_endpoint, monkeypatch) -> Iterator[dict[str, str]]:
         monkeypatch.setenv(k, v)
     yield env
     os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+# --- Docker: a daemon of our own and the job images (train, score), built once per session ---
+def say(config: pytest.Config, line: str) -> None:
+    """Print past pytest's capture: build times and image sizes belong in every run's output."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if capture is not None and reporter is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[docker] {line}")
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Dockerd:
+    return start_dockerd()  # left running for the session (atexit stops it); images stay cached
+
+
+@pytest.fixture(scope="session")
+def docker_client(dockerd: Dockerd, pytestconfig: pytest.Config) -> Iterator[DockerClient]:
+    import docker
+
+    client = docker.DockerClient(base_url=dockerd.host, timeout=600)
+    say(pytestconfig, f"dockerd at {dockerd.host}, storage driver {client.info()['Driver']}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def images(dockerd: Dockerd, docker_client: DockerClient, pytestconfig: pytest.Config) -> dict[str, str]:
+    import docker
+
+    start = time.monotonic()
+    base = subprocess.run(
+        [str(ROOT / "docker" / "build-base.sh"), BASE_IMAGE],
+        env={**os.environ, "DOCKER_HOST": dockerd.host},
+        capture_output=True,
+        text=True,
+    )
+    assert base.returncode == 0, f"docker/build-base.sh failed ({base.returncode}):\n{base.stdout}{base.stderr}"
+    say(pytestconfig, f"base {BASE_IMAGE} ready in {time.monotonic() - start:.0f} s")
+    tags = {}
+    for kind in ("train", "score"):
+        img = build_image(docker_client, kind, base_image=BASE_IMAGE)
+        state = f"built in {img.seconds:.0f} s" if img.built else "cached"
+        say(pytestconfig, f"{img.tag}: {state}, {img.size_bytes / 2**20:.0f} MiB")
+        tags[kind] = img.tag
+        for old in docker_client.images.list(name=f"mlbatch/{kind}"):  # earlier code versions: free the disk
+            if img.tag not in old.tags:
+                with contextlib.suppress(docker.errors.APIError):  # still used by a kept container
+                    docker_client.images.remove(old.id, force=False)
+    return tags

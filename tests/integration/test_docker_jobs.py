@@ -7,10 +7,7 @@ later runs find the images by their content-hash tags and build nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
 import threading
 import time
 import uuid
@@ -22,72 +19,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.devservers import Dockerd, s3_environment, start_dockerd
+from mlbatch.devservers import s3_environment
 from mlbatch.launchers import JobFailed, JobId, JobRequest
 from mlbatch.launchers.docker import DockerConfig, DockerLauncher
-from mlbatch.launchers.images import build_image
 from mlbatch.store import ObjectStore, filesystem_for
 
 from tests.unit.test_jobs import FAST, features_table
 
 if TYPE_CHECKING:
-    from docker import DockerClient
+    pass
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "mlbatch/debian-base:12"
 N = 4000
 DS = "2024-05-01"
 RUN = uuid.uuid4().hex[:6]  # container names derive from run ids: no clash with an earlier test run
-
-
-def say(config: pytest.Config, line: str) -> None:
-    """Print past pytest's capture: build times and image sizes belong in every run's output."""
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if capture is not None and reporter is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[docker] {line}")
-
-
-@pytest.fixture(scope="module")
-def dockerd() -> Dockerd:
-    return start_dockerd()  # left running for the session (atexit stops it); images stay cached
-
-
-@pytest.fixture(scope="module")
-def docker_client(dockerd: Dockerd, pytestconfig: pytest.Config) -> Iterator[DockerClient]:
-    import docker
-
-    client = docker.DockerClient(base_url=dockerd.host, timeout=600)
-    say(pytestconfig, f"dockerd at {dockerd.host}, storage driver {client.info()['Driver']}")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def images(dockerd: Dockerd, docker_client: DockerClient, pytestconfig: pytest.Config) -> dict[str, str]:
-    import docker
-
-    start = time.monotonic()
-    base = subprocess.run(
-        [str(ROOT / "docker" / "build-base.sh"), BASE_IMAGE],
-        env={**os.environ, "DOCKER_HOST": dockerd.host},
-        capture_output=True,
-        text=True,
-    )
-    assert base.returncode == 0, f"docker/build-base.sh failed ({base.returncode}):\n{base.stdout}{base.stderr}"
-    say(pytestconfig, f"base {BASE_IMAGE} ready in {time.monotonic() - start:.0f} s")
-    tags = {}
-    for kind in ("train", "score"):
-        img = build_image(docker_client, kind, base_image=BASE_IMAGE)
-        state = f"built in {img.seconds:.0f} s" if img.built else "cached"
-        say(pytestconfig, f"{img.tag}: {state}, {img.size_bytes / 2**20:.0f} MiB")
-        tags[kind] = img.tag
-        for old in docker_client.images.list(name=f"mlbatch/{kind}"):  # earlier code versions: free the disk
-            if img.tag not in old.tags:
-                with contextlib.suppress(docker.errors.APIError):  # still used by a kept container
-                    docker_client.images.remove(old.id, force=False)
-    return tags
 
 
 @pytest.fixture(scope="module")
