@@ -14,7 +14,9 @@ The cycle, driven through the REST API as an engineer or the scheduler would:
 4. a dry run from the trigger form's params writes nothing;
 5. a running training job's task marked failed through the API: its container is gone in 60 s;
 6. a training task that hits its execution_timeout: its container is stopped as well;
-7. every credential is a canary, and no log of any component or task holds one.
+7. a label sheet with a bad row blocks its sync and fires the failure alert (to a webhook that
+   cannot be reached, whose URL holds a token);
+8. every credential is a canary, and no log of any component or task holds one.
 
 One stack per module: starting it is most of the cost.
 """
@@ -438,9 +440,37 @@ def test_execution_timeout_stops_the_container(stack: Stack, slow_labels) -> Non
         assert r.is_success, r.text
 
 
-# --- 7. no secret in any log ------------------------------------------------------------------------
-def test_no_credential_reaches_any_log(stack: Stack, canaries: Canaries, backfill) -> None:
-    # Failed tasks above fired the failure callback against the unreachable webhook.
+# --- 7. a blocked sheet alerts; no secret in any log ------------------------------------------------
+@pytest.fixture(scope="module")
+def blocked_sheet(stack: Stack, slow_labels) -> dict[str, str]:
+    """An analyst renames the label column: the sync is blocked, the failure callback
+    posts to the (unreachable) webhook. A task marked failed or timed out into a retry fires no
+    failure callback, so this is the run that proves the alert path."""
+    sheet = stack.sheets.worksheet(SHEET_KEY, SLOW)  # type: ignore[attr-defined]
+    sheet.set(0, 1, "sex")  # the header of column B, the label ("gender")
+    with stack.client() as api:
+        run_ = _trigger(api, f"{SLOW}__labels")
+
+        def ended() -> str | None:
+            [found] = [r for r in _runs(api, f"{SLOW}__labels") if r["dag_run_id"] == run_["dag_run_id"]]
+            return found["state"] if found["state"] in ("success", "failed") else None
+
+        state = stack.wait("the blocked label sync", ended)
+        return {"state": state, **_task_states(api, f"{SLOW}__labels", run_["dag_run_id"])}
+
+
+def test_a_renamed_label_column_blocks_the_sync_and_writes_nothing(stack: Stack, blocked_sheet: dict[str, str]) -> None:
+    assert blocked_sheet["state"] == "failed"
+    assert blocked_sheet["labels_gate"] == "failed", blocked_sheet  # the gate says why; no retry
+    assert blocked_sheet["apply_labels"] == "upstream_failed", blocked_sheet
+    [(applied,)] = _appdb_rows(
+        stack, "SELECT count(*) FROM ml_label_syncs WHERE model = :m AND verdict = 'applied'", m=SLOW
+    )
+    assert applied == 1  # the first sync only: the blocked one applied nothing
+
+
+def test_no_credential_reaches_any_log(stack: Stack, canaries: Canaries, backfill, blocked_sheet) -> None:
+    # The blocked sync fired the failure callback against the unreachable webhook.
     logs = list(iter_files(stack.home / "logs")) + list(iter_files(stack.home / "airflow" / "logs"))
     for i in (1, 2):
         logs += list(iter_files(stack.home / f"worker{i}" / "logs"))

@@ -52,7 +52,8 @@ def test_a_retry_after_a_worker_crash_reattaches_to_the_running_job(tmp_path, st
     # The worker died here: no wait, no on_kill. The retry is a new process with a new launcher.
     retry = LocalProcessLauncher(store, jobs)
     assert retry.submit(req) == handle
-    assert _pid(jobs, req) == pid  # reattached: nothing launched
+    # Reattached: nothing launched (else the first job's output says why it ended early).
+    assert _pid(jobs, req) == pid, (jobs / f"{req.job_id.token}.log").read_text()
     result = retry.wait(req, handle)
     assert result.reused is False
     assert "job: step 2 of 2" in result.log_tail  # the output it wrote before and after the reattach
