@@ -56,6 +56,7 @@ from tests.integration.airflow_stack import (
 BACKFILL = [days_before(n) for n in range(7, 2, -1)]  # 5 days, the oldest 7 days ago
 DRY_RUN_DS = days_before(10)
 STOPPED_WITHIN_S = 60
+REPO_ARTIFACTS = REPO / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +317,7 @@ def backfill(stack: Stack, scored_today: dict[str, Any]) -> dict[str, Any]:
         m=MODEL,
         d=today(),
     )
+    started = time.monotonic()
     with stack.client() as api:
         r = api.post(
             "/backfills",
@@ -337,6 +339,7 @@ def backfill(stack: Stack, scored_today: dict[str, Any]) -> dict[str, Any]:
             return runs if len(runs) == len(BACKFILL) and all(x["state"] == "success" for x in runs) else None
 
         runs = stack.wait("the backfill's 5 runs to succeed", done, timeout=900, every=5)
+        _record("backfill_5_days_s", time.monotonic() - started)
         stack.wait("the dry run", lambda: _succeeded(stack, api, dag_id, ["dry_run_test"]))
         dry_states = _task_states(api, dag_id, "dry_run_test")
     return {"created": created, "runs": runs, "before": before, "dry_states": dry_states}
@@ -367,6 +370,16 @@ def test_dry_run_param_runs_the_gates_and_writes_nothing(stack: Stack, backfill)
 
 
 # --- 5 + 6. stopping a task stops its job ---------------------------------------------------------
+def _record(name: str, seconds: float) -> None:
+    """Keep a measured figure in test-artifacts/stack-figures.json (and the test output)."""
+    path = REPO_ARTIFACTS / "stack-figures.json"
+    path.parent.mkdir(exist_ok=True)
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    figures[name] = round(seconds, 1)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"[stack] {name}: {seconds:.1f}")
+
+
 def _running_job(stack: Stack, api, dag_id: str, run_id: str) -> Any:
     def running() -> Any:
         states = _task_states(api, dag_id, run_id)
@@ -410,6 +423,7 @@ def test_marking_a_running_train_task_failed_stops_its_container(stack: Stack, s
         stack.wait("the container to stop", lambda: _gone(stack, container.id), timeout=STOPPED_WITHIN_S, every=1)
         stopped_after = time.monotonic() - marked
         assert _task_states(api, dag_id, train["dag_run_id"])["train"] == "failed"
+    _record("mark_failed_to_container_stopped_s", stopped_after)
     assert stopped_after < STOPPED_WITHIN_S
     # No retry started a new job: a task marked failed is done.
     time.sleep(5)
@@ -429,6 +443,7 @@ def test_execution_timeout_stops_the_container(stack: Stack, slow_labels) -> Non
             timeout=60 + STOPPED_WITHIN_S,
             every=1,
         )
+        _record("running_to_timed_out_container_stopped_s", time.monotonic() - started)
         assert time.monotonic() - started < 60 + STOPPED_WITHIN_S
         stack.wait(
             "the train task to be up for retry",
@@ -492,9 +507,6 @@ def test_tasks_ran_on_both_workers(stack: Stack, backfill) -> None:
         i: sum(1 for p in iter_files(stack.home / f"worker{i}" / "logs") if p.suffix == ".log") for i in (1, 2)
     }
     assert all(n > 0 for n in per_worker.values()), per_worker
-
-
-REPO_ARTIFACTS = REPO / "test-artifacts"
 
 
 def test_grid_page_renders_the_score_dag_in_headless_chromium(stack: Stack, backfill, tmp_path: Path) -> None:
