@@ -35,6 +35,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from mlbatch import callbacks
+from mlbatch.approval import PromotionApprovalOperator
 from mlbatch.operators import ExternalWorkOperator, StageOperator
 from mlbatch.pools import GPU_POOL
 from mlbatch.runparams import DRY_RUN, WRITERS
@@ -325,16 +326,34 @@ def train_dag(spec: ModelSpec) -> DAG:
             **_gpu(spec),
         )
         reg = _stage(spec, "register", "train:register", "Register the version with metrics and lineage.")
+        approval = spec.train.approval
         mgate = _stage(
             spec,
             "model_gate",
             "train:model_gate",
-            "Promote if the metric clears the spec's minimum and does not regress production.",
+            "Pass the candidate if the metric clears the spec's minimum and does not regress production; "
+            + ("it then waits for a person's approval." if approval.required else "promote it."),
             retries=0,
-            outlets=[out],
+            outlets=[] if approval.required else [out],
             report="training_report",
         )
         unload >> fgate >> job >> reg >> mgate
+        if approval.required:
+            approve = PromotionApprovalOperator(
+                task_id="approve_promotion",
+                spec_path=str(spec.path),
+                response_timeout=timedelta(hours=approval.timeout_hours),
+                retries=0,
+                doc_md="A person approves the candidate (Required actions): it against production, with its "
+                f"report. Approve promotes; Reject, or no answer within {approval.timeout_hours:g} h, keeps the "
+                "champion. The registry records who decided, when, and why.",
+            )
+
+            @task(task_id="announce_model", outlets=[out], doc_md=f"Emit `{out.name}`: the approved version is live.")
+            def announce_model() -> None:
+                return None
+
+            mgate >> approve >> announce_model()
     return dag
 
 

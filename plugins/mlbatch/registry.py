@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select
 from mlbatch.appdb import schema
 from mlbatch.appdb.hook import AppDbHook
 
-STATUSES = ("candidate", "production", "rejected", "retired")
+STATUSES = ("candidate", "pending_approval", "production", "rejected", "retired")
 t = schema.model_versions
 
 
@@ -188,3 +188,46 @@ def rollback(db: AppDbHook, model: str, reason: str, *, by: str) -> tuple[ModelV
         note = f"rollback by {by}" + (f" from {current.version}" if current else "") + f": {reason.strip() or '-'}"
         _swap_in(conn, model, target.version, note, _now())
         return get(conn, model, target.version), current  # type: ignore[return-value]
+
+
+def decide_approval(
+    db: AppDbHook,
+    model: str,
+    version: str,
+    *,
+    approved: bool,
+    by: str,
+    comment: str = "",
+    timed_out: bool = False,
+) -> ModelVersion:
+    """A person's decision on a version waiting for approval (``pending_approval``), in one
+    transaction: approving promotes it (the champion is retired), rejecting keeps the champion.
+
+    Who decided and their comment go into the version's ``reason``; ``decided_at`` is when.
+    Raises :class:`RegistryError` when the version is not waiting (already decided, e.g. from the
+    CLI while the Airflow task waited): the first decision stands.
+    """
+    with db.begin() as conn:
+        found = {v.version: v for v in _lock_versions(conn, model)}
+        target = found.get(version)
+        if target is None:
+            raise RegistryError(f"{model} has no version {version!r}")
+        if target.status != "pending_approval":
+            raise RegistryError(
+                f"{model} {version} is not waiting for approval: it is {target.status} ({target.reason or 'no reason'})"
+            )
+        said = f": {comment.strip()}" if comment.strip() else ""
+        now = _now()
+        if timed_out:
+            note = f"no answer within the approval timeout; rejected, the champion stays{said}"
+        else:
+            note = f"{'approved' if approved else 'rejected'} by {by}{said}"
+        if approved and not timed_out:
+            _swap_in(conn, model, version, note, now)
+        else:
+            conn.execute(
+                t.update()
+                .where(t.c.model == model, t.c.version == version)
+                .values(status="rejected", reason=note, decided_at=now)
+            )
+        return get(conn, model, version)  # type: ignore[return-value]

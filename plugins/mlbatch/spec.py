@@ -159,12 +159,26 @@ class Resources(_Strict):
     memory_gib: float = Field(4, gt=0, description="Memory per job in GiB (ECS task size).")
 
 
+class Approval(_Strict):
+    """A person's approval between the model gate and production (off by default)."""
+
+    required: bool = Field(
+        False,
+        description="A candidate that passed the model gate waits for a person (Airflow's Required actions, "
+        "or `mlbatch models approve|reject`) before it replaces production.",
+    )
+    timeout_hours: float = Field(
+        72, gt=0, description="No answer within this long: the candidate is rejected and the champion stays."
+    )
+
+
 class Train(_Strict):
     schedule: str | None = Field("@monthly", description="Retraining schedule.")
     family: Literal["xgboost", "torch_mlp", "torch_text"] = Field(description="Model family in jobs/families.")
     params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
     gate: Gate = Field(description="When a trained version may replace production.")
     resources: Resources = Field(default_factory=Resources, description="What the training job asks for.")
+    approval: Approval = Field(default_factory=Approval, description="Whether a person approves each promotion.")
     timeout_minutes: float = Field(
         360,
         gt=0,

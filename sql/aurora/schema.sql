@@ -49,7 +49,7 @@ CREATE TABLE ml_model_versions (
 	model VARCHAR(64) NOT NULL, 
 	version VARCHAR(64) NOT NULL, 
 	family VARCHAR(32) NOT NULL, 
-	status VARCHAR(16) NOT NULL COMMENT 'candidate, production, rejected, retired', 
+	status VARCHAR(16) NOT NULL COMMENT 'candidate, pending_approval, production, rejected, retired', 
 	metric VARCHAR(32) NOT NULL, 
 	value DOUBLE NOT NULL, 
 	metrics_json TEXT NOT NULL, 

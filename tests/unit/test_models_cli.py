@@ -106,3 +106,38 @@ def test_rollback_repromotes_the_latest_retired(home: dict) -> None:
 def test_unknown_spec_is_a_usage_error(home: dict) -> None:
     result = _invoke("models", "list", "no_such_model")
     assert result.exit_code == 2 and "no_such_model" in result.output
+
+
+def test_approve_and_reject_decide_a_version_waiting_for_approval(home: dict) -> None:
+    db = home["db"]
+    registry.decide(db, "device_gender", "v3", "pending_approval", "roc_auc 0.85 >= 0.75; waiting for approval")
+    _add(db, "v4", 0.86)
+    registry.decide(db, "device_gender", "v4", "pending_approval", "waiting for approval")
+
+    result = _invoke("models", "approve", "device_gender", "v2")
+    assert result.exit_code == 2 and "v2 is not waiting for approval: it is rejected" in result.output
+
+    result = _invoke("models", "reject", "device_gender", "v4", "--comment", "segment B looks off")
+    assert result.exit_code == 0, result.output
+    assert _statuses(db)["v4"] == "rejected" and _statuses(db)["v1"] == "production"  # the champion stays
+
+    result = _invoke("models", "approve", "device_gender", "v3", "--comment", "reviewed the report")
+    assert result.exit_code == 0, result.output
+    assert _statuses(db) == {"v1": "retired", "v2": "rejected", "v3": "production", "v4": "rejected"}
+    rows = {
+        r["version"]: r for r in json.loads(_invoke("models", "list", "device_gender", "--json").stdout)["versions"]
+    }
+    assert rows["v3"]["reason"] == "approved by alice: reviewed the report" and rows["v3"]["decided_at"]
+    assert rows["v4"]["reason"] == "rejected by alice: segment B looks off"
+
+    result = _invoke("models", "reject", "device_gender", "v3")  # the first decision stands
+    assert result.exit_code == 2 and "is not waiting for approval: it is production" in result.output
+    assert _statuses(db)["v3"] == "production"
+
+
+def test_no_answer_in_time_rejects_and_keeps_the_champion(home: dict) -> None:
+    db = home["db"]
+    registry.decide(db, "device_gender", "v3", "pending_approval", "waiting for approval")
+    mv = registry.decide_approval(db, "device_gender", "v3", approved=False, by="unknown", timed_out=True)
+    assert mv.status == "rejected" and mv.reason.startswith("no answer within the approval timeout")
+    assert _statuses(db)["v1"] == "production"

@@ -78,7 +78,7 @@ model_versions = Table(
     Column("model", String(64), primary_key=True),
     Column("version", String(64), primary_key=True),
     Column("family", String(32), nullable=False),
-    Column("status", String(16), nullable=False, comment="candidate, production, rejected, retired"),
+    Column("status", String(16), nullable=False, comment="candidate, pending_approval, production, rejected, retired"),
     Column("metric", String(32), nullable=False),
     Column("value", Double, nullable=False),
     Column("metrics_json", Text, nullable=False),

@@ -1,4 +1,5 @@
-"""``mlbatch models``: list a model's versions, promote one by hand, roll back production.
+"""``mlbatch models``: list a model's versions, approve or reject one waiting for approval,
+promote one by hand, roll back production.
 
 Who made a manual change is ``MLBATCH_USER`` or, failing that, the login name; it is stored in
 the version's ``reason`` together with the ``--reason`` text.
@@ -17,7 +18,7 @@ from rich.table import Table
 from mlbatch.cli import EXIT_USAGE, err, load_spec_or_exit, out
 from mlbatch.env import Environment
 
-models_app = typer.Typer(help="List, promote and roll back a model's versions.", no_args_is_help=True)
+models_app = typer.Typer(help="List, approve, reject, promote and roll back a model's versions.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -116,3 +117,41 @@ def models_rollback(
         raise typer.Exit(EXIT_USAGE) from None
     was = f" (was {previous.version})" if previous else ""
     out.print(f"{model.name} rolled back to {mv.version}{was}: {mv.metric}={mv.value:.4f}", highlight=False)
+
+
+def _decide(spec: str, version: str, comment: str, *, approved: bool) -> None:
+    from mlbatch import registry
+
+    env = Environment.from_env()
+    model = load_spec_or_exit(spec, env)
+    env.appdb.ensure_schema()
+    try:
+        mv = registry.decide_approval(env.appdb, model.name, version, approved=approved, by=_who(), comment=comment)
+    except registry.RegistryError as exc:
+        err.print(f"error: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    out.print(f"{model.name} {mv.version} is {mv.status}: {mv.reason}", highlight=False)
+    out.print(
+        "  (an approve_promotion task still waiting in Airflow follows this decision when it is answered or times out)",
+        highlight=False,
+    )
+
+
+@models_app.command("approve")
+def models_approve(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    version: Annotated[str, typer.Argument(help="A version waiting for approval (status pending_approval).")],
+    comment: Annotated[str, typer.Option(help="Why (stored with the version, with who decided).")] = "",
+) -> None:
+    """Approve a version the model gate passed: it goes to production, the champion is retired."""
+    _decide(spec, version, comment, approved=True)
+
+
+@models_app.command("reject")
+def models_reject(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name.")],
+    version: Annotated[str, typer.Argument(help="A version waiting for approval (status pending_approval).")],
+    comment: Annotated[str, typer.Option(help="Why (stored with the version, with who decided).")] = "",
+) -> None:
+    """Reject a version waiting for approval: the champion stays in production."""
+    _decide(spec, version, comment, approved=False)

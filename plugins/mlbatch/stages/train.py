@@ -183,6 +183,71 @@ def model_gate(ctx: RunContext) -> dict[str, Any]:
     except gates.GateFailed as exc:
         registry.decide(db, ctx.model, cand.version, "rejected", str(exc))
         raise
-    if cand.status != "production":
-        registry.decide(db, ctx.model, cand.version, "production", "; ".join(c.line() for c in checks))
+    verdict = "; ".join(c.line() for c in checks)
+    if cand.status == "production":
+        return {"version": cand.version, "promoted": True, gate.metric: cand.value, "passed": summary["passed"]}
+    if ctx.spec.train.approval.required:
+        registry.decide(db, ctx.model, cand.version, "pending_approval", f"{verdict}; waiting for approval")
+        return {
+            "version": cand.version,
+            "promoted": False,
+            "pending_approval": True,
+            gate.metric: cand.value,
+            "passed": summary["passed"],
+        }
+    registry.decide(db, ctx.model, cand.version, "production", verdict)
     return {"version": cand.version, "promoted": True, gate.metric: cand.value, "passed": summary["passed"]}
+
+
+def approval_request(ctx: RunContext, report_url: str | None = None) -> dict[str, Any]:
+    """What a person sees before approving this run's candidate: subject and a Markdown body
+    comparing it with production (gate metric, the other held-out metrics, rows, label sync)."""
+    st = ctx.load_state("train", "run the train stage first")
+    db, gate = ctx.env.appdb, ctx.spec.train.gate
+    with db.connect() as conn:
+        cand = registry.get(conn, ctx.model, st["version"])
+    if cand is None:
+        raise LookupError(f"{ctx.model} version {st['version']} is not registered; run register first")
+    prod = registry.production(db, ctx.model)
+    lineage = cand.lineage
+    names = [gate.metric] + sorted(
+        k
+        for k, v in cand.metrics.items()
+        if k != gate.metric and isinstance(v, int | float) and not isinstance(v, bool)
+    )
+
+    def cell(mv: registry.ModelVersion | None, name: str) -> str:
+        value = mv.metrics.get(name) if mv is not None else None
+        return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+    header = (
+        f"| | candidate `{cand.version}` | production `{prod.version}` |"
+        if prod
+        else (f"| | candidate `{cand.version}` | production (none yet) |")
+    )
+    rows = [header, "|---|---:|---:|"]
+    rows += [
+        f"| {'**' + n + '** (gate)' if n == gate.metric else n} | {cell(cand, n)} | {cell(prod, n)} |" for n in names
+    ]
+    bar = "at most" if gate.metric in LOWER_IS_BETTER else "at least"
+    body = "\n".join(
+        [
+            f"The model gate passed `{ctx.model}` version `{cand.version}` ({cand.family}): "
+            f"`{gate.metric}` {bar} {gate.min}, regression within {gate.max_regression} of production.",
+            "",
+            *rows,
+            "",
+            f"- label sync: `{lineage.get('label_sync_id', '?')}`; run `{ctx.run_id}`",
+            f"- gate: {cand.reason or '-'}",
+            f"- report: [report.html]({report_url})" if report_url else "- report: not written",
+            "",
+            "**Approve** puts the candidate in production and retires the champion; **Reject** keeps the "
+            f"champion. No answer within {ctx.spec.train.approval.timeout_hours:g} h rejects it.",
+        ]
+    )
+    return {
+        "version": cand.version,
+        "subject": f"Promote {ctx.model} {cand.version}? {gate.metric} {cell(cand, gate.metric)} "
+        f"vs production {cell(prod, gate.metric)}",
+        "body": body,
+    }
