@@ -44,8 +44,8 @@ class PromotionApprovalOperator(ApprovalOperator):
         kwargs.pop("params", None)
         params = {
             "comment": Param(
-                "",
-                type="string",
+                None,
+                type=["null", "string"],  # optional: the buttons work without one
                 title="Comment",
                 description="Why you approve or reject; stored with the version in the registry.",
             ),

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHEET_KEY = "1StackLabelSheet_abcdefghijklmnop"
 MODEL = "device_gender"
 SLOW = "slow_gender"  # the same data, trained for ever: for the stop and timeout tests
+USER = "alice"  # the engineer who signs into the UI (and whose token drives the REST API)
 WAIT_S = 420
 
 
@@ -61,6 +62,7 @@ class Canaries:
         self.webhook_token = f"canaryHook{t}"
         self.webhook_header = f"Bearer canaryHeader{t}"
         self.google_key_id = f"canaryGoogleKey{t}"
+        self.ui_password = f"canaryUi{t}"  # the engineer's password for the Airflow UI and API
 
     def values(self) -> dict[str, str]:
         return {k: v for k, v in vars(self).items() if k != "tag"}
@@ -88,7 +90,8 @@ def service_account(token_uri: str, key_id: str) -> dict[str, str]:
 
 def write_dags(folder: Path) -> None:
     """The stack's DAG folder: device_gender's DAG file and spec with its labels in the Sheets
-    double, and slow_gender (same data, a training job that never ends, 1-minute timeout)."""
+    double and promotions approved by a person, and slow_gender (same data, a training job that
+    never ends, 1-minute timeout)."""
     specs = folder / "specs"
     specs.mkdir(parents=True)
     base = yaml.safe_load((REPO / "dags" / "specs" / f"{MODEL}.yaml").read_text())
@@ -101,6 +104,8 @@ def write_dags(folder: Path) -> None:
             spec["features"][query] = str(REPO / base["features"][query])
         spec["train"]["schedule"] = None  # trained when labels change (asset events) only
         spec["train"]["resources"] = {"gpu": 0, "vcpu": 1, "memory_gib": 2}  # no GPU here
+        if name == MODEL:
+            spec["train"]["approval"] = {"required": True, "timeout_hours": 1}  # a person approves in the UI
         if name == SLOW:
             # Boosting rounds without end on half a core: a job that is still running when the
             # tests stop it, and that a 1-minute timeout cuts short.
@@ -122,6 +127,7 @@ class Stack:
     home: Path
     url: str
     env: dict[str, str]
+    ui_password: str
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -157,7 +163,10 @@ class Stack:
         return "\n".join(out)
 
     def client(self) -> httpx.Client:
-        token = httpx.get(f"{self.url}/auth/token", timeout=10).json()["access_token"]
+        """A REST client signed in as the stack's user (the simple auth manager's token)."""
+        r = httpx.post(f"{self.url}/auth/token", json={"username": USER, "password": self.ui_password}, timeout=10)
+        r.raise_for_status()
+        token = r.json()["access_token"]
         return httpx.Client(base_url=f"{self.url}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = WAIT_S, every: float = 2.0) -> Any:
@@ -192,16 +201,23 @@ def run(env: dict[str, str], *cmd: str, timeout: int = 300) -> str:
     return proc.stdout
 
 
-def airflow_env(home: Path, port: int, dags: Path, pg_url: str, broker: str, backend: str) -> dict[str, str]:
+def airflow_env(
+    home: Path, port: int, dags: Path, pg_url: str, broker: str, backend: str, ui_password: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLBATCH_", "AIRFLOW_CONN_"))}
     url = f"http://127.0.0.1:{port}"
+    # One signed-in user, as on a team's deployment: who approves a promotion is recorded by name.
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({USER: ui_password}))
+    passwords.chmod(0o600)
     env.update(
         AIRFLOW_HOME=str(REPO),  # the repo's airflow.cfg; everything below overrides it
         AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
         AIRFLOW__CORE__PARALLELISM="8",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_url,

@@ -6,7 +6,8 @@ The cycle, driven through the REST API as an engineer or the scheduler would:
 
 1. a label sync (triggered with ``"logical_date": null``) changes labels, emits its asset event,
    and the scheduler starts training from that event (a run with no logical date), which trains on
-   exactly that sync's labels and promotes the model;
+   exactly that sync's labels; its candidate waits for a person, who signs into the UI in
+   Chromium (Playwright), opens the required action and clicks Approve;
 2. unpausing the score DAG starts today's scheduled run; a run triggered with
    ``"logical_date": null`` scores today as well; both publish and export;
 3. a 5-day backfill created with the API's defaults (up to 10 runs at once) ends green, the
@@ -16,7 +17,8 @@ The cycle, driven through the REST API as an engineer or the scheduler would:
 6. a training task that hits its execution_timeout: its container is stopped as well;
 7. a label sheet with a bad row blocks its sync and fires the failure alert (to a webhook that
    cannot be reached, whose URL holds a token);
-8. every credential is a canary, and no log of any component or task holds one.
+8. every credential is a canary, and no log of any component or task holds one;
+9. a second candidate (force_retrain) is rejected in the UI: production is unchanged.
 
 One stack per module: starting it is most of the cost.
 """
@@ -40,6 +42,7 @@ from tests.integration.airflow_stack import (
     REPO,
     SHEET_KEY,
     SLOW,
+    USER,
     Canaries,
     Stack,
     airflow_env,
@@ -56,6 +59,8 @@ from tests.integration.airflow_stack import (
 BACKFILL = [days_before(n) for n in range(7, 2, -1)]  # 5 days, the oldest 7 days ago
 DRY_RUN_DS = days_before(10)
 STOPPED_WITHIN_S = 60
+APPROVE_COMMENT = "report reviewed, the gate metric holds"
+REJECT_COMMENT = "same labels as production: nothing to gain"
 REPO_ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -118,6 +123,7 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
             pg.url(),
             redis.url,
             "db+" + pg.url("postgresql+psycopg2"),  # SQLAlchemy 2.1 defaults to psycopg 3
+            canaries.ui_password,
         )
         key = service_account(f"{sheets.endpoint}/token", canaries.google_key_id)
         env.update(
@@ -157,7 +163,7 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
                 }
             ),
         )
-        st = Stack(home, f"http://127.0.0.1:{port}", env)
+        st = Stack(home, f"http://127.0.0.1:{port}", env, canaries.ui_password)
         try:
             run(env, *_airflow("db", "migrate"), timeout=600)
             for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
@@ -257,12 +263,51 @@ def trained(stack: Stack) -> dict[str, Any]:
             "a training run started by the labels asset",
             lambda: [r for r in _runs(api, f"{MODEL}__train") if r["run_type"] == "asset_triggered"],
         )[0]
+        _awaiting_approval(stack, api, train["dag_run_id"])
+        _answer_in_the_ui(stack, train["dag_run_id"], "Approve", APPROVE_COMMENT, "approve")
         stack.wait(
             "the asset-triggered training run",
             lambda: _succeeded(stack, api, f"{MODEL}__train", [train["dag_run_id"]]),
             timeout=600,
         )
-    return {"labels": labels, "train": train}
+        states = _task_states(api, f"{MODEL}__train", train["dag_run_id"])
+    return {"labels": labels, "train": train, "states": states}
+
+
+def _awaiting_approval(stack: Stack, api, run_id: str) -> None:
+    def asked() -> bool:
+        states = _task_states(api, f"{MODEL}__train", run_id)
+        assert "failed" not in states.values() and "upstream_failed" not in states.values(), states
+        return states.get("approve_promotion") == "awaiting_input"
+
+    stack.wait(f"training run {run_id} to ask for approval", asked, timeout=600)
+
+
+def _answer_in_the_ui(stack: Stack, run_id: str, option: str, comment: str, name: str) -> None:
+    """An engineer signs in, opens the required action, writes a comment and clicks ``option``."""
+    from urllib.parse import quote
+
+    from tests.integration.browser import keep, signed_in
+
+    with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
+        page.goto(
+            f"{stack.url}/dags/{MODEL}__train/runs/{quote(run_id, safe='')}/tasks/approve_promotion/required_actions"
+        )
+        page.get_by_text(f"Promote {MODEL}").first.wait_for()
+        # The form Airflow renders from the task's params: input "element_<param>", one button per option.
+        page.locator("#element_comment").fill(comment)
+        keep(page, REPO_ARTIFACTS, f"hitl-{name}-asked")
+        page.get_by_test_id(f"hitl-option-{option}").click()
+        page.get_by_text("response successful").first.wait_for()
+        keep(page, REPO_ARTIFACTS, f"hitl-{name}-answered")
+
+
+def test_a_person_approved_the_promotion_in_the_ui(stack: Stack, trained: dict[str, Any]) -> None:
+    [(version, reason)] = _appdb_rows(
+        stack, "SELECT version, reason FROM ml_model_versions WHERE model = :m AND status = 'production'", m=MODEL
+    )
+    assert reason == f"approved by {USER}: {APPROVE_COMMENT}"  # who and why, as typed in the browser
+    assert trained["states"]["approve_promotion"] == "success" and trained["states"]["announce_model"] == "success"
 
 
 def test_label_change_starts_training_from_its_asset_event(stack: Stack, trained: dict[str, Any]) -> None:
@@ -509,10 +554,37 @@ def test_tasks_ran_on_both_workers(stack: Stack, backfill) -> None:
     assert all(n > 0 for n in per_worker.values()), per_worker
 
 
-def test_grid_page_renders_the_score_dag_in_headless_chromium(stack: Stack, backfill, tmp_path: Path) -> None:
-    from tests.integration.browser import screenshot
+def test_grid_page_renders_the_score_dag_in_chromium(stack: Stack, backfill) -> None:
+    from tests.integration.browser import keep, signed_in
 
-    shot = REPO_ARTIFACTS / f"airflow_grid_{MODEL}__score.png"
-    data = screenshot(f"{stack.url}/auth/token/login?next={stack.url}/dags/{MODEL}__score", shot, tmp_path)
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > 30_000, f"{shot} is only {len(data)} bytes: a blank page?"
+    with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
+        page.goto(f"{stack.url}/dags/{MODEL}__score")
+        page.get_by_text(f"{MODEL}__score").first.wait_for()
+        page.get_by_text("predictions_gate").first.wait_for()  # the grid lists the DAG's tasks
+        shot = keep(page, REPO_ARTIFACTS, f"airflow_grid_{MODEL}__score")
+    assert shot.stat().st_size > 30_000, f"{shot} is only {shot.stat().st_size} bytes: a blank page?"
+
+
+# --- a second candidate, rejected in the UI -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rejected(stack: Stack, backfill) -> dict[str, Any]:
+    dag_id = f"{MODEL}__train"
+    [(before,)] = _appdb_rows(
+        stack, "SELECT version FROM ml_model_versions WHERE model = :m AND status = 'production'", m=MODEL
+    )
+    with stack.client() as api:
+        run_ = _trigger(api, dag_id, conf={"force_retrain": True})
+        _awaiting_approval(stack, api, run_["dag_run_id"])
+        _answer_in_the_ui(stack, run_["dag_run_id"], "Reject", REJECT_COMMENT, "reject")
+        stack.wait("the rejected training run", lambda: _succeeded(stack, api, dag_id, [run_["dag_run_id"]]))
+        states = _task_states(api, dag_id, run_["dag_run_id"])
+    return {"before": before, "states": states}
+
+
+def test_rejecting_in_the_ui_keeps_the_champion(stack: Stack, rejected: dict[str, Any]) -> None:
+    rows = _appdb_rows(stack, "SELECT version, status, reason FROM ml_model_versions WHERE model = :m", m=MODEL)
+    production = [v for v, status, _ in rows if status == "production"]
+    assert production == [rejected["before"]]  # unchanged
+    assert [reason for _, status, reason in rows if status == "rejected"] == [f"rejected by {USER}: {REJECT_COMMENT}"]
+    assert rejected["states"]["approve_promotion"] == "success"  # a person answered: the task did its job
+    assert rejected["states"]["announce_model"] == "skipped"  # no new model to announce

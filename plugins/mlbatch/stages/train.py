@@ -213,7 +213,7 @@ def approval_request(ctx: RunContext, report_url: str | None = None) -> dict[str
     names = [gate.metric] + sorted(
         k
         for k, v in cand.metrics.items()
-        if k != gate.metric and isinstance(v, int | float) and not isinstance(v, bool)
+        if k not in (gate.metric, "value") and isinstance(v, int | float) and not isinstance(v, bool)
     )
 
     def cell(mv: registry.ModelVersion | None, name: str) -> str:
@@ -248,6 +248,6 @@ def approval_request(ctx: RunContext, report_url: str | None = None) -> dict[str
     return {
         "version": cand.version,
         "subject": f"Promote {ctx.model} {cand.version}? {gate.metric} {cell(cand, gate.metric)} "
-        f"vs production {cell(prod, gate.metric)}",
+        + (f"vs production {cell(prod, gate.metric)}" if prod else "(no production version yet)"),
         "body": body,
     }
