@@ -39,6 +39,9 @@ variable                               meaning                                  
 ``MLBATCH_ECS_SECURITY_GROUPS``        comma-separated security groups (awsvpc)          none
 ``MLBATCH_ECS_ASSIGN_PUBLIC_IP``       ``true`` to assign a public IP                    ``false``
 ``MLBATCH_ECS_LOG_GROUP``              CloudWatch group (and ``_LOG_STREAM_PREFIX``)     the task definition's
+``MLBATCH_ECS_TASK_ROLE_ARN``          task role of both task definitions (only read     (required there)
+                                       by ``mlbatch ecs task-definitions``; so is
+                                       ``MLBATCH_ECS_EXECUTION_ROLE_ARN``)
 ``MLBATCH_AWS_CONN_ID``                Airflow connection for ECS and CloudWatch         ``aws_default``
 ``MLBATCH_AWS_REGION``                 region for those clients                          the connection's
 =====================================  ================================================  =========================
