@@ -32,6 +32,7 @@ Status = Literal["ok", "FAIL", "warn", "skip"]
 APPDB_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX")
 LOAD_FROM_S3_ENV = "MLBATCH_AURORA_LOAD_FROM_S3"  # same switch as mlbatch.stages.publish
 PROBE_PREFIX = "_mlbatch_doctor/"
+SHEETS_KEY_ENV = "MLBATCH_SHEETS_SERVICE_ACCOUNT_JSON"  # mlbatch.labels.sheets.ENV_KEY_JSON (a test keeps them equal)
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,15 @@ def named_connections(env: Environment, specs: Iterable[ModelSpec]) -> dict[str,
         names[env.appdb_conn_id] = "app DB (MLBATCH_APPDB_CONN_ID)"
     if os.environ.get("MLBATCH_AWS_CONN_ID"):
         names[os.environ["MLBATCH_AWS_CONN_ID"]] = "S3 / ECS (MLBATCH_AWS_CONN_ID)"
+    elif env.launcher_kind == "ecs":
+        names["aws_default"] = "ECS and CloudWatch Logs (MLBATCH_AWS_CONN_ID unset)"
     if env.warehouse_url.startswith("redshift://"):
         names[env.warehouse_url.removeprefix("redshift://").strip("/")] = "Redshift (MLBATCH_WAREHOUSE)"
-    for spec in specs:
-        if isinstance(spec.labels.source, SheetSource):
-            names.setdefault(spec.labels.source.conn_id, f"label sheet of {spec.name}")
+    # Sheets fall back to a key JSON in the environment when their connection is missing.
+    if not os.environ.get(SHEETS_KEY_ENV):
+        for spec in specs:
+            if isinstance(spec.labels.source, SheetSource):
+                names.setdefault(spec.labels.source.conn_id, f"label sheet of {spec.name}")
     return names
 
 

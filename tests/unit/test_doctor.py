@@ -187,3 +187,25 @@ def test_unshared_sheet_says_to_share_it_with_the_service_account(tmp_path, monk
         api.add_worksheet(key, "labels", [["device_id", "gender"]])
         (check,) = doctor.check_sheets([spec])
         assert check.status == "ok", check
+
+
+def test_named_connections_follow_the_configuration(monkeypatch, tmp_path):
+    assert doctor.SHEETS_KEY_ENV == sheets.ENV_KEY_JSON
+    monkeypatch.setenv("MLBATCH_LAUNCHER", "ecs")
+    monkeypatch.setenv("MLBATCH_APPDB_CONN_ID", "mlbatch_appdb")
+    monkeypatch.setenv("MLBATCH_WAREHOUSE", "redshift://aws_redshift")
+    monkeypatch.delenv("MLBATCH_AWS_CONN_ID", raising=False)
+    monkeypatch.delenv(sheets.ENV_KEY_JSON, raising=False)
+    sheet = {"sheet": "1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "conn_id": "google_labels"}
+    spec = load_spec(write_spec(tmp_path, lambda r: r["labels"].update(source=sheet)))
+    env = Environment.from_env()
+    assert set(doctor.named_connections(env, [spec])) == {
+        "mlbatch_appdb",
+        "aws_default",
+        "aws_redshift",
+        "google_labels",
+    }
+    check = doctor.check_connections(env, [spec])
+    assert check.status == "FAIL" and "google_labels" in check.detail and "AIRFLOW_CONN_" in check.fix
+    monkeypatch.setenv(sheets.ENV_KEY_JSON, "{}")  # the sheets' fallback: no connection needed
+    assert "google_labels" not in doctor.named_connections(env, [spec])

@@ -6,6 +6,7 @@ Exit 0 when nothing failed (``warn`` and ``skip`` lines do not fail), 1 when any
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Annotated
@@ -49,7 +50,7 @@ def doctor(
     checks = run_checks(env, specs)
     failed = [c for c in checks if c.status == "FAIL"]
     if as_json:
-        print(json.dumps({"ok": not failed, "checks": [c.__dict__ for c in checks]}, indent=2))
+        print(json.dumps({"ok": not failed, "checks": [dataclasses.asdict(c) for c in checks]}, indent=2))
     else:
         for c in checks:
             out.print(f"[{_COLOURS[c.status]}]{c.line()}[/]", highlight=False, markup=True)
