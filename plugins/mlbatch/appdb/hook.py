@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import URL, make_url
 
 from mlbatch.appdb import schema
-from mlbatch.appdb.connection import AppDbSettings, PasswordSource
+from mlbatch.appdb.connection import AppDbSettings, PasswordSource, from_connection
 from mlbatch.env import redact
 
 
@@ -48,8 +48,6 @@ class AppDbHook:
     @classmethod
     def from_connection(cls, conn_id: str) -> AppDbHook:
         """The hook for the Airflow connection ``conn_id`` (MySQL type; TLS and IAM from extras)."""
-        from mlbatch.appdb.connection import from_connection
-
         return cls.from_settings(from_connection(conn_id))
 
     @property
