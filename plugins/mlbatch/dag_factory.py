@@ -39,7 +39,7 @@ from mlbatch.approval import PromotionApprovalOperator
 from mlbatch.operators import ExternalWorkOperator, StageOperator
 from mlbatch.pools import GPU_POOL
 from mlbatch.runparams import DRY_RUN, WRITERS
-from mlbatch.spec import ModelSpec, load_spec
+from mlbatch.spec import ModelSpec, Resources, load_spec
 
 START = datetime(2026, 1, 1)  # noqa: DTZ001 - Airflow treats a naive start as UTC
 SPECS_DIR = "specs"
@@ -155,10 +155,16 @@ STOPS = (
 )
 
 
-def _gpu(spec: ModelSpec) -> dict[str, Any]:
-    """Pool arguments of a job task: GPU jobs share the ``mlbatch_gpu`` pool, one slot per GPU."""
-    gpus = spec.train.resources.gpu
+def _gpu(resources: Resources) -> dict[str, Any]:
+    """Pool arguments of a job task: only jobs with ``gpu > 0`` share the ``mlbatch_gpu`` pool, one
+    slot per GPU; a CPU job (scoring, by default) never waits behind training for a GPU slot."""
+    gpus = resources.gpu
     return {"pool": GPU_POOL, "pool_slots": gpus} if gpus else {}
+
+
+def _sizing(res: Resources) -> str:
+    pool = f"; pool `{GPU_POOL}` ({res.gpu} slot(s) per job)" if res.gpu else ""
+    return f"{res.gpu} GPU, {res.vcpu:g} vCPU, {res.memory_gib:g} GiB{pool}"
 
 
 def _task_doc(task_id: str, doc: str, task_kwargs: dict[str, Any], report: str | None) -> str:
@@ -178,7 +184,6 @@ def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
     gate, labels, checks = spec.train.gate, spec.labels, spec.features.checks
     src = labels.source
     source = f"sheet `{src.sheet}` / `{src.worksheet}`" if hasattr(src, "sheet") else f"file `{src.file}`"
-    res = spec.train.resources
     rows = [
         ("owner", spec.owner),
         ("spec", f"`{spec.path}`"),
@@ -207,11 +212,8 @@ def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
             f"labels `{labels.schedule}`, train `{spec.train.schedule}` or on new labels, "
             f"score `{spec.score.schedule}` ({spec.score.shards} shards)",
         ),
-        (
-            "jobs",
-            f"{res.gpu} GPU, {res.vcpu:g} vCPU, {res.memory_gib:g} GiB"
-            + (f"; pool `{GPU_POOL}` ({res.gpu} slot(s) per job)" if res.gpu else ""),
-        ),
+        ("train job", _sizing(spec.train.resources)),
+        ("score jobs", _sizing(spec.score.resources)),
         ("retries", f"{RETRIES}, exponential backoff from {RETRY_DELAY}; gates 0"),
         ("failure alerts", f"POST to the HTTP connection `{callbacks.CONN_ID}` (none: a log line)"),
     ]
@@ -323,7 +325,7 @@ def train_dag(spec: ModelSpec) -> DAG:
             "train:TrainJob",
             "Run the training job (container or local process) on the run's label snapshot (the one the "
             "triggering label change names); `force_retrain` makes a fresh version.",
-            **_gpu(spec),
+            **_gpu(spec.train.resources),
         )
         reg = _stage(spec, "register", "train:register", "Register the version with metrics and lineage.")
         approval = spec.train.approval
@@ -384,7 +386,7 @@ def score_dag(spec: ModelSpec) -> DAG:
             "score",
             retries=0,
         )
-        gpu = _gpu(spec)
+        gpu = _gpu(spec.score.resources)
         shards = ExternalWorkOperator.partial(
             task_id="score",
             spec_path=str(spec.path),

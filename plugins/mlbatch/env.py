@@ -8,6 +8,7 @@ the repo root): ``app.db`` (SQLite, Aurora's stand-in), ``warehouse.duckdb`` (Re
 variable                   meaning                                      default
 =========================  ===========================================  =========================
 ``MLBATCH_HOME``           the embedded stack's folder                  ``<repo>/var``
+``MLBATCH_APPDB_CONN_ID``  Airflow MySQL connection of the app DB       unset: the URL below
 ``MLBATCH_APPDB_URL``      SQLAlchemy URL of the app DB (Aurora)        ``sqlite:///$HOME/app.db``
 ``MLBATCH_OBJECT_STORE``   root URI of the object store                 ``file://$HOME/objects``
 ``MLBATCH_WAREHOUSE``      ``duckdb:///path`` or ``redshift://<conn>``  ``duckdb://$HOME/...``
@@ -38,6 +39,9 @@ variable                               meaning                                  
 ``MLBATCH_ECS_SECURITY_GROUPS``        comma-separated security groups (awsvpc)          none
 ``MLBATCH_ECS_ASSIGN_PUBLIC_IP``       ``true`` to assign a public IP                    ``false``
 ``MLBATCH_ECS_LOG_GROUP``              CloudWatch group (and ``_LOG_STREAM_PREFIX``)     the task definition's
+``MLBATCH_ECS_TASK_ROLE_ARN``          task role of both task definitions (only read     (required there)
+                                       by ``mlbatch ecs task-definitions``; so is
+                                       ``MLBATCH_ECS_EXECUTION_ROLE_ARN``)
 ``MLBATCH_AWS_CONN_ID``                Airflow connection for ECS and CloudWatch         ``aws_default``
 ``MLBATCH_AWS_REGION``                 region for those clients                          the connection's
 =====================================  ================================================  =========================
@@ -48,7 +52,9 @@ database and the IAM role UNLOAD/COPY use come from its extras or ``MLBATCH_REDS
 Airflow tasks, else from the standard AWS chain (see :func:`mlbatch.store.aws_conn_id`).
 
 Credentials never live here: URLs name hosts, and passwords come from Airflow connections or
-``MLBATCH_APPDB_PASSWORD`` (kept out of every log line by :func:`redact`).
+``MLBATCH_APPDB_PASSWORD`` (kept out of every log line by :func:`redact`). The app DB's
+connection (``MLBATCH_APPDB_CONN_ID``, TLS and IAM auth in its extras: see
+:mod:`mlbatch.appdb.connection`) wins over ``MLBATCH_APPDB_URL``, which stays the CLI's fallback.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ class Environment:
     warehouse_url: str
     launcher_kind: str
     specs_dir: Path
+    appdb_conn_id: str | None = None
 
     @classmethod
     def from_env(cls) -> Environment:
@@ -95,6 +102,7 @@ class Environment:
             warehouse_url=os.environ.get("MLBATCH_WAREHOUSE") or f"duckdb://{home / 'warehouse.duckdb'}",
             launcher_kind=os.environ.get("MLBATCH_LAUNCHER", "local"),
             specs_dir=Path(os.environ.get("MLBATCH_SPECS_DIR") or REPO_ROOT / "dags" / "specs").resolve(),
+            appdb_conn_id=os.environ.get("MLBATCH_APPDB_CONN_ID") or None,
         )
 
     @cached_property
@@ -107,6 +115,8 @@ class Environment:
     def appdb(self) -> AppDbHook:
         from mlbatch.appdb.hook import AppDbHook
 
+        if self.appdb_conn_id:
+            return AppDbHook.from_connection(self.appdb_conn_id)
         if self.appdb_url.startswith("sqlite:///"):
             Path(self.appdb_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return AppDbHook(self.appdb_url)
@@ -135,7 +145,7 @@ class Environment:
     def describe(self) -> dict[str, str]:
         return {
             "home": str(self.home),
-            "appdb": redact(self.appdb_url),
+            "appdb": f"connection {self.appdb_conn_id}" if self.appdb_conn_id else redact(self.appdb_url),
             "object_store": self.object_store,
             "warehouse": self.warehouse_url,
             "launcher": self.launcher_kind,

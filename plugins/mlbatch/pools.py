@@ -1,6 +1,7 @@
 """Airflow pools of mlbatch: GPU jobs queue in ``mlbatch_gpu`` instead of over-booking GPUs.
 
-A train or score task of a model with ``train.resources.gpu: N`` takes N slots of the pool, so
+A train task with ``train.resources.gpu: N`` (a score task with ``score.resources.gpu: N``) takes
+N slots of the pool; jobs with ``gpu: 0`` (scoring, by default) never enter it. So
 the pool's size is the number of GPUs the job runner may use at once. The size comes from
 ``MLBATCH_GPU_POOL_SLOTS``; unset, it is the largest job's GPU count (one job at a time).
 A task whose pool does not exist, or asks for more slots than the pool has, is never scheduled:
@@ -33,8 +34,8 @@ def gpu_pool_slots(specs_dir: Path | None = None) -> int:
         raise ValueError(f"{SLOTS_ENV}={raw!r} is not a whole number of GPU slots") from None
     if slots < max(1, needed):
         raise ValueError(
-            f"{SLOTS_ENV}={slots} is below the largest GPU job ({needed} GPUs, train.resources.gpu of a spec): "
-            "its tasks would never be scheduled"
+            f"{SLOTS_ENV}={slots} is below the largest GPU job ({needed} GPUs, train or score "
+            "resources.gpu of a spec): its tasks would never be scheduled"
         )
     return slots
 
@@ -44,7 +45,7 @@ def _largest_gpu_job(specs_dir: Path | None) -> int:
     from mlbatch.spec import load_all
 
     specs = load_all(specs_dir or Environment.from_env().specs_dir)
-    return max((s.train.resources.gpu for s in specs), default=0)
+    return max((r.gpu for s in specs for r in (s.train.resources, s.score.resources)), default=0)
 
 
 def pools_set_command(slots: int) -> list[str]:

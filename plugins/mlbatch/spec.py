@@ -172,6 +172,14 @@ class Approval(_Strict):
     )
 
 
+class ScoreResources(Resources):
+    """A scoring job's size: CPU by default (inference of the shipped families is fast on CPU)."""
+
+    gpu: int = Field(0, ge=0, le=8, description="GPUs per scoring job; above 0 it takes slots of mlbatch_gpu.")
+    vcpu: float = Field(4, gt=0, description="vCPUs per scoring job (ECS task size).")
+    memory_gib: float = Field(8, gt=0, description="Memory per scoring job in GiB (ECS task size).")
+
+
 class Train(_Strict):
     schedule: str | None = Field("@monthly", description="Retraining schedule.")
     family: Literal["xgboost", "torch_mlp", "torch_text"] = Field(description="Model family in jobs/families.")
@@ -197,6 +205,9 @@ class Score(_Strict):
         gt=0,
         description="Longest any task of the score DAG may run (each shard's job included); then the task is "
         "stopped, its job too, and retried.",
+    )
+    resources: ScoreResources = Field(
+        default_factory=ScoreResources, description="What each scoring job (one per shard) asks for."
     )
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))

@@ -128,10 +128,27 @@ def test_schedules_come_from_the_spec_and_training_also_follows_new_labels(dagba
 
 
 def test_gpu_jobs_use_the_pool_one_slot_per_gpu(dagbag):
-    for dag_id, task_id in (("device_gender__train", "train"), ("device_gender__score", "score")):
-        t = dagbag.dags[dag_id].get_task(task_id)
-        assert (t.pool, t.pool_slots) == ("mlbatch_gpu", 1), (dag_id, task_id)
+    train = dagbag.dags["device_gender__train"].get_task("train")
+    assert (train.pool, train.pool_slots) == ("mlbatch_gpu", 1)
+    # Scoring is sized for CPU by default (score.resources.gpu: 0): it never queues for a GPU slot.
+    assert dagbag.dags["device_gender__score"].get_task("score").pool == "default_pool"
     assert dagbag.dags["device_gender__score"].get_task("publish").pool == "default_pool"
+
+
+def test_pool_follows_each_jobs_own_gpu_count(tmp_path):
+    from mlbatch.dag_factory import score_dag, train_dag
+    from mlbatch.spec import load_spec
+
+    raw = yaml.safe_load((REPO / "dags" / "specs" / "device_gender.yaml").read_text())
+    raw["train"]["resources"] = {"gpu": 0, "vcpu": 8, "memory_gib": 32}
+    raw["score"]["resources"] = {"gpu": 2}
+    path = tmp_path / "device_gender.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    assert train_dag(spec).get_task("train").pool == "default_pool"
+    score = score_dag(spec)
+    assert (score.get_task("score").pool, score.get_task("score").pool_slots) == ("mlbatch_gpu", 2)
+    assert "2 GPU, 4 vCPU, 8 GiB; pool `mlbatch_gpu` (2 slot(s) per job)" in score.doc_md
 
 
 def test_params_are_validated(dagbag):

@@ -186,3 +186,11 @@ def test_cli_gate_failure_exits_1_and_keeps_production(demo_home, tmp_path):
     assert [v for v in after["versions"] if v[1] == "production"] == [
         v for v in before["versions"] if v[1] == "production"
     ]
+
+
+def test_doctor_is_green_on_the_demo_stack(demo_home):
+    stdout = _mlbatch(demo_home, "doctor", "--json").stdout
+    report = json.loads(stdout[stdout.index("{") :])  # after any log line Airflow writes to stdout
+    got = {c["boundary"]: c["status"] for c in report["checks"]}
+    assert report["ok"] and got["warehouse"] == got["object store"] == got["app DB"] == "ok", got
+    assert got["ECS"] == "skip" and "FAIL" not in got.values(), got

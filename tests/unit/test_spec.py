@@ -85,3 +85,21 @@ def test_docs_spec_md_is_rendered_from_the_models():
         "docs/spec.md is stale: python -m mlbatch.spec_doc > docs/spec.md"
     )
     assert "| `max_invalid_fraction` | float | `0.02` |" in render()
+
+
+def test_score_resources_default_to_cpu_and_reach_the_score_job(tmp_path, monkeypatch):
+    from mlbatch.env import Environment
+    from mlbatch.stages.context import RunContext
+    from mlbatch.stages.score import _score_request
+
+    spec = load_spec(EXAMPLE)
+    res = spec.score.resources
+    assert (res.gpu, res.vcpu, res.memory_gib) == (0, 4, 8)  # sized for CPU scoring
+    assert spec.train.resources.gpu == 1  # the training job keeps its own size
+
+    path = write_spec(tmp_path, lambda r: r["score"].update(resources={"gpu": 1, "memory_gib": 30}))
+    monkeypatch.setenv("MLBATCH_HOME", str(tmp_path / "home"))
+    ctx = RunContext(env=Environment.from_env(), spec=load_spec(path), ds="2026-11-22", run_id="manual__t")
+    ctx.save_state("model", {"artifact_uri": "file:///m", "version": "v1"})
+    request = _score_request(ctx, 0, "file:///out/part-0000.parquet")
+    assert (request.gpu, request.vcpu, request.memory_gib) == (1, 4, 30)

@@ -4,6 +4,10 @@ Aurora MySQL 8 in production, MariaDB 10.11 in tests, SQLite in the embedded sta
 above this hook (label sync, registry, publish) is the same code on each; the few statements
 that differ by dialect (guarded upsert) are built here with SQLAlchemy's dialect constructs,
 with bound parameters and quoted identifiers only.
+
+Credentials: in Airflow, an Airflow connection (``MLBATCH_APPDB_CONN_ID``, see
+:mod:`mlbatch.appdb.connection`: TLS and IAM auth from its extras); for the CLI and tests, a
+URL (``MLBATCH_APPDB_URL``) with the password in it or in ``MLBATCH_APPDB_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -15,16 +19,36 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from mlbatch.appdb import schema
+from mlbatch.appdb.connection import AppDbSettings, PasswordSource, from_connection
 from mlbatch.env import redact
 
 
 class AppDbHook:
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        connect_args: dict[str, Any] | None = None,
+        password: PasswordSource | None = None,
+    ):
+        # ``url`` may carry a password (CLI, tests); ``password`` supplies it at each connect instead
+        # (a connection's password or a fresh IAM token), so it is never part of the URL.
+        self.url = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        self.connect_args = dict(connect_args or {})
+        self.password = password
         self._engine: Engine | None = None
+
+    @classmethod
+    def from_settings(cls, settings: AppDbSettings) -> AppDbHook:
+        return cls(settings.url, connect_args=settings.connect_args, password=settings.password)
+
+    @classmethod
+    def from_connection(cls, conn_id: str) -> AppDbHook:
+        """The hook for the Airflow connection ``conn_id`` (MySQL type; TLS and IAM from extras)."""
+        return cls.from_settings(from_connection(conn_id))
 
     @property
     def dialect(self) -> str:
@@ -59,15 +83,23 @@ class AppDbHook:
                 dbapi_conn.isolation_level = None
 
             return engine
-        if url.password is None and os.environ.get("MLBATCH_APPDB_PASSWORD"):
+        if url.password is None and self.password is None and os.environ.get("MLBATCH_APPDB_PASSWORD"):
             url = url.set(password=os.environ["MLBATCH_APPDB_PASSWORD"])
-        return create_engine(
+        engine = create_engine(
             url,
             pool_pre_ping=True,
             pool_recycle=3600,
             # local_infile: bulk loads of predictions (LOAD DATA LOCAL INFILE).
-            connect_args={"charset": "utf8mb4", "local_infile": True},
+            connect_args={"charset": "utf8mb4", **self.connect_args, "local_infile": True},
         )
+        if self.password is not None:
+            source = self.password
+
+            @event.listens_for(engine, "do_connect")
+            def _password(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+                cparams["password"] = source()  # an IAM token is made fresh for each connection
+
+        return engine
 
     def __repr__(self) -> str:
         return f"AppDbHook({redact(self.url)})"

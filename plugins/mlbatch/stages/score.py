@@ -108,6 +108,9 @@ def _score_request(ctx: RunContext, shard: int, out: str) -> JobRequest:
             str(shards),
         ],
         success_uri=out + "._SUCCESS",
+        gpu=ctx.spec.score.resources.gpu,
+        vcpu=ctx.spec.score.resources.vcpu,
+        memory_gib=ctx.spec.score.resources.memory_gib,
     )
 
 

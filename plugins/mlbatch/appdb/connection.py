@@ -1,0 +1,193 @@
+"""The app database's credentials from an Airflow connection (``MLBATCH_APPDB_CONN_ID``).
+
+A MySQL-type connection: host, port, schema, login, password. Its extras choose TLS and IAM
+authentication, under the MySQL provider's names or PyMySQL's own:
+
+=========================================  =====================================================
+extra                                      effect (PyMySQL connect argument)
+=========================================  =====================================================
+``ssl_ca``, ``ssl_cert``, ``ssl_key``      TLS with that CA bundle / client certificate
+``ssl_verify_cert``, ``ssl_verify_identity``  check the server certificate / its host name
+``ssl_disabled``                           no TLS at all
+``ssl`` (provider: dict or JSON)           ``ca``, ``cert``, ``key``, ``check_hostname``
+``ssl_mode`` (provider)                    ``DISABLED``, ``PREFERRED``, ``REQUIRED`` (TLS, no
+                                           certificate check), ``VERIFY_CA``, ``VERIFY_IDENTITY``
+``iam`` (provider)                         ``true``: the password is an RDS IAM token made per
+                                           connection with ``rds.generate_db_auth_token``
+``aws_conn_id`` (provider), ``region_name``  the AWS connection (and region) making that token
+``charset``                                default ``utf8mb4``
+=========================================  =====================================================
+
+``apache-airflow-providers-mysql`` is not a dependency (it builds mysqlclient from C): the
+connection is read with :meth:`airflow.sdk.BaseHook.get_connection`, which also reads
+``AIRFLOW_CONN_<ID>`` variables, and the driver is PyMySQL.
+
+The password never enters the URL: it is handed to the driver on each connect by a
+:class:`PasswordSource`, so the URL, the hook's repr and every log line stay free of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+# The MySQL provider's ssl_mode values, as PyMySQL arguments.
+_SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+_PROVIDER_SSL_KEYS = {"ca": "ssl_ca", "cert": "ssl_cert", "key": "ssl_key", "check_hostname": "ssl_verify_identity"}
+_FLAT_SSL = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+_BOOL_SSL = ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+
+
+class AppDbConnectionError(ValueError):
+    """The Airflow connection cannot describe an app database; the message names it and the field."""
+
+
+@dataclass(frozen=True)
+class IamToken:
+    """An RDS IAM auth token for each new connection (tokens live 15 minutes; pooled connections
+    outlive them, which is fine: the token is checked only when connecting)."""
+
+    host: str
+    port: int
+    user: str
+    aws_conn_id: str
+    region: str | None = None
+
+    def __call__(self) -> str:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="rds", region_name=self.region)
+        return hook.conn.generate_db_auth_token(DBHostname=self.host, Port=self.port, DBUsername=self.user)
+
+    def __repr__(self) -> str:
+        return f"IamToken({self.user}@{self.host}:{self.port} via {self.aws_conn_id!r})"
+
+
+@dataclass(frozen=True)
+class StaticPassword:
+    value: str = field(repr=False)
+
+    def __call__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return "StaticPassword(***)"
+
+
+PasswordSource = IamToken | StaticPassword
+
+
+@dataclass(frozen=True)
+class AppDbSettings:
+    """What the hook needs: a password-free URL, PyMySQL arguments, and where the password comes from."""
+
+    url: URL
+    connect_args: dict[str, Any]
+    password: PasswordSource | None
+    source: str  # for messages: "Airflow connection 'x'" or "MLBATCH_APPDB_URL"
+
+
+def from_connection(conn_id: str) -> AppDbSettings:
+    """Read the Airflow connection ``conn_id`` (or ``AIRFLOW_CONN_<ID>``) into :class:`AppDbSettings`."""
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and secrets-backend errors alike
+        raise AppDbConnectionError(
+            f"MLBATCH_APPDB_CONN_ID={conn_id!r}: the Airflow connection cannot be read ({type(exc).__name__}: {exc}); "
+            "create it (type mysql: host, port, schema, login, password) or set AIRFLOW_CONN_"
+            f"{conn_id.upper()}"
+        ) from None
+    return settings_for(
+        conn_id,
+        conn_type=conn.conn_type,
+        host=conn.host,
+        port=conn.port,
+        schema=conn.schema,
+        login=conn.login,
+        password=conn.password,
+        extra=conn.extra_dejson,
+    )
+
+
+def settings_for(
+    conn_id: str,
+    *,
+    conn_type: str | None,
+    host: str | None,
+    port: int | None,
+    schema: str | None,
+    login: str | None,
+    password: str | None,
+    extra: dict[str, Any],
+) -> AppDbSettings:
+    where = f"Airflow connection {conn_id!r}"
+    if conn_type not in (None, "", "mysql", "aurora", "mariadb"):
+        raise AppDbConnectionError(f"{where}: conn_type {conn_type!r} is not mysql (Aurora MySQL, MariaDB)")
+    missing = [name for name, value in (("host", host), ("schema", schema), ("login", login)) if not value]
+    if missing:
+        raise AppDbConnectionError(f"{where}: {', '.join(missing)} missing (the app DB's host, database and user)")
+    args = {"charset": str(extra.get("charset") or "utf8mb4"), **tls_args(extra, where)}
+    source: PasswordSource | None
+    if _truthy(extra.get("iam", False)):
+        if args.get("ssl_disabled") or not any(k in args for k in ("ssl_ca", "ssl")):
+            raise AppDbConnectionError(
+                f"{where}: extra iam=true needs TLS with the RDS CA bundle: set extra ssl_ca to its path "
+                "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem); Aurora refuses IAM tokens "
+                "over plain connections"
+            )
+        aws = extra.get("aws_conn_id") or os.environ.get("MLBATCH_AWS_CONN_ID") or "aws_default"
+        source = IamToken(str(host), int(port or 3306), str(login), str(aws), extra.get("region_name"))
+    else:
+        source = StaticPassword(password) if password else None
+    url = URL.create("mysql+pymysql", username=login, host=host, port=port or 3306, database=schema)
+    return AppDbSettings(url=url, connect_args=args, password=source, source=where)
+
+
+def tls_args(extra: dict[str, Any], where: str) -> dict[str, Any]:
+    """PyMySQL's TLS arguments from a connection's extras (flat names win over ``ssl``/``ssl_mode``)."""
+    args: dict[str, Any] = {}
+    provider_ssl = extra.get("ssl")
+    if isinstance(provider_ssl, str) and provider_ssl.strip():
+        try:
+            provider_ssl = json.loads(provider_ssl)
+        except json.JSONDecodeError:
+            raise AppDbConnectionError(f"{where}: extra ssl is not a JSON object: {provider_ssl[:40]!r}") from None
+    if isinstance(provider_ssl, dict):
+        unknown = sorted(set(provider_ssl) - set(_PROVIDER_SSL_KEYS))
+        if unknown:
+            raise AppDbConnectionError(f"{where}: extra ssl has {unknown}; known: {sorted(_PROVIDER_SSL_KEYS)}")
+        args |= {_PROVIDER_SSL_KEYS[k]: v for k, v in provider_ssl.items()}
+        if "check_hostname" in provider_ssl:
+            args["ssl_verify_identity"] = _truthy(provider_ssl["check_hostname"])
+    mode = extra.get("ssl_mode")
+    if mode:
+        mode = str(mode).upper()
+        if mode not in _SSL_MODES:
+            raise AppDbConnectionError(f"{where}: extra ssl_mode {mode!r} is not one of {', '.join(_SSL_MODES)}")
+        if mode == "DISABLED":
+            args["ssl_disabled"] = True
+        elif mode == "REQUIRED":
+            # TLS without a certificate check: PyMySQL needs a context for "encrypt but don't verify".
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            args["ssl"] = ctx
+        elif mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+            args["ssl_verify_cert"] = True
+            args["ssl_verify_identity"] = mode == "VERIFY_IDENTITY"
+    for name in _FLAT_SSL:
+        if name in extra:
+            args[name] = _truthy(extra[name]) if name in _BOOL_SSL else str(extra[name])
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

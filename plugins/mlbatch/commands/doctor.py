@@ -1,0 +1,65 @@
+"""``mlbatch doctor [MODEL]``: check every boundary of the configured environment, one line each.
+
+Exit 0 when nothing failed (``warn`` and ``skip`` lines do not fail), 1 when any check failed,
+2 for a bad spec. With MODEL only that model's label sheet and GPU needs are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from mlbatch.cli import EXIT_GATE, EXIT_USAGE, _logging, err, load_spec_or_exit, out
+from mlbatch.env import Environment
+from mlbatch.spec import SpecError, load_all
+
+_COLOURS = {"ok": "green", "FAIL": "red", "warn": "yellow", "skip": "dim"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(doctor)
+
+
+def doctor(
+    model: Annotated[str | None, typer.Argument(help="Only this model's sheet and GPU needs (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Check connections, warehouse, object store, app DB, ECS, label sheets and the GPU pool."""
+    _logging(verbose)
+    env = Environment.from_env()
+    if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") and env.appdb_url.startswith("sqlite"):
+        # The embedded stack: read the Airflow DB `mlbatch demo` uses (before Airflow is imported).
+        from mlbatch.demo import airflow_environment
+
+        os.environ.update(airflow_environment(env))
+    if model:
+        specs = [load_spec_or_exit(model, env)]
+    else:
+        try:
+            specs = load_all(env.specs_dir)
+        except SpecError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
+    from mlbatch.doctor import run_checks
+
+    checks = run_checks(env, specs)
+    failed = [c for c in checks if c.status == "FAIL"]
+    if as_json:
+        print(json.dumps({"ok": not failed, "checks": [dataclasses.asdict(c) for c in checks]}, indent=2))
+    else:
+        for c in checks:
+            out.print(f"[{_COLOURS[c.status]}]{c.line()}[/]", highlight=False, markup=True)
+        counts = ", ".join(
+            f"{sum(c.status == s for c in checks)} {s}" for s in _COLOURS if any(c.status == s for c in checks)
+        )
+        summary = (
+            f"{len(failed)} of {len(checks)} checks failed ({counts})" if failed else f"no check failed ({counts})"
+        )
+        out.print(summary, highlight=False)
+    if failed:
+        raise typer.Exit(EXIT_GATE)

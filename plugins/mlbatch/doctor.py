@@ -1,0 +1,487 @@
+"""Checks behind ``mlbatch doctor``: every boundary of the configured environment, one result each.
+
+Each check touches its boundary the way the pipeline does (same hooks, same connections) and
+answers with a :class:`Check`: ``ok``, ``FAIL`` (with the fix), ``warn`` (it could not be
+checked; the line says what to check by hand) or ``skip`` (the boundary is not configured here,
+e.g. ECS with the local launcher). Only ``FAIL`` makes the command exit 1.
+
+The checks only read, except the object store's, which writes and deletes one probe object
+under ``_mlbatch_doctor/``. AWS clients are arguments so tests can hand in a stub validated
+against botocore's models (ECS and Redshift cannot run here).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlbatch.env import Environment, redact
+from mlbatch.spec import ModelSpec, SheetSource
+
+if TYPE_CHECKING:
+    from mlbatch.appdb.hook import AppDbHook
+
+Status = Literal["ok", "FAIL", "warn", "skip"]
+
+# What the label sync, registry and publish run on the app DB (publish: CREATE TABLE ... LIKE,
+# LOAD DATA into side tables, RENAME TABLE swaps, DROP of the old tables; ensure_schema: indexes).
+APPDB_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX")
+LOAD_FROM_S3_ENV = "MLBATCH_AURORA_LOAD_FROM_S3"  # same switch as mlbatch.stages.publish
+PROBE_PREFIX = "_mlbatch_doctor/"
+SHEETS_KEY_ENV = "MLBATCH_SHEETS_SERVICE_ACCOUNT_JSON"  # mlbatch.labels.sheets.ENV_KEY_JSON (a test keeps them equal)
+
+
+@dataclass(frozen=True)
+class Check:
+    boundary: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<4}  {self.boundary:<13} {self.detail}"
+        return text + (f"\n{'':<20}fix: {self.fix}" if self.fix else "")
+
+
+def _error(exc: BaseException) -> str:
+    # A driver's message can quote a URL; never the password.
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact(f"{type(exc).__name__}: {first}")[:300]
+
+
+# --- Airflow connections -------------------------------------------------------------------------
+
+
+def named_connections(env: Environment, specs: Iterable[ModelSpec]) -> dict[str, str]:
+    """conn_id -> what uses it, for every Airflow connection this configuration names."""
+    names: dict[str, str] = {}
+    if env.appdb_conn_id:
+        names[env.appdb_conn_id] = "app DB (MLBATCH_APPDB_CONN_ID)"
+    if os.environ.get("MLBATCH_AWS_CONN_ID"):
+        names[os.environ["MLBATCH_AWS_CONN_ID"]] = "S3 / ECS (MLBATCH_AWS_CONN_ID)"
+    elif env.launcher_kind == "ecs":
+        names["aws_default"] = "ECS and CloudWatch Logs (MLBATCH_AWS_CONN_ID unset)"
+    if env.warehouse_url.startswith("redshift://"):
+        names[env.warehouse_url.removeprefix("redshift://").strip("/")] = "Redshift (MLBATCH_WAREHOUSE)"
+    # Sheets fall back to a key JSON in the environment when their connection is missing.
+    if not os.environ.get(SHEETS_KEY_ENV):
+        for spec in specs:
+            if isinstance(spec.labels.source, SheetSource):
+                names.setdefault(spec.labels.source.conn_id, f"label sheet of {spec.name}")
+    return names
+
+
+def check_connections(env: Environment, specs: list[ModelSpec]) -> Check:
+    from airflow.sdk import BaseHook
+
+    names = named_connections(env, specs)
+    if not names:
+        return Check("connections", "ok", "none named (embedded stack: no credentials needed)")
+    missing = []
+    for conn_id, user in names.items():
+        try:
+            BaseHook.get_connection(conn_id)
+        except Exception as exc:  # noqa: BLE001 - not found, secrets backend down: both mean "missing"
+            missing.append(f"{conn_id} ({user}): {_error(exc)}")
+    if missing:
+        return Check(
+            "connections",
+            "FAIL",
+            "cannot read " + "; ".join(missing),
+            "create them (`airflow connections add`, a secrets backend, or AIRFLOW_CONN_<ID> variables)",
+        )
+    return Check("connections", "ok", "resolve: " + ", ".join(f"{c} ({u})" for c, u in names.items()))
+
+
+# --- warehouse -----------------------------------------------------------------------------------
+
+
+def check_warehouse(env: Environment, redshift_client: Any = None) -> list[Check]:
+    if env.warehouse_url.startswith("duckdb://"):
+        try:
+            value = env.warehouse.query("select 1")[0][0]
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, none is fatal to the doctor
+            return [
+                Check(
+                    "warehouse",
+                    "FAIL",
+                    f"DuckDB {env.warehouse_url}: {_error(exc)}",
+                    "run `mlbatch demo` to build the embedded warehouse, or set MLBATCH_WAREHOUSE",
+                )
+            ]
+        return [Check("warehouse", "ok" if value == 1 else "FAIL", f"DuckDB {env.warehouse_url} answers select 1")]
+    return _check_redshift(env, redshift_client)
+
+
+def _check_redshift(env: Environment, client: Any) -> list[Check]:
+    wh = env.warehouse
+    try:
+        config = wh.config
+        value = wh.query_value("select 1")
+    except Exception as exc:  # noqa: BLE001
+        return [
+            Check(
+                "warehouse",
+                "FAIL",
+                f"Redshift Data API via connection {wh.conn_id!r}: {_error(exc)}",
+                "check the connection's extras (cluster_identifier or workgroup_name, database, db_user or "
+                "secret_arn) and that the workers' role may call redshift-data:ExecuteStatement",
+            )
+        ]
+    target = config.cluster_identifier or f"workgroup {config.workgroup_name}"
+    first = Check("warehouse", "ok" if str(value) == "1" else "FAIL", f"Redshift {target} answers select 1")
+    return [first, _check_redshift_role(config, client or _redshift_client(wh, config))]
+
+
+def _redshift_client(wh: Any, config: Any) -> Any:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    kind = "redshift" if config.cluster_identifier else "redshift-serverless"
+    return AwsBaseHook(aws_conn_id=wh.conn_id, client_type=kind).conn
+
+
+def _check_redshift_role(config: Any, client: Any) -> Check:
+    """UNLOAD and COPY run as ``iam_role``: it must be attached to the cluster (or namespace)."""
+    role = config.iam_role
+    try:
+        if config.cluster_identifier:
+            cluster = client.describe_clusters(ClusterIdentifier=config.cluster_identifier)["Clusters"][0]
+            attached = {r["IamRoleArn"]: r.get("ApplyStatus", "") for r in cluster.get("IamRoles", [])}
+            where = f"cluster {config.cluster_identifier}"
+        else:
+            group = client.get_workgroup(workgroupName=config.workgroup_name)["workgroup"]
+            namespace = client.get_namespace(namespaceName=group["namespaceName"])["namespace"]
+            # The serverless API renders each role as "IamRole(applyStatus=in-sync, iamRoleArn=arn:...)".
+            attached = {}
+            for text in namespace.get("iamRoles", []):
+                arn = re.search(r"iamRoleArn=([^,)]+)", text)
+                status = re.search(r"applyStatus=([^,)]+)", text)
+                attached[arn.group(1) if arn else text] = status.group(1) if status else ""
+            where = f"namespace {group['namespaceName']}"
+    except Exception as exc:  # noqa: BLE001 - e.g. AccessDenied: the workers need not be allowed to look
+        return Check(
+            "warehouse role",
+            "warn",
+            f"cannot check that {role} is attached ({_error(exc)})",
+            "check by hand that the role is attached to the cluster/namespace and may s3:GetObject/PutObject "
+            "on the bucket (docs/deploy.md); or allow redshift:DescribeClusters to check here",
+        )
+    if role not in attached:
+        return Check(
+            "warehouse role",
+            "FAIL",
+            f"{role} is not attached to {where} (attached: {', '.join(attached) or 'none'}): UNLOAD/COPY would fail",
+            f"attach it: aws redshift modify-cluster-iam-roles --add-iam-roles {role} (or the namespace's IAM roles)",
+        )
+    if attached[role] not in ("", "in-sync"):
+        return Check("warehouse role", "FAIL", f"{role} on {where} is {attached[role]!r}", "wait until in-sync")
+    return Check("warehouse role", "ok", f"{role} is attached to {where} (UNLOAD/COPY may assume it)")
+
+
+# --- object store ----------------------------------------------------------------------------------
+
+
+def check_object_store(env: Environment) -> Check:
+    from mlbatch.store import filesystem_for
+
+    store = env.store
+    key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    uri = store.uri(key)
+    try:
+        store.put_bytes(key, b"mlbatch doctor probe")
+        fs, path = filesystem_for(uri)
+        fs.delete_file(path)
+        # pyarrow keeps an empty "directory" marker for the parent on S3: remove the probe folder too.
+        store.delete_prefix(PROBE_PREFIX.rstrip("/"))
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc)
+        if "NoSuchBucket" in text or "does not exist" in text.lower():
+            fix = f"create the bucket of {store.root} or fix MLBATCH_OBJECT_STORE"
+        elif "AccessDenied" in text or "Forbidden" in text or "Permission denied" in text:
+            fix = "allow s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket on it to this role"
+        else:
+            fix = "check MLBATCH_OBJECT_STORE, the AWS connection and the endpoint"
+        return Check("object store", "FAIL", f"{store.root} is not writable: {_error(exc)}", fix)
+    return Check("object store", "ok", f"{store.root} is writable (put and deleted {PROBE_PREFIX}...)")
+
+
+# --- app database ----------------------------------------------------------------------------------
+
+
+def check_appdb(env: Environment) -> list[Check]:
+    try:
+        db = env.appdb
+        where = repr(db)
+        with db.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        source = f"connection {env.appdb_conn_id}" if env.appdb_conn_id else "MLBATCH_APPDB_URL"
+        fix = f"check {source}: host, port, user and password"
+        if "Access denied" in str(exc):
+            fix = f"the password or user of {source} is wrong (or the user lacks access from this host)"
+        return [Check("app DB", "FAIL", f"cannot connect: {_error(exc)}", fix)]
+    if db.dialect != "mysql":
+        return [Check("app DB", "ok", f"{where} connects (SQLite: no privileges to check)")]
+    try:
+        return [Check("app DB", "ok", f"{where} connects"), *_mysql_checks(db)]
+    finally:
+        db.dispose()
+
+
+def _mysql_checks(db: AppDbHook) -> list[Check]:
+    with db.connect() as conn:
+        database = conn.exec_driver_sql("SELECT DATABASE()").scalar()
+        user = conn.exec_driver_sql("SELECT CURRENT_USER()").scalar()
+        grants = [row[0] for row in conn.exec_driver_sql("SHOW GRANTS")]
+        variables = dict(
+            conn.exec_driver_sql(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+                "('local_infile', 'aurora_load_from_s3_role', 'aws_default_s3_role', 'lock_wait_timeout')"
+            ).fetchall()
+        )
+    return [privileges_check(grants, database, user), load_check(variables)]
+
+
+_GRANT = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<scope>\S+) TO ", re.IGNORECASE)
+
+
+def granted_privileges(grants: list[str], database: str) -> set[str]:
+    """The privileges ``SHOW GRANTS`` lines give on ``database`` (global or schema-level)."""
+    have: set[str] = set()
+    for line in grants:
+        m = _GRANT.match(line)
+        if not m:
+            continue
+        schema, _, table = m.group("scope").rpartition(".")
+        schema = schema.strip("`")
+        if table != "*" or (schema != "*" and not _like(schema, database)):  # table grants cannot create tables
+            continue
+        for priv in m.group("privs").split(","):
+            priv = re.sub(r"\s*\(.*\)$", "", priv.strip().upper())  # column lists: GRANT SELECT (a) ...
+            have.add("ALL" if priv in ("ALL", "ALL PRIVILEGES") else priv)
+    return have
+
+
+def _like(pattern: str, name: str) -> bool:
+    """A schema name in a grant is a LIKE pattern: ``%`` and ``_`` are wildcards, ``\\_`` a literal."""
+    regex, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            regex, i = regex + re.escape(pattern[i + 1]), i + 2
+            continue
+        regex += ".*" if c == "%" else "." if c == "_" else re.escape(c)
+        i += 1
+    return re.fullmatch(regex, name) is not None
+
+
+def privileges_check(grants: list[str], database: str, user: str) -> Check:
+    have = granted_privileges(grants, database)
+    missing = [] if "ALL" in have else [p for p in APPDB_PRIVILEGES if p not in have]
+    if missing:
+        roles = [g for g in grants if " ON " not in g.upper()]
+        note = "; privileges of granted roles are not resolved here" if roles else ""
+        return Check(
+            "app DB grants",
+            "FAIL",
+            f"{user} lacks {', '.join(missing)} on `{database}` (label sync, registry and publish need "
+            f"{', '.join(APPDB_PRIVILEGES)}{note})",
+            f"GRANT {', '.join(missing)} ON `{database}`.* TO {user}",
+        )
+    return Check("app DB grants", "ok", f"{user} has {', '.join(APPDB_PRIVILEGES)} on `{database}`")
+
+
+def load_check(variables: dict[str, str]) -> Check:
+    """Publish bulk-loads with LOAD DATA LOCAL INFILE, or FROM S3 when MLBATCH_AURORA_LOAD_FROM_S3=1."""
+    if os.environ.get(LOAD_FROM_S3_ENV) == "1":
+        role = variables.get("aurora_load_from_s3_role") or variables.get("aws_default_s3_role")
+        if not role:
+            return Check(
+                "app DB load",
+                "FAIL",
+                f"{LOAD_FROM_S3_ENV}=1 but the cluster has no aurora_load_from_s3_role (nor aws_default_s3_role)",
+                "set aurora_load_from_s3_role in the cluster parameter group to a role that may read the bucket, "
+                "and add that role to the cluster",
+            )
+        return Check("app DB load", "ok", f"LOAD DATA FROM S3 may use {role}")
+    value = str(variables.get("local_infile", "")).upper()
+    if value not in ("1", "ON"):
+        return Check(
+            "app DB load",
+            "FAIL",
+            f"local_infile is {value or 'unknown'}: publish's LOAD DATA LOCAL INFILE would fail (error 4166/1148)",
+            "set local_infile=1 in the DB parameter group (Aurora: cluster parameter group; "
+            f"or load from S3: {LOAD_FROM_S3_ENV}=1 with aurora_load_from_s3_role)",
+        )
+    return Check("app DB load", "ok", "local_infile is ON (publish's LOAD DATA LOCAL INFILE)")
+
+
+# --- ECS -------------------------------------------------------------------------------------------
+
+
+def check_ecs(env: Environment, ecs_client: Any = None) -> list[Check]:
+    if env.launcher_kind != "ecs":
+        return [Check("ECS", "skip", f"launcher is {env.launcher_kind!r}, not ecs")]
+    from mlbatch.launchers.ecs import EcsConfig
+
+    try:
+        config = EcsConfig.from_env()
+    except ValueError as exc:
+        return [Check("ECS", "FAIL", str(exc), "set the MLBATCH_ECS_* variables (mlbatch.env)")]
+    client = ecs_client or _ecs_client(config)
+    try:
+        answer = client.describe_clusters(clusters=[config.cluster])
+    except Exception as exc:  # noqa: BLE001
+        return [Check("ECS", "FAIL", f"DescribeClusters {config.cluster}: {_error(exc)}", "allow ecs:DescribeClusters")]
+    active = [c for c in answer.get("clusters", []) if c.get("status") == "ACTIVE"]
+    if not active:
+        return [Check("ECS", "FAIL", f"cluster {config.cluster} not found or not ACTIVE", "create it (docs/deploy.md)")]
+    checks = [Check("ECS", "ok", f"cluster {config.cluster} is ACTIVE")]
+    for kind, name in (("train", config.train_task_definition), ("score", config.score_task_definition)):
+        checks.append(_task_definition_check(client, kind, name, config.container_name))
+    return checks
+
+
+def _ecs_client(config: Any) -> Any:
+    from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+
+    return EcsHook(aws_conn_id=config.aws_conn_id, region_name=config.region).conn
+
+
+def _task_definition_check(client: Any, kind: str, name: str, container: str) -> Check:
+    fix = (
+        f"register it: mlbatch ecs task-definitions MODEL --kind {kind} > td.json; "
+        "aws ecs register-task-definition --cli-input-json file://td.json"
+    )
+    try:
+        td = client.describe_task_definition(taskDefinition=name)["taskDefinition"]
+    except Exception as exc:  # noqa: BLE001 - ClientException: "Unable to describe task definition."
+        return Check(f"ECS {kind}", "FAIL", f"task definition {name} is not registered ({_error(exc)})", fix)
+    if td.get("status") != "ACTIVE":
+        return Check(f"ECS {kind}", "FAIL", f"task definition {name} is {td.get('status')}", fix)
+    names = [c.get("name") for c in td.get("containerDefinitions", [])]
+    if container not in names:
+        return Check(
+            f"ECS {kind}",
+            "FAIL",
+            f"task definition {name} has no container {container!r} (has {names})",
+            f"name the container {container!r} or set MLBATCH_ECS_CONTAINER",
+        )
+    return Check(f"ECS {kind}", "ok", f"task definition {td.get('taskDefinitionArn', name)} is registered")
+
+
+# --- label sheets ----------------------------------------------------------------------------------
+
+
+def check_sheets(specs: list[ModelSpec], open_client: Callable[[str], Any] | None = None) -> list[Check]:
+    sheets = [s for s in specs if isinstance(s.labels.source, SheetSource)]
+    if not sheets:
+        return [Check("label sheet", "skip", "no spec reads a Google Sheet (CSV files)")]
+    from mlbatch.labels import sheets as sheets_mod
+
+    opener = open_client or sheets_mod.open_client
+    return [_sheet_check(spec, spec.labels.source, opener, sheets_mod) for spec in sheets]  # type: ignore[arg-type]
+
+
+def _sheet_check(spec: ModelSpec, source: SheetSource, opener: Callable[[str], Any], sheets_mod: Any) -> Check:
+    boundary = f"sheet {spec.name}"
+    try:
+        info = sheets_mod.service_account_info(source.conn_id) or {}
+    except Exception:  # noqa: BLE001 - reported below by open_client with its own message
+        info = {}
+    email = info.get("client_email", "the service account's client_email")
+    try:
+        client = opener(source.conn_id)
+        meta = client.http_client.fetch_sheet_metadata(source.sheet)
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc)
+        if any(code in text for code in ("403", "404", "PERMISSION_DENIED", "NOT_FOUND")):
+            return Check(
+                boundary,
+                "FAIL",
+                f"spreadsheet {source.sheet} does not open with connection {source.conn_id!r}: {_error(exc)}",
+                f"share the sheet with {email} (Editor if write_back is set, else Viewer)",
+            )
+        return Check(boundary, "FAIL", f"spreadsheet {source.sheet}: {_error(exc)}", "check the connection's key JSON")
+    titles = [s["properties"]["title"] for s in meta.get("sheets", [])]
+    if source.worksheet not in titles:
+        return Check(
+            boundary,
+            "FAIL",
+            f"spreadsheet {source.sheet} has no worksheet {source.worksheet!r} (has {titles})",
+            "fix labels.source.worksheet in the spec",
+        )
+    return Check(boundary, "ok", f"spreadsheet {source.sheet} / {source.worksheet!r} opens as {email}")
+
+
+# --- GPU pool --------------------------------------------------------------------------------------
+
+
+def check_gpu_pool(
+    specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], Any] | None = None
+) -> Check:
+    from mlbatch.pools import GPU_POOL
+
+    needed = max((r.gpu for s in specs for r in (s.train.resources, s.score.resources)), default=0)
+    if needed == 0:
+        return Check("GPU pool", "skip", "no job asks for a GPU")
+    try:
+        pool = (get_pool or _airflow_pool)(GPU_POOL)
+    except Exception as exc:  # noqa: BLE001 - no metadata DB here (a CLI on a laptop): cannot check
+        return Check(
+            "GPU pool",
+            "warn",
+            f"Airflow's metadata DB is not reachable, cannot check pool {GPU_POOL} ({_error(exc)})",
+            "run where Airflow's DB is configured, or check with `airflow pools get mlbatch_gpu`",
+        )
+    if pool is None:
+        # `mlbatch demo` runs DAGs with dag.test(), which ignores pools: only a scheduler needs it.
+        return Check(
+            "GPU pool",
+            "warn" if launcher_kind == "local" else "FAIL",
+            f"pool {GPU_POOL} does not exist: a scheduler would never run GPU tasks"
+            + (" (mlbatch demo's dag.test ignores pools)" if launcher_kind == "local" else ""),
+            "python -m mlbatch.pools (runs `airflow pools set`)",
+        )
+    if pool.slots < needed:
+        return Check(
+            "GPU pool",
+            "FAIL",
+            f"pool {GPU_POOL} has {pool.slots} slot(s), the largest GPU job needs {needed}",
+            "python -m mlbatch.pools (MLBATCH_GPU_POOL_SLOTS sets the size)",
+        )
+    return Check("GPU pool", "ok", f"pool {GPU_POOL} has {pool.slots} slot(s) (largest GPU job: {needed})")
+
+
+def _airflow_pool(name: str) -> Any:
+    from airflow.models.pool import Pool
+
+    return Pool.get_pool(name)
+
+
+# --- all of them -------------------------------------------------------------------------------------
+
+
+def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
+    """Every boundary, in the order data flows; a check that crashes is a FAIL, not a traceback."""
+    results: list[Check] = []
+    steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
+        ("connections", lambda: check_connections(env, specs)),
+        ("warehouse", lambda: check_warehouse(env)),
+        ("object store", lambda: check_object_store(env)),
+        ("app DB", lambda: check_appdb(env)),
+        ("ECS", lambda: check_ecs(env)),
+        ("label sheet", lambda: check_sheets(specs)),
+        ("GPU pool", lambda: check_gpu_pool(specs, env.launcher_kind)),
+    ]
+    for boundary, step in steps:
+        try:
+            got = step()
+        except Exception as exc:  # noqa: BLE001
+            got = Check(boundary, "FAIL", f"the check itself failed: {_error(exc)}", "see `mlbatch doctor -v`")
+        results.extend(got if isinstance(got, list) else [got])
+    return results
