@@ -85,3 +85,35 @@ def test_docs_spec_md_is_rendered_from_the_models():
         "docs/spec.md is stale: python -m mlbatch.spec_doc > docs/spec.md"
     )
     assert "| `max_invalid_fraction` | float | `0.02` |" in render()
+
+
+def test_sql_paths_resolve_from_the_project_dir_not_from_a_sql_folder_near_the_spec(tmp_path, monkeypatch):
+    # A deployment keeps specs where it likes: a sql/ folder that happens to sit above the spec
+    # is not the project (the old rule took the first parent holding sql/).
+    decoy = tmp_path / "elsewhere"
+    (decoy / "sql" / "redshift" / "device_gender").mkdir(parents=True)
+    (decoy / "specs").mkdir()
+    monkeypatch.delenv("MLBATCH_PROJECT_DIR", raising=False)
+    spec = load_spec(write_spec(decoy / "specs", lambda r: None))
+    assert spec.root == REPO
+    assert spec.resolve(spec.features.training_sql) == REPO / "sql" / "redshift" / "device_gender" / "training.sql"
+
+    project = tmp_path / "project"
+    query = project / "sql" / "redshift" / "device_gender" / "training.sql"
+    query.parent.mkdir(parents=True)
+    query.write_text("SELECT 1 AS device_id WHERE '{{ ds }}' = '{{ ds }}'")
+    monkeypatch.setenv("MLBATCH_PROJECT_DIR", str(project))
+    spec = load_spec(write_spec(decoy / "specs", lambda r: None))
+    assert spec.resolve(spec.features.training_sql) == query
+
+    from mlbatch.features.sql import render_spec_query
+
+    assert "2026-11-22" in render_spec_query(spec, "training", "2026-11-22")
+
+
+def test_the_cli_finds_specs_under_the_project_dir(tmp_path, monkeypatch):
+    from mlbatch.env import Environment
+
+    monkeypatch.delenv("MLBATCH_SPECS_DIR", raising=False)
+    monkeypatch.setenv("MLBATCH_PROJECT_DIR", str(tmp_path))
+    assert Environment.from_env().specs_dir == tmp_path.resolve() / "dags" / "specs"
