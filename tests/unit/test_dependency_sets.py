@@ -94,6 +94,20 @@ def test_each_set_is_closed_under_its_dependencies(path: Path) -> None:
     assert not missing, f"{path.relative_to(REPO)} lacks dependencies of its own packages: {missing}"
 
 
+@pytest.mark.parametrize("path", [AIRFLOW_SET, JOBS_SET], ids=lambda p: p.name)
+def test_every_pin_installs_on_debian_12s_python(path: Path) -> None:
+    """The images' base (Debian 12) has CPython 3.11.2: a pin that needs a later 3.11 fails the build."""
+    from packaging.specifiers import SpecifierSet
+
+    too_new = {
+        name: distribution(name).metadata["Requires-Python"]
+        for name in pins(path)
+        if distribution(name).metadata.get("Requires-Python")
+        and "3.11.2" not in SpecifierSet(distribution(name).metadata["Requires-Python"])
+    }
+    assert not too_new, f"{path.relative_to(REPO)}: pins that need a newer Python than 3.11.2: {too_new}"
+
+
 def test_sets_agree_where_they_overlap_and_the_dev_set_holds_both() -> None:
     airflow, jobs, dev = pins(AIRFLOW_SET), pins(JOBS_SET), pins(DEV_SET)
     clash = {n: (airflow[n], jobs[n]) for n in set(airflow) & set(jobs) if airflow[n] != jobs[n]}
