@@ -138,7 +138,10 @@ class FeatureChecks(_Strict):
 
 
 class Features(_Strict):
-    training_sql: str = Field(description="Redshift SQL (Jinja) for training rows, relative to the project root.")
+    training_sql: str = Field(
+        description="Redshift SQL (Jinja) for training rows, relative to the project root "
+        "(MLBATCH_PROJECT_DIR, default: the repo root)."
+    )
     scoring_sql: str = Field(description="Redshift SQL (Jinja) for the day's scoring rows.")
     params: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Values passed to the SQL templates (rendered as SQL literals)."
