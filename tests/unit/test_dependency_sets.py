@@ -48,8 +48,13 @@ def pins(path: Path) -> dict[str, str]:
     return found
 
 
+# Markers are evaluated for this interpreter and for the images' (Debian 12: CPython 3.11.2), whose
+# older patch release pulls in more (redis needs async-timeout below 3.11.3).
+IMAGE_PYTHON = {"python_full_version": "3.11.2", "python_version": "3.11"}
+
+
 def closure(tops: list[str]) -> dict[str, set[str]]:
-    """Every installed distribution ``tops`` need, with the extras asked of it."""
+    """Every installed distribution ``tops`` need here or in the images, with the extras asked of it."""
     seen: dict[str, set[str]] = {}
     stack = [Requirement(t) for t in tops]
     while stack:
@@ -65,7 +70,11 @@ def closure(tops: list[str]) -> dict[str, set[str]]:
             pytest.fail(f"{req.name} is required (by the set) but not installed in the dev venv")
         for spec in dist.requires or []:
             dep = Requirement(spec)
-            if dep.marker and not any(dep.marker.evaluate({"extra": e}) for e in ["", *sorted(seen[name])]):
+            if dep.marker and not any(
+                dep.marker.evaluate({**python, "extra": e})
+                for e in ["", *sorted(seen[name])]
+                for python in ({}, IMAGE_PYTHON)
+            ):
                 continue
             stack.append(dep)
     return seen
