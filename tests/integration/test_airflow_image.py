@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from mlbatch.devservers import Postgres, start_postgres
+from mlbatch.devservers import Postgres, free_port, start_postgres, start_redis
 from mlbatch.launchers.images import build_image
 
 from tests.integration.conftest import say
@@ -144,6 +146,75 @@ def test_db_migrate_on_postgres_and_every_dag_imports(
     assert code == 0, err[-3000:]
     dag_ids = {d["dag_id"] for d in json.loads(last_line(out))}
     assert {f"{m}__{kind}" for m in SPECS for kind in ("labels", "train", "score")} <= dag_ids, dag_ids
+
+
+def wait_for(what: str, check: Callable[[], bool], container: Any, timeout: float = 240) -> None:
+    """Poll ``check()`` until it is true; the container's log in the failure if it never is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status == "exited":
+            break
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(2)
+    logs = container.logs().decode(errors="replace")[-4000:]
+    pytest.fail(f"{what} not reached within {timeout:.0f} s (container {container.status}):\n{logs}")
+
+
+def test_the_charts_commands_start_and_stop_cleanly(
+    airflow_image: str, docker_client: DockerClient, postgres: Postgres, tmp_path: Path
+) -> None:
+    """The scheduler, API server and a Celery worker, started with the official chart's commands,
+    come up (the API reports the scheduler healthy; the worker joins the broker) and stop on
+    SIGTERM with exit code 0: tini passes the signal on and `exec` leaves no shell in between."""
+    redis = start_redis(tmp_path)
+    port = free_port()
+    env = {
+        **airflow_env(postgres),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": redis.url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres.url("postgresql+psycopg2"),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+    }
+    code, _, err = run(docker_client, airflow_image, ["bash", "-c", "exec airflow db migrate"], env)
+    assert code == 0, err[-3000:]
+    commands = {
+        "scheduler": ["bash", "-c", "exec airflow scheduler"],
+        "api-server": ["bash", "-c", "exec airflow api-server"],
+        "worker": ["bash", "-c", "exec \\\nairflow celery worker"],  # the chart's worker args, verbatim
+    }
+    containers = {
+        name: docker_client.containers.run(airflow_image, cmd, environment=env, network_mode="host", detach=True)
+        for name, cmd in commands.items()
+    }
+    try:
+
+        def scheduler_healthy() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as resp:
+                health = json.load(resp)
+            return health["metadatabase"]["status"] == "healthy" and health["scheduler"]["status"] == "healthy"
+
+        wait_for("the API server reporting a healthy scheduler", scheduler_healthy, containers["api-server"])
+        wait_for(
+            "the Celery worker ready",
+            lambda: b"ready." in containers["worker"].logs(),
+            containers["worker"],
+        )
+        for name, container in containers.items():
+            container.stop(timeout=60)  # SIGTERM, then SIGKILL after 60 s
+            code = container.wait(timeout=90)["StatusCode"]
+            assert code == 0, f"{name} exited {code} on SIGTERM:\n{container.logs().decode(errors='replace')[-3000:]}"
+    finally:
+        for container in containers.values():
+            container.remove(force=True)
+        redis.stop()
 
 
 def write_label_file(path: Path, rows: int) -> None:
