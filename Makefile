@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements/airflow.txt requirements/jobs.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
@@ -36,7 +36,7 @@ IMAGE_BASE ?= mlbatch/debian-base:12
 TORCH      ?= none
 images: venv
 	docker/build-base.sh $(IMAGE_BASE)
-	$(BIN)/python -m mlbatch.launchers.images train score --base-image $(IMAGE_BASE) --torch $(TORCH)
+	$(BIN)/mlbatch images build train score airflow --base-image $(IMAGE_BASE) --torch $(TORCH)
 
 # The Airflow UI on the embedded stack: `airflow standalone` (API server + UI on :8080, scheduler,
 # DAG processor, triggerer; LocalExecutor on SQLite) with this repo's airflow.cfg. Runs the demo

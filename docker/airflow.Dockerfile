@@ -1,30 +1,39 @@
-# The Airflow image: scheduler, API server, DAG processor, triggerer and LocalExecutor/Celery
-# workers all run it, with a different command (`airflow scheduler`, `airflow api-server`, ...).
-# It holds the pinned requirements (requirements.txt: Airflow 3.3, the amazon provider, the
-# mlbatch libraries) and the repo's dags/, plugins/, sql/ and jobs/ (the jobs run in their own
-# images; they are here for `mlbatch run` with the local launcher and for `mlbatch sql`).
+# The Airflow image: scheduler, API server, DAG processor, triggerer and Celery workers all run it,
+# each with its own command. It holds requirements/airflow.txt only (Airflow 3.3, the amazon,
+# celery, http and standard providers, the metadata DB drivers, what the DAG tasks import) and
+# the repo's dags/, plugins/ and sql/. No torch, xgboost, scikit-learn or test tools: the jobs
+# run in their own images (train.Dockerfile, score.Dockerfile) on ECS or Docker.
 #
-#   docker build -f docker/airflow.Dockerfile -t mlbatch/airflow:dev .
-#   docker build -f docker/airflow.Dockerfile --build-arg BASE_IMAGE=mlbatch/debian-base:12 .   # air-gapped
+#   mlbatch images build airflow [--base-image mlbatch/debian-base:12]                  # content-hash tag
+#   docker build -f docker/airflow.Dockerfile -t mlbatch/airflow:dev .                  # plain build
 #
-# No secrets are baked in. Production sets, through the environment or a secrets backend:
-#   AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (Postgres/MySQL), AIRFLOW__API_AUTH__JWT_SECRET (shared by
-#   every component; the value in airflow.cfg is for local development only), AIRFLOW__CORE__AUTH_MANAGER
-#   and the connections (aws_default, the Aurora and Redshift connections, mlbatch_alerts), plus
-#   MLBATCH_OBJECT_STORE, MLBATCH_APPDB_URL, MLBATCH_LAUNCHER=ecs. `python -m mlbatch.pools` creates the
-#   GPU pool (MLBATCH_GPU_POOL_SLOTS).
+# Made for the official Helm chart, like the official image: user airflow (uid 50000, gid 0,
+# files group-writable so any uid in group 0 works), AIRFLOW_HOME=/opt/airflow, tini as PID 1,
+# and no `ENTRYPOINT ["airflow"]`: the chart's `bash -c "exec airflow scheduler"`,
+# `airflow api-server`, `airflow celery worker` run as given; a bare subcommand (`scheduler`)
+# gets `airflow` put in front (docker/airflow-entrypoint.sh).
+#
+# No secrets and no airflow.cfg are baked in (the repo's airflow.cfg is for local development).
+# A deployment sets, through the chart's values, the environment or a secrets backend:
+#   AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (postgresql+psycopg2://... or mysql+pymysql://...; the
+#   async driver, asyncpg or aiomysql, is derived from it), AIRFLOW__API_AUTH__JWT_SECRET,
+#   the executor and broker, the connections (aws_default, the Aurora and Redshift ones,
+#   mlbatch_alerts), MLBATCH_OBJECT_STORE, MLBATCH_WAREHOUSE, MLBATCH_LAUNCHER=ecs and the job images.
+#
+# Air-gapped builds (tests: no registry) pass the debootstrap base from docker/build-base.sh
+# (--build-arg BASE_IMAGE=mlbatch/debian-base:12). A CA bundle for pip (a proxy's) is used when
+# the context has docker/build/ca.crt; `mlbatch images build` puts it there.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS runtime
 ARG PYTHON=python3.11
 RUN set -eu; \
-    if ! command -v "$PYTHON" >/dev/null; then \
-        apt-get update -qq; \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "$PYTHON" "$PYTHON-venv" ca-certificates; \
-        rm -rf /var/lib/apt/lists/*; \
-    fi; \
-    useradd --uid 50000 --user-group --create-home --shell /usr/sbin/nologin airflow
+    apt-get update -qq; \
+    packages="tini"; \
+    command -v "$PYTHON" >/dev/null || packages="$packages $PYTHON $PYTHON-venv ca-certificates"; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages; \
+    rm -rf /var/lib/apt/lists/*; \
+    useradd --uid 50000 --gid 0 --home-dir /home/airflow --create-home --shell /bin/bash airflow
 
 FROM runtime AS build
 ARG PYTHON=python3.11
@@ -32,40 +41,48 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_DEFAULT_TIMEOUT=180
 RUN "$PYTHON" -m venv /opt/venv
-COPY requirements.txt /tmp/req/requirements.txt
-RUN /opt/venv/bin/pip install -q --no-deps -r /tmp/req/requirements.txt \
-    && /opt/venv/bin/pip check \
-    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+# `docker/build*` matches nothing in a plain build: the CA bundle is optional.
+COPY requirements/airflow.txt docker/build* /tmp/req/
+# --no-deps: exactly the pinned set, nothing resolved at build time; `pip check` proves it whole.
+RUN set -eu; \
+    if [ -f /tmp/req/ca.crt ]; then export PIP_CERT=/tmp/req/ca.crt; fi; \
+    /opt/venv/bin/pip install -q --no-deps -r /tmp/req/airflow.txt; \
+    /opt/venv/bin/pip check; \
+    find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 FROM runtime
 ARG CODE_VERSION=unknown
+ARG IMAGE=mlbatch/airflow:dev
 LABEL org.opencontainers.image.title="mlbatch-airflow" \
       org.opencontainers.image.revision="${CODE_VERSION}"
 COPY --from=build /opt/venv /opt/venv
-# AIRFLOW_HOME is the repo layout: airflow.cfg, dags/ (thin DAG files + specs), plugins/ (the mlbatch
-# package; plugins/.airflowignore keeps the plugins manager out of it), sql/, jobs/.
-COPY airflow.cfg pyproject.toml /opt/airflow/
-COPY dags/ /opt/airflow/dags/
-COPY plugins/ /opt/airflow/plugins/
-COPY sql/ /opt/airflow/sql/
-COPY jobs/ /opt/airflow/jobs/
-# `mlbatch` runs from the source tree (its paths are relative to the repo root), so no wheel: a shim.
+COPY docker/airflow-entrypoint.sh /entrypoint
+# AIRFLOW_HOME keeps the repo's layout: dags/ (thin DAG files + specs; the chart's git-sync or
+# volume may replace it), plugins/ (the mlbatch package; plugins/.airflowignore keeps the plugins
+# manager out of it), sql/. MLBATCH_PROJECT_DIR tells mlbatch where specs' relative paths start.
+COPY --chown=50000:0 dags/ /opt/airflow/dags/
+COPY --chown=50000:0 plugins/ /opt/airflow/plugins/
+COPY --chown=50000:0 sql/ /opt/airflow/sql/
+# `mlbatch` runs from plugins/ (no wheel in this image): a shim on PATH.
 RUN set -eu; \
     printf '#!/opt/venv/bin/python\nfrom mlbatch.cli import main\nmain()\n' > /opt/venv/bin/mlbatch; \
-    chmod 0755 /opt/venv/bin/mlbatch; \
-    mkdir -p /opt/airflow/var/airflow; \
-    chown -R airflow:airflow /opt/airflow/var
+    chmod 0755 /opt/venv/bin/mlbatch /entrypoint; \
+    mkdir -p /opt/airflow/logs /opt/airflow/var; \
+    chown -R 50000:0 /opt/airflow; \
+    chmod -R g+rwX /opt/airflow
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    PYTHONPATH=/opt/airflow/plugins:/opt/airflow \
+    PYTHONPATH=/opt/airflow/plugins \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     AIRFLOW_HOME=/opt/airflow \
+    AIRFLOW_UID=50000 \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
-    AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False \
+    MLBATCH_PROJECT_DIR=/opt/airflow \
     MLBATCH_HOME=/opt/airflow/var \
+    MLBATCH_IMAGE=${IMAGE} \
     MLBATCH_CODE_VERSION=${CODE_VERSION}
 WORKDIR /opt/airflow
-USER 50000:50000
+USER 50000:0
 EXPOSE 8080
-ENTRYPOINT ["airflow"]
-CMD ["version"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/entrypoint"]
+CMD ["airflow", "version"]

@@ -5,8 +5,9 @@
 # Production base: Debian 12 with CPython 3.11 (the jobs' wheels are cp311). Air-gapped builds
 # (tests, no registry) pass the debootstrap base from docker/build-base.sh:
 #   --build-arg BASE_IMAGE=mlbatch/debian-base:12
-# Context and CA handling as in train.Dockerfile
-# (`python -m mlbatch.launchers.images build score` assembles it).
+# Context and CA handling as in train.Dockerfile (`mlbatch images build score` assembles it).
+# The pins come from requirements/jobs.txt: numpy, pyarrow, scipy and xgboost's version, installed
+# as xgboost-cpu (the same library without CUDA, so every model the train image made loads here).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS runtime
@@ -22,23 +23,25 @@ RUN set -eu; \
 
 FROM runtime AS build
 ARG PYTHON=python3.11
-COPY docker/build/ca.crt /etc/ssl/mlbatch-build-ca.crt
-ENV PIP_CERT=/etc/ssl/mlbatch-build-ca.crt \
-    PIP_NO_CACHE_DIR=1 \
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_DEFAULT_TIMEOUT=180
 RUN "$PYTHON" -m venv /opt/venv
-COPY docker/requirements-score.txt /tmp/req/
-RUN /opt/venv/bin/pip install -q --no-deps --only-binary :all: -r /tmp/req/requirements-score.txt
-COPY docker/requirements-torch.txt /tmp/req/
-COPY docker/build/wheels/ /tmp/wheels/
+# `docker/build*` matches nothing in a plain build: the CA bundle and the wheels are optional.
+COPY requirements/jobs.txt docker/build* /tmp/req/
+RUN set -eu; \
+    if [ -f /tmp/req/ca.crt ]; then export PIP_CERT=/tmp/req/ca.crt; fi; \
+    grep -E '^(numpy|pyarrow|scipy|xgboost)==' /tmp/req/jobs.txt | sed 's/^xgboost==/xgboost-cpu==/' > /tmp/req/score.txt; \
+    test "$(wc -l < /tmp/req/score.txt)" -eq 4; \
+    /opt/venv/bin/pip install -q --no-deps --only-binary :all: -r /tmp/req/score.txt
 # Declared here, not above: a build arg is part of every later RUN's cache key.
 ARG TORCH=none
 RUN set -eu; \
+    if [ -f /tmp/req/ca.crt ]; then export PIP_CERT=/tmp/req/ca.crt; fi; \
     case "$TORCH" in \
       none) ;; \
-      pypi) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/requirements-torch.txt torch==2.13.0 ;; \
-      wheel) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/requirements-torch.txt /tmp/wheels/torch-2.13.0*.whl ;; \
+      pypi) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/jobs.txt torch==2.13.0 ;; \
+      wheel) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/jobs.txt /tmp/req/wheels/torch-2.13.0*.whl ;; \
       *) echo "TORCH must be none, pypi or wheel; got '$TORCH'" >&2; exit 2 ;; \
     esac; \
     /opt/venv/bin/pip check; \
@@ -46,6 +49,7 @@ RUN set -eu; \
 
 FROM runtime
 ARG CODE_VERSION=unknown
+ARG IMAGE=mlbatch/score:dev
 LABEL org.opencontainers.image.title="mlbatch-score" \
       org.opencontainers.image.revision="${CODE_VERSION}"
 COPY --from=build /opt/venv /opt/venv
@@ -54,6 +58,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MLBATCH_IMAGE=${IMAGE} \
     MLBATCH_CODE_VERSION=${CODE_VERSION}
 WORKDIR /app
 USER 10001:10001

@@ -7,9 +7,10 @@
 # TORCH: none (xgboost families only), pypi (torch==2.13.0 from PyPI, the CUDA build: production),
 # wheel (a torch-2.13.0*.whl put in docker/build/wheels/: the CPU wheel, for CPU test images).
 #
-# The context mirrors the repo's paths (docker/requirements-*.txt, jobs/) plus docker/build/ca.crt
-# (the CA bundle pip trusts while building; it stays in the build stage, not in the image).
-# `python -m mlbatch.launchers.images build train` assembles it and tags the image by content hash.
+# The pins come from requirements/jobs.txt (one source for the dev venv and both job images).
+# The context is the repo (`docker build -f docker/train.Dockerfile .` works as is) or what
+# `mlbatch images build train` assembles: the same paths plus, optionally, docker/build/ca.crt (the
+# CA bundle pip trusts while building; it stays in the build stage) and docker/build/wheels/.
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
 
 FROM ${BASE_IMAGE} AS runtime
@@ -26,24 +27,25 @@ RUN set -eu; \
 
 FROM runtime AS build
 ARG PYTHON=python3.11
-COPY docker/build/ca.crt /etc/ssl/mlbatch-build-ca.crt
-ENV PIP_CERT=/etc/ssl/mlbatch-build-ca.crt \
-    PIP_NO_CACHE_DIR=1 \
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_DEFAULT_TIMEOUT=180
 RUN "$PYTHON" -m venv /opt/venv
-COPY docker/requirements-train.txt /tmp/req/
-# --no-deps: exactly the pinned set, nothing resolved at build time; `pip check` proves it whole.
-RUN /opt/venv/bin/pip install -q --no-deps --only-binary :all: -r /tmp/req/requirements-train.txt
-COPY docker/requirements-torch.txt /tmp/req/
-COPY docker/build/wheels/ /tmp/wheels/
+# `docker/build*` matches nothing in a plain build: the CA bundle and the wheels are optional.
+COPY requirements/jobs.txt docker/build* /tmp/req/
+# --no-deps: exactly the pinned set (torch aside: its own step), nothing resolved at build time.
+RUN set -eu; \
+    if [ -f /tmp/req/ca.crt ]; then export PIP_CERT=/tmp/req/ca.crt; fi; \
+    grep -v '^torch==' /tmp/req/jobs.txt > /tmp/req/train.txt; \
+    /opt/venv/bin/pip install -q --no-deps --only-binary :all: -r /tmp/req/train.txt
 # Declared here, not above: a build arg is part of every later RUN's cache key.
 ARG TORCH=none
 RUN set -eu; \
+    if [ -f /tmp/req/ca.crt ]; then export PIP_CERT=/tmp/req/ca.crt; fi; \
     case "$TORCH" in \
       none) ;; \
-      pypi) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/requirements-torch.txt torch==2.13.0 ;; \
-      wheel) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/requirements-torch.txt /tmp/wheels/torch-2.13.0*.whl ;; \
+      pypi) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/jobs.txt torch==2.13.0 ;; \
+      wheel) /opt/venv/bin/pip install -q --only-binary :all: -c /tmp/req/jobs.txt /tmp/req/wheels/torch-2.13.0*.whl ;; \
       *) echo "TORCH must be none, pypi or wheel; got '$TORCH'" >&2; exit 2 ;; \
     esac; \
     /opt/venv/bin/pip check; \
@@ -51,6 +53,7 @@ RUN set -eu; \
 
 FROM runtime
 ARG CODE_VERSION=unknown
+ARG IMAGE=mlbatch/train:dev
 LABEL org.opencontainers.image.title="mlbatch-train" \
       org.opencontainers.image.revision="${CODE_VERSION}"
 COPY --from=build /opt/venv /opt/venv
@@ -59,6 +62,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MLBATCH_IMAGE=${IMAGE} \
     MLBATCH_CODE_VERSION=${CODE_VERSION} \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -15,11 +15,13 @@ Exit codes: 0 done (or already done); 2 bad input or config (stderr names it); 1
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,22 @@ from jobs.io import JobInputError
 
 BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")  # = mlbatch.spec's lists
 MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
+
+
+def provenance() -> dict[str, str | None]:
+    """What ran this job: the image and code version baked into the job image at build time
+    (``MLBATCH_IMAGE``, ``MLBATCH_CODE_VERSION``; see mlbatch.launchers.images). Outside an image
+    (the local launcher) there is no image, and the code version is a hash of jobs/'s sources.
+    """
+    image = os.environ.get("MLBATCH_IMAGE") or None
+    version = os.environ.get("MLBATCH_CODE_VERSION")
+    if not version:
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        version = f"source-{h.hexdigest()[:16]}"
+    return {"image": image, "code_version": version}
 
 
 def log(msg: str) -> None:
@@ -234,7 +252,7 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         "params": model.effective_params,
         "seed": int(cfg["seed"]),
         "split": cfg["split"],
-        "code_version": os.environ.get("MLBATCH_CODE_VERSION", "unknown"),
+        **provenance(),
         **model.library_versions,
         "device_trained": meta.get("device_trained"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -252,6 +252,69 @@ def start_dockerd(root: Path = DOCKER_ROOT, timeout: float = 90) -> Dockerd:
     return daemon
 
 
+REGISTRY_PACKAGES = ["docker-registry"]  # Distribution 2.8 (Debian 12): ECR speaks the same API
+
+
+@dataclass
+class Registry:
+    """An image registry on 127.0.0.1; ``address`` (host:port) is what ``mlbatch images push --registry`` takes.
+
+    Docker treats 127.0.0.0/8 registries as insecure by default: plain HTTP, no TLS set-up needed.
+    """
+
+    port: int
+    root: Path
+    proc: subprocess.Popen
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def tags(self, repository: str) -> list[str]:
+        """The tags the registry holds for ``repository`` (its HTTP API, not Docker's view)."""
+        import json
+        import urllib.request
+
+        url = f"http://{self.address}/v2/{repository}/tags/list"
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - a loopback test server
+            return sorted(json.load(resp).get("tags") or [])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_registry(base: Path | None = None) -> Registry:
+    """Start Debian's ``docker-registry`` on a free loopback port with its own storage (installed when missing)."""
+    binary = shutil.which("docker-registry")
+    if not binary:
+        apt_install(REGISTRY_PACKAGES)
+        binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    root = Path(tempfile.mkdtemp(prefix="mlbatch-registry-", dir=base))
+    port = free_port()
+    config, log = root / "config.yml", root / "registry.log"
+    # No auth, no TLS: a loopback test server (Docker pushes to 127.0.0.1 over plain HTTP).
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+        )
+    registry = Registry(port, root, proc)
+    atexit.register(registry.stop)
+    _wait_for_port(port, proc, "docker-registry", log)
+    return registry
+
+
 # --- Airflow's production back ends ------------------------------------------------------------
 POSTGRES_PACKAGES = ["postgresql"]
 REDIS_PACKAGES = ["redis-server"]

@@ -14,7 +14,8 @@ variable                   meaning                                      default
 ``MLBATCH_WAREHOUSE``      ``duckdb:///path`` or ``redshift://<conn>``  ``duckdb://$HOME/...``
 ``MLBATCH_AWS_CONN_ID``    Airflow AWS connection for S3                ``aws_default`` in tasks
 ``MLBATCH_LAUNCHER``       ``local`` (process), ``docker``, ``ecs``     ``local``
-``MLBATCH_SPECS_DIR``      the model specs                              ``<repo>/dags/specs``
+``MLBATCH_PROJECT_DIR``    where specs' relative paths (SQL) start      ``<repo>``
+``MLBATCH_SPECS_DIR``      the model specs (for the CLI)                ``$PROJECT_DIR/dags/specs``
 =========================  ===========================================  =========================
 
 Launcher settings (read by ``mlbatch.launchers`` when ``MLBATCH_LAUNCHER`` picks that backend):
@@ -66,6 +67,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlbatch.spec import project_dir
 from mlbatch.store import ObjectStore
 
 if TYPE_CHECKING:
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
     from mlbatch.warehouse.redshift import RedshiftWarehouse
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or /opt/airflow in the Airflow image)
 
 
 def redact(url: str) -> str:
@@ -101,7 +103,7 @@ class Environment:
             object_store=os.environ.get("MLBATCH_OBJECT_STORE") or (home / "objects").as_uri(),
             warehouse_url=os.environ.get("MLBATCH_WAREHOUSE") or f"duckdb://{home / 'warehouse.duckdb'}",
             launcher_kind=os.environ.get("MLBATCH_LAUNCHER", "local"),
-            specs_dir=Path(os.environ.get("MLBATCH_SPECS_DIR") or REPO_ROOT / "dags" / "specs").resolve(),
+            specs_dir=Path(os.environ.get("MLBATCH_SPECS_DIR") or project_dir() / "dags" / "specs").resolve(),
             appdb_conn_id=os.environ.get("MLBATCH_APPDB_CONN_ID") or None,
         )
 

@@ -7,6 +7,7 @@ This module imports nothing heavy: it runs on every DAG parse.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -137,7 +138,10 @@ class FeatureChecks(_Strict):
 
 
 class Features(_Strict):
-    training_sql: str = Field(description="Redshift SQL (Jinja) for training rows, relative to the project root.")
+    training_sql: str = Field(
+        description="Redshift SQL (Jinja) for training rows, relative to the project root "
+        "(MLBATCH_PROJECT_DIR, default: the repo root)."
+    )
     scoring_sql: str = Field(description="Redshift SQL (Jinja) for the day's scoring rows.")
     params: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Values passed to the SQL templates (rendered as SQL literals)."
@@ -266,14 +270,21 @@ class ModelSpec(_Strict):
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
-        return p if p.is_absolute() else (self.root or Path.cwd()) / p
+        return p if p.is_absolute() else (self.root or project_dir()) / p
 
 
-def _project_root(spec_path: Path) -> Path:
-    for parent in spec_path.resolve().parents:
-        if (parent / "sql").is_dir():
-            return parent
-    return spec_path.resolve().parent
+# The folder that holds dags/, plugins/ and sql/ in this checkout (/opt/airflow in the Airflow image).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_dir() -> Path:
+    """Where a spec's relative paths (``features.training_sql``, ...) start: ``MLBATCH_PROJECT_DIR``,
+    else the folder that holds dags/ and plugins/ (the repo root).
+
+    Set explicitly, not guessed from the spec's location: a deployment (the Airflow image, MWAA's
+    dags/ and plugins.zip, a git-sync volume) need not keep sql/ next to the specs.
+    """
+    return Path(os.environ.get("MLBATCH_PROJECT_DIR") or REPO_ROOT).resolve()
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -291,7 +302,7 @@ def load_spec(path: str | Path) -> ModelSpec:
         if reserved in raw:
             raise SpecError(path, [(reserved, "extra inputs are not permitted")])
     try:
-        spec = ModelSpec.model_validate({**raw, "path": path.resolve(), "root": _project_root(path)})
+        spec = ModelSpec.model_validate({**raw, "path": path.resolve(), "root": project_dir()})
     except ValidationError as exc:
         raise SpecError(path, _problems(exc)) from None
     if spec.name != path.stem:

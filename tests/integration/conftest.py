@@ -90,9 +90,8 @@ def docker_client(dockerd: Dockerd, pytestconfig: pytest.Config) -> Iterator[Doc
 
 
 @pytest.fixture(scope="session")
-def images(dockerd: Dockerd, docker_client: DockerClient, pytestconfig: pytest.Config) -> dict[str, str]:
-    import docker
-
+def base_image(dockerd: Dockerd, pytestconfig: pytest.Config) -> str:
+    """The debootstrap base every image builds on here (no registry to pull one from)."""
     start = time.monotonic()
     base = subprocess.run(
         [str(ROOT / "docker" / "build-base.sh"), BASE_IMAGE],
@@ -102,6 +101,13 @@ def images(dockerd: Dockerd, docker_client: DockerClient, pytestconfig: pytest.C
     )
     assert base.returncode == 0, f"docker/build-base.sh failed ({base.returncode}):\n{base.stdout}{base.stderr}"
     say(pytestconfig, f"base {BASE_IMAGE} ready in {time.monotonic() - start:.0f} s")
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def images(base_image: str, docker_client: DockerClient, pytestconfig: pytest.Config) -> dict[str, str]:
+    import docker
+
     tags = {}
     for kind in ("train", "score"):
         img = build_image(docker_client, kind, base_image=BASE_IMAGE)

@@ -146,7 +146,8 @@ def test_train_container_writes_model_artifacts(trained, s3: ObjectStore, images
     metrics = json.loads(s3.get_bytes(prefix + "metrics.json"))
     assert metrics["roc_auc"] > 0.75 and metrics["n_train"] + metrics["n_valid"] + metrics["n_test"] == 2400
     lineage = json.loads(s3.get_bytes(prefix + "lineage.json"))
-    # The image's code version is its content hash: proof the job ran in the image just built.
+    # The job records the image it ran in (baked in at build time) and that image's content hash.
+    assert lineage["image"] == images["train"]
     assert lineage["code_version"] == images["train"].split(":")[1]
     assert lineage["label_sync_id"] == 9
     assert not docker_client.containers.list(all=True, filters={"name": request.job_id.token})  # removed on success

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,7 @@ def test_train_writes_artifacts_and_marker_last(trained: dict) -> None:
     assert lineage["labels"] == trained["labels"]
     assert lineage["rows"]["features"] == N and lineage["rows"]["matched"] == 3000
     assert lineage["code_version"] == "test-sha" and lineage["xgboost_version"]
+    assert lineage["image"] is None  # run from the checkout, not from an image
     assert lineage["params"]["max_depth"] == 4
 
 
@@ -451,3 +453,16 @@ def test_device_detection_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> 
     fam.detect_device.cache_clear()
     assert fam.detect_device() == "cpu"
     fam.detect_device.cache_clear()
+
+
+def test_provenance_is_the_jobs_own_image_or_its_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.train import provenance
+
+    monkeypatch.setenv("MLBATCH_IMAGE", "mlbatch/train:0123456789abcdef")
+    monkeypatch.setenv("MLBATCH_CODE_VERSION", "0123456789abcdef")
+    assert provenance() == {"image": "mlbatch/train:0123456789abcdef", "code_version": "0123456789abcdef"}
+    monkeypatch.delenv("MLBATCH_IMAGE")
+    monkeypatch.delenv("MLBATCH_CODE_VERSION")
+    local = provenance()
+    assert local["image"] is None and re.fullmatch(r"source-[0-9a-f]{16}", local["code_version"])
+    assert provenance() == local  # stable for the same sources

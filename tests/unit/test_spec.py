@@ -103,3 +103,35 @@ def test_score_resources_default_to_cpu_and_reach_the_score_job(tmp_path, monkey
     ctx.save_state("model", {"artifact_uri": "file:///m", "version": "v1"})
     request = _score_request(ctx, 0, "file:///out/part-0000.parquet")
     assert (request.gpu, request.vcpu, request.memory_gib) == (1, 4, 30)
+
+
+def test_sql_paths_resolve_from_the_project_dir_not_from_a_sql_folder_near_the_spec(tmp_path, monkeypatch):
+    # A deployment keeps specs where it likes: a sql/ folder that happens to sit above the spec
+    # is not the project (the old rule took the first parent holding sql/).
+    decoy = tmp_path / "elsewhere"
+    (decoy / "sql" / "redshift" / "device_gender").mkdir(parents=True)
+    (decoy / "specs").mkdir()
+    monkeypatch.delenv("MLBATCH_PROJECT_DIR", raising=False)
+    spec = load_spec(write_spec(decoy / "specs", lambda r: None))
+    assert spec.root == REPO
+    assert spec.resolve(spec.features.training_sql) == REPO / "sql" / "redshift" / "device_gender" / "training.sql"
+
+    project = tmp_path / "project"
+    query = project / "sql" / "redshift" / "device_gender" / "training.sql"
+    query.parent.mkdir(parents=True)
+    query.write_text("SELECT 1 AS device_id WHERE '{{ ds }}' = '{{ ds }}'")
+    monkeypatch.setenv("MLBATCH_PROJECT_DIR", str(project))
+    spec = load_spec(write_spec(decoy / "specs", lambda r: None))
+    assert spec.resolve(spec.features.training_sql) == query
+
+    from mlbatch.features.sql import render_spec_query
+
+    assert "2026-11-22" in render_spec_query(spec, "training", "2026-11-22")
+
+
+def test_the_cli_finds_specs_under_the_project_dir(tmp_path, monkeypatch):
+    from mlbatch.env import Environment
+
+    monkeypatch.delenv("MLBATCH_SPECS_DIR", raising=False)
+    monkeypatch.setenv("MLBATCH_PROJECT_DIR", str(tmp_path))
+    assert Environment.from_env().specs_dir == tmp_path.resolve() / "dags" / "specs"

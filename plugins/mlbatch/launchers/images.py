@@ -1,14 +1,23 @@
-"""Build the job images (train, score) from ``docker/``, tagged by a hash of what goes into them.
+"""Build the images (train, score: the jobs'; airflow: the scheduler's and workers'), tagged by a
+hash of what goes into them, and push them to a registry.
 
-The tag is ``mlbatch/<kind>:<hash>`` where the hash covers the Dockerfile, the requirements, every
-file under ``jobs/``, the build arguments and the base image's id: unchanged code skips the build
-altogether, and a change in ``jobs/`` only re-runs the image's last layers (Docker's layer cache
-keeps the pinned installs). The context is assembled in a temporary folder with the repo's own
-paths (``docker/...``, ``jobs/...``) plus ``docker/build/ca.crt`` (the CA bundle pip trusts during
-the build; it stays in the build stage) and ``docker/build/wheels/`` (a torch wheel when
-``torch="wheel"``).
+The tag is ``mlbatch/<kind>:<hash>`` where the hash covers the Dockerfile, the dependency set
+(``requirements/jobs.txt`` or ``requirements/airflow.txt``), every file copied in (``jobs/`` for
+a job image; ``dags/``, ``plugins/``, ``sql/`` for Airflow's), the build arguments and the base
+image's id: unchanged code skips the build altogether, and a code change only re-runs the
+image's last layers (Docker's layer cache keeps the pinned installs). The tag is baked into the
+image as ``MLBATCH_IMAGE`` and the hash as ``MLBATCH_CODE_VERSION``: a job writes both into its
+``lineage.json``. The context is assembled in a temporary folder with the repo's own paths plus
+``docker/build/ca.crt`` (the CA bundle pip trusts during the build; it stays in the build
+stage) and ``docker/build/wheels/`` (a torch wheel when ``torch="wheel"``).
 
-    python -m mlbatch.launchers.images train score --base-image mlbatch/debian-base:12 [--torch wheel]
+A push tags ``mlbatch/<kind>:<hash>`` as ``<registry>/mlbatch/<kind>:<hash>`` and returns the
+digest the registry reports, so task definitions can name the image by digest. Credentials for
+the registry are Docker's own (``docker login``, e.g. with ``aws ecr get-login-password``).
+
+    mlbatch images build train score --base-image mlbatch/debian-base:12 [--torch wheel]
+    mlbatch images push train score --registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com
+    python -m mlbatch.launchers.images train score airflow --base-image mlbatch/debian-base:12
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from mlbatch.env import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-KINDS = ("train", "score")
+JOB_KINDS = ("train", "score")
+KINDS = (*JOB_KINDS, "airflow")
 TORCH_MODES = ("none", "pypi", "wheel")
 TORCH_VERSION = "2.13.0"
 DEFAULT_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -42,27 +52,48 @@ class ImageBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuiltImage:
+    kind: str
     tag: str
     built: bool  # False: an image with this content hash existed, nothing was built
     seconds: float
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class PushedImage:
+    kind: str
+    tag: str  # <registry>/mlbatch/<kind>:<hash>
+    digest: str  # sha256:...
+    seconds: float
+
+    @property
+    def by_digest(self) -> str:
+        """``<registry>/mlbatch/<kind>@sha256:...``: what a task definition should name."""
+        return f"{self.tag.rsplit(':', 1)[0]}@{self.digest}"
+
+
+def _tree(folder: str) -> list[Path]:
+    return sorted(
+        p.relative_to(REPO_ROOT)
+        for p in (REPO_ROOT / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+
+
 def context_files(kind: str) -> list[Path]:
     """Repo-relative paths of everything the ``kind`` image is made of (besides the base)."""
     if kind not in KINDS:
-        raise ValueError(f"image kind {kind!r} is not one of {KINDS}")
-    files = [
-        Path(f"docker/{kind}.Dockerfile"),
-        Path(f"docker/requirements-{kind}.txt"),
-        Path("docker/requirements-torch.txt"),
-    ]
-    jobs = sorted(
-        p.relative_to(REPO_ROOT)
-        for p in (REPO_ROOT / "jobs").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-    )
-    return files + jobs
+        raise ValueError(f"image kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind == "airflow":
+        return [
+            Path("docker/airflow.Dockerfile"),
+            Path("docker/airflow-entrypoint.sh"),
+            Path("requirements/airflow.txt"),
+            *_tree("dags"),
+            *_tree("plugins"),
+            *_tree("sql"),
+        ]
+    return [Path(f"docker/{kind}.Dockerfile"), Path("requirements/jobs.txt"), *_tree("jobs")]
 
 
 def content_hash(kind: str, build_args: dict[str, str], base_id: str, wheel: Path | None) -> str:
@@ -118,7 +149,6 @@ def _assemble(kind: str, into: Path, wheel: Path | None) -> None:
         shutil.copy2(REPO_ROOT / rel, into / rel)
     build = into / "docker" / "build"
     (build / "wheels").mkdir(parents=True, exist_ok=True)
-    (build / "wheels" / ".keep").touch()  # COPY of the folder needs it to exist
     shutil.copyfile(ca_bundle(), build / "ca.crt")
     if wheel is not None:
         try:
@@ -136,14 +166,19 @@ def build_image(
     wheel: Path | None = None,
     repository: str | None = None,
 ) -> BuiltImage:
-    """Build ``mlbatch/<kind>:<content hash>`` unless it exists; the build's output goes to the log."""
+    """Build ``mlbatch/<kind>:<content hash>`` unless it exists; the build's output goes to the log.
+
+    ``torch`` applies to the job images only (the Airflow image never holds torch).
+    """
     if torch not in TORCH_MODES:
         raise ValueError(f"torch={torch!r} is not one of {TORCH_MODES}")
-    if torch == "wheel":
+    if kind not in KINDS:
+        raise ValueError(f"image kind {kind!r} is not one of {', '.join(KINDS)}")
+    if torch == "wheel" and kind != "airflow":
         wheel = wheel or torch_wheel()
     else:
         wheel = None
-    build_args = {"TORCH": torch}
+    build_args = {} if kind == "airflow" else {"TORCH": torch}
     base_id = ""
     if base_image:
         build_args["BASE_IMAGE"] = base_image
@@ -154,7 +189,7 @@ def build_image(
 
     try:
         image = client.images.get(tag)
-        return BuiltImage(tag, built=False, seconds=0.0, size_bytes=image.attrs["Size"])
+        return BuiltImage(kind, tag, built=False, seconds=0.0, size_bytes=image.attrs["Size"])
     except ImageNotFound:
         pass
     start = time.monotonic()
@@ -165,7 +200,9 @@ def build_image(
             path=ctx,
             dockerfile=f"docker/{kind}.Dockerfile",
             tag=tag,
-            buildargs={**build_args, "CODE_VERSION": digest},
+            # The tag and hash go into the image (MLBATCH_IMAGE, MLBATCH_CODE_VERSION): a job
+            # records what ran it. Not part of the hash: they are derived from it.
+            buildargs={**build_args, "CODE_VERSION": digest, "IMAGE": tag},
             network_mode="host",  # pip reaches PyPI the way the host does; no bridge needed
             rm=True,
             forcerm=True,
@@ -184,7 +221,33 @@ def build_image(
     seconds = time.monotonic() - start
     size = client.images.get(tag).attrs["Size"]
     log.info("built %s in %.0f s (%.0f MiB)", tag, seconds, size / 2**20)
-    return BuiltImage(tag, built=True, seconds=seconds, size_bytes=size)
+    return BuiltImage(kind, tag, built=True, seconds=seconds, size_bytes=size)
+
+
+def push_image(client, image: BuiltImage, registry: str) -> PushedImage:  # client: docker.DockerClient
+    """Tag ``image`` as ``<registry>/<repository>:<hash>``, push it and return the registry's digest."""
+    registry = registry.rstrip("/")
+    if not registry or "://" in registry:
+        raise ValueError(f"registry {registry!r} must be a host[:port][/path] such as 127.0.0.1:5000, without a scheme")
+    repository, version = image.tag.rsplit(":", 1)
+    target = f"{registry}/{repository}"
+    client.images.get(image.tag).tag(target, version)
+    start = time.monotonic()
+    digest = None
+    for chunk in client.api.push(target, version, stream=True, decode=True):
+        if "error" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            raise ImageBuildError(f"pushing {target}:{version} to {registry} failed: {str(detail).strip()}")
+        aux = chunk.get("aux") or {}
+        if aux.get("Digest"):
+            digest = aux["Digest"]
+        elif chunk.get("status") and chunk.get("progressDetail") in (None, {}):
+            log.info("[push %s] %s", image.kind, " ".join(str(chunk.get(k, "")) for k in ("id", "status")).strip())
+    if digest is None:
+        raise ImageBuildError(f"pushing {target}:{version} to {registry} ended without a digest from the registry")
+    seconds = time.monotonic() - start
+    log.info("pushed %s:%s (%s) in %.0f s", target, version, digest, seconds)
+    return PushedImage(image.kind, f"{target}:{version}", digest, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

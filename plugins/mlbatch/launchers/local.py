@@ -59,6 +59,10 @@ class LocalProcessLauncher(Launcher):
         logfile = self.jobs_dir / f"{token}.log"
         cmd = [sys.executable, "-m", request.module, *request.args]
         env = {**os.environ, **request.env, "PYTHONUNBUFFERED": "1", JOB_ENV: token}
+        # The job runs the checkout's jobs/, not an image: the worker's own image and code version
+        # (set in the Airflow image) would be a false claim in its lineage.json.
+        for own in ("MLBATCH_IMAGE", "MLBATCH_CODE_VERSION"):
+            env.pop(own, None)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         log.info("launching %s as a local process (%s)", request.module, token)
         with logfile.open("wb") as out:

@@ -24,6 +24,8 @@ SEED = 7
 
 
 def code_version() -> str:
+    """The orchestrating code's version (the Airflow image's content hash): part of what names a
+    model version. The job records its own image and code version in ``lineage.json``."""
     return os.environ.get("MLBATCH_CODE_VERSION", __version__)
 
 
@@ -95,7 +97,6 @@ def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
         "labels_uri": labels["uri"],
         "features_manifest": manifest_uri,
         "query_sha256": determinants["query"],
-        "code_version": code_version(),
         "spec": str(spec.path),
     }
     config = {
@@ -127,7 +128,6 @@ def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
         gpu=spec.train.resources.gpu,
         vcpu=spec.train.resources.vcpu,
         memory_gib=spec.train.resources.memory_gib,
-        env={"MLBATCH_CODE_VERSION": code_version()},
     )
     return request, version, prefix
 
