@@ -75,8 +75,9 @@ def retrying(
             if attempt == tries:
                 own = {session_id(conn), *own_sessions}
                 blockers = describe_blockers(conn, own)
+                wait_s = conn.exec_driver_sql("SELECT @@SESSION.lock_wait_timeout").scalar()
                 raise LockWaitError(
-                    f"{what}: still blocked after {tries} tries of {LOCK_WAIT_S} s each "
+                    f"{what}: still blocked after {tries} tries of {wait_s} s each "
                     f"({exc.orig}); nothing was changed by this step. Blocking: {blockers}"
                 ) from exc
             log.warning("%s: lock wait timed out (try %d of %d), retrying in %.1f s", what, attempt, tries, pause)
