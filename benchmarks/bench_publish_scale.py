@@ -92,6 +92,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--others", type=int, default=20_000_000)
     ap.add_argument("--reader-rows", type=int, default=10_000_000, help="0: skip the lookup measurement")
+    ap.add_argument(
+        "--buffer-pool-gb",
+        type=float,
+        default=0,
+        help="resize InnoDB's buffer pool (the test server's is 512 MB; an Aurora writer caches far more)",
+    )
+    ap.add_argument("--verbose", action="store_true", help="each publish step's time (bench_publish's children)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     stride = args.others // args.rows + 1
@@ -107,6 +114,9 @@ def main() -> None:
             base = server.url.rsplit("/", 1)[0]
             admin = create_engine(server.url)
             with admin.begin() as conn:
+                if args.buffer_pool_gb:
+                    conn.execute(text(f"SET GLOBAL innodb_buffer_pool_size = {int(args.buffer_pool_gb * 2**30)}"))
+                report["buffer_pool_mb"] = conn.execute(text("SELECT @@innodb_buffer_pool_size")).scalar() // 2**20
                 for name in ("bench_empty", "bench_full"):
                     conn.execute(text(f"CREATE DATABASE {name}"))
             admin.dispose()
