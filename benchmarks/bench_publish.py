@@ -6,10 +6,14 @@ Starts its own MariaDB 10.11 (``mlbatch.devservers``), writes three scored days 
 shards (what the score jobs write), then times, each in its own child process so peak RSS
 figures do not mix:
 
-* ``daily (empty table)``: the first day into an empty ``<model>_predictions`` (daily path);
+* ``daily (empty table)``: the first day into an empty ``<model>_predictions``;
 * ``daily (steady state)``: the next day, every key re-scored, over a table holding the day
-  before (daily path: load a fresh table, copy the keys not re-scored, swap it in);
-* ``backfill``: an older day over that table, half its keys new (guarded upsert path);
+  before (the guarded upsert updates every row);
+* ``backfill``: an older day over that table, half its keys new (half the upsert's rows are
+  kept by the guard, half inserted);
+
+Every day takes the same steps (staging load, partition exchange, one upsert transaction: see
+``mlbatch.appdb.bulk``); the path names only say whether a newer day existed.
 * ``to_sql``: ``pandas.read_parquet`` + ``DataFrame.to_sql`` (SQLAlchemy + PyMySQL, default
   method, chunksize 10,000) of the first day into an empty table of the same schema.
 
