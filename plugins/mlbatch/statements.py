@@ -105,5 +105,5 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
     ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]
     out += [(f"Aurora: {spec.predictions_table}", s) for s in ddl]
-    out += [(f"Aurora: publish {ds} (daily path, LOAD DATA FROM S3)", s) for s in aurora_publish_statements(spec, ds)]
+    out += [(f"Aurora: publish {ds} (LOAD DATA FROM S3)", s) for s in aurora_publish_statements(spec, ds)]
     return out
