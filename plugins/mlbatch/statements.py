@@ -63,7 +63,7 @@ def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
         f"ALTER TABLE {bulk.q(stage)} REMOVE PARTITIONING",
         bulk.load_data_sql(stage, s3_uri=tsv),
         bulk.add_partition_sql(history.name, day),
-        bulk.exchange_sql(history.name, day, stage),
+        bulk.exchange_sql(history.name, day, stage, validate=False),
         "START TRANSACTION",
         bulk.guarded_upsert_sql(table, history.name, day=True),
         bulk.log_upsert_sql(schema.publish_log.name),

@@ -249,8 +249,13 @@ def add_partition_sql(history: str, day: date) -> str:
     return f"ALTER TABLE {q(history)} ADD PARTITION (PARTITION {part} VALUES IN ('{day.isoformat()}'))"
 
 
-def exchange_sql(history: str, day: date, stage: str) -> str:
-    return f"ALTER TABLE {q(history)} EXCHANGE PARTITION {q(partition_name(day))} WITH TABLE {q(stage)}"
+def exchange_sql(history: str, day: date, stage: str, *, validate: bool = True) -> str:
+    """Swap the staging table in as the day's partition. MySQL 8 (Aurora MySQL 3) can skip the
+    check that every row belongs in the partition (a scan of the day: 1M rows took about a second
+    here): every staged row has ``ds`` = the day because the TSV writer sets it. MariaDB 10.11
+    always validates (``WITHOUT VALIDATION`` arrived in 11.4)."""
+    sql = f"ALTER TABLE {q(history)} EXCHANGE PARTITION {q(partition_name(day))} WITH TABLE {q(stage)}"
+    return sql if validate else f"{sql} WITHOUT VALIDATION"
 
 
 def guarded_upsert_sql(
@@ -462,6 +467,7 @@ def publish_mysql(
     with _session(db) as conn:
         with named_lock(conn, model_lock(name)):
             own = {locks.session_id(conn)}
+            validate = "mariadb" in str(conn.exec_driver_sql("SELECT VERSION()").scalar()).lower()
 
             def ddl(what: str, sql: str) -> None:
                 with step(what, name):
@@ -483,7 +489,7 @@ def publish_mysql(
                 row = _resolve(log_row)
                 if not _has_partition(conn, history, partition_name(day)):
                     ddl(f"add partition {partition_name(day)}", add_partition_sql(history, day))
-                ddl(f"exchange partition {partition_name(day)}", exchange_sql(history, day, stage))
+                ddl(f"exchange partition {partition_name(day)}", exchange_sql(history, day, stage, validate=validate))
                 exchanged = True
                 pause_point("exchanged")
                 locks.retrying(
@@ -496,7 +502,7 @@ def publish_mysql(
             finally:
                 if exchanged:  # the upsert failed: the stage holds the partition's former rows
                     with suppress(Exception):
-                        conn.exec_driver_sql(exchange_sql(history, day, stage))
+                        conn.exec_driver_sql(exchange_sql(history, day, stage, validate=validate))
                 with suppress(Exception):  # a dead session leaves it to the next run, which drops it first
                     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(stage)}")
             _expire_history(conn, history, max(day, newest) if newest else day, history_days, own)
