@@ -16,8 +16,8 @@ object store, the DuckDB warehouse, the local launcher; ``device_gender`` with 2
    (``DMatrix`` + ``predict``) and writes the day with ``DataFrame.to_sql`` (SQLAlchemy +
    PyMySQL, chunksize 10,000) into a table of the same columns.
 
-Each task's wall time and peak RSS (``wait4``'s ``ru_maxrss``: the task process and the job
-processes it waited for). The ratio compares the DAG's tasks from the same unloaded parts on
+Each task's wall time and peak RSS (the task process's ``VmHWM``, or the job processes' it
+waited for, whichever is larger). The ratio compares the DAG's tasks from the same unloaded parts on
 (features_gate to export_gate: gates, scoring, publish, export) with the DIY task; the total
 with the unload is shown too.
 """
@@ -110,6 +110,19 @@ def diy(url: str) -> dict:
     return {"rows": len(out)}
 
 
+def _own_peak_mib() -> int:
+    """This task's peak RSS: its own ``VmHWM`` (reset by exec, unlike ``ru_maxrss``, which carries
+    the parent's peak over: the parent holds moto's objects) or that of the job processes it
+    waited for (forked from this process, so only its own memory carries over to them)."""
+    import resource
+
+    own = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            own = int(line.split()[1]) // 1024
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+
+
 # --- the parent -----------------------------------------------------------------------------------
 def _run(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, float]:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,14 +131,14 @@ def _run(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, float]
 
 def _finish(name: str, proc: subprocess.Popen, started: float) -> dict:
     """Wait for one task process; its wall time and peak RSS (it and the jobs it waited for)."""
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024), "result": result}
+    return {"seconds": round(seconds, 2), "peak_rss_mib": result.pop("task_peak_rss_mib"), "result": result}
 
 
 def _child(kind: str, *args: str) -> list[str]:
@@ -247,7 +260,7 @@ def main() -> None:
             result = task(rest[0], json.loads(rest[1]))
         else:
             result = diy(rest[0])
-        print(json.dumps(result))
+        print(json.dumps({**result, "task_peak_rss_mib": _own_peak_mib()}))
         return
     import logging
 
