@@ -6,10 +6,14 @@ Starts its own MariaDB 10.11 (``mlbatch.devservers``), writes three scored days 
 shards (what the score jobs write), then times, each in its own child process so peak RSS
 figures do not mix:
 
-* ``daily (empty table)``: the first day into an empty ``<model>_predictions`` (daily path);
+* ``daily (empty table)``: the first day into an empty ``<model>_predictions``;
 * ``daily (steady state)``: the next day, every key re-scored, over a table holding the day
-  before (daily path: load a fresh table, copy the keys not re-scored, swap it in);
-* ``backfill``: an older day over that table, half its keys new (guarded upsert path);
+  before (the guarded upsert updates every row);
+* ``backfill``: an older day over that table, half its keys new (half the upsert's rows are
+  kept by the guard, half inserted);
+
+Every day takes the same steps (staging load, partition exchange, one upsert transaction: see
+``mlbatch.appdb.bulk``); the path names only say whether a newer day existed.
 * ``to_sql``: ``pandas.read_parquet`` + ``DataFrame.to_sql`` (SQLAlchemy + PyMySQL, default
   method, chunksize 10,000) of the first day into an empty table of the same schema.
 
@@ -69,8 +73,11 @@ def _ctx(home: Path, url: str, ds: str):
     return RunContext(_env(home, url), load_spec(home / f"{MODEL}.yaml"), ds, f"bench__{ds}")
 
 
-def write_days(home: Path, rows: int) -> None:
-    """Three scored days as prediction shards, written chunk by chunk."""
+def write_days(home: Path, rows: int, days: dict[str, str] | None = None, stride: int = 1) -> None:
+    """Scored days (default: the three of ``DAYS``) as prediction shards, written chunk by chunk.
+
+    Keys are ``1..rows`` (the ``old`` day's shifted by ``rows // 2``), times ``stride``: a
+    stride leaves room for other entities between the day's keys (bench_publish_scale.py)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -78,7 +85,7 @@ def write_days(home: Path, rows: int) -> None:
 
     (home / f"{MODEL}.yaml").write_text(SPEC)
     rng = np.random.default_rng(7)
-    for name, ds in DAYS.items():
+    for name, ds in (days or DAYS).items():
         ctx = _ctx(home, "sqlite://", ds)
         offset = rows // 2 if name == "old" else 0
         per = -(-rows // SHARDS)
@@ -94,7 +101,7 @@ def write_days(home: Path, rows: int) -> None:
                         pa.table(
                             {
                                 # from 1: to_sql would turn key 0 into an AUTO_INCREMENT id
-                                "entity_key": (i * PRIME) % rows + offset + 1,
+                                "entity_key": ((i * PRIME) % rows + offset + 1) * stride,
                                 "label": np.where(score >= 0.5, "pos", "neg"),
                                 "score": score,
                                 "ds": pa.repeat(pa.scalar(ds), len(i)),

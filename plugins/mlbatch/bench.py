@@ -3,8 +3,9 @@
 In one run, against a real MariaDB that the benchmark starts itself (Aurora's stand-in):
 
 * **optimised**: parquet parts + manifest → parallel reader → xgboost ``inplace_predict`` in
-  batches → streaming prediction gate → ``LOAD DATA LOCAL INFILE`` fed through a named pipe into
-  a fresh table (so reading and predicting overlap the load) → atomic swap → export to DuckDB;
+  batches → streaming prediction gate → ``LOAD DATA LOCAL INFILE`` fed through one named pipe per
+  key range into parallel sessions (so reading and predicting overlap the load) → the publish of
+  :mod:`mlbatch.appdb.bulk` (partition exchange, guarded upsert) → export to DuckDB;
 * **naive**, what a team writes first: ``pandas.read_parquet`` of every part → ``DMatrix``
   predict → ``DataFrame.to_sql``;
 * each **component** alone at the same N (read, predict, publish), to find the ceiling.
@@ -43,6 +44,7 @@ BATCH_ROWS = 65_536
 # than reading, so the reader fills this bound on any day bigger than it: 64 MiB keeps both
 # reader threads busy and the peak the same from 1M rows up.
 IN_FLIGHT = 64 * 2**20
+LOAD_SESSIONS = 2  # as the publish stage: LOAD DATA sessions, one key range each
 
 
 def feature_names(n: int = FEATURES) -> list[str]:
@@ -129,7 +131,7 @@ def _fresh_table(db_url: str, name: str) -> Any:
 
     db = AppDbHook(db_url)
     with db.begin() as conn:
-        conn.execute(text(f"DROP TABLE IF EXISTS `{name}_predictions`"))
+        conn.execute(text(f"DROP TABLE IF EXISTS `{name}_predictions`, `{name}_history`"))
         conn.execute(text("DELETE FROM ml_publish_log") if db.has_table("ml_publish_log") else text("SELECT 1"))
     db.ensure_schema([(name, "integer")])
     return db, schema.predictions_table(name, "integer")
@@ -147,6 +149,35 @@ def _log_row(rows: int, digest: str) -> dict[str, Any]:
     }
 
 
+def footer_splits(manifest: Any, sessions: int) -> list[Any]:
+    """``sessions - 1`` split keys of about equal row counts, from the parts' row-group statistics
+    of ``entity_key`` (min, max, rows): no pass over the rows. Row groups whose key ranges
+    overlap (a scrambled unload) still give disjoint ranges, only less even ones; without
+    statistics, one range."""
+    from mlbatch.store import filesystem_for
+
+    groups: list[tuple[Any, int]] = []
+    for entry in manifest.entries:
+        fs, path = filesystem_for(entry.url)
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+        col = meta.schema.names.index("entity_key")
+        for rg in range(meta.num_row_groups):
+            stats = meta.row_group(rg).column(col).statistics
+            if stats is None or not stats.has_min_max:
+                return []
+            groups.append((stats.min, meta.row_group(rg).num_rows))
+    if sessions <= 1 or not groups:
+        return []
+    groups.sort()
+    total, seen, splits = sum(n for _, n in groups), 0, []
+    for low, n in groups:
+        if seen >= total * (len(splits) + 1) / sessions and len(splits) < sessions - 1:
+            splits.append(low)
+        seen += n
+    return sorted(set(splits))
+
+
 EXPORT_SCHEMA = pa.schema(
     [
         ("entity_key", pa.int64()),
@@ -160,17 +191,18 @@ _END = object()
 
 
 def run_optimised(work: Path, db_url: str) -> int:
-    """Read → predict → gate → LOAD DATA through a pipe and the export, all overlapped; then swap.
+    """Read → predict → gate → LOAD DATA through pipes and the export, all overlapped; then publish.
 
-    One producer thread reads, predicts and formats; MariaDB pulls the TSV through a named pipe
+    One producer thread reads, predicts, formats and routes each row to its key range's pipe
+    (the ranges come from the parts' footer statistics); a session per range pulls its TSV
     while DuckDB pulls the same batches for the export. Nothing goes live before the prediction
-    gate passes: the gate runs after the load and before the swap, and the export's transaction
-    commits only after the gate's verdict (a failed gate rolls it back).
+    gate passes: the gate runs after the load and before the exchange and upsert, and the
+    export's transaction commits only after the gate's verdict (a failed gate rolls it back).
     """
     import queue
 
     from mlbatch import gates
-    from mlbatch.appdb import bulk
+    from mlbatch.appdb import bulk, key_ranges
     from mlbatch.features.reader import iter_batches, read_manifest
     from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 
@@ -207,7 +239,14 @@ def run_optimised(work: Path, db_url: str) -> int:
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             failure.append(exc)
 
-    def produce(out: Any) -> None:
+    # The day's key ranges, one per load session, cut from the parts' footer statistics (no
+    # pass over the rows); each range streams through its own pipe into its own session.
+    splits = footer_splits(read_manifest(None, manifest_uri), LOAD_SESSIONS)
+    bounds = [None, *splits, None]
+    ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+    pipes: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in ranges]
+
+    def produce() -> None:
         try:
             batches = iter_batches(manifest_uri, threads=2, batch_rows=BATCH_ROWS, max_bytes_in_flight=IN_FLIGHT)
             for batch in batches:
@@ -217,18 +256,42 @@ def run_optimised(work: Path, db_url: str) -> int:
                 stats["null_keys"] += keys.null_count
                 stats["bad_scores"] += int(np.count_nonzero(~((scores >= 0) & (scores <= 1))))
                 checksum.update(pred)
-                out.write(_tsv(pred))
+                which = key_ranges.range_of(keys, splits)
+                for r in np.unique(which):
+                    part = pred if len(ranges) == 1 else pred.filter(pa.array(which == r))
+                    pipes[int(r)].put(_tsv(part))
                 exports.put(pred.append_column("ds", pa.repeat(pa.scalar(day, pa.date32()), len(keys))))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread by the gate
+            failure.append(exc)
         finally:
+            for pipe in pipes:
+                pipe.put(_END)
             exports.put(_END)
+
+    def writer(pipe: queue.Queue[Any]) -> Callable[[Any], None]:
+        def write(out: Any) -> None:
+            try:
+                while (buf := pipe.get()) is not _END:
+                    out.write(buf)
+            except BaseException:
+                while pipe.get() is not _END:  # keep the producer unblocked; the load reports the error
+                    pass
+                raise
+
+        return write
 
     exporter = threading.Thread(target=export, name="bench-export", daemon=True)
     exporter.start()
-    with bulk.piped_source(produce) as (source, finish):
+    producer = threading.Thread(target=produce, name="bench-produce", daemon=True)
+    producer.start()
+    with bulk.piped_sources([writer(p) for p in pipes], ranges) as (sources, finish):
 
         def gate_then_log_row() -> dict[str, Any]:
-            # After the load, before the swap: the prediction gate decides whether the day goes live.
+            # After the load, before the day goes live: the prediction gate decides.
             finish()
+            producer.join()
+            if failure:
+                raise failure[0]
             try:
                 gates.evaluate(
                     f"{MODEL}.predictions",
@@ -244,7 +307,7 @@ def run_optimised(work: Path, db_url: str) -> int:
             return _log_row(checksum.rows, checksum.hexdigest())
 
         try:
-            bulk.publish_mysql(db, table, source, expected, gate_then_log_row, day=day)
+            bulk.publish_mysql(db, table, sources, expected, gate_then_log_row, day=day)
         finally:
             verdict.set()  # a failed load is a failed gate for the export: it rolls back
     exporter.join(timeout=60)
@@ -298,7 +361,7 @@ def run_predict(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
 
 
 def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
-    """Publish alone: the day's TSV is written first (not timed), then loaded and swapped in."""
+    """Publish alone: the day's TSV is written first (not timed), then loaded and published."""
     from mlbatch.appdb import bulk
     from mlbatch.features.reader import read_manifest
 

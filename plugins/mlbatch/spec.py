@@ -232,6 +232,13 @@ class Publish(_Strict):
         le=1,
         description="Largest change of any class's share of the predictions against the last published day.",
     )
+    history_days: int = Field(
+        35,
+        ge=1,
+        le=8000,  # MySQL allows 8192 partitions per table: one per day kept
+        description="Days of predictions kept in <model>_history (an entity's predictions by day), counting "
+        "back from the newest published day; older days are dropped by the publish.",
+    )
 
 
 class ModelSpec(_Strict):
@@ -243,7 +250,9 @@ class ModelSpec(_Strict):
     features: Features = Field(description="Warehouse queries for training and scoring rows.")
     train: Train = Field(description="Model family, schedule, resources and promotion gate.")
     score: Score = Field(default_factory=Score, description="Daily scoring: schedule and shards.")
-    publish: Publish = Field(default_factory=Publish, description="The prediction gate's drift thresholds.")
+    publish: Publish = Field(
+        default_factory=Publish, description="The prediction gate's drift thresholds and the history kept."
+    )
 
     # Where the spec was loaded from; relative SQL paths resolve against `root`.
     path: Path | None = Field(None, exclude=True)

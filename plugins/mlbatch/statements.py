@@ -47,23 +47,28 @@ def export_statements(spec: ModelSpec, ds: str) -> list[str]:
 
 
 def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
-    """The publish of a day as Aurora runs it with ``MLBATCH_AURORA_LOAD_FROM_S3=1`` (the daily
-    path; a backfill runs the guarded upsert from a staging table instead, see appdb.bulk)."""
-    from mlbatch.appdb import bulk
+    """The publish of a day as Aurora runs it with ``MLBATCH_AURORA_LOAD_FROM_S3=1`` (see appdb.bulk;
+    every session first sets short lock waits; the transaction's parameters are bound)."""
+    from mlbatch.appdb import bulk, locks
 
-    table, day = spec.predictions_table, date.fromisoformat(ds).isoformat()
-    new, log_new = bulk.side_name(table, "new"), bulk.side_name(schema.publish_log.name, "new")
-    tsv = f"s3://{_bucket()}/publish/{spec.name}/{day}/<run>/predictions.tsv"
+    table, day = spec.predictions_table, date.fromisoformat(ds)
+    history = schema.history_table(spec.name, spec.entity.type)
+    stage = bulk.side_name(history.name, "stage")
+    tsv = f"s3://{_bucket()}/publish/{spec.name}/{day.isoformat()}/<run>/predictions.tsv"
     return [
+        f"SET SESSION lock_wait_timeout = {locks.LOCK_WAIT_S}, innodb_lock_wait_timeout = {locks.LOCK_WAIT_S}",
         f"SELECT GET_LOCK('{bulk.model_lock(table)}', {bulk.LOCK_TIMEOUT_S})",
-        f"CREATE TABLE {bulk.q(new)} LIKE {bulk.q(table)}",
-        bulk.load_data_sql(new, s3_uri=tsv),
-        bulk.missing_rows_sql(new, table),
-        f"SELECT GET_LOCK('{bulk.LOG_LOCK}', {bulk.LOCK_TIMEOUT_S})",
-        f"CREATE TABLE {bulk.q(log_new)} LIKE {bulk.q(schema.publish_log.name)}",
-        f"INSERT INTO {bulk.q(log_new)} SELECT * FROM {bulk.q(schema.publish_log.name)}",
-        bulk.log_upsert_sql(log_new),
-        bulk.daily_swap_sql(table),
+        bulk.history_ddl(history),
+        f"CREATE TABLE {bulk.q(stage)} LIKE {bulk.q(history.name)}",
+        f"ALTER TABLE {bulk.q(stage)} REMOVE PARTITIONING",
+        bulk.load_data_sql(stage, s3_uri=tsv),
+        bulk.add_partition_sql(history.name, day),
+        bulk.exchange_sql(history.name, day, stage, validate=False),
+        "START TRANSACTION",
+        bulk.guarded_upsert_sql(table, history.name, day=True),
+        bulk.log_upsert_sql(schema.publish_log.name),
+        "COMMIT",
+        f"DROP TABLE {bulk.q(stage)}",
     ]
 
 
@@ -100,5 +105,5 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
     ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]
     out += [(f"Aurora: {spec.predictions_table}", s) for s in ddl]
-    out += [(f"Aurora: publish {ds} (daily path, LOAD DATA FROM S3)", s) for s in aurora_publish_statements(spec, ds)]
+    out += [(f"Aurora: publish {ds} (LOAD DATA FROM S3)", s) for s in aurora_publish_statements(spec, ds)]
     return out

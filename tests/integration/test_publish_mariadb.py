@@ -1,4 +1,4 @@
-"""Publish on a real MariaDB 10.11 (Aurora MySQL's stand-in): bulk load, atomic swap, guarded backfill, kills."""
+"""Publish on a real MariaDB 10.11 (Aurora MySQL's stand-in): bulk load, partition exchange, guarded upsert, kills, locks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from tests.unit.test_publish_sqlite import (
     MODEL,
     backfill_keeps_newer_rows,
     fabricate,
+    history_by_day_with_retention,
+    history_rows,
     idempotent_rerun,
     log_rows,
     make_env,
@@ -45,6 +47,7 @@ def test_idempotent_rerun(env, spec):
     idempotent_rerun(env, spec)
     assert tables(env) == {
         f"{MODEL}_predictions",
+        f"{MODEL}_history",
         "ml_publish_log",
         "ml_labels",
         "ml_label_syncs",
@@ -57,11 +60,26 @@ def test_backfill_keeps_newer_rows(env, spec):
     assert backfill_keeps_newer_rows(env, spec)["path"] == "backfill"
 
 
-def test_newer_day_swaps_in_a_whole_new_table(env, spec):
+def test_newer_day_replaces_rows(env, spec):
     assert newer_day_replaces_rows(env, spec)["path"] == "daily"
     with env.appdb.connect() as conn:
         indexes = {r[2] for r in conn.execute(text(f"SHOW INDEX FROM {MODEL}_predictions"))}
-    assert indexes == {"PRIMARY", f"ix_{MODEL}_predictions_ds"}  # the swapped-in table keeps the indexes
+        parts = [
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT PARTITION_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() "
+                    "AND TABLE_NAME = :t ORDER BY PARTITION_NAME"
+                ),
+                {"t": f"{MODEL}_history"},
+            )
+        ]
+    assert indexes == {"PRIMARY", f"ix_{MODEL}_predictions_ds"}
+    assert parts == ["p20261120", "p20261121", "p_none"]  # one partition per published day
+
+
+def test_history_by_day_with_retention(env, tmp_path):
+    history_by_day_with_retention(env, tmp_path)
 
 
 def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec, mariadb_url):
@@ -108,7 +126,7 @@ def test_parallel_sessions_keep_every_key_the_day_lacks_in_every_range(env, spec
     caplog.set_level("INFO", logger="mlbatch.appdb.bulk")
     caplog.clear()  # only the second day's loads
     assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"
-    loads = [r.getMessage() for r in caplog.records if "__new: LOAD DATA keys [" in r.getMessage()]
+    loads = [r.getMessage() for r in caplog.records if "_history__stage: LOAD DATA keys [" in r.getMessage()]
     assert len(loads) == LOAD_SESSIONS, loads
     rows = {r[0]: r[1:3] for r in table_rows(env)}
     assert sorted(rows) == sorted(set(range(600)) | {900, 901})
@@ -138,8 +156,14 @@ def test_published_checksum_equals_the_embedded_one(env, spec, tmp_path):
 
 @pytest.mark.parametrize(
     ("newer_exists", "point"),
-    [(False, "loaded"), (False, "before_swap"), (True, "loaded"), (True, "in_transaction")],
-    ids=["daily-after-load", "daily-before-swap", "backfill-after-load", "backfill-in-transaction"],
+    [(False, "loaded"), (False, "exchanged"), (False, "in_transaction"), (True, "loaded"), (True, "in_transaction")],
+    ids=[
+        "daily-after-load",
+        "daily-after-exchange",
+        "daily-in-transaction",
+        "backfill-after-load",
+        "backfill-in-transaction",
+    ],
 )
 def test_killed_publish_leaves_tables_as_they_were(env, spec, tmp_path, newer_exists, point):
     run_day(fabricate(env, spec, "2026-11-21", list(range(0, 2000)), [0.21] * 2000))
@@ -158,14 +182,16 @@ def test_killed_publish_leaves_tables_as_they_were(env, spec, tmp_path, newer_ex
     assert not {t for t in tables(env) if "__" in t}
 
 
-def test_killed_after_swap_leaves_the_new_day_and_its_log_row(env, spec, tmp_path):
+def test_killed_after_exchange_leaves_a_history_day_the_rerun_replaces(env, spec, tmp_path):
     run_day(fabricate(env, spec, "2026-11-21", list(range(0, 2000)), [0.21] * 2000))
+    before, before_log = table_rows(env), log_rows(env)
     ctx = fabricate(env, spec, "2026-11-22", list(range(1000, 3000)), [0.27] * 2000, version="v2")
     predictions_gate(ctx)
-    run_killed(tmp_path, env, ctx, "after_swap")
+    run_killed(tmp_path, env, ctx, "exchanged")
+    assert table_rows(env) == before and log_rows(env) == before_log  # nothing the readers read changed
+    assert len([r for r in history_rows(env) if r[1] == "2026-11-22"]) == 2000  # the unlogged day, replaced below
+    publish(ctx)
+    assert not {t for t in tables(env) if "__" in t}
+    assert len(history_rows(env)) == 4000
     rows = {r[0]: r[1] for r in table_rows(env)}
     assert len(rows) == 3000 and rows[0] == "2026-11-21" and rows[2999] == "2026-11-22"
-    assert [(r[1], r[3]) for r in log_rows(env)] == [("2026-11-21", 2000), ("2026-11-22", 2000)]
-    publish(ctx)  # drops the leftover __old tables
-    assert not {t for t in tables(env) if "__" in t}
-    assert {r[0]: r[1] for r in table_rows(env)} == rows

@@ -58,8 +58,10 @@ def test_every_statement_parses(printed: str) -> None:
         assert len(query.expressions) >= 30
         assert re.search(r"\nTO 's3://mlbatch-prod/unload/device_gender/(train|score)/2026-11-22/<run>/'\n", text)
     for title, text in blocks:
-        if text.startswith("UNLOAD (") or text.startswith("LOAD DATA") or "%(" in text:
-            continue  # sqlglot has no LOAD DATA grammar nor bound-parameter markers: see test_publish_statements
+        if text.startswith("UNLOAD (") or text.startswith("LOAD DATA") or "%(" in text or "VALUES IN (" in text:
+            # sqlglot has no grammar for LOAD DATA, bound-parameter markers or partition definitions:
+            # see test_publish_statements (and test_publish_mariadb, which runs them)
+            continue
         dialect = "mysql" if title.startswith("Aurora") else "redshift"
         parsed = sqlglot.parse_one(text, read=dialect)
         assert parsed is not None, f"{title}: {text}"

@@ -133,6 +133,16 @@ def log_rows(env: Environment) -> list[tuple]:
         ]
 
 
+def history_rows(env: Environment) -> list[tuple]:
+    with env.appdb.connect() as conn:
+        return [
+            (r[0], str(r[1]), r[2], r[3])
+            for r in conn.execute(
+                text(f"SELECT entity_key, ds, model_version, score FROM {MODEL}_history ORDER BY entity_key, ds")
+            )
+        ]
+
+
 # Shared scenarios (run on SQLite here and on MariaDB in tests/integration) ------------------------
 def idempotent_rerun(env: Environment, spec: ModelSpec) -> None:
     ctx = fabricate(env, spec, "2026-11-20", list(range(500)))
@@ -165,6 +175,31 @@ def newer_day_replaces_rows(env: Environment, spec: ModelSpec) -> dict:
     assert all(rows[k][1:3] == ("2026-11-20", "v1") for k in range(100))  # not re-scored: kept
     assert all(rows[k][1:3] == ("2026-11-21", "v2") and rows[k][4] == 0.27 for k in range(100, 400))
     return result
+
+
+def history_by_day_with_retention(env: Environment, folder: Path) -> None:
+    """Every published day is kept per entity, a rerun replaces its day, a backfill adds one, and
+    days more than ``publish.history_days`` before the newest are dropped."""
+    spec = write_spec(folder, "publish: {history_days: 2}\n")
+    run_day(fabricate(env, spec, "2026-11-20", list(range(0, 100)), [0.21] * 100))
+    run_day(fabricate(env, spec, "2026-11-21", list(range(50, 150)), [0.27] * 100, version="v2"))
+    rerun = fabricate(env, spec, "2026-11-21", list(range(50, 150)), [0.27] * 100, version="v2")
+    run_day(rerun)  # idempotent: the day's rows once
+    by_key: dict = {}
+    for key, ds, version, score in history_rows(env):
+        by_key.setdefault(key, []).append((ds, version, score))
+    assert len(history_rows(env)) == 200
+    assert by_key[60] == [("2026-11-20", "v1", 0.21), ("2026-11-21", "v2", 0.27)]  # an entity's predictions by day
+    assert by_key[10] == [("2026-11-20", "v1", 0.21)] and by_key[120] == [("2026-11-21", "v2", 0.27)]
+    # A newer day: 11-20 is now more than 2 days back from 11-22 and expires (the latest table keeps it).
+    run_day(fabricate(env, spec, "2026-11-22", list(range(0, 10)), [0.24] * 10, version="v3"))
+    assert sorted({r[1] for r in history_rows(env)}) == ["2026-11-21", "2026-11-22"]
+    assert len(history_rows(env)) == 110
+    assert {r[0]: r[1] for r in table_rows(env)}[20] == "2026-11-20"
+
+
+def test_history_by_day_with_retention_sqlite(tmp_path):
+    history_by_day_with_retention(make_env(tmp_path), tmp_path)
 
 
 def test_idempotent_rerun_sqlite(tmp_path):

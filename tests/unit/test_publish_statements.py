@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
-from mlbatch.appdb.bulk import load_data_sql, side_name
+from mlbatch.appdb.bulk import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
 from mlbatch.spec import load_spec
 from mlbatch.statements import aurora_publish_statements, export_statements
 
@@ -50,17 +51,47 @@ def test_aurora_load_data_statements():
         load_data_sql("t", s3_uri="s3://b/k' INTO TABLE x")
 
 
-def test_aurora_daily_publish_ends_in_one_rename_of_table_and_log(spec):
+def test_aurora_publish_is_a_partition_exchange_then_one_upsert_transaction(spec):
     stmts = aurora_publish_statements(spec, "2026-11-22")
-    assert stmts[2].startswith(
+    assert stmts[0] == "SET SESSION lock_wait_timeout = 2, innodb_lock_wait_timeout = 2"
+    assert stmts[2].startswith("CREATE TABLE IF NOT EXISTS device_gender_history (")
+    assert stmts[2].endswith("PARTITION BY LIST COLUMNS(`ds`) (PARTITION `p_none` VALUES IN ('1000-01-01'))")
+    assert stmts[5].startswith(
         "LOAD DATA FROM S3 FILE 's3://acme-ml/publish/device_gender/2026-11-22/<run>/predictions.tsv' "
-        "INTO TABLE `device_gender_predictions__new`"
+        "INTO TABLE `device_gender_history__stage`"
     )
-    assert stmts[-1] == (
-        "RENAME TABLE `device_gender_predictions` TO `device_gender_predictions__old`, "
-        "`device_gender_predictions__new` TO `device_gender_predictions`, "
-        "`ml_publish_log` TO `ml_publish_log__old`, `ml_publish_log__new` TO `ml_publish_log`"
+    assert stmts[6:9] == [
+        "ALTER TABLE `device_gender_history` ADD PARTITION (PARTITION `p20261122` VALUES IN ('2026-11-22'))",
+        "ALTER TABLE `device_gender_history` EXCHANGE PARTITION `p20261122` WITH TABLE `device_gender_history__stage` "
+        "WITHOUT VALIDATION",  # Aurora MySQL 3; MariaDB validates (tests/integration runs that)
+        "START TRANSACTION",
+    ]
+    # Only the day's partition is read, and a row is replaced only by the same or a newer day.
+    assert "FROM `device_gender_history` WHERE `device_gender_history`.`ds` = %(ds)s ON DUPLICATE KEY" in stmts[9]
+    assert (
+        "`device_gender_predictions`.`score` = IF(VALUES(`ds`) >= `device_gender_predictions`.`ds`, "
+        "VALUES(`score`), `device_gender_predictions`.`score`)"
+    ) in stmts[9]
+    assert stmts[10].startswith("INSERT INTO `ml_publish_log`") and stmts[11] == "COMMIT"
+    assert not any("RENAME" in s for s in stmts)  # the tables readers read never see DDL
+
+
+def test_guarded_upsert_by_key_range():
+    sql = guarded_upsert_sql("t", "h", day=True, key_from=True, key_to=True)
+    assert sql.endswith(
+        "FROM `h` WHERE `h`.`ds` = %(ds)s AND `h`.`entity_key` >= %(key_from)s AND `h`.`entity_key` < %(key_to)s "
+        "ON DUPLICATE KEY UPDATE `t`.`model_version` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`model_version`), "
+        "`t`.`model_version`), `t`.`label` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`label`), `t`.`label`), "
+        "`t`.`score` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`score`), `t`.`score`), "
+        "`t`.`ds` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`ds`), `t`.`ds`)"
     )
+
+
+def test_expired_partitions_keep_history_days_back_from_the_newest():
+    names = ["p_none", "p20261101", "p20261120", "p20261121", "p20261122", "p20261130"]
+    assert expired_partitions(names, date(2026, 11, 22), 2) == ["p20261101", "p20261120"]
+    assert expired_partitions(names, date(2026, 11, 22), 1) == ["p20261101", "p20261120", "p20261121"]
+    assert expired_partitions(names, date(2026, 11, 22), 35) == []
 
 
 def test_side_tables_fit_mysql_identifiers():

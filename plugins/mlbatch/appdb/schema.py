@@ -123,3 +123,31 @@ def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> 
         Index(f"ix_{model}_predictions_ds", "ds"),
         **MYSQL_TABLE_ARGS,
     )
+
+
+def history_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
+    """``<model>_history``: every published day's predictions, one row per (entity, day).
+
+    Its primary key (entity_key, ds) answers "an entity's predictions by day" from the index
+    alone. On MySQL it is partitioned by day (``appdb.bulk.history_ddl``): a day is swapped in
+    whole with ``EXCHANGE PARTITION`` and expires with ``DROP PARTITION`` (``publish.history_days``).
+    """
+    return Table(
+        f"{model}_history",
+        md if md is not None else MetaData(),
+        Column(
+            "entity_key", BigInteger if key_type == "integer" else String(255), primary_key=True, autoincrement=False
+        ),
+        Column("ds", Date, primary_key=True),
+        Column("model_version", String(64), nullable=False),
+        Column("label", String(255), nullable=False),
+        Column("score", Double, nullable=False),
+        **MYSQL_TABLE_ARGS,
+    )
+
+
+def history_for(predictions: Table) -> Table:
+    """The history table of a ``<model>_predictions`` table (same key type)."""
+    model = predictions.name.removesuffix("_predictions")
+    key_type = "integer" if isinstance(predictions.c.entity_key.type, BigInteger) else "string"
+    return history_table(model, key_type)

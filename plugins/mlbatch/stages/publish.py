@@ -4,8 +4,10 @@ Everything streams in record batches from the run's prediction shards; no stage 
 
 * ``publish``: the day and its ``ml_publish_log`` row land atomically, and an entity's row is
   replaced only by a run whose ``ds`` is the same or newer (rerunning a day gives the same table;
-  a backfill never overwrites a newer prediction). MySQL/Aurora: a bulk load and, for the newest
-  day, one atomic table swap (see :mod:`mlbatch.appdb.bulk`); SQLite: a streamed guarded upsert.
+  a backfill never overwrites a newer prediction), and the day goes into ``<model>_history``
+  (kept ``publish.history_days``). MySQL/Aurora: a bulk load into a staging table, ``EXCHANGE
+  PARTITION`` into the history, one guarded-upsert transaction (see :mod:`mlbatch.appdb.bulk`):
+  work in proportion to the day; SQLite: the same in one streamed transaction.
 * ``export``: the day as parquet under ``export/<model>/<ds>/``, then the warehouse's day
   replaced in one transaction; ``export_gate`` reconciles the warehouse count (and the file's
   checksum) with the publish log.
@@ -41,8 +43,8 @@ COLUMNS = ["entity_key", "ds", "model_version", "label", "score"]
 READ = ["entity_key", "label", "score", "model_version"]
 BATCH_ROWS = 65_536
 # MySQL: sessions that load the day's key ranges in parallel (the daily path; integer keys).
-# The server parses and inserts a LOAD DATA on one core; two match this 2-core machine's gain
-# (1M rows: load + copy 3.1 s instead of 4.4 s); a bigger Aurora instance may take more.
+# The server parses and inserts a LOAD DATA on one core; two match this 2-core machine; a
+# bigger Aurora instance may take more.
 LOAD_SESSIONS = 2
 # Aurora only: load the TSV from the object store with LOAD DATA FROM S3 (the cluster needs an
 # IAM role for S3, aws_default_s3_role) instead of streaming it from the worker.
@@ -143,19 +145,23 @@ def publish(ctx: RunContext) -> dict[str, Any]:
                     finish()
                     return log_row()
 
-                path = bulk.publish_mysql(db, table, sources, rows, log_row_after_load, day=day)
+                path = bulk.publish_mysql(
+                    db, table, sources, rows, log_row_after_load, day=day, history_days=spec.publish.history_days
+                )
     elif db.dialect == "mysql":
         with _s3_tsv_source(ctx) as (out, source), _key_ranges(ctx, version, _shard_rows(ctx), 1) as shares:
             tsv_writer(shares[0])(out)
             out.close()
-            path = bulk.publish_mysql(db, table, source, checksum.rows, log_row())
+            path = bulk.publish_mysql(
+                db, table, source, checksum.rows, log_row(), history_days=spec.publish.history_days
+            )
     else:
 
         def row_dicts() -> Iterator[list[dict[str, Any]]]:
             for batch in _counted(_day(ctx, version), checksum):
                 yield [dict(r, ds=day) for r in batch.to_pylist()]
 
-        path = bulk.publish_sqlite(db, table, row_dicts(), log_row)
+        path = bulk.publish_sqlite(db, table, row_dicts(), log_row, day, history_days=spec.publish.history_days)
     log.info(
         "%s: published %d predictions for %s (version %s, %s path)", spec.name, checksum.rows, ctx.ds, version, path
     )
