@@ -56,6 +56,7 @@ def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
     entity the sheet does not label yet, LATE_LABELS of them. Nothing before the day is published
     (or for a model without synthetic truth), nor when the sheet holds them already."""
     import csv
+    import unicodedata
 
     from sqlalchemy import select
 
@@ -70,7 +71,9 @@ def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
         rows = [row for row in csv.reader(f) if row]
     if any(len(row) > 2 and row[2] == synth.LATE_ANALYST for row in rows):
         return 0  # this sheet has them already (the first sync of a second demo)
-    labelled = {row[0].strip() for row in rows}
+    # Every key the sheet holds as the check reads it, rejected rows too (another row for such a
+    # key makes a conflict, not a late label).
+    labelled = {unicodedata.normalize("NFKC", row[0]).strip() for row in rows}
     table = schema.predictions_table(spec.name, spec.entity.type)
     with env.appdb.connect() as conn:
         scored = [

@@ -9,12 +9,14 @@ gate's minimum: the labels DAG posts the alert to the webhook, flags the version
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import unicodedata
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -58,7 +60,15 @@ def home(tmp_path_factory) -> Path:
     return home
 
 
+def _sheet_keys(sheet: Path) -> set[str]:
+    """Every key the sheet holds, as the label check reads it (rejected rows too: a key with a
+    bad row gets a conflict, not a label, when another row is added)."""
+    with open(sheet, encoding="utf-8", newline="") as f:
+        return {unicodedata.normalize("NFKC", row[0]).strip() for row in csv.reader(f) if row}
+
+
 def _unlabelled_scored_keys(home: Path) -> list[int]:
+    in_sheet = _sheet_keys(home / "sheets" / "device_gender.csv")
     db = sqlite3.connect(home / "app.db")
     keys = [
         k
@@ -69,7 +79,7 @@ def _unlabelled_scored_keys(home: Path) -> list[int]:
         )
     ]
     db.close()
-    return keys
+    return [k for k in keys if str(k) not in in_sheet]
 
 
 def _labels_dag(home: Path, day: str, conn: dict) -> dict[str, str]:
