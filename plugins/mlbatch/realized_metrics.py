@@ -17,6 +17,7 @@ predicted class's probability, so ``log_loss`` cannot (:func:`measurable` says w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,10 +124,10 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
 
-def _bootstrap(stat, n: int) -> tuple[float | None, float | None]:  # type: ignore[no-untyped-def]
+def _bootstrap(stat: Callable[[np.ndarray], float | None], n: int) -> tuple[float | None, float | None]:
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    values = [stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP_RESAMPLES)]
-    values = [v for v in values if v is not None]
+    drawn = (stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP_RESAMPLES))
+    values = [v for v in drawn if v is not None]
     if len(values) < BOOTSTRAP_RESAMPLES // 2:
         return None, None
     lo, hi = np.percentile(values, [2.5, 97.5])
