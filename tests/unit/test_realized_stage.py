@@ -137,3 +137,25 @@ def test_the_alert_names_model_version_days_metric_n_and_interval(tmp_path: Path
         "1 day(s): 2026-11-22"
     )
     assert msg["gate"] == {"metric": "roc_auc", "min": 0.75} and msg["kind"] == "realized_performance"
+
+
+def test_a_retrain_request_trains_a_fresh_version_like_force_retrain(tmp_path: Path, monkeypatch) -> None:
+    from mlbatch.env import Environment
+    from mlbatch.stages.context import RunContext
+    from mlbatch.stages.train import _train_request
+
+    monkeypatch.setenv("MLBATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLBATCH_OBJECT_STORE", (tmp_path / "objects").as_uri())
+    env = Environment.from_env()
+    spec = load_spec(SPECS / "device_gender.yaml")
+
+    def version(run_id: str, **kw) -> str:
+        ctx = RunContext(env=env, spec=spec, ds="2026-11-24", run_id=run_id, **kw)
+        ctx.save_state("labels", {"sync_id": "s1", "uri": "file:///labels.parquet", "rows": 10})
+        return _train_request(ctx)[1]
+
+    plain = version("scheduled")
+    assert version("another scheduled run") == plain  # same inputs, same version
+    retrain = version("asset-run", triggered_by={"retrain": {"sync_id": "s1"}})
+    forced = version("forced", params={"force_retrain": True})
+    assert len({plain, retrain, forced}) == 3
