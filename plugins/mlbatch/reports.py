@@ -88,6 +88,9 @@ _TRAINING = _ENV.from_string(
  y2="{{ realized.plot.offline }}" stroke="#666" stroke-dasharray="4"/>{% endif %}<line x1="{{ realized.plot.pad }}"
  y1="{{ realized.plot.bar }}" x2="{{ realized.plot.w - realized.plot.pad }}" y2="{{ realized.plot.bar }}"
  stroke="#a11"/><polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="{{ realized.plot.points }}"/>
+{% for d in realized.plot.dots %}<circle cx="{{ d.x }}" cy="{{ d.y }}" r="3.5"
+ fill="{{ '#a11' if d.below else '#1f5fbf' }}"/>
+{% endfor %}
 </svg><figcaption>{{ realized.metric }} per day, {{ realized.plot.first }} .. {{ realized.plot.last }}
  (y axis {{ realized.plot.ymin }} .. {{ realized.plot.ymax }})</figcaption></figure>{% endif %}
 <table><tr><th>day</th><th>{{ realized.metric }}</th><th>95% interval</th><th>labelled rows</th><th>label sync</th></tr>
@@ -227,6 +230,8 @@ def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[st
             "h": REALIZED_H,
             "pad": REALIZED_PAD,
             "points": " ".join(f"{x(i)},{y(r['value'])}" for i, r in enumerate(plotted)),
+            # a dot per day: one measured day draws no line
+            "dots": [{"x": x(i), "y": y(r["value"]), "below": below(r["value"])} for i, r in enumerate(plotted)],
             "bars": [
                 {"x": x(i), "lo": y(r["ci_low"]), "hi": y(r["ci_high"])}
                 for i, r in enumerate(plotted)
