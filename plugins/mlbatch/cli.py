@@ -105,6 +105,18 @@ def _short(result: Any) -> str:
     return str(result)
 
 
+def realized_cell(r: dict[str, Any] | None) -> str:
+    """``roc_auc 0.712 [0.68, 0.74] n=1,200 on 2026-11-22 (offline 0.861) DEGRADED``."""
+    if not r:
+        return "-"
+    value = "n/a" if r["value"] is None else f"{r['value']:.3f}"
+    lo, hi = r["ci"]
+    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+    offline = f" (offline {r['offline']:.3f})" if r["offline"] is not None else ""
+    flag = " DEGRADED" if r["degraded"] else ""
+    return f"{r['metric']} {value}{ci} n={r['n_labelled']:,} on {r['ds']}{offline}{flag}"
+
+
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Labels, production model, latest predictions and export of every model."""
@@ -119,7 +131,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     if as_json:
         print(json.dumps(report, indent=2, default=str))
         return
-    table = Table("model", "labels", "production model", "predictions", "export")
+    table = Table("model", "labels", "production model", "predictions", "export", "realized (late labels)")
     for m in report["models"]:
         lab, prod, pred, exp = m["labels"], m["production_model"], m["predictions"], m["export"]
         table.add_row(
@@ -128,6 +140,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
             f"{prod['version']} {prod['metric']}={prod['value']:.4f}" if prod else "-",
             f"{pred['rows']:,} on {pred['latest_ds']}" if pred else "-",
             f"{exp['rows']:,} on {exp['latest_ds']}" if exp else "-",
+            realized_cell(m.get("realized")),
         )
     out.print(table)
 

@@ -67,7 +67,7 @@ MAX_RETRY_DELAY = timedelta(minutes=30)
 
 
 def assets(model: str) -> dict[str, Asset]:
-    return {kind: Asset(name=f"mlbatch.{model}.{kind}") for kind in ("labels", "model", "predictions")}
+    return {kind: Asset(name=f"mlbatch.{model}.{kind}") for kind in ("labels", "model", "predictions", "retrain")}
 
 
 def cron(expr: str) -> str:
@@ -84,7 +84,10 @@ def timetable(expr: str | None) -> Any:
 
 def train_schedule(spec: ModelSpec) -> Any:
     """On the spec's time schedule OR whenever the labels asset gets an event (labels changed)."""
-    labels = assets(spec.name)["labels"]
+    labels: Any = assets(spec.name)["labels"]
+    if spec.monitoring.retrain_on_degradation:
+        # The labels DAG asks for a fresh version when production degrades on late labels.
+        labels = labels | assets(spec.name)["retrain"]
     if spec.train.schedule in (None, "@once"):
         return labels
     return AssetOrTimeSchedule(timetable=timetable(spec.train.schedule), assets=labels)
@@ -291,8 +294,36 @@ def labels_dag(spec: ModelSpec) -> DAG:
             outlet_events[out].extra = {"sync_id": result["sync_id"]}
             return result
 
-        check >> gate >> apply
+        realized = _stage(
+            spec,
+            "realized_performance",
+            "realized:realized_performance",
+            f"Measure each published day of the last {spec.monitoring.lookback_days} against the labels that "
+            "arrived after its version was trained (gate metric, labelled rows, 95% interval) into "
+            f"`ml_realized_performance`; below `train.gate.min` on >= {spec.monitoring.min_rows} rows: "
+            + ("alert on the failure webhook and flag the version `degraded`." if spec.monitoring.alert else "")
+            + (" Then request a retrain." if spec.monitoring.retrain_on_degradation else ""),
+        )
+
+        check >> gate >> apply >> realized
         changed(apply.output) >> announce(apply.output)
+        if spec.monitoring.retrain_on_degradation:
+            retrain = assets(spec.name)["retrain"]
+
+            @task.short_circuit(task_id="degraded", doc_md="Skip the retrain request when no day degraded.")
+            def degraded(result: dict[str, Any]) -> bool:
+                return bool(result["retrain"])
+
+            @task(
+                task_id="request_retrain",
+                outlets=[retrain],
+                doc_md=f"Emit `{retrain.name}`: the train DAG trains a fresh version (as `force_retrain`).",
+            )
+            def request_retrain(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+                outlet_events[retrain].extra = {"sync_id": result["sync_id"], "degraded": result["degraded"]}
+                return result
+
+            degraded(realized.output) >> request_retrain(realized.output)
     return dag
 
 

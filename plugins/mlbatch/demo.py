@@ -4,6 +4,13 @@ Builds the synthetic warehouse and the label sheets (deterministic, from a seed)
 each model's labels, train and score DAGs for one day with ``dag.test()`` (the tasks run
 in-process, exactly the task code the scheduler runs), and prints a summary. Every step is
 idempotent, so a second run gives the same tables.
+
+Late labels: once a day is published, analysts label some scored entities they had not
+labelled (from the synthetic truth, :func:`mlbatch.warehouse.synth.append_late_labels`); the
+demo then runs the labels DAG of the next day, whose ``realized_performance`` task measures the
+published day. A second demo writes the sheet with those late labels from the start (the day is
+already published): its syncs change nothing, and training reuses its run's fixed label
+snapshot, so the tables stay as they were.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -25,7 +33,10 @@ log = logging.getLogger(__name__)
 DAG_KINDS = ("labels", "train", "score")
 
 
-def prepare(env: Environment, specs: list[ModelSpec]) -> None:
+LATE_LABELS = 2_000  # scored, unlabelled entities the analysts label after the day is published
+
+
+def prepare(env: Environment, specs: list[ModelSpec], ds: str) -> None:
     """The embedded warehouse and each model's label sheet (CSV), rebuilt deterministically."""
     from mlbatch.warehouse import synth
 
@@ -37,6 +48,46 @@ def prepare(env: Environment, specs: list[ModelSpec]) -> None:
             from mlbatch.labels.source import csv_path
 
             synth.write_label_sheet_for(spec.name, warehouse, csv_path(spec, env))
+            late_labels(env, spec, ds)
+
+
+def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
+    """Append the late labels of the published day ``ds`` to the model's sheet: every k-th scored
+    entity the sheet does not label yet, LATE_LABELS of them. Nothing before the day is published
+    (or for a model without synthetic truth), nor when the sheet holds them already."""
+    import csv
+    import unicodedata
+
+    from sqlalchemy import select
+
+    from mlbatch.appdb import schema
+    from mlbatch.labels.source import csv_path
+    from mlbatch.warehouse import synth
+
+    if spec.name not in synth.LATE_TRUTH or not env.appdb.has_table(spec.predictions_table):
+        return 0
+    sheet = csv_path(spec, env)
+    with open(sheet, encoding="utf-8", newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if any(len(row) > 2 and row[2] == synth.LATE_ANALYST for row in rows):
+        return 0  # this sheet has them already (the first sync of a second demo)
+    # Every key the sheet holds as the check reads it, rejected rows too (another row for such a
+    # key makes a conflict, not a late label).
+    labelled = {unicodedata.normalize("NFKC", row[0]).strip() for row in rows}
+    table = schema.predictions_table(spec.name, spec.entity.type)
+    with env.appdb.connect() as conn:
+        scored = [
+            k
+            for (k,) in conn.execute(
+                select(table.c.entity_key).where(table.c.ds == datetime.fromisoformat(ds).date()).order_by("entity_key")
+            )
+            if str(k) not in labelled
+        ]
+    if not scored:
+        return 0
+    step = max(1, len(scored) // LATE_LABELS)
+    warehouse = Path(env.warehouse_url.removeprefix("duckdb://"))
+    return synth.append_late_labels(spec.name, warehouse, sheet, scored[::step][:LATE_LABELS])
 
 
 def airflow_environment(env: Environment) -> dict[str, str]:
@@ -86,7 +137,23 @@ def run_dags(ds: str, specs: list[ModelSpec], console: Console) -> list[tuple[st
             results.append((dag_id, str(run.state), ", ".join(failed)))
             if failed or str(run.state) != "success":
                 break
+        else:
+            results.append(_late_label_sync(bag, spec, day, console))
     return results
+
+
+def _late_label_sync(bag: Any, spec: ModelSpec, day: datetime, console: Console) -> tuple[str, str, str]:
+    """The next day's label sync, after analysts labelled some of the day's scored entities."""
+    env = Environment.from_env()
+    added = late_labels(env, spec, day.date().isoformat())
+    next_day = day + timedelta(days=1)
+    dag_id = f"{spec.name}__labels"
+    console.print(
+        f"running {dag_id} for {next_day.date()} ({added:,} late labels for scored entities) ...", highlight=False
+    )
+    run = bag.get_dag(dag_id).test(logical_date=next_day, run_after=next_day)
+    failed = [ti.task_id for ti in run.get_task_instances() if ti.state == "failed"]
+    return (f"{dag_id} (late labels)", str(run.state), ", ".join(failed))
 
 
 def run_demo(ds: str, *, verbose: bool, console: Console) -> int:
@@ -97,16 +164,19 @@ def run_demo(ds: str, *, verbose: bool, console: Console) -> int:
     if not verbose:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     console.print(f"embedded stack in {env.home}; models: {', '.join(s.name for s in specs)}")
-    prepare(env, specs)
+    prepare(env, specs, ds)
     migrate_airflow_db(environ)
     results = run_dags(ds, specs, console)
     table = Table("DAG", "state", "failed tasks", title=f"DAG runs for {ds}")
     for row in results:
         table.add_row(*row)
     console.print(table)
+    from mlbatch.cli import realized_cell
     from mlbatch.status import collect
 
-    summary = Table("model", "labels", "production model", "predictions", "export", title="mlbatch status")
+    summary = Table(
+        "model", "labels", "production model", "predictions", "export", "realized (late labels)", title="mlbatch status"
+    )
     for m in collect(env)["models"]:
         lab, prod, pred, exp = m["labels"], m["production_model"], m["predictions"], m["export"]
         summary.add_row(
@@ -115,7 +185,8 @@ def run_demo(ds: str, *, verbose: bool, console: Console) -> int:
             f"{prod['version']} {prod['metric']}={prod['value']:.3f}" if prod else "-",
             f"{pred['rows']:,} ({pred['latest_ds']})" if pred else "-",
             f"{exp['rows']:,} ({exp['latest_ds']})" if exp else "-",
+            realized_cell(m.get("realized")),
         )
     console.print(summary)
-    ok = all(state == "success" for _, state, _ in results) and len(results) == len(specs) * len(DAG_KINDS)
+    ok = all(state == "success" for _, state, _ in results) and len(results) == len(specs) * (len(DAG_KINDS) + 1)
     return 0 if ok else 1

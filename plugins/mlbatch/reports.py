@@ -76,6 +76,29 @@ _TRAINING = _ENV.from_string(
 {% else %}<p class="note">Not available: metrics.json has no confusion_matrix and not the counts to derive one.</p>
 {% endif %}
 
+<h2>Realized performance (late labels)</h2>
+{% if realized %}<p>Each published day against the labels that arrived after this version was trained
+ ({{ realized.metric }}, 95% interval; dashed: offline {{ realized.offline_text }}, red: the gate's {{ gate.min }}).</p>
+{% if realized.plot %}<figure><svg xmlns="http://www.w3.org/2000/svg" width="{{ realized.plot.w }}"
+ height="{{ realized.plot.h }}"><rect x="{{ realized.plot.pad }}" y="{{ realized.plot.pad }}"
+ width="{{ realized.plot.w - 2 * realized.plot.pad }}" height="{{ realized.plot.h - 2 * realized.plot.pad }}"
+ fill="none" stroke="#444"/>{% for b in realized.plot.bars %}<line x1="{{ b.x }}" y1="{{ b.lo }}" x2="{{ b.x }}"
+ y2="{{ b.hi }}" stroke="#9db8e0" stroke-width="3"/>{% endfor %}{% if realized.plot.offline is not none %}<line
+ x1="{{ realized.plot.pad }}" y1="{{ realized.plot.offline }}" x2="{{ realized.plot.w - realized.plot.pad }}"
+ y2="{{ realized.plot.offline }}" stroke="#666" stroke-dasharray="4"/>{% endif %}<line x1="{{ realized.plot.pad }}"
+ y1="{{ realized.plot.bar }}" x2="{{ realized.plot.w - realized.plot.pad }}" y2="{{ realized.plot.bar }}"
+ stroke="#a11"/><polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="{{ realized.plot.points }}"/>
+{% for d in realized.plot.dots %}<circle cx="{{ d.x }}" cy="{{ d.y }}" r="3.5"
+ fill="{{ '#a11' if d.below else '#1f5fbf' }}"/>
+{% endfor %}
+</svg><figcaption>{{ realized.metric }} per day, {{ realized.plot.first }} .. {{ realized.plot.last }}
+ (y axis {{ realized.plot.ymin }} .. {{ realized.plot.ymax }})</figcaption></figure>{% endif %}
+<table><tr><th>day</th><th>{{ realized.metric }}</th><th>95% interval</th><th>labelled rows</th><th>label sync</th></tr>
+{% for r in realized.rows %}<tr><td>{{ r.ds }}</td><td class="num {{ 'fail' if r.below else '' }}">{{ r.value }}</td>
+<td class="num">{{ r.ci }}</td><td class="num">{{ "{:,}".format(r.n) }}</td><td><code>{{ r.sync }}</code></td></tr>
+{% endfor %}</table>
+{% else %}<p class="note">No late labels yet for the days this version published.</p>{% endif %}
+
 <h2>Lineage</h2>
 <table>{% for k, v in lineage|dictsort %}<tr><th>{{ k }}</th><td><code>{{ v }}</code></td></tr>{% endfor %}</table>
 <p class="note">Artifacts: <code>{{ artifact_uri }}</code></p>
@@ -152,11 +175,90 @@ def _confusion(metrics: dict[str, Any], classes: list[str]) -> dict[str, Any] | 
     return {"classes": classes, "rows": rows, "source": "derived from n_test, positive_rate, precision, recall"}
 
 
+REALIZED_W, REALIZED_H, REALIZED_PAD = 480, 200, 20
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The version's realized metric per day (table and an SVG plot with intervals)."""
+    from mlbatch.spec import LOWER_IS_BETTER
+    from mlbatch.stages.realized import history
+
+    rows = [r for r in history(ctx.env.appdb, ctx.model, version) if r["n_labelled"] > 0]
+    if not rows:
+        return None
+    gate = ctx.spec.train.gate
+    metric = rows[0]["metric"]
+    offline = _offline(metrics, metric)
+    lower = metric in LOWER_IS_BETTER
+
+    def below(v: float | None) -> bool:
+        return v is not None and metric == gate.metric and (v > gate.min if lower else v < gate.min)
+
+    table = [
+        {
+            "ds": r["ds"].isoformat(),
+            "value": _fmt(r["value"]),
+            "ci": f"{_fmt(r['ci_low'])} .. {_fmt(r['ci_high'])}" if r["ci_low"] is not None else "n/a",
+            "n": r["n_labelled"],
+            "sync": r["label_sync_id"],
+            "below": below(r["value"]),
+        }
+        for r in rows
+    ]
+    plotted = [r for r in rows if r["value"] is not None]
+    plot = None
+    if plotted:
+        values = [v for r in plotted for v in (r["value"], r["ci_low"], r["ci_high"]) if v is not None]
+        values += [gate.min] + ([offline] if offline is not None else [])
+        ymin, ymax = min(values), max(values)
+        span = (ymax - ymin) or 1.0
+        ymin, ymax = ymin - 0.05 * span, ymax + 0.05 * span
+        inner_w, inner_h = REALIZED_W - 2 * REALIZED_PAD, REALIZED_H - 2 * REALIZED_PAD
+
+        def y(v: float) -> float:
+            return round(REALIZED_H - REALIZED_PAD - (v - ymin) / (ymax - ymin) * inner_h, 1)
+
+        def x(i: int) -> float:
+            return round(REALIZED_PAD + (inner_w * (i + 0.5) / len(plotted)), 1)
+
+        plot = {
+            "w": REALIZED_W,
+            "h": REALIZED_H,
+            "pad": REALIZED_PAD,
+            "points": " ".join(f"{x(i)},{y(r['value'])}" for i, r in enumerate(plotted)),
+            # a dot per day: one measured day draws no line
+            "dots": [{"x": x(i), "y": y(r["value"]), "below": below(r["value"])} for i, r in enumerate(plotted)],
+            "bars": [
+                {"x": x(i), "lo": y(r["ci_low"]), "hi": y(r["ci_high"])}
+                for i, r in enumerate(plotted)
+                if r["ci_low"] is not None
+            ],
+            "offline": y(offline) if offline is not None else None,
+            "bar": y(gate.min),
+            "first": plotted[0]["ds"].isoformat(),
+            "last": plotted[-1]["ds"].isoformat(),
+            "ymin": f"{ymin:.3f}",
+            "ymax": f"{ymax:.3f}",
+        }
+    return {"metric": metric, "rows": table, "plot": plot, "offline_text": _fmt(offline)}
+
+
 def training_report(ctx: RunContext) -> str:
     """Write ``report.html`` next to the model this run trained; returns its URI."""
+    st = ctx.load_state("train", "run the train stage first")
+    return version_report(ctx, st["version"], st["artifact_uri"])
+
+
+def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
+    """(Re)write a version's ``report.html``: after its model gate, and after each measurement of
+    its realized performance (:mod:`mlbatch.stages.realized`)."""
     from mlbatch.spec import LOWER_IS_BETTER
 
-    st = ctx.load_state("train", "run the train stage first")
+    st = {"version": version, "artifact_uri": artifact_uri}
     store, db = ctx.env.store, ctx.env.appdb
     prefix = store.key(st["artifact_uri"])
     with db.connect() as conn:
@@ -179,9 +281,15 @@ def training_report(ctx: RunContext) -> str:
         task=metrics.get("task", "binary" if ctx.spec.is_binary else "multiclass"),
         confusion=_confusion(metrics, list(metrics.get("classes") or ctx.spec.labels.classes)),
         lineage={k: v if isinstance(v, str | int | float) else str(v) for k, v in lineage.items()},
+        realized=_realized(ctx, version, metrics),
         artifact_uri=st["artifact_uri"],
     )
     return store.put_bytes(prefix + "report.html", html.encode())
+
+
+def _offline(metrics: dict[str, Any], metric: str) -> float | None:
+    v = metrics.get(metric)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 # --- scoring summary -----------------------------------------------------------------------

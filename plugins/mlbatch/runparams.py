@@ -14,7 +14,7 @@ KNOWN = (DRY_RUN, MODEL_VERSION, FORCE_RETRAIN)
 
 # Tasks (and CLI steps) that write what users see: skipped in a dry run, so only reads and
 # gates run. Names are the DAG task ids; CLI step names match them.
-WRITERS = frozenset({"apply_labels", "train", "register", "model_gate", "publish", "export"})
+WRITERS = frozenset({"apply_labels", "realized_performance", "train", "register", "model_gate", "publish", "export"})
 # What `mlbatch run` skips in a dry run: the writers and the check of what a writer wrote (in a
 # DAG, Airflow skips it on its own because its upstream was skipped).
 CLI_DRY_RUN_SKIPS = WRITERS | {"export_gate"}

@@ -241,6 +241,33 @@ class Publish(_Strict):
     )
 
 
+class Monitoring(_Strict):
+    """Realized performance: published predictions measured against labels that arrive later."""
+
+    lookback_days: int = Field(
+        30,
+        ge=1,
+        le=366,
+        description="Published days measured after each label sync: the last N days up to the sync's day.",
+    )
+    min_rows: int = Field(
+        200,
+        ge=1,
+        description="Fewest labelled predictions of a day before its realized metric can raise an alert "
+        "(fewer: recorded, never alerted on; a handful of labels says little).",
+    )
+    alert: bool = Field(
+        True,
+        description="When a day's realized metric is worse than train.gate.min on at least min_rows rows, POST "
+        "an alert to the failure webhook and mark the version `degraded` in the registry.",
+    )
+    retrain_on_degradation: bool = Field(
+        False,
+        description="A degraded version also emits the `mlbatch.<model>.retrain` asset event, which starts the "
+        "train DAG.",
+    )
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=MODEL_NAME, description="Model id: DAG ids, table names, object prefixes.")
     owner: str = Field(min_length=1, description="Team or person answering for the model.")
@@ -252,6 +279,9 @@ class ModelSpec(_Strict):
     score: Score = Field(default_factory=Score, description="Daily scoring: schedule and shards.")
     publish: Publish = Field(
         default_factory=Publish, description="The prediction gate's drift thresholds and the history kept."
+    )
+    monitoring: Monitoring = Field(
+        default_factory=Monitoring, description="Realized performance of published days from late labels."
     )
 
     # Where the spec was loaded from; relative SQL paths resolve against `root`.

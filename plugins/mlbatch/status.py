@@ -44,6 +44,30 @@ def _export(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
     return {"latest_ds": latest, "rows": env.warehouse.count_day(table, latest)}
 
 
+def _realized(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
+    """The newest measured day's realized metric, with its version's offline (held-out) value."""
+    from mlbatch.stages.realized import flags, history
+
+    rows = [r for r in history(env.appdb, spec.name) if r["n_labelled"] > 0]
+    if not rows:
+        return None
+    r = max(rows, key=lambda r: (r["ds"], r["measured_at"]))
+    with env.appdb.connect() as conn:
+        mv = registry.get(conn, spec.name, r["model_version"])
+    offline = mv.metrics.get(r["metric"]) if mv else None
+    return {
+        "ds": r["ds"].isoformat(),
+        "model_version": r["model_version"],
+        "metric": r["metric"],
+        "value": r["value"],
+        "n_labelled": r["n_labelled"],
+        "ci": [r["ci_low"], r["ci_high"]],
+        "offline": offline if isinstance(offline, int | float) else None,
+        "days": len({x["ds"] for x in rows}),
+        "degraded": "degraded" in flags(env.appdb, spec.name).get(r["model_version"], {}),
+    }
+
+
 def collect(env: Environment) -> dict[str, Any]:
     models = []
     have_db = env.appdb.has_table(schema.label_syncs.name)
@@ -58,6 +82,7 @@ def collect(env: Environment) -> dict[str, Any]:
                 else None,
                 "predictions": _predictions(env, spec) if have_db else None,
                 "export": _export(env, spec),
+                "realized": _realized(env, spec) if have_db else None,
             }
         )
     return {"models": models}

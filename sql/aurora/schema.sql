@@ -45,6 +45,15 @@ CREATE TABLE ml_labels (
 	PRIMARY KEY (model, entity_key)
 )ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
+CREATE TABLE ml_model_flags (
+	model VARCHAR(64) NOT NULL, 
+	version VARCHAR(64) NOT NULL, 
+	flag VARCHAR(32) NOT NULL COMMENT 'degraded', 
+	note TEXT NOT NULL, 
+	flagged_at DATETIME NOT NULL, 
+	PRIMARY KEY (model, version, flag)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
 CREATE TABLE ml_model_versions (
 	model VARCHAR(64) NOT NULL, 
 	version VARCHAR(64) NOT NULL, 
@@ -73,3 +82,20 @@ CREATE TABLE ml_publish_log (
 	published_at DATETIME NOT NULL, 
 	PRIMARY KEY (model, ds)
 )ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE TABLE ml_realized_performance (
+	model VARCHAR(64) NOT NULL, 
+	model_version VARCHAR(64) NOT NULL, 
+	ds DATE NOT NULL, 
+	metric VARCHAR(32) NOT NULL, 
+	value DOUBLE COMMENT 'NULL: not defined on these rows (e.g. AUC with one class)', 
+	n_labelled INTEGER NOT NULL, 
+	ci_low DOUBLE, 
+	ci_high DOUBLE, 
+	measured_at DATETIME NOT NULL, 
+	label_sync_id VARCHAR(100) NOT NULL COMMENT 'sync whose labels were measured', 
+	alerted_at DATETIME COMMENT 'when a degradation alert named this row (one alert per row)', 
+	PRIMARY KEY (model, model_version, ds, metric)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE INDEX ix_ml_realized_performance_ds ON ml_realized_performance (model, ds);

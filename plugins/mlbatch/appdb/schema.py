@@ -151,3 +151,37 @@ def history_for(predictions: Table) -> Table:
     model = predictions.name.removesuffix("_predictions")
     key_type = "integer" if isinstance(predictions.c.entity_key.type, BigInteger) else "string"
     return history_table(model, key_type)
+
+
+# Realized performance (mlbatch.stages.realized): a published day's predictions measured against
+# the labels that arrived for its entities, one row per (version, day, metric); a rerun replaces it.
+realized_performance = Table(
+    "ml_realized_performance",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("model_version", String(64), primary_key=True),
+    Column("ds", Date, primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("value", Double, comment="NULL: not defined on these rows (e.g. AUC with one class)"),
+    Column("n_labelled", Integer, nullable=False),
+    Column("ci_low", Double),
+    Column("ci_high", Double),
+    Column("measured_at", DateTime, nullable=False),
+    Column("label_sync_id", String(100), nullable=False, comment="sync whose labels were measured"),
+    Column("alerted_at", DateTime, comment="when a degradation alert named this row (one alert per row)"),
+    Index("ix_ml_realized_performance_ds", "model", "ds"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Flags on registry versions that leave their status alone (a degraded production version stays
+# production until a person or a retrained version replaces it).
+model_flags = Table(
+    "ml_model_flags",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("flag", String(32), primary_key=True, comment="degraded"),
+    Column("note", Text, nullable=False),
+    Column("flagged_at", DateTime, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)

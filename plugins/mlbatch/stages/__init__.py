@@ -19,6 +19,7 @@ PIPELINE: dict[str, list[tuple[str, str, tuple[Any, ...]]]] = {
         ("check_sheet", "labels:check_sheet", ()),
         ("labels_gate", "labels:labels_gate", ()),
         ("apply_labels", "labels:apply_labels", ()),
+        ("realized_performance", "realized:realized_performance", ()),
     ],
     "unload": [
         ("unload_training", "features:unload", ("train",)),

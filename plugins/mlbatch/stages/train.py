@@ -81,9 +81,10 @@ def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
         "code": code_version(),
         "seed": SEED,
     }
-    if ctx.params.get("force_retrain"):
+    if ctx.params.get("force_retrain") or "retrain" in ctx.triggered_by:
         # A fresh version although nothing changed: the run id joins the hash (a retry of the
-        # same run still finds its own version and success marker).
+        # same run still finds its own version and success marker). A retrain request (the
+        # labels DAG saw production degrade on late labels) asks for the same.
         determinants["forced_by_run"] = ctx.run_id
     digest = hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()[:8]
     version = f"{ctx.ds.replace('-', '')}-{digest}"

@@ -390,3 +390,42 @@ def write_label_sheet_for(model: str, warehouse_path: Path, csv_path: Path) -> i
     if model not in LABEL_SHEETS:
         raise KeyError(f"the demo has no synthetic label sheet for {model!r}; known: {sorted(LABEL_SHEETS)}")
     return LABEL_SHEETS[model](warehouse_path, csv_path)
+
+
+# --- late labels ---------------------------------------------------------------------------
+# Analysts label some scored entities days after their predictions were published: those labels
+# measure the model in production (mlbatch.stages.realized). The demo and its tests append them
+# to the sheet from the same hidden truth.
+LATE_ANALYST = "late"  # the labelled_by of late rows
+LATE_TRUTH = {"device_gender": (TRUTH_TABLE, "device_id", "gender", ("female", "male"))}
+
+
+def append_late_labels(
+    model: str,
+    warehouse_path: Path,
+    csv_path: Path,
+    keys: list[int],
+    *,
+    flip: Callable[[int], bool] | None = None,
+) -> int:
+    """Append the true label of each key in ``keys`` to the sheet (``labelled_by`` ``late``).
+
+    ``flip(key)`` true: the other class instead (a segment whose labels disagree with the model
+    on purpose, to show a degraded realized metric). Returns the rows appended.
+    """
+    if model not in LATE_TRUTH:
+        raise KeyError(f"the demo has no synthetic truth for late labels of {model!r}; known: {sorted(LATE_TRUTH)}")
+    table, key_col, label_col, (a, b) = LATE_TRUTH[model]
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        con.register("late_keys", pa.table({"k": pa.array(sorted(keys), pa.int64())}))
+        truth = con.execute(
+            f"SELECT t.{key_col}, t.{label_col} FROM {table} t JOIN late_keys ON t.{key_col} = late_keys.k "
+            f"ORDER BY t.{key_col}"
+        ).fetchall()
+    rows = [
+        [key, (b if label == a else a) if flip and flip(key) else label, LATE_ANALYST, "labelled after scoring", ""]
+        for key, label in truth
+    ]
+    with open(csv_path, "a", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    return len(rows)
