@@ -114,11 +114,15 @@ class StageOperator(BaseOperator):
         self.target = target
         self.stage_args = list(stage_args)
         self.report = report
+        if report is not None:
+            from mlbatch.ui import ReportLink
+
+            self.operator_extra_links = (ReportLink(),)
 
     def execute(self, context: Any) -> Any:
         self.skip_if_dry_run(context)
         ctx = run_context(self.spec_path, context)
-        return self.with_report(ctx, lambda: self.call_stage(ctx))
+        return self.with_report(ctx, lambda: self.call_stage(ctx), context)
 
     def call_stage(self, ctx: Any) -> Any:
         from mlbatch.stages import resolve
@@ -131,32 +135,37 @@ class StageOperator(BaseOperator):
 
             raise AirflowSkipException(f"dry run: {self.task_id} writes, so it is skipped (params.dry_run = true)")
 
-    def with_report(self, ctx: Any, stage: Any) -> Any:
+    def with_report(self, ctx: Any, stage: Any, context: Any = None) -> Any:
         """Run ``stage()`` as a gated step, then write the report (if any), whatever the outcome."""
         from mlbatch.gates import GateFailed
 
         try:
             result = stage()
         except GateFailed as exc:
-            self._write_report(ctx)
+            self._write_report(ctx, context)
             from airflow.sdk.exceptions import AirflowFailException
 
             # The same data gives the same verdict: retrying a blocked gate only delays the alert.
             raise AirflowFailException(str(exc)) from exc
         except Exception:
-            self._write_report(ctx)
+            self._write_report(ctx, context)
             raise
-        uri = self._write_report(ctx)
+        uri = self._write_report(ctx, context)
         return {**result, "report": uri} if isinstance(result, dict) and uri else result
 
-    def _write_report(self, ctx: Any) -> str | None:
-        """Run ``mlbatch.reports.<report>(ctx)``; a report never changes the task's outcome."""
+    def _write_report(self, ctx: Any, context: Any = None) -> str | None:
+        """Run ``mlbatch.reports.<report>(ctx)`` and give the task its Report button
+        (:mod:`mlbatch.ui`); a report never changes the task's outcome."""
         if self.report is None:
             return None
         try:
             from mlbatch import reports
 
             uri = getattr(reports, self.report)(ctx)
+            if context is not None:
+                from mlbatch.ui import record
+
+                record(context, uri)
         except Exception:
             log.exception("%s: could not write the %s for run %s", ctx.model, self.report, ctx.run_id)
             return None

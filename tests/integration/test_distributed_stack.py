@@ -12,13 +12,15 @@ The cycle, driven through the REST API as an engineer or the scheduler would:
    ``"logical_date": null`` scores today as well; both publish and export;
 3. a 5-day backfill created with the API's defaults (up to 10 runs at once) ends green, the
    publishes taking turns, and today's newer rows untouched;
-4. a dry run from the trigger form's params writes nothing;
+4. a dry run triggered from the UI's trigger form writes nothing;
 5. a running training job's task marked failed through the API: its container is gone in 60 s;
 6. a training task that hits its execution_timeout: its container is stopped as well;
 7. a label sheet with a bad row blocks its sync and fires the failure alert (to a webhook that
    cannot be reached, whose URL holds a token);
 8. every credential is a canary, and no log of any component or task holds one;
-9. a second candidate (force_retrain) is rejected in the UI: production is unchanged.
+9. a second candidate (force_retrain) is rejected in the UI: production is unchanged;
+10. in the browser as well: the version's report opens from the model gate's Report button, a dry
+    run is triggered from the trigger form, and a 3-day backfill from the Backfill dialog.
 
 One stack per module: starting it is most of the cost.
 """
@@ -57,7 +59,7 @@ from tests.integration.airflow_stack import (
 )
 
 BACKFILL = [days_before(n) for n in range(7, 2, -1)]  # 5 days, the oldest 7 days ago
-DRY_RUN_DS = days_before(10)
+UI_BACKFILL = [days_before(n) for n in range(12, 9, -1)]  # 3 days before the API backfill's
 STOPPED_WITHIN_S = 60
 APPROVE_COMMENT = "report reviewed, the gate metric holds"
 REJECT_COMMENT = "same labels as production: nothing to gain"
@@ -325,6 +327,28 @@ def test_label_change_starts_training_from_its_asset_event(stack: Stack, trained
     assert version.startswith(today().strftime("%Y%m%d"))  # the run's day: run_after's, in UTC
 
 
+def test_the_version_s_report_is_one_click_from_its_task(stack: Stack, trained: dict[str, Any]) -> None:
+    """The model gate's "Report" button opens report.html through the plugin's view, signed in."""
+    from urllib.parse import quote
+
+    from tests.integration.browser import keep, signed_in
+
+    [(version,)] = _appdb_rows(
+        stack, "SELECT version FROM ml_model_versions WHERE model = :m AND status = 'production'", m=MODEL
+    )
+    run_id = quote(trained["train"]["dag_run_id"], safe="")
+    with stack.client() as api:
+        links = api.get(f"/dags/{MODEL}__train/dagRuns/{run_id}/taskInstances/model_gate/links").json()
+    assert (links.get("extra_links") or {}).get("Report", "").startswith("/mlbatch/reports/"), links
+    with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
+        page.goto(f"{stack.url}/dags/{MODEL}__train/runs/{run_id}/tasks/model_gate/details")  # extra links
+        page.get_by_role("link", name="Report").first.click()  # the task's "Extra Links"
+        page.wait_for_url("**/mlbatch/reports/**")
+        page.get_by_text(version).first.wait_for()
+        page.get_by_text("Held-out metrics").wait_for()
+        keep(page, REPO_ARTIFACTS, "report-from-the-ui")
+
+
 # --- 2. scoring: the scheduled run and one triggered without a logical date ----------------------
 @pytest.fixture(scope="module")
 def scored_today(stack: Stack, trained: dict[str, Any]) -> dict[str, Any]:
@@ -371,11 +395,7 @@ def backfill(stack: Stack, scored_today: dict[str, Any]) -> dict[str, Any]:
         assert r.status_code in (200, 201), r.text
         created = r.json()
         assert created["max_active_runs"] == 10  # the default: every day at once
-        dry = api.post(
-            f"/dags/{dag_id}/dagRuns",
-            json={"dag_run_id": "dry_run_test", "logical_date": f"{DRY_RUN_DS}T00:00:00Z", "conf": {"dry_run": True}},
-        )
-        assert dry.status_code in (200, 201), dry.text
+        dry_run_id = _trigger_dry_run_in_the_ui(stack)
 
         def done() -> list[dict] | None:
             runs = _runs(api, dag_id, run_type="backfill")
@@ -385,9 +405,28 @@ def backfill(stack: Stack, scored_today: dict[str, Any]) -> dict[str, Any]:
 
         runs = stack.wait("the backfill's 5 runs to succeed", done, timeout=900, every=5)
         _record("backfill_5_days_s", time.monotonic() - started)
-        stack.wait("the dry run", lambda: _succeeded(stack, api, dag_id, ["dry_run_test"]))
-        dry_states = _task_states(api, dag_id, "dry_run_test")
-    return {"created": created, "runs": runs, "before": before, "dry_states": dry_states}
+        [dry] = stack.wait("the dry run", lambda: _succeeded(stack, api, dag_id, [dry_run_id]))
+        dry_states = _task_states(api, dag_id, dry_run_id)
+    return {"created": created, "runs": runs, "before": before, "dry": dry, "dry_states": dry_states}
+
+
+def _trigger_dry_run_in_the_ui(stack: Stack) -> str:
+    """An engineer opens the score DAG, clicks Trigger, switches on "Dry run" and triggers; the
+    UI then shows the new run, whose id the page's URL carries."""
+    from urllib.parse import unquote
+
+    from tests.integration.browser import keep, signed_in
+
+    with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
+        page.goto(f"{stack.url}/dags/{MODEL}__score")
+        page.get_by_role("button", name="Trigger").first.click()
+        dry_run = page.locator('input[name="element_dry_run"]')  # the form Airflow renders from the params
+        dry_run.locator("xpath=..").click()
+        assert dry_run.is_checked()
+        keep(page, REPO_ARTIFACTS, "trigger-dry-run")
+        page.get_by_role("dialog").get_by_role("button", name="Trigger").click()
+        page.wait_for_url("**/runs/**")
+        return unquote(page.url.split("/runs/", 1)[1].split("/", 1)[0].split("?", 1)[0])
 
 
 def test_backfill_with_api_defaults_publishes_every_day_and_keeps_the_newest(stack: Stack, backfill) -> None:
@@ -407,11 +446,55 @@ def test_backfill_with_api_defaults_publishes_every_day_and_keeps_the_newest(sta
     assert rows == keys
 
 
-def test_dry_run_param_runs_the_gates_and_writes_nothing(stack: Stack, backfill) -> None:
+def test_dry_run_from_the_trigger_form_runs_the_gates_and_writes_nothing(stack: Stack, backfill) -> None:
+    assert backfill["dry"]["conf"] == {"dry_run": True, "model_version": None}  # what the form sent
     states = backfill["dry_states"]
     assert states["features_gate"] == "success" and states["predictions_gate"] == "success", states
     assert {states[t] for t in ("publish", "export", "export_gate")} == {"skipped"}, states
-    assert not _appdb_rows(stack, "SELECT ds FROM ml_publish_log WHERE model = :m AND ds = :d", m=MODEL, d=DRY_RUN_DS)
+    [(run_id,)] = _appdb_rows(
+        stack, "SELECT run_id FROM ml_publish_log WHERE model = :m AND ds = :d", m=MODEL, d=today()
+    )
+    assert run_id != backfill["dry"]["dag_run_id"]  # today's publish is still the earlier run's
+
+
+# --- a backfill from the UI's dialog ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ui_backfill(stack: Stack, backfill) -> dict[str, Any]:
+    from tests.integration.browser import keep, signed_in
+
+    dag_id = f"{MODEL}__score"
+    before = _appdb_rows(stack, "SELECT ds, checksum, run_id FROM ml_publish_log WHERE model = :m", m=MODEL)
+    with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
+        page.goto(f"{stack.url}/dags/{dag_id}")
+        page.get_by_role("button", name="Trigger").first.click()
+        page.get_by_role("dialog").get_by_text("Backfill", exact=True).click()
+        for which, day in enumerate((UI_BACKFILL[0], UI_BACKFILL[-1])):  # From, To: a date picker each
+            page.get_by_role("dialog").get_by_test_id("datetime-input").nth(which).click()
+            picker = page.locator('[data-scope="popover"][data-part="content"][data-state="open"]')
+            picker.get_by_placeholder("YYYY/MM/DD").fill(day.replace("-", "/"))
+            picker.get_by_placeholder("HH:mm").fill("00:00")
+            page.keyboard.press("Escape")
+        page.get_by_text(f"{len(UI_BACKFILL)} runs will be triggered").wait_for()
+        keep(page, REPO_ARTIFACTS, "backfill-dialog")
+        page.get_by_role("button", name="Run Backfill").click()
+        page.get_by_text("Backfill generated").first.wait_for()
+    with stack.client() as api:
+
+        def done() -> list[dict] | None:
+            runs = [r for r in _runs(api, dag_id, run_type="backfill") if r["logical_date"][:10] in UI_BACKFILL]
+            failed = [x["dag_run_id"] for x in runs if x["state"] == "failed"]
+            assert not failed, {rid: _task_states(api, dag_id, rid) for rid in failed}
+            return runs if len(runs) == len(UI_BACKFILL) and all(x["state"] == "success" for x in runs) else None
+
+        runs = stack.wait("the UI backfill's runs to succeed", done, timeout=900, every=5)
+    return {"runs": runs, "before": before}
+
+
+def test_a_backfill_from_the_ui_dialog_publishes_its_days_and_touches_no_other(stack: Stack, ui_backfill) -> None:
+    assert sorted(r["logical_date"][:10] for r in ui_backfill["runs"]) == UI_BACKFILL
+    after = _appdb_rows(stack, "SELECT ds, checksum, run_id FROM ml_publish_log WHERE model = :m", m=MODEL)
+    added = {row[0].isoformat() for row in set(after) - set(ui_backfill["before"])}
+    assert added == set(UI_BACKFILL)  # its days, and every day published before is as it was
 
 
 # --- 5 + 6. stopping a task stops its job ---------------------------------------------------------
