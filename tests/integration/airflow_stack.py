@@ -104,6 +104,7 @@ def write_dags(folder: Path) -> None:
             spec["features"][query] = str(REPO / base["features"][query])
         spec["train"]["schedule"] = None  # trained when labels change (asset events) only
         spec["train"]["resources"] = {"gpu": 0, "vcpu": 1, "memory_gib": 2}  # no GPU here
+        spec["score"]["resources"] = {"gpu": 0, "vcpu": 1, "memory_gib": 2}  # two shards side by side on 2 cores
         if name == MODEL:
             spec["train"]["approval"] = {"required": True, "timeout_hours": 1}  # a person approves in the UI
         if name == SLOW:

@@ -73,6 +73,7 @@ class DockerLauncher(Launcher):
         super().__init__(store)
         self.config = config or DockerConfig.from_env()
         self._client = client
+        self._host_cpus: float | None = None
 
     @property
     def client(self) -> DockerClient:
@@ -140,7 +141,7 @@ class DockerLauncher(Launcher):
             # An init as PID 1 forwards SIGTERM: python as PID 1 ignores it, and `stop` would end
             # in SIGKILL after the timeout (on ECS: linuxParameters.initProcessEnabled).
             "init": True,
-            "nano_cpus": int(request.vcpu * 1e9),
+            "nano_cpus": int(self._cpus(request) * 1e9),
             "mem_limit": f"{int(request.memory_gib * 1024)}m",
         }
         if self.config.network:
@@ -157,6 +158,23 @@ class DockerLauncher(Launcher):
             kwargs["volumes"] = {root: {"bind": root, "mode": "rw"}}
             kwargs["user"] = f"{os.getuid()}:{os.getgid()}"
         return kwargs
+
+    def _cpus(self, request: JobRequest) -> float:
+        """The job's vCPUs, capped at the Docker host's: Docker refuses a container that asks for
+        more CPUs than the host has, and a spec sized for ECS (e.g. 4 vCPU) must still run on a
+        2-core development machine."""
+        if self._host_cpus is None:
+            self._host_cpus = float(self.client.info().get("NCPU") or request.vcpu)
+        if request.vcpu > self._host_cpus:
+            log.warning(
+                "%s asks for %g vCPU; this Docker host has %g: running it with %g",
+                request.job_id.token,
+                request.vcpu,
+                self._host_cpus,
+                self._host_cpus,
+            )
+            return self._host_cpus
+        return request.vcpu
 
     def _start(self, request: JobRequest) -> Container:
         from docker.errors import APIError
