@@ -117,3 +117,49 @@ class LaunchedJob(ExternalWork):
         if self.handle is None:
             raise RuntimeError(f"{self.request.job_id.token}: the job was not started")
         return self.handle["job"]
+
+
+class WarehouseStatement(ExternalWork):
+    """A step whose outside work is one warehouse statement (Redshift: an UNLOAD, or the export's
+    DELETE + COPY batch), known by its statement id; the embedded warehouse runs it in-process.
+
+    Subclasses start it (:meth:`submit`, which records the id) and say what it does
+    (:attr:`what`, for messages) and how the step ends (:meth:`finish`)."""
+
+    #: What the statement does, for messages: "UNLOAD into <prefix>", "replace <table> ds=<day>".
+    what: str = "statement"
+
+    def submit(self, statement_id: str | None) -> dict[str, Any] | None:
+        """Record a started statement; an embedded warehouse (no id) has already done the work."""
+        if statement_id is None:
+            return self.finish()
+        self.handle = {"statement_id": statement_id}
+        return None
+
+    def reattach(self, handle: dict[str, Any]) -> bool:
+        """An earlier attempt's statement still running (its worker died): wait for it instead of
+        clearing its output under it and submitting a second one."""
+        if handle.get("statement_id") and self.ctx.env.warehouse.is_running(handle["statement_id"]):
+            self.handle = handle
+            return True
+        return False
+
+    def wait(self) -> None:
+        self.ctx.env.warehouse.wait(self.statement_id(), self.what)
+
+    def trigger(self) -> Any | None:
+        return self.ctx.env.warehouse.trigger(self.statement_id())
+
+    def check(self, event: dict[str, Any] | None) -> str | None:
+        """Raise if the deferred wait reported a failure; the statement id (None: embedded)."""
+        self.ctx.env.warehouse.check_event(event, self.what)
+        return (self.handle or {}).get("statement_id")
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.ctx.env.warehouse.cancel(self.handle["statement_id"])
+
+    def statement_id(self) -> str:
+        if self.handle is None:
+            raise RuntimeError(f"{self.what}: the statement was not started")
+        return self.handle["statement_id"]

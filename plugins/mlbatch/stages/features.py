@@ -24,7 +24,7 @@ from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile,
 from mlbatch.features.reader import iter_batches, read_manifest
 from mlbatch.features.sql import render_spec_query
 from mlbatch.stages.context import Purpose, RunContext
-from mlbatch.stages.external import ExternalWork
+from mlbatch.stages.external import WarehouseStatement
 from mlbatch.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ QUERY_STAGE = {"train": "training", "score": "scoring"}
 PROFILE_FILE = "feature_profile.json"
 
 
-class Unload(ExternalWork):
+class Unload(WarehouseStatement):
     """The run's unload of the training or scoring query: a Redshift UNLOAD (waited for in the
     worker or the triggerer, cancelled on kill) or the embedded warehouse's, run in-process."""
 
@@ -41,6 +41,7 @@ class Unload(ExternalWork):
         super().__init__(ctx)
         self.purpose = purpose
         self.prefix, self.manifest_key = ctx.unload_prefix(purpose), ctx.manifest_key(purpose)
+        self.what = f"UNLOAD into {self.prefix}"
 
     def start(self) -> dict[str, Any] | None:
         store = self.ctx.env.store
@@ -49,40 +50,12 @@ class Unload(ExternalWork):
             return self._summary()
         store.delete_prefix(self.prefix)  # a failed attempt's parts are never read: start clean
         query = render_spec_query(self.ctx.spec, QUERY_STAGE[self.purpose], self.ctx.ds)
-        statement_id = self.ctx.env.warehouse.start_unload(query, store, self.prefix)
-        if statement_id is None:  # the embedded warehouse unloaded in-process
-            return self.finish()
-        self.handle = {"statement_id": statement_id}
-        return None
-
-    def reattach(self, handle: dict[str, Any]) -> bool:
-        """An earlier attempt's statement still running (its worker died): wait for it instead of
-        clearing its output under it and submitting a second one."""
-        if handle.get("statement_id") and self.ctx.env.warehouse.is_running(handle["statement_id"]):
-            self.handle = handle
-            return True
-        return False
-
-    def wait(self) -> None:
-        self.ctx.env.warehouse.wait(self._statement(), f"UNLOAD into {self.prefix}")
-
-    def trigger(self) -> Any | None:
-        return self.ctx.env.warehouse.trigger(self._statement())
+        return self.submit(self.ctx.env.warehouse.start_unload(query, store, self.prefix))
 
     def finish(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        wh = self.ctx.env.warehouse
-        wh.check_event(event, f"UNLOAD into {self.prefix}")
-        wh.finish_unload(self.ctx.env.store, self.prefix, (self.handle or {}).get("statement_id"))
+        statement_id = self.check(event)
+        self.ctx.env.warehouse.finish_unload(self.ctx.env.store, self.prefix, statement_id)
         return self._summary()
-
-    def stop(self) -> None:
-        if self.handle is not None:
-            self.ctx.env.warehouse.cancel(self._statement())
-
-    def _statement(self) -> str:
-        if self.handle is None:
-            raise RuntimeError(f"{self.prefix}: no UNLOAD was started")
-        return self.handle["statement_id"]
 
     def _summary(self) -> dict[str, Any]:
         store = self.ctx.env.store

@@ -33,7 +33,7 @@ from sqlalchemy import select
 from mlbatch import gates
 from mlbatch.appdb import bulk, key_ranges, schema
 from mlbatch.stages.context import RunContext
-from mlbatch.stages.external import ExternalWork
+from mlbatch.stages.external import WarehouseStatement
 from mlbatch.stages.score import iter_predictions, shard_uris
 from mlbatch.store import filesystem_for
 
@@ -202,7 +202,7 @@ def export_key(ctx: RunContext) -> str:
     return f"export/{ctx.model}/{ctx.ds}/part-0000.parquet"
 
 
-class Export(ExternalWork):
+class Export(WarehouseStatement):
     """The day's export: streamed to ``export/<model>/<ds>/part-0000.parquet`` in the worker, then
     the warehouse's day replaced in one transaction (a Redshift DELETE + COPY batch: waited for in
     the worker or the triggerer, cancelled on kill; DuckDB: in-process)."""
@@ -210,6 +210,7 @@ class Export(ExternalWork):
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         self.table = export_table(ctx)
+        self.what = f"replace {self.table} ds={ctx.ds}"
 
     def start(self) -> dict[str, Any] | None:
         ctx, store = self.ctx, self.ctx.env.store
@@ -217,42 +218,14 @@ class Export(ExternalWork):
         key = export_key(ctx)
         checksum = _write_export_file(ctx, version, key)
         ctx.save_state("export_file", {"rows": checksum.rows, "checksum": checksum.hexdigest(), "uri": store.uri(key)})
-        statement_id = ctx.env.warehouse.start_replace_day(self.table, ctx.ds, [store.uri(key)], store)
-        if statement_id is None:  # the embedded warehouse replaced the day in-process
-            return self.finish()
-        self.handle = {"statement_id": statement_id}
-        return None
-
-    def reattach(self, handle: dict[str, Any]) -> bool:
-        """An earlier attempt's statement still running (its worker died): wait for it instead of
-        clearing its output under it and submitting a second one."""
-        if handle.get("statement_id") and self.ctx.env.warehouse.is_running(handle["statement_id"]):
-            self.handle = handle
-            return True
-        return False
-
-    def wait(self) -> None:
-        self.ctx.env.warehouse.wait(self._statement(), f"replace {self.table} ds={self.ctx.ds}")
-
-    def trigger(self) -> Any | None:
-        return self.ctx.env.warehouse.trigger(self._statement())
+        return self.submit(ctx.env.warehouse.start_replace_day(self.table, ctx.ds, [store.uri(key)], store))
 
     def finish(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        wh = self.ctx.env.warehouse
-        wh.check_event(event, f"replace {self.table} ds={self.ctx.ds}")
-        rows = wh.finish_replace_day(self.table, self.ctx.ds, (self.handle or {}).get("statement_id"))
+        statement_id = self.check(event)
+        rows = self.ctx.env.warehouse.finish_replace_day(self.table, self.ctx.ds, statement_id)
         written = self.ctx.load_state("export_file", "the export file is written when the export starts")
         self.ctx.save_state("export", {**written, "warehouse_rows": rows})
         return {"rows": rows, "uri": written["uri"], "table": self.table}
-
-    def stop(self) -> None:
-        if self.handle is not None:
-            self.ctx.env.warehouse.cancel(self._statement())
-
-    def _statement(self) -> str:
-        if self.handle is None:
-            raise RuntimeError(f"{self.table} ds={self.ctx.ds}: no replacement was started")
-        return self.handle["statement_id"]
 
 
 def export(ctx: RunContext) -> dict[str, Any]:

@@ -157,15 +157,20 @@ def register(ctx: RunContext) -> dict[str, Any]:
     return {"version": mv.version, "status": mv.status, gate.metric: mv.value}
 
 
-def model_gate(ctx: RunContext) -> dict[str, Any]:
-    """Promote the candidate if it clears the spec's bar and does not regress production."""
+def _candidate(ctx: RunContext) -> tuple[registry.ModelVersion, registry.ModelVersion | None]:
+    """The version this run trained, as registered, and the production version (if any)."""
     st = ctx.load_state("train", "run the train stage first")
-    db, gate = ctx.env.appdb, ctx.spec.train.gate
-    with db.connect() as conn:
+    with ctx.env.appdb.connect() as conn:
         cand = registry.get(conn, ctx.model, st["version"])
     if cand is None:
         raise LookupError(f"{ctx.model} version {st['version']} is not registered; run register first")
-    prod = registry.production(db, ctx.model)
+    return cand, registry.production(ctx.env.appdb, ctx.model)
+
+
+def model_gate(ctx: RunContext) -> dict[str, Any]:
+    """Promote the candidate if it clears the spec's bar and does not regress production."""
+    db, gate = ctx.env.appdb, ctx.spec.train.gate
+    cand, prod = _candidate(ctx)
     lower = gate.metric in LOWER_IS_BETTER
     bound = gates.at_most if lower else gates.at_least
     checks = [bound(gate.metric, cand.value, gate.min, f"candidate {cand.version}")]
@@ -203,13 +208,8 @@ def model_gate(ctx: RunContext) -> dict[str, Any]:
 def approval_request(ctx: RunContext, report_url: str | None = None) -> dict[str, Any]:
     """What a person sees before approving this run's candidate: subject and a Markdown body
     comparing it with production (gate metric, the other held-out metrics, rows, label sync)."""
-    st = ctx.load_state("train", "run the train stage first")
-    db, gate = ctx.env.appdb, ctx.spec.train.gate
-    with db.connect() as conn:
-        cand = registry.get(conn, ctx.model, st["version"])
-    if cand is None:
-        raise LookupError(f"{ctx.model} version {st['version']} is not registered; run register first")
-    prod = registry.production(db, ctx.model)
+    gate = ctx.spec.train.gate
+    cand, prod = _candidate(ctx)
     lineage = cand.lineage
     names = [gate.metric] + sorted(
         k
