@@ -220,21 +220,32 @@ def test_writer_error_stops_the_unload_and_cleans_up(
 def test_bytes_waiting_stay_within_the_budget(unloaded, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlbatch.features import reader
 
+    _, manifest_uri = unloaded
+    # One batch's size, measured before recording starts and with its reader closed: an open
+    # reader's worker would go on filling its own budget and be counted here.
+    first = iter_batches(manifest_uri, batch_rows=1000, threads=1)
+    one_batch = next(first).nbytes
+    first.close()
+    limit = 3 * one_batch
     peaks: list[int] = []
     real_acquire = reader._Budget.acquire
 
     def recording(self, n: int) -> bool:
         ok = real_acquire(self, n)
-        peaks.append(self.used)
+        if self.limit == limit:  # this reader's budget only (a closed reader's thread may linger)
+            peaks.append(self.used)
         return ok
 
     monkeypatch.setattr(reader._Budget, "acquire", recording)
-    _, manifest_uri = unloaded
-    one_batch = next(iter_batches(manifest_uri, batch_rows=1000, threads=1)).nbytes
-    limit = 3 * one_batch
     rows = 0
-    for batch in iter_batches(manifest_uri, max_bytes_in_flight=limit, batch_rows=1000, threads=4):
-        time.sleep(0.001)  # a slow consumer: the workers fill the budget and wait
+    for i, batch in enumerate(iter_batches(manifest_uri, max_bytes_in_flight=limit, batch_rows=1000, threads=4)):
+        if i == 0:
+            # A slow consumer: before taking anything more, let the workers fill the budget (on a
+            # busy machine a fixed sleep per batch may not give them the CPU to run ahead).
+            deadline = time.monotonic() + 10
+            while max(peaks, default=0) < 2 * one_batch and time.monotonic() < deadline:
+                time.sleep(0.01)
+        time.sleep(0.001)
         rows += batch.num_rows
     assert rows == read_manifest(None, manifest_uri).record_count
     assert max(peaks) <= limit + one_batch  # within one (last-admitted) batch of the limit
