@@ -31,6 +31,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _terminate(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Ask a server to shut down (``sig``), wait ``timeout`` seconds, then kill it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _wait_for_port(port: int, proc: subprocess.Popen, what: str, log: Path | None, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,12 +79,7 @@ class MariaDB:
         return f"mysql+pymysql://mlbatch:mlbatch@127.0.0.1:{self.port}/mlbatch"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _terminate(self.proc)
         shutil.rmtree(self.datadir, ignore_errors=True)
 
 
@@ -187,12 +193,7 @@ class Dockerd:
         return f"unix://{self.root / 'docker.sock'}"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _terminate(self.proc, timeout=60)
 
 
 def _docker_ping(host: str) -> bool:
@@ -280,12 +281,7 @@ class Registry:
             return sorted(json.load(resp).get("tags") or [])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _terminate(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -348,12 +344,7 @@ class Postgres:
         return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # "fast" shutdown: roll back sessions, then exit
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _terminate(self.proc, signal.SIGINT)  # "fast" shutdown: roll back sessions, then exit
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -467,12 +458,7 @@ class Redis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        _terminate(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
