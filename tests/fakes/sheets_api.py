@@ -375,3 +375,23 @@ def _kind(method: str, path: str) -> str:
     if "/values/" in path:
         return "update" if method == "PUT" else "get"
     return "metadata"
+
+
+def service_account_key(token_uri: str, key_id: str = "abc123", project: str = "test") -> dict[str, str]:
+    """A Google service-account key with a real RSA key (this double checks the JWT grant)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": key_id,
+        "private_key": pem,
+        "client_email": f"labels@{project}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }

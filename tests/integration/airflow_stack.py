@@ -68,26 +68,6 @@ class Canaries:
         return {k: v for k, v in vars(self).items() if k != "tag"}
 
 
-def service_account(token_uri: str, key_id: str) -> dict[str, str]:
-    """A Google service-account key with a real RSA key (the double checks the JWT grant)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": "mlbatch-stack",
-        "private_key_id": key_id,
-        "private_key": pem,
-        "client_email": "labels@mlbatch-stack.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": token_uri,
-    }
-
-
 def write_dags(folder: Path) -> None:
     """The stack's DAG folder: device_gender's DAG file and spec with its labels in the Sheets
     double and promotions approved by a person, and slow_gender (same data, a training job that

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 from mlbatch.devservers import MariaDB, start_postgres, start_redis
 
-from tests.fakes.sheets_api import FakeSheetsApi
+from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
 from tests.integration.airflow_stack import (
     MODEL,
     REPO,
@@ -52,7 +52,6 @@ from tests.integration.airflow_stack import (
     free_port,
     iter_files,
     run,
-    service_account,
     today,
     worker_env,
     write_dags,
@@ -127,7 +126,7 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
             "db+" + pg.url("postgresql+psycopg2"),  # SQLAlchemy 2.1 defaults to psycopg 3
             canaries.ui_password,
         )
-        key = service_account(f"{sheets.endpoint}/token", canaries.google_key_id)
+        key = service_account_key(f"{sheets.endpoint}/token", canaries.google_key_id, "mlbatch-stack")
         env.update(
             MLBATCH_APPDB_URL=appdb_url,
             MLBATCH_APPDB_PASSWORD=canaries.appdb_password,

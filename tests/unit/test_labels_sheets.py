@@ -10,7 +10,7 @@ from mlbatch.labels import sheets
 from mlbatch.labels.sheets import SheetsError, read_worksheet, write_verdicts
 from mlbatch.spec import SheetSource
 
-from tests.fakes.sheets_api import FakeSheetsApi
+from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
 
 KEY = "1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 ROWS = [
@@ -157,27 +157,8 @@ def test_worksheet_title_with_quotes_and_spaces(api):
     assert api.calls("batchUpdate")[0].body["data"][1]["range"] == "'Analyst''s labels'!C2:C2"
 
 
-def _service_account(token_uri: str) -> dict[str, str]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": "test",
-        "private_key_id": "abc123",
-        "private_key": pem,
-        "client_email": "labels@test.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": token_uri,
-    }
-
-
 def test_service_account_from_the_airflow_connection_is_used_and_never_logged(api, monkeypatch, caplog):
-    info = _service_account(api.endpoint + "/token")
+    info = service_account_key(api.endpoint + "/token")
     conn = {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(info)}}
     monkeypatch.setenv("AIRFLOW_CONN_MLBATCH_TEST_SHEETS", json.dumps(conn))
     api.add_worksheet(KEY, "labels", ROWS)
@@ -189,7 +170,7 @@ def test_service_account_from_the_airflow_connection_is_used_and_never_logged(ap
 
 
 def test_key_from_the_environment_when_the_connection_is_missing(api, monkeypatch):
-    info = _service_account(api.endpoint + "/token")
+    info = service_account_key(api.endpoint + "/token")
     monkeypatch.setenv(sheets.ENV_KEY_JSON, json.dumps(info))
     assert sheets.service_account_info("mlbatch_no_such_conn") == info
 
