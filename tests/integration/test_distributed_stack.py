@@ -404,6 +404,14 @@ def backfill(stack: Stack, scored_today: dict[str, Any]) -> dict[str, Any]:
 
         runs = stack.wait("the backfill's 5 runs to succeed", done, timeout=900, every=5)
         _record("backfill_5_days_s", time.monotonic() - started)
+        # Airflow allows one active backfill per DAG and marks one complete on a 30 s timer after
+        # its runs end; until then a second backfill (the UI's, below) is refused with a 409.
+        stack.wait(
+            "the backfill to be marked complete",
+            lambda: api.get(f"/backfills/{created['id']}").json().get("completed_at"),
+            timeout=120,
+            every=3,
+        )
         [dry] = stack.wait("the dry run", lambda: _succeeded(stack, api, dag_id, [dry_run_id]))
         dry_states = _task_states(api, dag_id, dry_run_id)
     return {"created": created, "runs": runs, "before": before, "dry": dry, "dry_states": dry_states}
@@ -476,7 +484,7 @@ def ui_backfill(stack: Stack, backfill) -> dict[str, Any]:
         page.get_by_text(f"{len(UI_BACKFILL)} runs will be triggered").wait_for()
         keep(page, REPO_ARTIFACTS, "backfill-dialog")
         page.get_by_role("button", name="Run Backfill").click()
-        page.get_by_text("Backfill generated").first.wait_for()
+        page.get_by_text("Backfill generated").first.wait_for()  # a refusal shows its reason instead
     with stack.client() as api:
 
         def done() -> list[dict] | None:
