@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 _LOCAL = pafs.LocalFileSystem()
 
@@ -177,6 +178,21 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     if parsed.scheme in ("file", ""):
         return _LOCAL, parsed.path if parsed.scheme else uri
     raise StoreError(f"unsupported object URI {uri!r}: expected s3://bucket/key or file:///path")
+
+
+def iter_parquet(
+    uris: list[str], columns: list[str] | None = None, batch_rows: int = 65_536, what: str = "parquet file"
+) -> Iterator[pa.RecordBatch]:
+    """The parquet files at ``uris`` as record batches, one file after another, never a whole
+    file in memory; an unreadable file raises :class:`StoreError` naming ``what`` and its URI."""
+    for uri in uris:
+        fs, path = filesystem_for(uri)
+        try:
+            with fs.open_input_file(path) as f:
+                # pre_buffer=False: the default reads whole row groups ahead and holds them.
+                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
+        except OSError as exc:
+            raise StoreError(f"cannot read {what} {uri}: {exc}") from exc
 
 
 @dataclass(frozen=True)

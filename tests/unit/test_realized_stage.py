@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlbatch.spec import ModelSpec, SpecError, load_spec
@@ -84,17 +85,18 @@ def test_labels_dag_keeps_its_order_and_adds_the_retrain_request_only_when_asked
 
 def test_labelled_rows_leave_out_the_keys_the_version_trained_on(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    predictions = pa.table(
-        {
-            "entity_key": pa.array([1, 2, 3, 4, 5], pa.int64()),
-            "label": ["male", "female", "male", "female", "male"],
-            "score": [0.9, 0.2, 0.7, 0.4, 0.6],
-        }
-    )
-    labels = {"1": "male", "2": "Male", "3": "female", "9": "male"}
-    y, pred, score = realized._labelled(spec, predictions, labels, exclude={"1"})
-    # keys 2 and 3 are late; 1 was trained on, 4 and 5 have no label, 9 was not scored
-    assert y.tolist() == [1, 0] and pred.tolist() == [0, 1] and score.tolist() == [0.2, 0.7]
+    shards = []
+    for i, (keys, labels_, scores) in enumerate(
+        [([1, 2, 3], ["male", "female", "male"], [0.9, 0.2, 0.7]), ([4, 5], ["female", "male"], [0.4, 0.6])]
+    ):
+        path = tmp_path / f"part-{i}.parquet"
+        table = pa.table({"entity_key": pa.array(keys, pa.int64()), "label": labels_, "score": scores})
+        pq.write_table(table, path, row_group_size=2)  # batches within a file, and two files
+        shards.append(path.as_uri())
+    labels = {"1": "male", "2": "Male", "3": "female", "9": "male", "5": "female"}
+    y, pred, score = realized._labelled(spec, shards, labels, exclude={"1"})
+    # keys 2, 3 and 5 are late; 1 was trained on, 4 has no label, 9 was not scored
+    assert y.tolist() == [1, 0, 0] and pred.tolist() == [0, 1, 1] and score.tolist() == [0.2, 0.7, 0.6]
 
 
 def test_the_alert_names_model_version_days_metric_n_and_interval(tmp_path: Path, monkeypatch) -> None:

@@ -38,6 +38,7 @@ from mlbatch.appdb import schema
 from mlbatch.labels import sync
 from mlbatch.spec import LOWER_IS_BETTER, ModelSpec
 from mlbatch.stages.context import RunContext
+from mlbatch.store import iter_parquet
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,20 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def _day_predictions(ctx: RunContext, ds: str, run_id: str) -> pa.Table | None:
-    """The predictions the publishing run wrote for ``ds``; None when they are gone."""
+def _day_sources(ctx: RunContext, ds: str, run_id: str) -> list[str] | None:
+    """The files holding the predictions the publishing run wrote for ``ds``: its shards, else the
+    day's export; None when both are gone."""
     from mlbatch.stages.publish import export_key
     from mlbatch.stages.score import shard_uris
 
     day = replace(ctx, ds=ds, run_id=run_id)
     store = ctx.env.store
     uris = shard_uris(day)
-    columns = ["entity_key", "label", "score"]
     if all(store.exists(store.key(u)) for u in uris):
-        parts = [pq.read_table(pa.BufferReader(store.get_bytes(store.key(u))), columns=columns) for u in uris]
-        return pa.concat_tables(parts)
+        return uris
     exported = export_key(day)
     if store.exists(exported):
-        return pq.read_table(pa.BufferReader(store.get_bytes(exported)), columns=columns)
+        return [store.uri(exported)]
     log.warning("%s %s: neither the shards of run %s nor %s exist; day not measured", ctx.model, ds, run_id, exported)
     return None
 
@@ -86,26 +86,37 @@ def _trained_keys(ctx: RunContext, version: str, cache: dict[str, set[str]]) -> 
     sync_id = (mv.lineage if mv else {}).get("label_sync_id")
     if sync_id:
         snap = snapshot_of(ctx, sync_id)
-        table = pq.read_table(pa.BufferReader(ctx.env.store.get_bytes(ctx.env.store.key(snap["uri"]))))
+        table = pq.read_table(
+            pa.BufferReader(ctx.env.store.get_bytes(ctx.env.store.key(snap["uri"]))), columns=["entity_key"]
+        )
         keys = {str(k) for k in table["entity_key"].to_pylist()}
     cache[version] = keys
     return keys
 
 
 def _labelled(
-    spec: ModelSpec, predictions: pa.Table, labels: dict[str, str], exclude: set[str]
+    spec: ModelSpec, sources: list[str], labels: dict[str, str], exclude: set[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(true class, predicted class, score) of the predictions that have a late label."""
+    """(true class, predicted class, score) of the day's predictions that have a late label.
+
+    The day streams batch by batch (a day can hold tens of millions of rows); only the labelled
+    rows, a few per cent of a day at most, are kept."""
     classes = {c.casefold(): i for i, c in enumerate(spec.labels.classes)}
     late = {k: v for k, v in labels.items() if k not in exclude}
-    keys = pc.cast(predictions["entity_key"], pa.string())
-    mask = pc.is_in(keys, value_set=pa.array(list(late), pa.string()))
-    rows = predictions.filter(mask)
-    row_keys = pc.cast(rows["entity_key"], pa.string()).to_pylist()
-    y = np.array([classes[late[k].casefold()] for k in row_keys], dtype=np.int64)
-    pred = np.array([classes[str(v).casefold()] for v in rows["label"].to_pylist()], dtype=np.int64)
-    score = rows["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    return y, pred, score
+    wanted = pa.array(list(late), pa.string())
+    y: list[int] = []
+    pred: list[int] = []
+    scores: list[np.ndarray] = []
+    for batch in iter_parquet(sources, ["entity_key", "label", "score"], what="published predictions"):
+        keys = pc.cast(batch.column("entity_key"), pa.string())
+        rows = batch.filter(pc.is_in(keys, value_set=wanted))
+        if not rows.num_rows:
+            continue
+        y.extend(classes[late[k].casefold()] for k in pc.cast(rows.column("entity_key"), pa.string()).to_pylist())
+        pred.extend(classes[str(v).casefold()] for v in rows.column("label").to_pylist())
+        scores.append(rows.column("score").to_numpy(zero_copy_only=False).astype(np.float64))
+    score = np.concatenate(scores) if scores else np.empty(0, dtype=np.float64)
+    return np.array(y, dtype=np.int64), np.array(pred, dtype=np.int64), score
 
 
 def _worse(metric: str, value: float, bar: float) -> bool:
@@ -130,10 +141,10 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
     trained: dict[str, set[str]] = {}
     measured: list[dict[str, Any]] = []
     for day in days:
-        predictions = _day_predictions(ctx, day.ds.isoformat(), day.run_id)
-        if predictions is None:
+        sources = _day_sources(ctx, day.ds.isoformat(), day.run_id)
+        if sources is None:
             continue
-        y, pred, score = _labelled(spec, predictions, labels, _trained_keys(ctx, day.model_version, trained))
+        y, pred, score = _labelled(spec, sources, labels, _trained_keys(ctx, day.model_version, trained))
         m = realized_metrics.measure(metric, y, pred, score, len(spec.labels.classes))
         measured.append(
             {

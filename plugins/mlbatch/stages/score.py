@@ -27,7 +27,7 @@ from mlbatch.features.reader import read_manifest
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import LaunchedJob
-from mlbatch.store import StoreError, filesystem_for
+from mlbatch.store import iter_parquet
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,7 @@ def iter_predictions(
     ctx: RunContext, columns: list[str] | None = None, batch_rows: int = GATE_BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
     """This run's predictions, every shard in order, as record batches (never a whole shard)."""
-    for uri in shard_uris(ctx):
-        fs, path = filesystem_for(uri)
-        try:
-            with fs.open_input_file(path) as f:
-                # pre_buffer=False: the default reads whole row groups ahead and holds them.
-                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
-        except OSError as exc:
-            raise StoreError(f"cannot read predictions shard {uri}: {exc}") from exc
+    return iter_parquet(shard_uris(ctx), columns, batch_rows, what="predictions shard")
 
 
 @dataclass
