@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlbatch.labels.text import class_index, fold
+
 # MySQL identifiers are at most 64 characters; `<name>_predictions` must fit.
 MODEL_NAME = r"^[a-z][a-z0-9_]{0,51}$"
 COLUMN_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -97,20 +99,17 @@ class Labels(_Strict):
     @field_validator("classes")
     @classmethod
     def _distinct_classes(cls, v: list[str]) -> list[str]:
-        folded = [c.strip().casefold() for c in v]
-        if any(not c for c in folded):
-            raise ValueError("class names must not be blank")
-        if len(set(folded)) != len(folded):
-            raise ValueError("class names must be distinct (compared case-insensitively)")
-        return [c.strip() for c in v]
+        # The label checker's own rule (NFKC, invisible characters, case): a class accepted
+        # here is exactly a sheet label the checker can tell apart from the others.
+        return list(class_index(v).values())
 
     @model_validator(mode="after")
     def _write_back_is_its_own_column(self) -> Labels:
         # Verdicts overwrite that column's cells: pointed at the key or label column they
         # would destroy the analyst's data.
         if self.write_back is not None:
-            taken = {self.columns.key.strip().casefold(), self.columns.label.strip().casefold()}
-            if self.write_back.strip().casefold() in taken:
+            taken = {fold(self.columns.key), fold(self.columns.label)}  # as the checker finds columns
+            if fold(self.write_back) in taken:
                 raise ValueError(
                     f"write_back {self.write_back!r} must not be the key or label column: "
                     "verdicts overwrite every cell of that column"
