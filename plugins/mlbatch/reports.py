@@ -180,7 +180,7 @@ def _fmt(v: float | None) -> str:
 
 def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
     """The version's realized metric per day (table and an SVG plot with intervals)."""
-    from mlbatch.spec import LOWER_IS_BETTER
+    from jobs.contract import LOWER_IS_BETTER
     from mlbatch.stages.realized import history
 
     rows = [r for r in history(ctx.env.appdb, ctx.model, version) if r["n_labelled"] > 0]
@@ -252,7 +252,7 @@ def training_report(ctx: RunContext) -> str:
 def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
     """(Re)write a version's ``report.html``: after its model gate, and after each measurement of
     its realized performance (:mod:`mlbatch.stages.realized`)."""
-    from mlbatch.spec import LOWER_IS_BETTER
+    from jobs.contract import LOWER_IS_BETTER
 
     st = {"version": version, "artifact_uri": artifact_uri}
     store, db = ctx.env.store, ctx.env.appdb

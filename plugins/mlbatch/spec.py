@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The metric and family names are the jobs' (jobs/contract.py): a spec can name only what the
+# train job computes and trains.
+from jobs.contract import BINARY_METRICS, FAMILIES, MULTICLASS_METRICS
 from mlbatch.labels.text import class_index, fold
 
 # MySQL identifiers are at most 64 characters; `<name>_predictions` must fit.
@@ -22,10 +25,6 @@ MODEL_NAME = r"^[a-z][a-z0-9_]{0,51}$"
 COLUMN_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _SCHEDULE_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
-
-BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")
-MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
-LOWER_IS_BETTER = frozenset({"log_loss"})
 
 Identifier = Annotated[str, Field(pattern=COLUMN_NAME)]
 
@@ -185,7 +184,7 @@ class ScoreResources(Resources):
 
 class Train(_Strict):
     schedule: str | None = Field("@monthly", description="Retraining schedule.")
-    family: Literal["xgboost", "torch_mlp", "torch_text"] = Field(description="Model family in jobs/families.")
+    family: Literal[FAMILIES] = Field(description="Model family in jobs/families (jobs.contract.FAMILIES).")
     params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
     gate: Gate = Field(description="When a trained version may replace production.")
     resources: Resources = Field(default_factory=Resources, description="What the training job asks for.")
