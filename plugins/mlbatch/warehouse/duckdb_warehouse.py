@@ -29,7 +29,6 @@ from mlbatch.store import ObjectStore, filesystem_for
 from mlbatch.warehouse.base import check_unload_prefix
 from mlbatch.warehouse.errors import UnloadError
 
-__all__ = ["DuckDBWarehouse", "UnloadError"]
 log = logging.getLogger(__name__)
 
 # Rows per batch handed to a slice: small enough that a modest result still spreads over the
