@@ -107,6 +107,7 @@ def test_gate_and_report_agree_on_the_same_days(tmp_path, caplog, today: list[fl
 
     ctx = fabricate(env, spec, NEXT, KEYS, today)
     caplog.set_level("INFO")
+    caplog.clear()  # only this day's gate lines
     try:
         predictions_gate(ctx)
         blocked = False
