@@ -1,7 +1,7 @@
 """Held-out metrics for ``metrics.json``, and the ROC/PR plots.
 
-Names match the spec's gate metrics (``BINARY_METRICS`` / ``MULTICLASS_METRICS`` in
-``mlbatch.spec``): roc_auc, pr_auc, accuracy, f1, log_loss; accuracy, macro_f1, log_loss. Beyond
+Every name in :data:`jobs.contract.BINARY_METRICS` / ``MULTICLASS_METRICS`` (the metrics a spec's
+gate may name) is a key here; tests/unit/test_jobs_contract.py checks it. Beyond
 those, metrics.json holds precision, recall, the confusion matrix (rows: true class, columns:
 predicted, in the order of ``classes``), per-class figures for multiclass models (one-vs-rest
 ROC AUC and PR AUC included) and the curves as ``CURVE_POINTS`` points each, so a report can
@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")
-MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
 CURVE_POINTS = 101
 
 

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import io
+from jobs.contract import ConfigError, ModelMeta
 from jobs.io import JobInputError
 
 
@@ -56,15 +57,23 @@ def check_columns(source: str, schema: pa.Schema, key: str, expected: list[str],
     )
 
 
-def key_type_for(manifest: dict[str, Any], meta: dict[str, Any]) -> pa.DataType:
+def key_type_for(manifest: dict[str, Any], meta: ModelMeta) -> pa.DataType:
     """Every shard must write the same schema, even one with no files: take the key's type from
     the manifest's first part (a footer read), else from training."""
-    key = meta["entity_key"]
     if manifest["entries"]:
-        field = io.open_parquet(manifest["entries"][0]["url"]).schema_arrow.field(key)
+        field = io.open_parquet(manifest["entries"][0]["url"]).schema_arrow.field(meta.entity_key)
         t = field.type
         return t.value_type if pa.types.is_dictionary(t) else t
-    return pa.type_for_alias(meta.get("entity_key_type", "string"))
+    return pa.type_for_alias(meta.entity_key_type)
+
+
+def load_meta(model: str) -> ModelMeta:
+    """The model's ``model_meta.json``, parsed by the contract the train job writes it with."""
+    uri = io.join_uri(model, "model_meta.json")
+    try:
+        return ModelMeta.parse(io.read_json(uri))
+    except ConfigError as exc:
+        raise JobInputError(f"{uri}: {exc}") from exc
 
 
 def score(
@@ -78,14 +87,14 @@ def score(
     batch_size: int,
 ) -> dict[str, Any]:
     started = time.monotonic()
-    meta = io.read_json(io.join_uri(model, "model_meta.json"))
+    meta = load_meta(model)
     schema = io.read_json(io.join_uri(model, "feature_schema.json"))
     expected = [c["name"] for c in schema]
-    key, classes = meta["entity_key"], list(meta["classes"])
+    key, classes = meta.entity_key, meta.classes
 
     from jobs.families import get_family
 
-    family = get_family(meta["family"]).load(model, meta)
+    family = get_family(meta.family).load(model, meta.raw)
     manifest = io.read_manifest(features_uri)
     mine = [e for i, e in enumerate(manifest["entries"]) if i % shards == shard]
 

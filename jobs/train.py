@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import io
+from jobs.contract import ConfigError, TrainConfig
 from jobs.io import JobInputError
-
-BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")  # = mlbatch.spec's lists
-MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
 
 
 def provenance() -> dict[str, str | None]:
@@ -56,35 +55,12 @@ def log(msg: str) -> None:
     print(f"train: {msg}", file=sys.stderr, flush=True)
 
 
-def load_config(uri: str) -> dict[str, Any]:
-    cfg = io.read_json(uri)
-    if not isinstance(cfg, dict):
-        raise JobInputError(f"config {uri}: expected a JSON object")
-    missing = [k for k in ("model", "version", "entity_key", "classes", "family") if k not in cfg]
-    if missing:
-        raise JobInputError(f"config {uri}: missing keys {missing}")
-    classes = cfg["classes"]
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
-        raise JobInputError(f"config {uri}: classes must be a list of at least 2 non-empty strings, got {classes!r}")
-    if len(set(classes)) != len(classes):
-        raise JobInputError(f"config {uri}: classes are not distinct: {classes}")
-    binary = len(classes) == 2
-    cfg.setdefault("metric", "roc_auc" if binary else "macro_f1")
-    allowed = BINARY_METRICS if binary else MULTICLASS_METRICS
-    if cfg["metric"] not in allowed:
-        raise JobInputError(
-            f"config {uri}: metric {cfg['metric']!r} is not computed for "
-            f"{'binary' if binary else 'multiclass'} models; use one of {list(allowed)}"
-        )
-    cfg.setdefault("params", {})
-    cfg.setdefault("seed", 0)
-    cfg.setdefault("lineage", {})
-    cfg.setdefault("min_rows", 50)
-    split = {"valid": 0.15, "test": 0.15, **cfg.get("split", {})}
-    if not (0 < split["valid"] < 1 and 0 < split["test"] < 1 and split["valid"] + split["test"] < 1):
-        raise JobInputError(f"config {uri}: split fractions must be in (0, 1) and sum below 1, got {split}")
-    cfg["split"] = split
-    return cfg
+def load_config(uri: str) -> TrainConfig:
+    """The job's config, parsed by the contract mlbatch's train stage writes it with."""
+    try:
+        return TrainConfig.parse(io.read_json(uri))
+    except ConfigError as exc:
+        raise JobInputError(f"config {uri}: {exc}") from exc
 
 
 def read_labels(uri: str, classes: list[str]) -> pa.Table:
@@ -135,33 +111,43 @@ def split_indices(y: np.ndarray, valid: float, test: float, seed: int) -> tuple[
     return np.sort(train_idx), np.sort(valid_idx), np.sort(test_idx)
 
 
-def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict[str, Any]:
-    started = time.monotonic()
-    cfg = load_config(config_uri)
-    key, classes = cfg["entity_key"], cfg["classes"]
-
-    manifest = io.read_manifest(features_uri)
-    features = io.read_manifest_table(features_uri, manifest["entries"])
-    log(f"read {features.num_rows} feature rows from {len(manifest['entries'])} files of {features_uri}")
+def read_features(uri: str, key: str) -> tuple[pa.Table, pa.ChunkedArray, int]:
+    """The training unload (every part, counts checked), its key column, and its file count.
+    Each key at most once: a key in two rows would give one label two feature rows."""
+    manifest = io.read_manifest(uri)
+    features = io.read_manifest_table(uri, manifest["entries"])
     if key not in features.column_names:
-        raise JobInputError(
-            f"features {features_uri}: no entity key column {key!r}; columns are {features.column_names}"
-        )
+        raise JobInputError(f"features {uri}: no entity key column {key!r}; columns are {features.column_names}")
     if features.num_columns < 2:
-        raise JobInputError(f"features {features_uri}: no feature columns besides {key!r}")
-    feature_keys = features.column(key)
-    if pa.types.is_dictionary(feature_keys.type):
-        feature_keys = pc.cast(feature_keys, feature_keys.type.value_type)
+        raise JobInputError(f"features {uri}: no feature columns besides {key!r}")
+    keys = features.column(key)
+    if pa.types.is_dictionary(keys.type):
+        keys = pc.cast(keys, keys.type.value_type)
     # (rows with a null key match no label and are simply not used)
-    if pc.count_distinct(feature_keys).as_py() != len(feature_keys) - feature_keys.null_count:
-        dup = [v["values"] for v in pc.value_counts(feature_keys).to_pylist() if v["counts"] > 1][:5]
-        raise JobInputError(f"features {features_uri}: {key} values occur in more than one row, e.g. {dup}")
+    if pc.count_distinct(keys).as_py() != len(keys) - keys.null_count:
+        dup = [v["values"] for v in pc.value_counts(keys).to_pylist() if v["counts"] > 1][:5]
+        raise JobInputError(f"features {uri}: {key} values occur in more than one row, e.g. {dup}")
+    return features, keys, len(manifest["entries"])
 
-    labels = read_labels(labels_uri, classes)
+
+@dataclass(frozen=True)
+class Matched:
+    """The labelled feature rows: features without the key, class indices, and how many."""
+
+    x: pa.Table
+    y: np.ndarray
+    rows: int
+
+
+def match_labels(
+    cfg: TrainConfig, features: pa.Table, feature_keys: pa.ChunkedArray, labels: pa.Table, uris: tuple[str, str]
+) -> Matched:
+    """Inner join of features and labels by key; enough rows overall and per class, or an error
+    that names both inputs."""
+    features_uri, labels_uri = uris
+    key, classes = cfg.entity_key, cfg.classes
     label_keys = _align_key_types(labels.column("entity_key"), feature_keys.type, labels_uri)
-
-    # Inner join: the position of each feature row's key among the labels (null = unlabelled).
-    pos = pc.index_in(feature_keys, value_set=label_keys)
+    pos = pc.index_in(feature_keys, value_set=label_keys)  # each feature row's label (null: unlabelled)
     matched = pc.is_valid(pos)
     n = pc.sum(matched).as_py() or 0
     if n == 0:
@@ -170,12 +156,11 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
             f"(labels {labels_uri}, e.g. {label_keys.slice(0, 3).to_pylist()}; "
             f"features {features_uri}, {features.num_rows} rows, e.g. {feature_keys.slice(0, 3).to_pylist()})"
         )
-    if n < cfg["min_rows"]:
+    if n < cfg.min_rows:
         raise JobInputError(
             f"only {n} of {labels.num_rows} labels matched a feature row by {key}; training needs at least "
-            f"{cfg['min_rows']} (labels {labels_uri}, features {features_uri})"
+            f"{cfg.min_rows} (labels {labels_uri}, features {features_uri})"
         )
-    x = features.filter(matched).drop_columns([key])
     y_str = pc.take(labels.column("label"), pos.filter(matched))
     y = pc.index_in(y_str, value_set=pa.array(classes)).to_numpy(zero_copy_only=False).astype(np.int64)
     counts = np.bincount(y, minlength=len(classes))
@@ -187,54 +172,78 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         )
     by_class = dict(zip(classes, counts.tolist(), strict=True))
     log(f"{n} of {labels.num_rows} labels matched a feature row; class counts {by_class}")
+    return Matched(features.filter(matched).drop_columns([key]), y, n)
 
-    train_idx, valid_idx, test_idx = split_indices(y, cfg["split"]["valid"], cfg["split"]["test"], int(cfg["seed"]))
 
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted, saved model and what it showed on the held-out rows."""
+
+    model: Any  # a jobs.families.Family
+    metrics: dict[str, Any]  # metrics.json
+    meta: dict[str, Any]  # the family's part of model_meta.json
+    split: tuple[np.ndarray, np.ndarray, np.ndarray]  # train, valid, test row indices
+    y_test: np.ndarray
+    proba: np.ndarray  # class probabilities of the test rows
+
+
+def fit_and_evaluate(cfg: TrainConfig, data: Matched, out: str) -> Fitted:
+    """Split, fit the family, measure on the held-out test rows, save the model under ``out``."""
     from jobs.families import get_family
-    from jobs.metrics import binary_metrics, curve_pngs, multiclass_metrics
+    from jobs.metrics import binary_metrics, multiclass_metrics
 
-    family = get_family(cfg["family"])
-    model = family.fit(
-        x.take(train_idx),
-        y[train_idx],
-        x.take(valid_idx),
-        y[valid_idx],
-        classes=classes,
-        params=dict(cfg["params"]),
-        seed=int(cfg["seed"]),
-        metric=cfg["metric"],
+    split = split_indices(data.y, cfg.split.valid, cfg.split.test, cfg.seed)
+    train_idx, valid_idx, test_idx = split
+    model = get_family(cfg.family).fit(
+        data.x.take(train_idx),
+        data.y[train_idx],
+        data.x.take(valid_idx),
+        data.y[valid_idx],
+        classes=cfg.classes,
+        params=dict(cfg.params),
+        seed=cfg.seed,
+        metric=cfg.metric,
     )
-    proba = model.predict_proba(x.take(test_idx))
-    y_test = y[test_idx]
-    binary = len(classes) == 2
-    metrics: dict[str, Any] = (
-        binary_metrics(y_test, proba[:, 1]) if binary else multiclass_metrics(y_test, proba, classes)
-    )
+    proba = model.predict_proba(data.x.take(test_idx))
+    y_test = data.y[test_idx]
+    metrics = binary_metrics(y_test, proba[:, 1]) if cfg.binary else multiclass_metrics(y_test, proba, cfg.classes)
     meta = model.save(out)
     metrics.update(
         {
-            "task": "binary" if binary else "multiclass",
-            "classes": classes,
-            "metric": cfg["metric"],
-            "value": metrics[cfg["metric"]],
+            "task": "binary" if cfg.binary else "multiclass",
+            "classes": cfg.classes,
+            "metric": cfg.metric,
+            "value": metrics[cfg.metric],
             "n_train": len(train_idx),
             "n_valid": len(valid_idx),
             "n_test": len(test_idx),
             "best_iteration": meta.get("best_iteration"),
         }
     )
+    return Fitted(model, metrics, meta, split, y_test, proba)
+
+
+def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict[str, Any]:
+    started = time.monotonic()
+    cfg = load_config(config_uri)
+    features, feature_keys, files = read_features(features_uri, cfg.entity_key)
+    log(f"read {features.num_rows} feature rows from {files} files of {features_uri}")
+    labels = read_labels(labels_uri, cfg.classes)
+    data = match_labels(cfg, features, feature_keys, labels, (features_uri, labels_uri))
+    fitted = fit_and_evaluate(cfg, data, out)
+    model, metrics, (train_idx, valid_idx, test_idx) = fitted.model, fitted.metrics, fitted.split
     meta = {
-        **meta,
-        "family": cfg["family"],
-        "model": cfg["model"],
-        "version": cfg["version"],
-        "entity_key": key,
+        **fitted.meta,
+        "family": cfg.family,
+        "model": cfg.model,
+        "version": cfg.version,
+        "entity_key": cfg.entity_key,
         "entity_key_type": str(feature_keys.type),
     }
     lineage = {
-        **cfg["lineage"],
-        "model": cfg["model"],
-        "version": cfg["version"],
+        **cfg.lineage,
+        "model": cfg.model,
+        "version": cfg.version,
         "config": config_uri,
         "features_manifest": features_uri,
         "labels": labels_uri,
@@ -242,37 +251,40 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         "rows": {
             "features": features.num_rows,
             "labels": labels.num_rows,
-            "matched": n,
-            "labels_unmatched": labels.num_rows - n,
+            "matched": data.rows,
+            "labels_unmatched": labels.num_rows - data.rows,
             "train": len(train_idx),
             "valid": len(valid_idx),
             "test": len(test_idx),
         },
-        "family": cfg["family"],
+        "family": cfg.family,
         "params": model.effective_params,
-        "seed": int(cfg["seed"]),
-        "split": cfg["split"],
+        "seed": cfg.seed,
+        "split": asdict(cfg.split),
         **provenance(),
         **model.library_versions,
         "device_trained": meta.get("device_trained"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    from jobs.metrics import curve_pngs
+
     io.write_json(io.join_uri(out, "model_meta.json"), meta)
-    io.write_json(io.join_uri(out, "feature_schema.json"), [{"name": f.name, "type": str(f.type)} for f in x.schema])
+    io.write_json(
+        io.join_uri(out, "feature_schema.json"), [{"name": f.name, "type": str(f.type)} for f in data.x.schema]
+    )
     io.write_json(io.join_uri(out, "metrics.json"), metrics)
     io.write_json(io.join_uri(out, "lineage.json"), lineage)
-    for name, png in curve_pngs(y_test, proba, classes).items():
+    for name, png in curve_pngs(fitted.y_test, fitted.proba, cfg.classes).items():
         io.write_bytes(io.join_uri(out, name), png)
-    seconds = round(time.monotonic() - started, 3)
     summary = {
         "status": "trained",
-        "model": cfg["model"],
-        "version": cfg["version"],
-        "metric": cfg["metric"],
+        "model": cfg.model,
+        "version": cfg.version,
+        "metric": cfg.metric,
         "value": metrics["value"],
-        "rows": n,
+        "rows": data.rows,
         "best_iteration": metrics["best_iteration"],
-        "seconds": seconds,
+        "seconds": round(time.monotonic() - started, 3),
         "output": out,
     }
     # Last: the marker is what a launcher retry looks for; everything above is complete by now.

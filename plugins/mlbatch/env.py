@@ -73,8 +73,7 @@ from mlbatch.store import ObjectStore
 if TYPE_CHECKING:
     from mlbatch.appdb.hook import AppDbHook
     from mlbatch.launchers.base import Launcher
-    from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
-    from mlbatch.warehouse.redshift import RedshiftWarehouse
+    from mlbatch.warehouse.base import Warehouse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or /opt/airflow in the Airflow image)
 
@@ -124,7 +123,8 @@ class Environment:
         return AppDbHook(self.appdb_url)
 
     @cached_property
-    def warehouse(self) -> DuckDBWarehouse | RedshiftWarehouse:
+    def warehouse(self) -> Warehouse:
+        """The backend ``MLBATCH_WAREHOUSE`` names; callers see only the protocol."""
         if self.warehouse_url.startswith("redshift://"):
             from mlbatch.warehouse.redshift import RedshiftWarehouse
 

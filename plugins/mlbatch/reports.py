@@ -15,19 +15,15 @@ precision}``), else a note saying neither exists.
 from __future__ import annotations
 
 import base64
-import math
 from datetime import date, timedelta
 from typing import Any
 
 import jinja2
 
-from mlbatch import registry
+from mlbatch import drift, registry
 from mlbatch.stages.context import RunContext
 
-HISTOGRAM_BINS = 10
 DRIFT_LOOKBACK_DAYS = 7
-# PSI rule of thumb: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 investigate.
-PSI_LEVELS = ((0.1, "stable"), (0.25, "moderate"), (math.inf, "shifted"))
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 
@@ -184,7 +180,7 @@ def _fmt(v: float | None) -> str:
 
 def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
     """The version's realized metric per day (table and an SVG plot with intervals)."""
-    from mlbatch.spec import LOWER_IS_BETTER
+    from jobs.contract import LOWER_IS_BETTER
     from mlbatch.stages.realized import history
 
     rows = [r for r in history(ctx.env.appdb, ctx.model, version) if r["n_labelled"] > 0]
@@ -256,7 +252,7 @@ def training_report(ctx: RunContext) -> str:
 def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
     """(Re)write a version's ``report.html``: after its model gate, and after each measurement of
     its realized performance (:mod:`mlbatch.stages.realized`)."""
-    from mlbatch.spec import LOWER_IS_BETTER
+    from jobs.contract import LOWER_IS_BETTER
 
     st = {"version": version, "artifact_uri": artifact_uri}
     store, db = ctx.env.store, ctx.env.appdb
@@ -299,18 +295,6 @@ def summary_key(model: str, ds: str) -> str:
     return f"predictions/{model}/{ds}/summary.json"
 
 
-def psi(expected: list[int], actual: list[int]) -> float:
-    """Population stability index of two histograms over the same bins (0 = identical)."""
-    e_total, a_total = sum(expected), sum(actual)
-    if not e_total or not a_total:
-        return float("nan")
-    eps = 1e-6  # an empty bin must not make the index infinite
-    return sum(
-        (a / a_total - e / e_total) * math.log(max(a / a_total, eps) / max(e / e_total, eps))
-        for e, a in zip(expected, actual, strict=True)
-    )
-
-
 def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any] | None:
     store, day = ctx.env.store, date.fromisoformat(ctx.ds)
     for back in range(1, DRIFT_LOOKBACK_DAYS + 1):
@@ -318,12 +302,13 @@ def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any]
         key = summary_key(ctx.model, ref_ds)
         if store.exists(key):
             ref = store.get_json(key)
-            value = psi(ref["score"]["histogram"], histogram)
-            level = next(name for bound, name in PSI_LEVELS if value < bound) if not math.isnan(value) else "unknown"
+            # The prediction gate's own comparison (mlbatch.drift), so the figure here is the
+            # one the gate checked against publish.max_psi for the same two histograms.
+            scores = drift.summarize(ref["score"]["histogram"], histogram)
             return {
                 "reference_ds": ref_ds,
-                "score_psi": round(value, 6),
-                "level": level,
+                "score_psi": scores.as_dict()["psi"],
+                "level": scores.level,
                 "mean_shift": round(mean - ref["score"]["mean"], 6),
             }
     return None
@@ -340,9 +325,7 @@ def scoring_summary(ctx: RunContext) -> str:
     rows = t.num_rows
     qs = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
     quantiles = pc.quantile(scores, q=list(qs)).to_pylist() if rows else [None] * len(qs)
-    bins = pc.min_element_wise(pc.floor(pc.multiply(scores, HISTOGRAM_BINS)), HISTOGRAM_BINS - 1)
-    counts = {int(v["values"]): v["counts"] for v in pc.value_counts(pc.cast(bins, "int64")).to_pylist()}
-    histogram = [counts.get(i, 0) for i in range(HISTOGRAM_BINS)]
+    histogram = drift.score_histogram(scores.to_numpy()).tolist()
     mean = pc.mean(scores).as_py() if rows else None
     labels = {str(v["values"]): v["counts"] for v in pc.value_counts(t["label"]).to_pylist()}
     summary = {
@@ -357,7 +340,7 @@ def scoring_summary(ctx: RunContext) -> str:
             "max": pc.max(scores).as_py(),
             "mean": mean,
             "quantiles": {f"p{round(q * 100):02d}": v for q, v in zip(qs, quantiles, strict=True)},
-            "histogram_bins": [round(i / HISTOGRAM_BINS, 2) for i in range(HISTOGRAM_BINS + 1)],
+            "histogram_bins": [round(i / drift.SCORE_BINS, 2) for i in range(drift.SCORE_BINS + 1)],
             "histogram": histogram,
         },
         "drift": _drift(ctx, histogram, mean) if rows else None,

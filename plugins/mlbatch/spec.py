@@ -15,15 +15,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The metric and family names are the jobs' (jobs/contract.py): a spec can name only what the
+# train job computes and trains.
+from jobs.contract import BINARY_METRICS, FAMILIES, MULTICLASS_METRICS
+from mlbatch.labels.text import class_index, fold
+
 # MySQL identifiers are at most 64 characters; `<name>_predictions` must fit.
 MODEL_NAME = r"^[a-z][a-z0-9_]{0,51}$"
 COLUMN_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _SCHEDULE_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
-
-BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")
-MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
-LOWER_IS_BETTER = frozenset({"log_loss"})
 
 Identifier = Annotated[str, Field(pattern=COLUMN_NAME)]
 
@@ -97,20 +98,17 @@ class Labels(_Strict):
     @field_validator("classes")
     @classmethod
     def _distinct_classes(cls, v: list[str]) -> list[str]:
-        folded = [c.strip().casefold() for c in v]
-        if any(not c for c in folded):
-            raise ValueError("class names must not be blank")
-        if len(set(folded)) != len(folded):
-            raise ValueError("class names must be distinct (compared case-insensitively)")
-        return [c.strip() for c in v]
+        # The label checker's own rule (NFKC, invisible characters, case): a class accepted
+        # here is exactly a sheet label the checker can tell apart from the others.
+        return list(class_index(v).values())
 
     @model_validator(mode="after")
     def _write_back_is_its_own_column(self) -> Labels:
         # Verdicts overwrite that column's cells: pointed at the key or label column they
         # would destroy the analyst's data.
         if self.write_back is not None:
-            taken = {self.columns.key.strip().casefold(), self.columns.label.strip().casefold()}
-            if self.write_back.strip().casefold() in taken:
+            taken = {fold(self.columns.key), fold(self.columns.label)}  # as the checker finds columns
+            if fold(self.write_back) in taken:
                 raise ValueError(
                     f"write_back {self.write_back!r} must not be the key or label column: "
                     "verdicts overwrite every cell of that column"
@@ -186,7 +184,7 @@ class ScoreResources(Resources):
 
 class Train(_Strict):
     schedule: str | None = Field("@monthly", description="Retraining schedule.")
-    family: Literal["xgboost", "torch_mlp", "torch_text"] = Field(description="Model family in jobs/families.")
+    family: Literal[FAMILIES] = Field(description="Model family in jobs/families (jobs.contract.FAMILIES).")
     params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
     gate: Gate = Field(description="When a trained version may replace production.")
     resources: Resources = Field(default_factory=Resources, description="What the training job asks for.")

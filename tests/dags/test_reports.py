@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch import registry, reports
+from mlbatch import drift, registry, reports
 from mlbatch.env import Environment
 from mlbatch.spec import load_spec
 from mlbatch.stages.context import RunContext
@@ -145,7 +145,7 @@ def test_scoring_summary_counts_distribution_and_drift_against_an_earlier_day(en
 
 
 def test_psi_is_zero_for_the_same_distribution():
-    assert reports.psi([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0)
+    assert drift.psi([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0)
 
 
 def test_model_version_param_scores_with_that_version_or_says_which_exist(env):

@@ -11,9 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from mlbatch import gates
+from mlbatch.drift import psi
 from mlbatch.env import Environment
 from mlbatch.features import profile as profile_mod
-from mlbatch.features.profile import BinCounter, build_profile, psi
+from mlbatch.features.profile import BinCounter, build_profile
 from mlbatch.features.reader import iter_batches
 from mlbatch.spec import FeatureChecks, load_spec
 from mlbatch.stages import features

@@ -1,20 +1,16 @@
-"""Feature distributions in bounded memory, and the population stability index (PSI) between two.
+"""Feature distributions in bounded memory, compared by :func:`mlbatch.drift.psi`.
 
 A training profile holds, per numeric feature, the cut points of ``bins`` quantile bins and the
 share of rows in each bin (plus a last "null" bin). It is built in two streaming passes over an
 unload: a seeded uniform sample of at most ``sample_rows`` rows fixes the cuts, then every batch
 is counted into those fixed bins, so memory depends on the sample size and the batch size, never
 on the row count. A scoring day is counted into the same bins in its one pass
-(:class:`BinCounter`) and compared with :func:`psi`.
-
-PSI = sum over bins of (actual - expected) * ln(actual / expected), shares floored at ``EPS``
-so an empty bin does not give an infinite value. Usual reading: < 0.1 stable, 0.1-0.25 some
-shift, > 0.25 a shifted population.
+(:class:`BinCounter`) and compared with the training shares by :mod:`mlbatch.drift` (the one
+PSI of the project: its floor for empty bins and its levels).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +20,6 @@ import pyarrow.compute as pc
 
 from mlbatch.features.reader import iter_batches, read_manifest
 
-EPS = 1e-4
 PROFILE_VERSION = 1
 
 
@@ -65,16 +60,6 @@ class BinCounter:
         counts = self.counts[name]
         total = int(counts.sum())
         return [float(n) / total for n in counts] if total else [0.0] * len(counts)
-
-
-def psi(expected: list[float], actual: list[float]) -> float:
-    if len(expected) != len(actual):
-        raise ValueError(f"PSI needs the same bins on both sides, got {len(expected)} and {len(actual)}")
-    total = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        e, a = max(e, EPS), max(a, EPS)
-        total += (a - e) * math.log(a / e)
-    return total
 
 
 def build_profile(

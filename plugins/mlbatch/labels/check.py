@@ -14,39 +14,17 @@ import hashlib
 import io
 import json
 import re
-import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Reason = Literal["cell_error", "missing_key", "invalid_key", "missing_label", "unknown_label", "conflict"]
-KeyType = Literal["integer", "string"]
+from mlbatch.labels.rows import Reason, RowRules, RowVerdict, check_row, is_blank
+from mlbatch.labels.text import class_index, normalize, quote
 
-# What Google Sheets / Excel put in a cell (and in its CSV export) when a formula fails.
-SHEET_ERRORS = frozenset(
-    {
-        "#REF!",
-        "#N/A",
-        "#VALUE!",
-        "#DIV/0!",
-        "#NAME?",
-        "#NUM!",
-        "#NULL!",
-        "#ERROR!",
-        "#SPILL!",
-        "#CALC!",
-        "#GETTING_DATA",
-    }
-)
+__all__ = ["CheckReport", "LabelFileError", "Rejection", "check_labels", "content_hash", "normalize", "read_csv"]
 
-MAX_STRING_KEY = 255
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# ASCII digits only: NFKC has already folded full-width digits, and other scripts' digits
-# (which str.isdigit and int() would accept) are not what the warehouse key holds.
-_INT_KEY = re.compile(r"-?[0-9]+", re.ASCII)
 _NEWLINES = re.compile(r"\r\n?")
-_MAX_SHOWN = 80  # longest cell text quoted back in a verdict
 _MAX_ROWS_SHOWN = 5  # row numbers listed per conflicting label
 
 
@@ -94,20 +72,6 @@ def _by_row(r: Rejection) -> int:
     return r.row
 
 
-def normalize(text: str) -> str:
-    """NFKC, drop format characters (zero-width spaces, BOM, ...) anywhere, trim whitespace.
-
-    Format characters are invisible in the sheet, so an analyst cannot see or fix them; they are
-    removed inside the value too. ``str.strip()`` trims every ``str.isspace`` character (NBSP and
-    U+3000 included, though NFKC has already made those plain spaces).
-    """
-    if text.isascii():  # fast path: NFKC is the identity and there are no format characters
-        return text.strip()
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    return text.strip()
-
-
 def check_labels(
     header: list[str],
     rows: list[list[str]],
@@ -122,8 +86,10 @@ def check_labels(
 ) -> CheckReport:
     """Check a label sheet; see the module docstring and :class:`CheckReport`.
 
-    ``ignore_column`` names the verdict (write-back) column: its cells are ours, not the analyst's
-    data, so a row holding only an old verdict is a blank row, not a row with a missing key.
+    Each row goes through :func:`mlbatch.labels.rows.check_row`; this driver finds the columns,
+    collects the verdicts, rejects every row of a key labelled two ways, and decides whether
+    the sheet is blocked. ``ignore_column`` names the verdict (write-back) column: its cells are
+    ours, not the analyst's data, so a row holding only an old verdict is a blank row.
 
     Raises ``ValueError`` only for bad arguments (a spec problem); anything wrong with the sheet
     itself ends up in the report.
@@ -132,123 +98,84 @@ def check_labels(
         raise ValueError(f"key_type must be 'integer' or 'string', not {key_type!r}")
     if not 0 <= max_invalid_fraction <= 1:
         raise ValueError(f"max_invalid_fraction must be between 0 and 1, not {max_invalid_fraction!r}")
-    class_by_fold: dict[str, str] = {}
-    for cls in classes:
-        fold = normalize(cls).casefold()
-        if not fold:
-            raise ValueError(f"classes contains an empty class: {classes!r}")
-        if fold in class_by_fold:
-            raise ValueError(f"classes {class_by_fold[fold]!r} and {cls!r} are the same label ignoring case")
-        class_by_fold[fold] = cls
-    if not class_by_fold:
-        raise ValueError("classes is empty: at least one allowed label is needed")
+    class_by_fold = class_index(classes)  # the spec's own rule (mlbatch.spec validates with it)
 
     header_problem, ki, li = _find_columns(header, key_column, label_column)
     if ignore_column is not None:
         rows = _without_column(header, rows, ignore_column)
     if header_problem:
-        nonblank = sum(1 for row in rows if not _is_blank(row))
+        nonblank = sum(1 for row in rows if not is_blank(row))
         return CheckReport(model=model, rows=nonblank, accepted=0, blocked=True, message=header_problem)
 
-    integer_keys = key_type == "integer"
-    rejected: list[Rejection] = []
-    verdicts: dict[int, str] = {}
-    # key -> (class, row, key text, raw label) of its first valid row
-    first: dict[int | str, tuple[str, int, str, str]] = {}
-    # key -> all its valid rows, only for keys seen more than once (usually few)
-    repeats: dict[int | str, list[tuple[str, int, str, str]]] = {}
-    conflicting: set[int | str] = set()
-    nonblank = 0
-
-    def reject(row_no: int, key_text: str, reason: Reason, value: str, verdict: str) -> None:
-        rejected.append(Rejection(row=row_no, key=key_text, reason=reason, value=value))
-        verdicts[row_no] = verdict
-
+    rules = RowRules(key_column, label_column, ki, li, list(classes), class_by_fold, key_type == "integer")
+    tally = _Tally()
     for i, row in enumerate(rows):
-        row_no = i + 2
-        n = len(row)
-        raw_key = row[ki] if ki < n else ""
-        raw_label = row[li] if li < n else ""
-        key_text = normalize(raw_key)
-        label_text = normalize(raw_label)
-        if not key_text and not label_text and _is_blank(row):
-            continue
-        nonblank += 1
+        verdict = check_row(row, rules)
+        if verdict is not None:
+            tally.add(i + 2, verdict)  # sheet row numbers: the header is row 1
+    tally.reject_conflicts()
+    return tally.report(model, max_invalid_fraction)
 
-        if key_text[:1] == "#" and key_text.upper() in SHEET_ERRORS:
-            reject(row_no, key_text, "cell_error", raw_key, f"cell_error: the key cell shows {_quote(raw_key)}")
-            continue
-        if label_text[:1] == "#" and label_text.upper() in SHEET_ERRORS:
-            reject(
-                row_no,
-                key_text,
-                "cell_error",
-                raw_label,
-                f"cell_error: the label cell shows {_quote(raw_label)}",
-            )
-            continue
-        if not key_text:
-            reject(row_no, "", "missing_key", raw_key, f"missing_key: the {_quote(key_column)} cell is empty")
-            continue
-        key: int | str | None
-        key, why = _parse_integer(key_text) if integer_keys else _parse_string(key_text)
-        if key is None:
-            reject(row_no, key_text, "invalid_key", raw_key, f"invalid_key: {_quote(raw_key)} {why}")
-            continue
-        if not label_text:
-            reject(
-                row_no,
-                key_text,
-                "missing_label",
-                raw_label,
-                f"missing_label: the {_quote(label_column)} cell is empty",
-            )
-            continue
-        cls = class_by_fold.get(label_text.casefold())
-        if cls is None:
-            reject(
-                row_no,
-                key_text,
-                "unknown_label",
-                raw_label,
-                f"unknown_label: {_quote(raw_label)} is not one of {', '.join(map(_quote, classes))}",
-            )
-            continue
 
-        entry = (cls, row_no, key_text, raw_label)
-        verdicts[row_no] = "ok"  # overwritten below if the key turns out to conflict
-        seen = first.get(key)
+Seen = tuple[int, RowVerdict]  # (sheet row, its verdict) of a valid row
+
+
+@dataclass
+class _Tally:
+    """The verdicts of a sheet's rows, and which keys are labelled two ways."""
+
+    nonblank: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    verdicts: dict[int, str] = field(default_factory=dict)
+    first: dict[int | str, Seen] = field(default_factory=dict)  # a key's first valid row
+    repeats: dict[int | str, list[Seen]] = field(default_factory=dict)  # keys seen twice or more (few)
+    conflicting: set[int | str] = field(default_factory=set)
+
+    def reject(self, row_no: int, key_text: str, reason: Reason, value: str, message: str) -> None:
+        self.rejected.append(Rejection(row=row_no, key=key_text, reason=reason, value=value))
+        self.verdicts[row_no] = message
+
+    def add(self, row_no: int, verdict: RowVerdict) -> None:
+        key_text, key, cls, _raw_label, problem = verdict
+        self.nonblank += 1
+        if problem is not None:
+            self.reject(row_no, key_text, *problem)
+            return
+        self.verdicts[row_no] = "ok"  # overwritten by reject_conflicts if the key conflicts
+        seen = self.first.get(key)
         if seen is None:
-            first[key] = entry
-            continue
-        repeats.setdefault(key, [seen]).append(entry)
-        if seen[0] != cls:
-            conflicting.add(key)
+            self.first[key] = (row_no, verdict)
+            return
+        self.repeats.setdefault(key, [seen]).append((row_no, verdict))
+        if seen[1][2] != cls:
+            self.conflicting.add(key)
 
-    # Second pass, over conflicting keys only: which row's label is right is the analyst's call,
-    # so every row of the key is rejected and each one points at the others.
-    for key in conflicting:
-        entries = repeats[key]
-        for cls, row_no, key_text, raw_label in entries:
-            others = _describe_others(cls, row_no, entries)
-            shown = str(key) if isinstance(key, int) else _quote(key)
-            reject(row_no, key_text, "conflict", raw_label, f"conflict: {shown} is also labelled {others}")
-    rejected.sort(key=_by_row)
+    def reject_conflicts(self) -> None:
+        """Which row's label is right is the analyst's call, so every row of a conflicting key is
+        rejected and each one points at the others."""
+        for key in self.conflicting:
+            entries = self.repeats[key]
+            shown = str(key) if isinstance(key, int) else quote(key)
+            for row_no, (key_text, _key, cls, raw_label, _problem) in entries:
+                others = _describe_others(row_no, cls, entries)
+                self.reject(row_no, key_text, "conflict", raw_label, f"conflict: {shown} is also labelled {others}")
+        self.rejected.sort(key=_by_row)
 
-    labels = {key: entry[0] for key, entry in first.items() if key not in conflicting}
-    blocked, message = _verdict(nonblank, len(rejected), len(labels), max_invalid_fraction)
-    if blocked:
-        labels = {}  # a blocked sheet writes nothing; an empty mapping makes that impossible to miss
-    return CheckReport(
-        model=model,
-        rows=nonblank,
-        accepted=len(labels),
-        rejected=rejected,
-        blocked=blocked,
-        message=message,
-        labels=labels,
-        verdicts=verdicts,
-    )
+    def report(self, model: str, max_invalid_fraction: float) -> CheckReport:
+        labels = {k: v[2] for k, (_, v) in self.first.items() if k not in self.conflicting and v[2] is not None}
+        blocked, message = _verdict(self.nonblank, len(self.rejected), len(labels), max_invalid_fraction)
+        if blocked:
+            labels = {}  # a blocked sheet writes nothing; an empty mapping makes that impossible to miss
+        return CheckReport(
+            model=model,
+            rows=self.nonblank,
+            accepted=len(labels),
+            rejected=self.rejected,
+            blocked=blocked,
+            message=message,
+            labels=labels,
+            verdicts=self.verdicts,
+        )
 
 
 def _find_columns(header: list[str], key_column: str, label_column: str) -> tuple[str, int, int]:
@@ -260,10 +187,10 @@ def _find_columns(header: list[str], key_column: str, label_column: str) -> tupl
     missing = [name for name, fold in wanted.items() if fold not in positions]
     if missing:
         found = [normalize(c) for c in header if normalize(c)]
-        shown = ", ".join(map(_quote, found)) if found else "none"
+        shown = ", ".join(map(quote, found)) if found else "none"
         plural = "s" if len(missing) > 1 else ""
         return (
-            f"blocked: missing column{plural} {', '.join(map(_quote, missing))} (found columns: {shown})",
+            f"blocked: missing column{plural} {', '.join(map(quote, missing))} (found columns: {shown})",
             -1,
             -1,
         )
@@ -272,7 +199,7 @@ def _find_columns(header: list[str], key_column: str, label_column: str) -> tupl
     for name, fold in wanted.items():
         if len(positions[fold]) > 1:
             cols = ", ".join(_column_letter(i) for i in positions[fold])
-            return f"blocked: column {_quote(name)} appears more than once (columns {cols}); keep one", -1, -1
+            return f"blocked: column {quote(name)} appears more than once (columns {cols}); keep one", -1, -1
     return "", positions[wanted[key_column]][0], positions[wanted[label_column]][0]
 
 
@@ -295,44 +222,18 @@ def _column_letter(idx: int) -> str:
     return name
 
 
-def _is_blank(row: list[str]) -> bool:
-    return all(not normalize(cell) for cell in row)
-
-
-def _parse_integer(text: str) -> tuple[int | None, str]:
-    if len(text) <= 18 and text.isascii() and text.isdigit():  # common case; 18 digits fit in int64
-        return int(text), ""
-    if not _INT_KEY.fullmatch(text):
-        return None, "is not a whole number (digits only, optionally a leading '-')"
-    # Checked before int(): a very long digit string is both out of range and slow to convert.
-    if len(text.lstrip("-").lstrip("0")) > 19:
-        return None, "is out of range for a 64-bit integer key"
-    value = int(text)  # leading zeros are fine: "007" is key 7
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        return None, "is out of range for a 64-bit integer key"
-    return value, ""
-
-
-def _parse_string(text: str) -> tuple[str | None, str]:
-    if len(text) > MAX_STRING_KEY:
-        return None, f"is longer than {MAX_STRING_KEY} characters ({len(text)})"
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        return None, "contains control characters (a line break or tab inside the cell?)"
-    return text, ""
-
-
-def _describe_others(cls: str, row_no: int, entries: list[tuple[str, int, str, str]]) -> str:
+def _describe_others(row_no: int, cls: str | None, entries: list[Seen]) -> str:
     """E.g. '"female" on row 7' or '"female" on rows 7, 9; "other" on row 12'."""
     by_class: dict[str, list[int]] = {}
-    for other_cls, other_row, _key_text, _raw in entries:
-        if other_cls != cls and other_row != row_no:
+    for other_row, (_key_text, _key, other_cls, _raw, _problem) in entries:
+        if other_cls != cls and other_row != row_no and other_cls is not None:
             by_class.setdefault(other_cls, []).append(other_row)
     parts = []
     for other_cls, row_nos in by_class.items():
         shown = ", ".join(str(r) for r in row_nos[:_MAX_ROWS_SHOWN])
         more = f" and {len(row_nos) - _MAX_ROWS_SHOWN} more" if len(row_nos) > _MAX_ROWS_SHOWN else ""
         word = "rows" if len(row_nos) > 1 else "row"
-        parts.append(f"{_quote(other_cls)} on {word} {shown}{more}")
+        parts.append(f"{quote(other_cls)} on {word} {shown}{more}")
     return "; ".join(parts)
 
 
@@ -355,21 +256,6 @@ def _percents(share: float, limit: float) -> tuple[str, str]:
         if a != b:
             return a, b
     return a, b
-
-
-def _quote(text: str) -> str:
-    """Double-quoted, with invisible characters spelled out so the analyst can see them."""
-    if len(text) > _MAX_SHOWN:
-        text = text[: _MAX_SHOWN - 1] + "…"
-    out = []
-    for ch in text:
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif ch != " " and (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf")):
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
 
 
 def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:

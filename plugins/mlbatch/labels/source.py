@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mlbatch.env import Environment
-from mlbatch.labels.check import normalize, read_csv
+from mlbatch.labels.check import read_csv
+from mlbatch.labels.text import normalize
 from mlbatch.spec import FileSource, ModelSpec
 
 

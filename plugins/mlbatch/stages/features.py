@@ -14,13 +14,14 @@ reused by every later scoring run of that version.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlbatch import gates
-from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile, psi
+from mlbatch import drift, gates
+from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile
 from mlbatch.features.reader import iter_batches, read_manifest
 from mlbatch.features.sql import render_spec_query
 from mlbatch.stages.context import Purpose, RunContext
@@ -134,13 +135,15 @@ def _drift_checks(
     cfg = ctx.spec.features.checks
     checks = []
     for name in features:
-        value = psi(training["features"][name]["proportions"], bins.proportions(name))
+        value = drift.psi(training["features"][name]["proportions"], bins.proportions(name))
         detail = f"scoring {ctx.ds} vs training data of {version}"
         if cfg.psi_warn < value <= cfg.psi_fail:
             log.warning(
                 "%s: feature %s drifted: PSI %.4f above psi_warn %s (%s)", ctx.model, name, value, cfg.psi_warn, detail
             )
             detail += f"; above psi_warn {cfg.psi_warn}"
+        elif math.isnan(value):  # NaN fails the check below: a side without rows cannot be compared
+            detail += "; one side has no rows, so no distribution to compare"
         checks.append(gates.at_most(f"psi[{name}]", value, cfg.psi_fail, detail))
     return checks
 

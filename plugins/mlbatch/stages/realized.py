@@ -33,10 +33,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import delete, select
 
+from jobs.contract import LOWER_IS_BETTER
 from mlbatch import realized_metrics, registry
 from mlbatch.appdb import schema
 from mlbatch.labels import sync
-from mlbatch.spec import LOWER_IS_BETTER, ModelSpec
+from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import RunContext
 from mlbatch.store import iter_parquet
 

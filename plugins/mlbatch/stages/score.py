@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from mlbatch import gates, registry
+from mlbatch import drift, gates, registry
 from mlbatch.appdb import schema
+from mlbatch.drift import SCORE_BINS
 from mlbatch.features.reader import read_manifest
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.stages.context import RunContext
@@ -131,9 +132,7 @@ def read_predictions(ctx: RunContext, columns: list[str] | None = None) -> pa.Ta
 # stream and a GROUP BY counts repeats there under a memory limit (DuckDB spills the hash
 # table to disk past it), instead of a Python set that grows with the day.
 GATE_BATCH_ROWS = 65_536
-SCORE_BINS = 10  # fixed, equal-width bins over [0, 1]: profiles of different days stay comparable
 PROFILE_STATE = "prediction_profile"  # runs/<model>/<ds>/<run>/prediction_profile.json
-PSI_FLOOR = 1e-4  # a bin's share is floored here: an empty bin must not make PSI infinite
 DUCKDB_MEMORY_LIMIT = "256MB"
 
 
@@ -170,8 +169,7 @@ class PredictionStats:
         if len(finite):
             self.lo = min(self.lo, float(finite.min())) if self.lo is not None else float(finite.min())
             self.hi = max(self.hi, float(finite.max())) if self.hi is not None else float(finite.max())
-        bins = np.minimum((valid * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
-        for i, n in enumerate(np.bincount(bins, minlength=SCORE_BINS)):
+        for i, n in enumerate(drift.score_histogram(valid)):
             self.score_counts[i] += int(n)
         for item in pc.value_counts(batch.column("label")).to_pylist():
             self.class_counts[item["values"]] += item["counts"]
@@ -184,14 +182,6 @@ class PredictionStats:
             "score_counts": self.score_counts,
             "class_counts": {str(k): v for k, v in sorted(self.class_counts.items(), key=lambda kv: str(kv[0]))},
         }
-
-
-def psi(expected: list[int], actual: list[int]) -> float:
-    """Population stability index of two histograms over the same bins (shares floored at 1e-4)."""
-    e, a = np.asarray(expected, float), np.asarray(actual, float)
-    e = np.maximum(e / max(e.sum(), 1), PSI_FLOOR)
-    a = np.maximum(a / max(a.sum(), 1), PSI_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 def class_share_shift(expected: dict[str, int], actual: dict[str, int]) -> tuple[float, str]:
@@ -261,10 +251,10 @@ def _drift_checks(ctx: RunContext, stats: PredictionStats) -> list[gates.Check]:
             gates.Check("score_psi", True, "n/a", psi_limit, detail),
             gates.Check("class_share_shift", True, "n/a", share_limit, detail),
         ]
-    value = psi(prev["score_counts"], stats.score_counts)
+    scores = drift.summarize(prev["score_counts"], stats.score_counts)
     shift, worst = class_share_shift(prev["class_counts"], stats.profile()["class_counts"])
     return [
-        gates.at_most("score_psi", round(value, 6), limits.max_psi, f"{SCORE_BINS} score bins {detail}"),
+        gates.at_most("score_psi", round(scores.psi, 6), limits.max_psi, f"{SCORE_BINS} score bins {detail}"),
         gates.at_most("class_share_shift", round(shift, 6), limits.max_class_share_shift, f"class {worst!r} {detail}"),
     ]
 

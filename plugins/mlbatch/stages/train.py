@@ -12,10 +12,11 @@ import json
 import os
 from typing import Any
 
+from jobs.contract import LOWER_IS_BETTER, TrainConfig
 from mlbatch import __version__, gates, registry
 from mlbatch.features.sql import render_spec_query
 from mlbatch.launchers import JobId, JobRequest
-from mlbatch.spec import LOWER_IS_BETTER
+from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import LaunchedJob
 from mlbatch.stages.labels import latest_snapshot, snapshot_of
@@ -68,10 +69,9 @@ def train(ctx: RunContext) -> dict[str, Any]:
     return TrainJob(ctx).run()
 
 
-def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
-    spec, store = ctx.spec, ctx.env.store
-    labels = run_labels(ctx)
-    manifest_uri = store.uri(ctx.manifest_key("train"))
+def _version_and_config(ctx: RunContext, labels: dict[str, Any], manifest_uri: str) -> tuple[TrainConfig, str, str]:
+    """The version this run trains (named by what determines the model), its job config and prefix."""
+    spec = ctx.spec
     query = render_spec_query(spec, "training", ctx.ds)
     determinants = {
         "labels": labels["sync_id"],
@@ -100,18 +100,30 @@ def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
         "query_sha256": determinants["query"],
         "spec": str(spec.path),
     }
-    config = {
-        "model": spec.name,
-        "version": version,
-        "entity_key": spec.entity.key,
-        "classes": spec.labels.classes,
-        "family": spec.train.family,
-        "params": spec.train.params,
-        "metric": spec.train.gate.metric,
-        "seed": SEED,
-        "lineage": lineage,
-    }
-    config_uri = store.put_json(prefix + "job_config.json", config)
+    return job_config(spec, version, lineage), version, prefix
+
+
+def job_config(spec: ModelSpec, version: str, lineage: dict[str, Any]) -> TrainConfig:
+    """The train job's config (jobs.contract), checked here as the job will check it."""
+    return TrainConfig(
+        model=spec.name,
+        version=version,
+        entity_key=spec.entity.key,
+        classes=list(spec.labels.classes),
+        family=spec.train.family,
+        params=dict(spec.train.params),
+        metric=spec.train.gate.metric,
+        seed=SEED,
+        lineage=lineage,
+    )
+
+
+def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
+    spec, store = ctx.spec, ctx.env.store
+    labels = run_labels(ctx)
+    manifest_uri = store.uri(ctx.manifest_key("train"))
+    config, version, prefix = _version_and_config(ctx, labels, manifest_uri)
+    config_uri = store.put_json(prefix + "job_config.json", config.to_dict())
     request = JobRequest(
         job_id=JobId(ctx.dag_id or f"{spec.name}__train", "train", ctx.run_id),
         module="jobs.train",

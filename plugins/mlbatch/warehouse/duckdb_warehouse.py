@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 from mlbatch.features.manifest import Column, ColumnType, Entry, EntryMeta, Manifest, Schema
 from mlbatch.features.sql import to_duckdb
 from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.warehouse.base import check_unload_prefix
 from mlbatch.warehouse.errors import UnloadError
 
-__all__ = ["DuckDBWarehouse", "UnloadError"]
 log = logging.getLogger(__name__)
 
 # Rows per batch handed to a slice: small enough that a modest result still spreads over the
@@ -169,7 +169,7 @@ class DuckDBWarehouse:
                 time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not security
                 delay = min(delay * 2, 2.0)
 
-    # -- the interface the stages use on both warehouses (see RedshiftWarehouse) ---------------
+    # -- mlbatch.warehouse.base.Warehouse, the interface the stages use on both warehouses -----
     # DuckDB runs in this process: the "start" does the work and returns no statement id, so
     # there is nothing to wait for, defer or cancel (a killed task takes its query with it).
     def start_unload(self, redshift_query: str, store: ObjectStore, prefix: str) -> None:
@@ -251,16 +251,9 @@ class DuckDBWarehouse:
     ) -> str:
         """Run ``redshift_query`` and write its rows under ``prefix`` as UNLOAD would; return the
         manifest URI. ``prefix`` must end in ``/`` and hold nothing yet."""
-        if not prefix.endswith("/"):
-            raise UnloadError(f"unload prefix {store.uri(prefix)} must end with '/'")
         if slices < 1 or max_rows_per_file < 1:
             raise UnloadError(f"slices ({slices}) and max_rows_per_file ({max_rows_per_file}) must be >= 1")
-        existing = store.list(prefix)
-        if existing:
-            raise UnloadError(
-                f"unload prefix {store.uri(prefix)} already holds {len(existing)} files "
-                f"(first: {existing[0]}); each run unloads to a fresh prefix"
-            )
+        check_unload_prefix(store, prefix)
         sql = to_duckdb(redshift_query)
         writers: list[_SliceWriter] = []
         try:

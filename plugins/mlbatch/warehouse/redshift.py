@@ -1,7 +1,7 @@
 """Production warehouse: Amazon Redshift through the Data API (the amazon provider's hook).
 
-Same interface as :class:`~mlbatch.warehouse.duckdb_warehouse.DuckDBWarehouse`, so the stages
-do not ask which side they run on:
+Implements :class:`~mlbatch.warehouse.base.Warehouse`, as the embedded DuckDB warehouse does, so
+the stages do not ask which side they run on:
 
 - :meth:`RedshiftWarehouse.unload` runs ``UNLOAD ... FORMAT AS PARQUET PARALLEL ON MANIFEST
   VERBOSE`` (text from :func:`mlbatch.features.sql.unload_statement`) into a fresh prefix of the
@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB, Manifest
 from mlbatch.features.sql import unload_statement
 from mlbatch.store import ObjectStore, StoreError, filesystem_for
-from mlbatch.warehouse.errors import UnloadError
+from mlbatch.warehouse.base import check_unload_prefix
+from mlbatch.warehouse.errors import RedshiftStatementError, UnloadError
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
@@ -56,15 +57,6 @@ _SETTINGS = {
     "MLBATCH_REDSHIFT_SECRET_ARN": "secret_arn",
     "MLBATCH_REDSHIFT_IAM_ROLE": "iam_role",
 }
-
-
-class RedshiftStatementError(RuntimeError):
-    """A Data API statement failed or was aborted; names the statement id and Redshift's error."""
-
-    def __init__(self, statement_id: str, status: str, error: str, sql: str):
-        self.statement_id, self.status, self.error = statement_id, status, error
-        first_line = sql.strip().splitlines()[0][:120] if sql.strip() else ""
-        super().__init__(f"Redshift statement {statement_id} {status}: {error} (statement: {first_line} ...)")
 
 
 @dataclass(frozen=True)
@@ -247,14 +239,7 @@ class RedshiftWarehouse:
         """Check the prefix is fresh and submit the UNLOAD; return its statement id (no waiting)."""
         if store.is_local or not store.root.startswith("s3://"):
             raise UnloadError(f"Redshift unloads to S3 only; the object store is {store.root}")
-        if not prefix.endswith("/"):
-            raise UnloadError(f"unload prefix {store.uri(prefix)} must end with '/'")
-        existing = store.list(prefix)
-        if existing:
-            raise UnloadError(
-                f"unload prefix {store.uri(prefix)} already holds {len(existing)} files "
-                f"(first: {existing[0]}); each run unloads to a fresh prefix"
-            )
+        check_unload_prefix(store, prefix)
         sql = unload_statement(
             redshift_query,
             s3_prefix=store.uri(prefix),
