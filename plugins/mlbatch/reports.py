@@ -15,10 +15,16 @@ precision}``), else a note saying neither exists.
 from __future__ import annotations
 
 import base64
+import math
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 import jinja2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlbatch import drift, registry
 from mlbatch.stages.context import RunContext
@@ -314,32 +320,79 @@ def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any]
     return None
 
 
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+QUANTILE_BINS = 10_000  # quantiles from a histogram this fine are exact to 1e-4, in constant memory
+
+
+@dataclass
+class _ScoreSummary:
+    """What summary.json says about a day's predictions, accumulated batch by batch: a day can
+    hold tens of millions of rows, and the gate and the publish stream it too."""
+
+    rows: int = 0
+    total: float = 0.0
+    lo: float = math.inf
+    hi: float = -math.inf
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(drift.SCORE_BINS, dtype=np.int64))
+    fine: np.ndarray = field(default_factory=lambda: np.zeros(QUANTILE_BINS, dtype=np.int64))
+    labels: Counter = field(default_factory=Counter)
+    versions: set = field(default_factory=set)
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        scores = np.asarray(batch.column("score").cast(pa.float64()).fill_null(math.nan))
+        finite = scores[np.isfinite(scores)]
+        self.rows += batch.num_rows
+        if len(finite):
+            self.total += float(finite.sum())
+            self.lo, self.hi = min(self.lo, float(finite.min())), max(self.hi, float(finite.max()))
+        self.histogram += drift.score_histogram(scores)
+        self.fine += drift.score_histogram(scores, QUANTILE_BINS)
+        for item in pc.value_counts(batch.column("label")).to_pylist():
+            self.labels[str(item["values"])] += item["counts"]
+        self.versions.update(pc.unique(batch.column("model_version")).to_pylist())
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile of the scores in [0, 1], interpolated between two order statistics as
+        numpy's default does, each placed within its fine bin (the bin's rows spread evenly)."""
+        n = int(self.fine.sum())
+        if not n:
+            return None
+        cumulative = np.cumsum(self.fine)
+
+        def order_statistic(k: int) -> float:
+            i = int(np.searchsorted(cumulative, k, side="right"))
+            before = int(cumulative[i - 1]) if i else 0
+            return (i + (k - before + 0.5) / self.fine[i]) / QUANTILE_BINS
+
+        rank = q * (n - 1)
+        low, frac = int(rank), rank - int(rank)
+        value = order_statistic(low) + frac * (order_statistic(min(low + 1, n - 1)) - order_statistic(low))
+        return round(value, 6)
+
+
 def scoring_summary(ctx: RunContext) -> str:
     """Write the day's ``summary.json`` from this run's predictions; returns its URI."""
-    import pyarrow.compute as pc
+    from mlbatch.stages.score import iter_predictions
 
-    from mlbatch.stages.score import read_predictions
-
-    t = read_predictions(ctx, ["label", "score", "model_version"])
-    scores = t["score"]
-    rows = t.num_rows
-    qs = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-    quantiles = pc.quantile(scores, q=list(qs)).to_pylist() if rows else [None] * len(qs)
-    histogram = drift.score_histogram(scores.to_numpy()).tolist()
-    mean = pc.mean(scores).as_py() if rows else None
-    labels = {str(v["values"]): v["counts"] for v in pc.value_counts(t["label"]).to_pylist()}
+    acc = _ScoreSummary()
+    for batch in iter_predictions(ctx, ["label", "score", "model_version"]):
+        acc.update(batch)
+    rows = acc.rows
+    mean = acc.total / rows if rows else None
+    histogram = acc.histogram.tolist()
     summary = {
         "model": ctx.model,
         "ds": ctx.ds,
         "run_id": ctx.run_id,
-        "model_version": sorted(set(t["model_version"].to_pylist())),
+        "model_version": sorted(map(str, acc.versions)),
         "rows": rows,
-        "labels": dict(sorted(labels.items())),
+        "labels": dict(sorted(acc.labels.items())),
         "score": {
-            "min": pc.min(scores).as_py(),
-            "max": pc.max(scores).as_py(),
+            "min": acc.lo if rows else None,
+            "max": acc.hi if rows else None,
             "mean": mean,
-            "quantiles": {f"p{round(q * 100):02d}": v for q, v in zip(qs, quantiles, strict=True)},
+            "quantiles": {f"p{round(q * 100):02d}": acc.quantile(q) for q in QUANTILES},
+            "quantile_resolution": 1 / QUANTILE_BINS,
             "histogram_bins": [round(i / drift.SCORE_BINS, 2) for i in range(drift.SCORE_BINS + 1)],
             "histogram": histogram,
         },

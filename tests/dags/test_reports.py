@@ -144,6 +144,20 @@ def test_scoring_summary_counts_distribution_and_drift_against_an_earlier_day(en
     assert b["drift"]["mean_shift"] > 0.15
 
 
+def test_scoring_summary_streams_and_its_quantiles_are_within_the_stated_resolution(env):
+    rng = np.random.default_rng(1)
+    ctx = _ctx(env, "2026-11-21")
+    scores = np.concatenate([rng.beta(2, 8, 30_000), rng.beta(9, 1, 10_000), [0.0, 1.0]])
+    _write_predictions(ctx, scores)
+    summary = json.loads(env.store.get_bytes(env.store.key(reports.scoring_summary(ctx))))["score"]
+    for name, value in summary["quantiles"].items():
+        exact = float(np.quantile(scores, int(name[1:]) / 100))
+        assert abs(value - exact) <= summary["quantile_resolution"], (name, value, exact)
+    assert summary["min"] == 0.0 and summary["max"] == 1.0
+    assert summary["mean"] == pytest.approx(scores.mean(), rel=1e-12)
+    assert summary["histogram"] == drift.score_histogram(scores).tolist()
+
+
 def test_psi_is_zero_for_the_same_distribution():
     assert drift.psi([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0)
 

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from mlbatch import drift, gates, registry
@@ -117,13 +116,6 @@ def _score_request(ctx: RunContext, shard: int, out: str) -> JobRequest:
 
 def shard_uris(ctx: RunContext) -> list[str]:
     return [ctx.env.store.uri(ctx.shard_key(i)) for i in range(ctx.spec.score.shards)]
-
-
-def read_predictions(ctx: RunContext, columns: list[str] | None = None) -> pa.Table:
-    """This run's predictions, all shards (only key, label, score and a few strings per row)."""
-    store = ctx.env.store
-    tables = [pq.read_table(pa.BufferReader(store.get_bytes(store.key(u))), columns=columns) for u in shard_uris(ctx)]
-    return pa.concat_tables(tables)
 
 
 # --- prediction gate ---------------------------------------------------------------------------
