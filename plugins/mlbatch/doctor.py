@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlbatch.env import Environment, redact
+from mlbatch.env import Environment
+from mlbatch.redaction import redact
 from mlbatch.spec import ModelSpec, SheetSource
 
 if TYPE_CHECKING:

@@ -61,26 +61,19 @@ connection (``MLBATCH_APPDB_CONN_ID``, TLS and IAM auth in its extras: see
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlbatch.spec import project_dir
+from mlbatch.redaction import redact
+from mlbatch.spec import REPO_ROOT, project_dir
 from mlbatch.store import ObjectStore
 
 if TYPE_CHECKING:
     from mlbatch.appdb.hook import AppDbHook
     from mlbatch.launchers.base import Launcher
     from mlbatch.warehouse.base import Warehouse
-
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or /opt/airflow in the Airflow image)
-
-
-def redact(url: str) -> str:
-    """A URL fit for a log line: the password, if any, replaced by ***."""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 @dataclass

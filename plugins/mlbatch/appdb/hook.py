@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 
 from mlbatch.appdb import schema
 from mlbatch.appdb.connection import AppDbSettings, PasswordSource, from_connection
-from mlbatch.env import redact
+from mlbatch.redaction import redact
 
 
 class AppDbHook:

@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlbatch.env import REPO_ROOT
+from mlbatch.spec import REPO_ROOT
 
 log = logging.getLogger(__name__)
 

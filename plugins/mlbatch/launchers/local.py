@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from mlbatch.env import REPO_ROOT
 from mlbatch.launchers.base import JobFailed, JobRequest, JobResult, Launcher, tail_buffer
+from mlbatch.spec import REPO_ROOT
 from mlbatch.store import ObjectStore
 
 log = logging.getLogger(__name__)
