@@ -301,7 +301,8 @@ def score_dag(spec: ModelSpec) -> DAG:
 
 
 def build(spec: ModelSpec) -> dict[str, DAG]:
-    return {d.dag_id: d for d in (labels_dag(spec), train_dag(spec), score_dag(spec))}
+    """The model's DAGs, one per kind the pipeline declares (labels, train, score)."""
+    return {dag.dag_id: dag for dag in (_build(spec, kind) for kind in pipeline.DAGS)}
 
 
 def dags_for(dag_file: str) -> dict[str, DAG]:
