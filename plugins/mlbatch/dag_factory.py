@@ -20,6 +20,8 @@ the trigger form (and ``dag_run_conf`` of a backfill) are built from :mod:`mlbat
 
 from __future__ import annotations
 
+import functools
+import operator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,17 +70,6 @@ def timetable(expr: str | None) -> Any:
     if expr is None or expr == "@once":
         return expr
     return CronTriggerTimetable(cron(expr), timezone=TIMEZONE)
-
-
-def train_schedule(spec: ModelSpec) -> Any:
-    """On the spec's time schedule OR whenever the labels asset gets an event (labels changed)."""
-    labels: Any = assets(spec.name)["labels"]
-    if spec.monitoring.retrain_on_degradation:
-        # The labels DAG asks for a fresh version when production degrades on late labels.
-        labels = labels | assets(spec.name)["retrain"]
-    if spec.train.schedule in (None, "@once"):
-        return labels
-    return AssetOrTimeSchedule(timetable=timetable(spec.train.schedule), assets=labels)
 
 
 def _params(kind: str) -> dict[str, Param]:
@@ -201,13 +192,19 @@ def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, schedule_text: st
 
 
 def _schedule(spec: ModelSpec, kind: str) -> tuple[Any, str]:
-    """The DAG's schedule and how its doc says it."""
+    """The DAG's schedule and how its doc says it: the spec's time schedule, or an event of one
+    of the DAG's declared triggers (training: on its cron OR when labels changed)."""
     when = getattr(spec, kind).schedule
-    text = f"`{when}`" + (f" (cron `{cron(when)}`, UTC)" if when not in (None, "@once") else "")
-    if kind != "train":
+    timed = when not in (None, "@once")
+    text = f"`{when}`" + (f" (cron `{cron(when)}`, UTC)" if timed else "")
+    triggers = [assets(spec.name)[t.asset] for t in pipeline.DAGS[kind].triggers if t.when(spec)]
+    if not triggers:
         return timetable(when), text
-    labels = f"when `{assets(spec.name)['labels'].name}` changes"
-    return train_schedule(spec), (f"{text} or " if when not in (None, "@once") else "") + labels
+    events: Any = functools.reduce(operator.or_, triggers)
+    changed = f"when `{triggers[0].name}` changes"
+    if not timed:
+        return events, changed
+    return AssetOrTimeSchedule(timetable=timetable(when), assets=events), f"{text} or {changed}"
 
 
 def _task_kwargs(spec: ModelSpec, step: pipeline.Step) -> dict[str, Any]:

@@ -123,12 +123,21 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """An asset of the model whose events start a run of the DAG (besides its time schedule)."""
+
+    asset: str
+    when: Callable[[ModelSpec], bool] = _always
+
+
+@dataclass(frozen=True)
 class DagSteps:
     """The steps of one DAG of a model, each after the one before it."""
 
     kind: DagKind
     what: str
     steps: tuple[Step, ...]
+    triggers: tuple[Trigger, ...] = ()  # its inputs: the first is the one its doc names
 
 
 def resolve(call: str) -> Any:
@@ -275,6 +284,8 @@ TRAIN = DagSteps(
             announce=Announce("announce_model", "model", "Emit `{asset}`: the approved version is live."),
         ),
     ),
+    # New labels (announce_labels), and a retrain request when production degraded on late labels.
+    triggers=(Trigger("labels"), Trigger("retrain", when=_retrain_on_degradation)),
 )
 
 SCORE = DagSteps(
