@@ -1,19 +1,13 @@
 """The pipeline, declared once: every step of the three DAGs of a model, in order.
 
-Both runners iterate over :data:`DAGS`: :mod:`mlbatch.dag_factory` turns each step into an
-Airflow task, ``mlbatch run`` (:func:`mlbatch.stages.steps`) calls the same step in-process.
-A step says what runs (``call``: ``"module:attribute"`` of :mod:`mlbatch.stages`), how
-(``kind``), whether it writes what users see (``writes``: the dry-run rule of
-:mod:`mlbatch.runparams` skips it), its fan-out, pool, outlets and the asset event it announces.
+:mod:`mlbatch.dag_factory` turns each :class:`Step` of :data:`DAGS` into an Airflow task;
+``mlbatch run`` (:func:`mlbatch.stages.steps`) calls the same steps in-process.
 
-Why ``call`` is a name and not the callable: DAG files must stay cheap to parse, and the stage
-modules import pandas and pyarrow (``tests/dags/test_dagbag.py`` asserts that a DAG file loads
-no ``mlbatch.stages``). So the name is checked when a :class:`Step` is declared, against the
-top-level ``def``/``class`` names of the stage module's source (read, not imported: well under a
-millisecond); a typo is an import error of every DAG file that names the step.
+``call`` names the callable (``"module:attribute"`` of :mod:`mlbatch.stages`) instead of
+importing it: DAG files must parse cheaply and the stage modules import pandas and pyarrow. The
+name is checked when the step is declared, against the stage module's source (read, not
+imported: under a millisecond), so a typo is an import error of every DAG file, naming the step;
 ``tests/unit/test_pipeline.py`` imports every declared callable and checks its kind.
-
-Imports nothing heavy: DAG files import it through the factory at parse time.
 """
 
 from __future__ import annotations
