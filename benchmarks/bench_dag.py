@@ -39,17 +39,10 @@ sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 MODEL = "device_gender"
 DS = "2026-11-22"
 RUN_ID = "bench_dag__score"
-# The score DAG's tasks in order (checked against dag_factory.score_dag): (task, target, args).
-TASKS = [
-    ("resolve_model", "score:resolve_model", ()),
-    ("unload_scoring", "features:unload", ("score",)),
-    ("features_gate", "features:features_gate", ("score",)),
-    ("score", "score:score_shard", ("*shards",)),
-    ("predictions_gate", "score:predictions_gate", ()),
-    ("publish", "publish:publish", ()),
-    ("export", "publish:export", ()),
-    ("export_gate", "publish:export_gate", ()),
-]
+# The score DAG's tasks in order, from the pipeline's declaration: (task, target, args).
+from mlbatch.pipeline import DAGS  # noqa: E402 - after the path set-up above; imports nothing heavy
+
+TASKS = [(s.name, s.call, ("*shards",) if s.per_shard else s.args) for s in DAGS["score"].steps]
 FROM_UNLOAD = [t for t, _, _ in TASKS if t not in ("resolve_model", "unload_scoring")]
 
 
@@ -65,9 +58,12 @@ def _ctx(run_id: str):
 
 def task(target: str, args: list) -> dict:
     """One task of the score DAG: what StageOperator / ExternalWorkOperator run, synchronously."""
-    from mlbatch.stages import resolve
+    from mlbatch.pipeline import resolve
+    from mlbatch.stages.external import ExternalWork
 
     result = resolve(target)(_ctx(RUN_ID), *args)
+    if isinstance(result, ExternalWork):  # a job or warehouse statement: start, wait here, finish
+        result = result.run()
     return {k: v for k, v in (result or {}).items() if isinstance(v, int | float | str)}
 
 

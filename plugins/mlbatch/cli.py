@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlbatch import runparams
+from mlbatch import pipeline, runparams
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec, SpecError, find_spec
 
@@ -51,30 +51,28 @@ def _logging(verbose: bool) -> None:
 def run(
     spec: Annotated[str, typer.Argument(help="Spec file or model name in dags/specs.")],
     ds: Annotated[str, typer.Option(help="The day to run, YYYY-MM-DD.")],
-    stage: Annotated[
-        list[str] | None, typer.Option(help="labels, unload, train, score, publish, export; repeatable.")
-    ] = None,
+    stage: Annotated[list[str] | None, typer.Option(help=f"{', '.join(pipeline.STAGES)}; repeatable.")] = None,
     run_id: Annotated[
         str | None, typer.Option(help="Run id (default cli__DS); a new one redoes finished steps.")
     ] = None,
     param: Annotated[
         list[str] | None,
-        typer.Option(help="Run param NAME=VALUE: dry_run=true, model_version=V, force_retrain=true; repeatable."),
+        typer.Option(help=f"Run param NAME=VALUE: {runparams.cli_help()}; repeatable."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a model's stages for one day, in order, with the code the DAG tasks run."""
     from mlbatch.gates import GateFailed
-    from mlbatch.stages import STAGES, steps
+    from mlbatch.stages import steps
     from mlbatch.stages.context import RunContext
 
     _logging(verbose)
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
-    chosen = stage or list(STAGES)
-    unknown = [s for s in chosen if s not in STAGES]
+    chosen = stage or list(pipeline.STAGES)
+    unknown = [s for s in chosen if s not in pipeline.STAGES]
     if unknown:
-        err.print(f"error: unknown stage {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+        err.print(f"error: unknown stage {', '.join(unknown)}; choose from {', '.join(pipeline.STAGES)}")
         raise typer.Exit(EXIT_USAGE)
     try:
         params = runparams.parse(param or [])
@@ -82,8 +80,8 @@ def run(
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
-    for name, thunk in steps(ctx, chosen):
-        if params.get(runparams.DRY_RUN) and name.split("[")[0] in runparams.CLI_DRY_RUN_SKIPS:
+    for name, thunk, skipped in steps(ctx, chosen):
+        if skipped:
             out.print(f"[yellow]skip[/yellow] {model.name} {ctx.ds} {name}: dry run", highlight=False)
             continue
         try:

@@ -1,44 +1,37 @@
 """Turn one model spec into its Airflow DAGs.
 
-Three DAGs per model, because their cadences and owners differ:
+Three DAGs per model (``<model>__labels``, ``__train``, ``__score``), because their cadences
+and owners differ. Their steps, in order, are declared once in :mod:`mlbatch.pipeline` (the
+same declaration ``mlbatch run`` walks); this module only turns each declared step into a task:
+:class:`~mlbatch.operators.StageOperator` for stages and gates,
+:class:`~mlbatch.operators.ExternalWorkOperator` for jobs and warehouse statements (stopped by
+``on_kill``, deferred to the triggerer on ECS and Redshift; a per-shard step is a mapped task),
+:class:`~mlbatch.approval.PromotionApprovalOperator` for an approval, and two TaskFlow tasks for
+a step's asset event (a short-circuit on its result, then the outlet). It adds what Airflow alone
+needs: schedules from the spec, retries, timeouts, the failure callback, pools and the docs.
 
-* ``<model>__labels`` (``labels.schedule``, e.g. hourly): check the sheet, gate, apply the diff.
-  When labels changed it emits the ``mlbatch.<model>.labels`` asset event.
-* ``<model>__train`` (``train.schedule``, e.g. monthly, *or* when the labels asset changes):
-  unload training features, gate, train in a job, register, gate the model (promote or
-  reject). Emits ``mlbatch.<model>.model`` on promotion.
-* ``<model>__score`` (``score.schedule``, e.g. daily): fix the model version, unload the day's
-  features, gate, score shards in jobs, gate the predictions, publish to the app DB, export to
-  the warehouse, gate the export. Emits ``mlbatch.<model>.predictions``.
-
-Every task is an operator of :mod:`mlbatch.operators` around a stage function of
-:mod:`mlbatch.stages`, the same function the ``mlbatch run`` command calls: jobs and warehouse
-statements (unloads, train, score shards, export) run as :class:`ExternalWorkOperator` (stopped
-by ``on_kill``, deferred to the triggerer on ECS and Redshift), the rest as
-:class:`StageOperator`. Nothing here does I/O beyond reading the spec, and the heavy modules are
-imported inside the tasks, so parsing a DAG file stays cheap.
+Nothing here does I/O beyond reading the spec, and the heavy modules are imported inside the
+tasks, so parsing a DAG file stays cheap.
 
 A run's day is its logical date, else the UTC day of its ``run_after`` (asset-triggered runs,
-API runs with ``"logical_date": null``): :func:`mlbatch.operators.run_day`.
-
-Run params (trigger form, ``dag_run_conf`` of a backfill): ``dry_run`` on every DAG runs the
-reads and gates and skips the tasks in :data:`WRITERS`; ``model_version`` (score) scores with a
-registered version instead of production; ``force_retrain`` (train) trains a fresh version.
+API runs with ``"logical_date": null``): :func:`mlbatch.operators.run_day`. The run params of
+the trigger form (and ``dag_run_conf`` of a backfill) are built from :mod:`mlbatch.runparams`.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, task
 
-from mlbatch import callbacks
+from mlbatch import callbacks, pipeline, runparams
 from mlbatch.approval import PromotionApprovalOperator
 from mlbatch.operators import ExternalWorkOperator, StageOperator
 from mlbatch.pools import GPU_POOL
-from mlbatch.runparams import DRY_RUN, WRITERS
 from mlbatch.spec import ModelSpec, Resources, load_spec
 
 START = datetime(2026, 1, 1)  # noqa: DTZ001 - Airflow treats a naive start as UTC
@@ -55,9 +48,6 @@ PRESET_CRON = {
     "@quarterly": "0 0 1 */3 *",
     "@yearly": "0 0 1 1 *",
 }
-
-MODEL_VERSION = "model_version"
-FORCE_RETRAIN = "force_retrain"
 
 # Retries back off exponentially from RETRY_DELAY (1, 2, 4 ... minutes, capped); gates never
 # retry: a failed check is a verdict, not a transient error.
@@ -82,74 +72,20 @@ def timetable(expr: str | None) -> Any:
     return CronTriggerTimetable(cron(expr), timezone=TIMEZONE)
 
 
-def train_schedule(spec: ModelSpec) -> Any:
-    """On the spec's time schedule OR whenever the labels asset gets an event (labels changed)."""
-    labels: Any = assets(spec.name)["labels"]
-    if spec.monitoring.retrain_on_degradation:
-        # The labels DAG asks for a fresh version when production degrades on late labels.
-        labels = labels | assets(spec.name)["retrain"]
-    if spec.train.schedule in (None, "@once"):
-        return labels
-    return AssetOrTimeSchedule(timetable=timetable(spec.train.schedule), assets=labels)
-
-
 def _params(kind: str) -> dict[str, Param]:
-    params = {
-        DRY_RUN: Param(
-            False,
-            type="boolean",
-            title="Dry run",
-            description="Run the reads and every gate before a writer, write nothing: "
-            + ", ".join(sorted(WRITERS))
-            + " are skipped.",
+    """The trigger form's params of a DAG kind, from :data:`mlbatch.runparams.PARAMS`."""
+    writers = ", ".join(sorted(pipeline.WRITERS))
+    return {
+        p.name: Param(
+            p.default,
+            type=p.type if p.default is not None else ["null", p.type],
+            title=p.title,
+            description=p.description.format(writers=writers),
+            **({"pattern": p.pattern} if p.pattern else {}),
         )
+        for p in runparams.PARAMS
+        if kind in p.dags
     }
-    if kind == "score":
-        params[MODEL_VERSION] = Param(
-            None,
-            type=["null", "string"],
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-            title="Model version",
-            description="Score with this registered version (e.g. 20261101-1a2b3c4d) instead of the production "
-            "model; checked against the registry when the run starts. Empty: production at the start of each run "
-            "(a backfill of N days uses the current production model for every day).",
-        )
-    if kind == "train":
-        params[FORCE_RETRAIN] = Param(
-            False,
-            type="boolean",
-            title="Force retrain",
-            description="Train and register a fresh version even when labels, query, parameters and code are "
-            "unchanged (the run id joins the version hash). It is promoted only if it passes the model gate.",
-        )
-    return params
-
-
-def _stage(
-    spec: ModelSpec, task_id: str, target: str, doc: str, *args: Any, report: str | None = None, **task_kwargs: Any
-) -> StageOperator:
-    """A task that runs one stage function and returns its small summary."""
-    return StageOperator(
-        task_id=task_id,
-        spec_path=str(spec.path),
-        target=target,
-        stage_args=args,
-        report=report,
-        doc_md=_task_doc(task_id, doc, task_kwargs, report),
-        **task_kwargs,
-    )
-
-
-def _external(spec: ModelSpec, task_id: str, target: str, doc: str, *args: Any, **task_kwargs: Any) -> Any:
-    """A task whose work runs outside the worker (job, warehouse statement); on_kill stops it."""
-    return ExternalWorkOperator(
-        task_id=task_id,
-        spec_path=str(spec.path),
-        target=target,
-        stage_args=args,
-        doc_md=_task_doc(task_id, doc + STOPS, task_kwargs, None),
-        **task_kwargs,
-    )
 
 
 STOPS = (
@@ -170,9 +106,9 @@ def _sizing(res: Resources) -> str:
     return f"{res.gpu} GPU, {res.vcpu:g} vCPU, {res.memory_gib:g} GiB{pool}"
 
 
-def _task_doc(task_id: str, doc: str, task_kwargs: dict[str, Any], report: str | None) -> str:
+def _task_doc(writes: bool, doc: str, task_kwargs: dict[str, Any], report: str | None) -> str:
     notes = []
-    if task_id in WRITERS:
+    if writes:
         notes.append("Writes: skipped in a dry run.")
     if task_kwargs.get("retries") == 0:
         notes.append("A gate: never retried; its log and error list every check with value and threshold.")
@@ -231,7 +167,7 @@ def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
     )
 
 
-def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, timeout: timedelta, schedule_text: str) -> DAG:
+def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, schedule_text: str) -> DAG:
     return DAG(
         dag_id=f"{spec.name}__{kind}",
         description=f"{spec.name}: {what}",
@@ -248,223 +184,122 @@ def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, timeout: timedelt
             "retry_delay": RETRY_DELAY,
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": MAX_RETRY_DELAY,
-            "execution_timeout": timeout,
+            # Per DAG from its spec section (labels, train, score): timeout_minutes.
+            "execution_timeout": timedelta(minutes=getattr(spec, kind).timeout_minutes),
             "on_failure_callback": [callbacks.on_task_failure],
         },
     )
 
 
-def labels_dag(spec: ModelSpec) -> DAG:
-    out = assets(spec.name)["labels"]
-    schedule = f"`{spec.labels.schedule}`" + (
-        f" (cron `{cron(spec.labels.schedule)}`, UTC)" if spec.labels.schedule else ""
-    )
-    timeout = timedelta(minutes=spec.labels.timeout_minutes)
-    with _dag(spec, "labels", timetable(spec.labels.schedule), "sync the label sheet", timeout, schedule) as dag:
-        check = _stage(
-            spec,
-            "check_sheet",
-            "labels:check_sheet",
-            "Read the sheet once, check every row, write verdicts back, stage the accepted labels.",
-        )
-        gate = _stage(
-            spec,
-            "labels_gate",
-            "labels:labels_gate",
-            "Block the sync when too many rows are invalid or too few labels remain.",
+def _schedule(spec: ModelSpec, kind: str) -> tuple[Any, str]:
+    """The DAG's schedule and how its doc says it: the spec's time schedule, or an event of one
+    of the DAG's declared triggers (training: on its cron OR when labels changed)."""
+    when = getattr(spec, kind).schedule
+    timed = when not in (None, "@once")
+    text = f"`{when}`" + (f" (cron `{cron(when)}`, UTC)" if timed else "")
+    triggers = [assets(spec.name)[t.asset] for t in pipeline.DAGS[kind].triggers if t.when(spec)]
+    if not triggers:
+        return timetable(when), text
+    events: Any = functools.reduce(operator.or_, triggers)
+    changed = f"when `{triggers[0].name}` changes"
+    if not timed:
+        return events, changed
+    return AssetOrTimeSchedule(timetable=timetable(when), assets=events), f"{text} or {changed}"
+
+
+def _task_kwargs(spec: ModelSpec, step: pipeline.Step) -> dict[str, Any]:
+    """Operator arguments a step's declaration implies (the gate's retries, the job's pool, ...)."""
+    kwargs: dict[str, Any] = {}
+    if step.kind == "gate":
+        kwargs["retries"] = 0
+    if step.job is not None:
+        kwargs.update(_gpu(getattr(spec, step.job).resources))
+    if step.outlets:
+        kinds = step.outlets if step.outlets_when(spec) else ()
+        kwargs["outlets"] = [assets(spec.name)[kind] for kind in kinds]
+    if step.one_at_a_time:
+        kwargs["max_active_tis_per_dag"] = 1
+    return kwargs
+
+
+def _task(spec: ModelSpec, step: pipeline.Step) -> Any:
+    """The Airflow task of one declared step."""
+    if step.kind == "approval":
+        return PromotionApprovalOperator(
+            task_id=step.name,
+            spec_path=str(spec.path),
+            response_timeout=timedelta(hours=spec.train.approval.timeout_hours),
             retries=0,
+            doc_md=step.describe(spec),
         )
-        apply = _stage(
-            spec,
-            "apply_labels",
-            "labels:apply_labels",
-            "Apply only the difference in one transaction; snapshot the labels when they changed.",
-        )
+    kwargs = _task_kwargs(spec, step)
+    external = step.kind == "external"
+    doc = _task_doc(step.writes, step.describe(spec) + (STOPS if external else ""), kwargs, step.report)
+    common = {"task_id": step.name, "spec_path": str(spec.path), "target": step.call, "doc_md": doc}
+    common |= {"writes": step.writes, "trigger_rule": TriggerRule(step.trigger_rule), **kwargs}
+    if step.per_shard:
+        shards = [[*step.args, shard] for shard in range(spec.score.shards)]
+        return ExternalWorkOperator.partial(**common).expand(stage_args=shards)
+    if external:
+        return ExternalWorkOperator(stage_args=step.args, **common)
+    return StageOperator(stage_args=step.args, report=step.report, **common)
 
-        @task.short_circuit(task_id="labels_changed", doc_md="Skip the asset event when nothing changed.")
-        def changed(result: dict[str, Any]) -> bool:
-            return bool(result["changed"])
 
-        @task(
-            task_id="announce_labels",
-            outlets=[out],
-            doc_md=f"Emit `{out.name}` with the sync id in its extra: training runs on that sync's labels.",
-        )
-        def announce(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-            outlet_events[out].extra = {"sync_id": result["sync_id"]}
-            return result
+def _announce(spec: ModelSpec, announce: pipeline.Announce, after: Any) -> None:
+    """Emit the model's asset event after a task (only when its result says so, with ``check``)."""
+    asset = assets(spec.name)[announce.asset]
 
-        realized = _stage(
-            spec,
-            "realized_performance",
-            "realized:realized_performance",
-            f"Measure each published day of the last {spec.monitoring.lookback_days} against the labels that "
-            "arrived after its version was trained (gate metric, labelled rows, 95% interval) into "
-            f"`ml_realized_performance`; below `train.gate.min` on >= {spec.monitoring.min_rows} rows: "
-            + ("alert on the failure webhook and flag the version `degraded`." if spec.monitoring.alert else "")
-            + (" Then request a retrain." if spec.monitoring.retrain_on_degradation else ""),
-        )
+    @task(task_id=announce.task_id, outlets=[asset], doc_md=announce.doc.format(asset=asset.name))
+    def emit(result: dict[str, Any] | None = None, *, outlet_events: Any = None) -> dict[str, Any] | None:
+        if announce.extra and result is not None:
+            outlet_events[asset].extra = {key: result[key] for key in announce.extra}
+        return result
 
-        check >> gate >> apply >> realized
-        changed(apply.output) >> announce(apply.output)
-        if spec.monitoring.retrain_on_degradation:
-            retrain = assets(spec.name)["retrain"]
+    emitted = emit(after.output) if announce.extra else emit()
+    if announce.check is None:
+        after >> emitted
+        return
 
-            @task.short_circuit(task_id="degraded", doc_md="Skip the retrain request when no day degraded.")
-            def degraded(result: dict[str, Any]) -> bool:
-                return bool(result["retrain"])
+    @task.short_circuit(task_id=announce.check, doc_md=announce.check_doc)
+    def check(result: dict[str, Any]) -> bool:
+        return bool(result[announce.key])
 
-            @task(
-                task_id="request_retrain",
-                outlets=[retrain],
-                doc_md=f"Emit `{retrain.name}`: the train DAG trains a fresh version (as `force_retrain`).",
-            )
-            def request_retrain(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-                outlet_events[retrain].extra = {"sync_id": result["sync_id"], "degraded": result["degraded"]}
-                return result
+    check(after.output) >> emitted
 
-            degraded(realized.output) >> request_retrain(realized.output)
+
+def _build(spec: ModelSpec, kind: str) -> DAG:
+    """One DAG of a model: its declared steps in a chain, each announcing its asset event."""
+    steps = pipeline.DAGS[kind]
+    schedule, text = _schedule(spec, kind)
+    with _dag(spec, kind, schedule, steps.what, text) as dag:
+        previous = None
+        for step in steps.steps:
+            if not step.when(spec):
+                continue
+            current = _task(spec, step)
+            if previous is not None:
+                previous >> current
+            if step.announce is not None and step.announce.when(spec):
+                _announce(spec, step.announce, current)
+            previous = current
     return dag
+
+
+def labels_dag(spec: ModelSpec) -> DAG:
+    return _build(spec, "labels")
 
 
 def train_dag(spec: ModelSpec) -> DAG:
-    out = assets(spec.name)["model"]
-    when = spec.train.schedule
-    schedule = (f"`{when}` (cron `{cron(when)}`, UTC) or " if when not in (None, "@once") else "") + (
-        f"when `{assets(spec.name)['labels'].name}` changes"
-    )
-    timeout = timedelta(minutes=spec.train.timeout_minutes)
-    with _dag(spec, "train", train_schedule(spec), "train, register and gate a model", timeout, schedule) as dag:
-        unload = _external(
-            spec,
-            "unload_training",
-            "features:Unload",
-            "UNLOAD the training query to parquet parts + manifest.",
-            "train",
-        )
-        fgate = _stage(
-            spec,
-            "features_gate",
-            "features:features_gate",
-            "Rows, null fraction per column, key uniqueness.",
-            "train",
-            retries=0,
-        )
-        job = _external(
-            spec,
-            "train",
-            "train:TrainJob",
-            "Run the training job (container or local process) on the run's label snapshot (the one the "
-            "triggering label change names); `force_retrain` makes a fresh version.",
-            **_gpu(spec.train.resources),
-        )
-        reg = _stage(spec, "register", "train:register", "Register the version with metrics and lineage.")
-        approval = spec.train.approval
-        mgate = _stage(
-            spec,
-            "model_gate",
-            "train:model_gate",
-            "Pass the candidate if the metric clears the spec's minimum and does not regress production; "
-            + ("it then waits for a person's approval." if approval.required else "promote it."),
-            retries=0,
-            outlets=[] if approval.required else [out],
-            report="training_report",
-        )
-        unload >> fgate >> job >> reg >> mgate
-        if approval.required:
-            approve = PromotionApprovalOperator(
-                task_id="approve_promotion",
-                spec_path=str(spec.path),
-                response_timeout=timedelta(hours=approval.timeout_hours),
-                retries=0,
-                doc_md="A person approves the candidate (Required actions): it against production, with its "
-                f"report. Approve promotes; Reject, or no answer within {approval.timeout_hours:g} h, keeps the "
-                "champion. The registry records who decided, when, and why.",
-            )
-
-            @task(task_id="announce_model", outlets=[out], doc_md=f"Emit `{out.name}`: the approved version is live.")
-            def announce_model() -> None:
-                return None
-
-            mgate >> approve >> announce_model()
-    return dag
+    return _build(spec, "train")
 
 
 def score_dag(spec: ModelSpec) -> DAG:
-    out = assets(spec.name)["predictions"]
-    when = spec.score.schedule
-    schedule = f"`{when}`" + (f" (cron `{cron(when)}`, UTC)" if when not in (None, "@once") else "")
-    timeout = timedelta(minutes=spec.score.timeout_minutes)
-    with _dag(spec, "score", timetable(spec.score.schedule), "score the day and publish", timeout, schedule) as dag:
-        model = _stage(
-            spec,
-            "resolve_model",
-            "score:resolve_model",
-            "Fix the model version for the whole run: production, or the `model_version` param.",
-        )
-        unload = _external(
-            spec,
-            "unload_scoring",
-            "features:Unload",
-            "UNLOAD the day's scoring query to parquet parts + manifest.",
-            "score",
-        )
-        fgate = _stage(
-            spec,
-            "features_gate",
-            "features:features_gate",
-            "Rows, nulls, key uniqueness, and the model's feature schema.",
-            "score",
-            retries=0,
-        )
-        gpu = _gpu(spec.score.resources)
-        shards = ExternalWorkOperator.partial(
-            task_id="score",
-            spec_path=str(spec.path),
-            target="score:ScoreShard",
-            doc_md=_task_doc("score", "One scoring job per shard of the manifest." + STOPS, gpu, None),
-            **gpu,
-        ).expand(stage_args=[[shard] for shard in range(spec.score.shards)])
-        pgate = _stage(
-            spec,
-            "predictions_gate",
-            "score:predictions_gate",
-            "Count equals the scoring input, no nulls, scores in range, one row per key.",
-            retries=0,
-        )
-        # One publish and one export of a model at a time, across all its runs (a backfill runs
-        # up to its max_active_runs days at once): they take turns instead of queueing on the
-        # app DB's lock or the warehouse. Order does not matter: an older day never replaces a
-        # newer row, and the export replaces its own day only.
-        pub = _stage(
-            spec,
-            "publish",
-            "publish:publish",
-            "Publish the day to the app DB atomically; never replace a newer day. One at a time per model.",
-            report="scoring_summary",
-            max_active_tis_per_dag=1,
-        )
-        exp = _external(
-            spec,
-            "export",
-            "publish:Export",
-            "Replace the day in the warehouse. One at a time per model.",
-            max_active_tis_per_dag=1,
-        )
-        egate = _stage(
-            spec,
-            "export_gate",
-            "publish:export_gate",
-            "The warehouse's count for the day equals the published count.",
-            retries=0,
-            outlets=[out],
-        )
-        model >> unload >> fgate >> shards >> pgate >> pub >> exp >> egate
-    return dag
+    return _build(spec, "score")
 
 
 def build(spec: ModelSpec) -> dict[str, DAG]:
-    return {d.dag_id: d for d in (labels_dag(spec), train_dag(spec), score_dag(spec))}
+    """The model's DAGs, one per kind the pipeline declares (labels, train, score)."""
+    return {dag.dag_id: dag for dag in (_build(spec, kind) for kind in pipeline.DAGS)}
 
 
 def dags_for(dag_file: str) -> dict[str, DAG]:

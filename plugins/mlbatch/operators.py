@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from mlbatch.runparams import DRY_RUN, WRITERS
+from mlbatch import runparams
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,10 @@ class StageOperator(BaseOperator):
     """Run ``mlbatch.stages.<module>.<function>(ctx, *stage_args)``; return its small summary.
 
     A gate's verdict (:class:`mlbatch.gates.GateFailed`) fails the task without retries: the
-    same data gives the same verdict. A task in :data:`mlbatch.runparams.WRITERS` is skipped in
-    a dry run. ``report`` names a function of :mod:`mlbatch.reports` written after the stage,
-    also when it raised (a rejected model gets its report); its URI joins the XCom.
+    same data gives the same verdict. A task that ``writes`` (what users see: a writer step of
+    :mod:`mlbatch.pipeline`) is skipped in a dry run (:func:`mlbatch.runparams.skipped`).
+    ``report`` names a function of :mod:`mlbatch.reports` written after the stage, also when it
+    raised (a rejected model gets its report); its URI joins the XCom.
     """
 
     ui_color = "#e8f4fd"
@@ -107,6 +108,7 @@ class StageOperator(BaseOperator):
         target: str,
         stage_args: Sequence[Any] = (),
         report: str | None = None,
+        writes: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -114,6 +116,7 @@ class StageOperator(BaseOperator):
         self.target = target
         self.stage_args = list(stage_args)
         self.report = report
+        self.writes = writes
         if report is not None:
             from mlbatch.ui import ReportLink
 
@@ -125,15 +128,16 @@ class StageOperator(BaseOperator):
         return self.with_report(ctx, lambda: self.call_stage(ctx), context)
 
     def call_stage(self, ctx: Any) -> Any:
-        from mlbatch.stages import resolve
+        from mlbatch.pipeline import resolve
 
         return resolve(self.target)(ctx, *self.stage_args)
 
     def skip_if_dry_run(self, context: Any) -> None:
-        if self.task_id in WRITERS and (context.get("params") or {}).get(DRY_RUN):
+        if runparams.skipped(context.get("params") or {}, self.writes):
             from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException(f"dry run: {self.task_id} writes, so it is skipped (params.dry_run = true)")
+            name = runparams.DRY_RUN.name
+            raise AirflowSkipException(f"dry run: {self.task_id} writes, so it is skipped (params.{name} = true)")
 
     def with_report(self, ctx: Any, stage: Any, context: Any = None) -> Any:
         """Run ``stage()`` as a gated step, then write the report (if any), whatever the outcome."""
@@ -192,7 +196,7 @@ class ExternalWorkOperator(StageOperator):
         self._work: Any = None
 
     def _step(self, ctx: Any) -> Any:
-        from mlbatch.stages import resolve
+        from mlbatch.pipeline import resolve
 
         return resolve(self.target)(ctx, *self.stage_args)
 

@@ -32,6 +32,7 @@ def test_dry_run_prints_the_diff_and_writes_nothing_then_sync_applies_it(env, ap
     assert "  - 10: male -> (deleted)" in dry.output and "row 13: unknown_label" in dry.output
     # Nothing written: no label rows, no sync log row, no history, no verdicts in the sheet.
     assert table(env) == {str(i): "male" for i in range(1, 11)}
+    assert ws.get(1, 2) != ""  # the real run wrote its verdicts
     assert sync_log(env) == before_log and history(env) == before_history
     assert [r.method for r in api.requests] == ["GET", "GET"] and ws.get(12, 2) == ""
 
@@ -59,3 +60,36 @@ def test_dry_run_and_sync_exit_1_when_the_delete_guard_would_block(env, api, tmp
     real = runner.invoke(app, ["labels", "sync", str(spec.path)])
     assert real.exit_code == 1 and "would delete 8 of 10 current labels" in real.output
     assert len(table(env)) == 10
+
+
+def test_run_with_dry_run_checks_and_gates_the_labels_and_writes_nothing(env, api, tmp_path):  # noqa: F811
+    """`mlbatch run --param dry_run=true`: the pipeline's readers and gate run, its writers (and what
+    follows them in their DAG) are skipped, as in Airflow."""
+    rows = [["device_id", "gender", "status"]] + [[str(i), "male"] for i in range(1, 11)]
+    ws = api.add_worksheet(KEY, "labels", rows)
+    spec = make_spec(tmp_path)
+    runner = CliRunner()
+    args = ["run", str(spec.path), "--ds", "2026-11-22", "--stage", "labels"]
+
+    env.appdb.ensure_schema()  # empty tables, so that "nothing written" can be read back
+    dry = runner.invoke(app, [*args, "--run-id", "dry", "--param", "dry_run=true"])
+    assert dry.exit_code == 0, dry.output
+    lines = [line.split(":")[0] for line in dry.output.splitlines() if line.startswith(("ok ", "skip "))]
+    assert lines == [
+        "ok device_gender 2026-11-22 check_sheet",
+        "ok device_gender 2026-11-22 labels_gate",
+        "skip device_gender 2026-11-22 apply_labels",
+        "skip device_gender 2026-11-22 realized_performance",
+    ]
+    # Nothing written: no labels, no sync log row, no verdicts in the sheet's status column.
+    assert table(env) == {} and sync_log(env) == []
+    assert [ws.get(row, 2) for row in range(1, 11)] == [""] * 10
+
+    bad = runner.invoke(app, [*args, "--param", "dry_run=maybe"])
+    assert bad.exit_code == 2 and "--param 'dry_run=maybe': dry_run takes true or false" in bad.output
+
+    real = runner.invoke(app, [*args, "--run-id", "real"])
+    assert real.exit_code == 0, real.output
+    assert "ok device_gender 2026-11-22 apply_labels" in real.output
+    assert table(env) == {str(i): "male" for i in range(1, 11)}
+    assert ws.get(1, 2) != ""  # the real run wrote its verdicts

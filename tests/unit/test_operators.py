@@ -180,9 +180,10 @@ def test_a_retry_starts_fresh_when_the_earlier_work_ended(op) -> None:
 def test_dry_run_skips_writers_only() -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    writer = ExternalWorkOperator(task_id="export", spec_path="x.yaml", target="publish:Export")
+    writer = ExternalWorkOperator(task_id="export", spec_path="x.yaml", target="publish:Export", writes=True)
     with pytest.raises(AirflowSkipException, match="export writes"):
         writer.skip_if_dry_run({"params": {"dry_run": True}})
+    writer.skip_if_dry_run({"params": {"dry_run": False}})  # a real run writes
     ExternalWorkOperator(task_id="unload_scoring", spec_path="x.yaml", target="features:Unload").skip_if_dry_run(
         {"params": {"dry_run": True}}
     )

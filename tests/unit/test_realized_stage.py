@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from mlbatch.pipeline import cli_steps
 from mlbatch.spec import ModelSpec, SpecError, load_spec
-from mlbatch.stages import PIPELINE, realized
+from mlbatch.stages import realized
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "dags" / "specs"
@@ -50,7 +51,7 @@ def test_the_metric_is_the_gate_s_where_published_rows_can_give_it(tmp_path: Pat
 
 
 def test_labels_stage_measures_after_apply() -> None:
-    assert [name for name, _, _ in PIPELINE["labels"]] == [
+    assert [s.name for s in cli_steps(["labels"], shards=1)] == [
         "check_sheet",
         "labels_gate",
         "apply_labels",

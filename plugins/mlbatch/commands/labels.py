@@ -92,7 +92,7 @@ def labels_sync(
             raise typer.Exit(EXIT_GATE)
         return
     results: dict[str, object] = {}
-    for name, thunk in steps(ctx, ["labels"]):
+    for name, thunk, _ in steps(ctx, ["labels"]):  # no dry_run param: nothing skipped
         try:
             results[name] = thunk()
         except GateFailed as exc:

@@ -21,6 +21,7 @@ from mlbatch.appdb import schema
 from mlbatch.labels import sync
 from mlbatch.labels.check import CheckReport, check_labels
 from mlbatch.labels.source import SheetData, read_sheet, write_verdicts
+from mlbatch.runparams import DRY_RUN
 from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import RunContext
 
@@ -75,7 +76,7 @@ def check_sheet(ctx: RunContext) -> dict[str, Any]:
         log.info("row %d key %r: %s", r.row, r.key, r.reason)
     # A dry run (Airflow param) checks and gates but writes nothing the analyst or Aurora sees:
     # only this run's scratch state in the object store.
-    dry_run = bool(ctx.params.get("dry_run"))
+    dry_run = bool(DRY_RUN.get(ctx.params))
     written = 0 if dry_run else write_verdicts(spec, env, sheet, report.verdicts)
     labels = {str(k): v for k, v in report.labels.items()}
     staged_key = f"labels/{spec.name}/staged/{sid}.parquet"
@@ -104,7 +105,7 @@ def check_sheet(ctx: RunContext) -> dict[str, Any]:
         "staged_uri": env.store.uri(staged_key),
         "verdicts_written": written,
         "origin": sheet.origin,
-        "dry_run": dry_run,
+        DRY_RUN.name: dry_run,
     }
     ctx.save_state("labels_check", result)
     return {k: v for k, v in result.items() if k != "rejected"} | {"rejected": len(report.rejected)}
@@ -125,7 +126,7 @@ def labels_gate(ctx: RunContext) -> dict[str, Any]:
     try:
         return gates.evaluate(f"{ctx.model}.labels", checks)
     except gates.GateFailed as exc:
-        if st.get("dry_run"):
+        if st.get(DRY_RUN.name):
             raise
         # The sync log says why this sync stopped, whichever check it was.
         with ctx.env.appdb.begin() as conn:

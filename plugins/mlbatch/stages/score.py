@@ -25,6 +25,7 @@ from mlbatch.appdb import schema
 from mlbatch.drift import SCORE_BINS
 from mlbatch.features.reader import read_manifest
 from mlbatch.launchers import JobId, JobRequest
+from mlbatch.runparams import MODEL_VERSION
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import LaunchedJob
 from mlbatch.store import iter_parquet
@@ -36,7 +37,7 @@ def resolve_model(ctx: RunContext) -> dict[str, Any]:
     key = ctx.state_key("model")
     if ctx.env.store.exists(key):  # a retry keeps the version the run started with
         return ctx.env.store.get_json(key)
-    requested = ctx.params.get("model_version")
+    requested = MODEL_VERSION.get(ctx.params)
     mv = _requested_version(ctx, requested) if requested else registry.production(ctx.env.appdb, ctx.model)
     if mv is None:
         raise LookupError(

@@ -16,6 +16,7 @@ from jobs.contract import LOWER_IS_BETTER, TrainConfig
 from mlbatch import __version__, gates, registry
 from mlbatch.features.sql import render_spec_query
 from mlbatch.launchers import JobId, JobRequest
+from mlbatch.runparams import FORCE_RETRAIN
 from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import LaunchedJob
@@ -81,7 +82,7 @@ def _version_and_config(ctx: RunContext, labels: dict[str, Any], manifest_uri: s
         "code": code_version(),
         "seed": SEED,
     }
-    if ctx.params.get("force_retrain") or "retrain" in ctx.triggered_by:
+    if FORCE_RETRAIN.get(ctx.params) or "retrain" in ctx.triggered_by:
         # A fresh version although nothing changed: the run id joins the hash (a retry of the
         # same run still finds its own version and success marker). A retrain request (the
         # labels DAG saw production degrade on late labels) asks for the same.
