@@ -40,6 +40,9 @@ def test_airflow_image_holds_the_dags_and_plugins_and_no_jobs() -> None:
     assert "dags/device_gender.py" in files and "dags/specs/device_gender.yaml" in files
     assert "plugins/mlbatch/cli.py" in files and "plugins/.airflowignore" in files
     assert not [f for f in files if f.startswith("jobs/") or f == "requirements/jobs.txt"]
+    # Demo, benchmark, synthetic data and test servers are development tools: never deployed.
+    assert not [f for f in files if f.startswith("devtools/") or "/devtools/" in f]
+    assert not [f for f in files if Path(f).stem in ("bench", "demo", "devservers", "synth") and "commands" not in f]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     for kind in ("train", "score"):
         job_files = {str(p) for p in context_files(kind)}

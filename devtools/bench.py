@@ -10,7 +10,7 @@ In one run, against a real MariaDB that the benchmark starts itself (Aurora's st
   predict → ``DataFrame.to_sql``;
 * each **component** alone at the same N (read, predict, publish), to find the ceiling.
 
-Every path runs in its own child process (``python -m mlbatch.bench worker ...``) so peak RSS
+Every path runs in its own child process (``python -m devtools.bench worker ...``) so peak RSS
 figures do not mix; the parent prepares the data once and collects the results.
 """
 
@@ -124,10 +124,9 @@ def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
 
 
 def _fresh_table(db_url: str, name: str) -> Any:
-    from sqlalchemy import text
-
     from mlbatch.appdb import schema
     from mlbatch.appdb.hook import AppDbHook
+    from sqlalchemy import text
 
     db = AppDbHook(db_url)
     with db.begin() as conn:
@@ -322,9 +321,8 @@ def run_naive(work: Path, db_url: str) -> int:
     """What a team writes first: everything in one DataFrame, DMatrix predict, to_sql."""
     import pandas as pd
     import xgboost as xgb
-    from sqlalchemy import create_engine
-
     from mlbatch.features.reader import read_manifest
+    from sqlalchemy import create_engine
 
     manifest = read_manifest(None, (work / "manifest").as_uri())
     df = pd.concat([pd.read_parquet(e.url.removeprefix("file://")) for e in manifest.entries], ignore_index=True)
@@ -395,14 +393,13 @@ def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
     """Run one path in this process and measure it; ``(0, fn)`` results time only ``fn``."""
     # Libraries are imported before the clock starts: the figures compare work, not imports.
     import duckdb  # noqa: F401
+    import mlbatch.appdb.bulk  # noqa: F401
+    import mlbatch.features.reader  # noqa: F401
+    import mlbatch.warehouse.duckdb_warehouse  # noqa: F401
     import pandas  # noqa: F401
     import pymysql  # noqa: F401
     import sqlalchemy  # noqa: F401
     import xgboost  # noqa: F401
-
-    import mlbatch.appdb.bulk  # noqa: F401
-    import mlbatch.features.reader  # noqa: F401
-    import mlbatch.warehouse.duckdb_warehouse  # noqa: F401
 
     started = time.perf_counter()
     result = PATHS[path](work, db_url)
@@ -422,7 +419,7 @@ def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
 # --- the parent ---------------------------------------------------------------------------------
 def _child(path: str, work: Path, db_url: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "mlbatch.bench", path, str(work), db_url],
+        [sys.executable, "-m", "devtools.bench", path, str(work), db_url],
         capture_output=True,
         text=True,
         check=False,
@@ -434,7 +431,7 @@ def _child(path: str, work: Path, db_url: str) -> dict[str, Any]:
 
 def run(rows: int, *, naive: bool = True, work: Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Prepare N rows, run every path against a MariaDB started here, and compute the ratios."""
-    from mlbatch.devservers import start_mariadb
+    from devtools.devservers import start_mariadb
 
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="mlbatch-bench-")) if work is None else work

@@ -6,7 +6,7 @@ in-process, exactly the task code the scheduler runs), and prints a summary. Eve
 idempotent, so a second run gives the same tables.
 
 Late labels: once a day is published, analysts label some scored entities they had not
-labelled (from the synthetic truth, :func:`mlbatch.warehouse.synth.append_late_labels`); the
+labelled (from the synthetic truth, :func:`devtools.synth.append_late_labels`); the
 demo then runs the labels DAG of the next day, whose ``realized_performance`` task measures the
 published day. A second demo writes the sheet with those late labels from the start (the day is
 already published): its syncs change nothing, and training reuses its run's fixed label
@@ -23,11 +23,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from mlbatch.embedded import airflow_environment
 from mlbatch.env import REPO_ROOT, Environment
 from mlbatch.spec import FileSource, ModelSpec, load_all
+from rich.console import Console
+from rich.table import Table
 
 log = logging.getLogger(__name__)
 DAG_KINDS = ("labels", "train", "score")
@@ -38,7 +38,7 @@ LATE_LABELS = 2_000  # scored, unlabelled entities the analysts label after the 
 
 def prepare(env: Environment, specs: list[ModelSpec], ds: str) -> None:
     """The embedded warehouse and each model's label sheet (CSV), rebuilt deterministically."""
-    from mlbatch.warehouse import synth
+    from devtools import synth
 
     warehouse = Path(env.warehouse_url.removeprefix("duckdb://"))
     warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -58,11 +58,11 @@ def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
     import csv
     import unicodedata
 
-    from sqlalchemy import select
-
     from mlbatch.appdb import schema
     from mlbatch.labels.source import csv_path
-    from mlbatch.warehouse import synth
+    from sqlalchemy import select
+
+    from devtools import synth
 
     if spec.name not in synth.LATE_TRUTH or not env.appdb.has_table(spec.predictions_table):
         return 0
@@ -88,20 +88,6 @@ def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
     step = max(1, len(scored) // LATE_LABELS)
     warehouse = Path(env.warehouse_url.removeprefix("duckdb://"))
     return synth.append_late_labels(spec.name, warehouse, sheet, scored[::step][:LATE_LABELS])
-
-
-def airflow_environment(env: Environment) -> dict[str, str]:
-    """Airflow settings for a local run: this repo's airflow.cfg, metadata DB under MLBATCH_HOME."""
-    airflow_dir = env.home / "airflow"
-    airflow_dir.mkdir(parents=True, exist_ok=True)
-    return {
-        "AIRFLOW_HOME": os.environ.get("AIRFLOW_HOME", str(REPO_ROOT)),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{airflow_dir / 'airflow.db'}"
-        ),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_dir / "logs"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
 
 
 def migrate_airflow_db(environ: dict[str, str]) -> None:
