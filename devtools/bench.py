@@ -198,76 +198,114 @@ def run_optimised(work: Path, db_url: str) -> int:
     gate passes: the gate runs after the load and before the exchange and upsert, and the
     export's transaction commits only after the gate's verdict (a failed gate rolls it back).
     """
-    import queue
+    return _FusedRun(work, db_url).run()
 
-    from mlbatch import gates
-    from mlbatch.appdb import bulk, key_ranges
-    from mlbatch.features.reader import iter_batches, read_manifest
-    from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 
-    manifest_uri = (work / "manifest").as_uri()
-    expected = read_manifest(None, manifest_uri).record_count
-    booster = _booster(work)
-    # One xgboost thread: on 2 cores the MariaDB server needs the other one for the load, which
-    # is the slowest component; predicting is not.
-    booster.set_param({"nthread": 1})
-    db, table = _fresh_table(db_url, MODEL)
-    checksum = bulk.RowChecksum()
-    stats = {"null_keys": 0, "bad_scores": 0}
-    failure: list[BaseException] = []
-    verdict = threading.Event()
-    gate_ok: list[bool] = []
-    exports: queue.Queue[Any] = queue.Queue(maxsize=8)  # bounded: memory stays flat
-    day = date.fromisoformat(DS)
+class _FusedRun:
+    """One run of the fused pipeline: a producer, a pipe per key range, the export, the gate.
 
-    def export_batches() -> Any:
-        while (item := exports.get()) is not _END:
+    The threads share this object's state; errors are handed to the main thread in ``failure``.
+    """
+
+    def __init__(self, work: Path, db_url: str) -> None:
+        import queue
+
+        from mlbatch.appdb import bulk
+        from mlbatch.features.reader import read_manifest
+
+        self.work = work
+        self.manifest_uri = (work / "manifest").as_uri()
+        manifest = read_manifest(None, self.manifest_uri)
+        self.expected = manifest.record_count
+        self.booster = _booster(work)
+        # One xgboost thread: on 2 cores the MariaDB server needs the other one for the load,
+        # which is the slowest component; predicting is not.
+        self.booster.set_param({"nthread": 1})
+        self.db, self.table = _fresh_table(db_url, MODEL)
+        self.checksum = bulk.RowChecksum()
+        self.stats = {"null_keys": 0, "bad_scores": 0}
+        self.failure: list[BaseException] = []
+        self.verdict = threading.Event()
+        self.gate_ok: list[bool] = []
+        self.exports: queue.Queue[Any] = queue.Queue(maxsize=8)  # bounded: memory stays flat
+        self.exported: list[int] = []
+        self.day = date.fromisoformat(DS)
+        # The day's key ranges, one per load session, cut from the parts' footer statistics (no
+        # pass over the rows); each range streams through its own pipe into its own session.
+        self.splits = footer_splits(manifest, LOAD_SESSIONS)
+        bounds = [None, *self.splits, None]
+        self.ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+        self.pipes: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in self.ranges]
+
+    def run(self) -> int:
+        from mlbatch.appdb import bulk
+
+        exporter = threading.Thread(target=self.export, name="bench-export", daemon=True)
+        exporter.start()
+        self.producer = threading.Thread(target=self.produce, name="bench-produce", daemon=True)
+        self.producer.start()
+        with bulk.piped_sources([self.writer(p) for p in self.pipes], self.ranges) as (sources, finish):
+            self.finish = finish
+            try:
+                bulk.publish_mysql(self.db, self.table, sources, self.expected, self.gate_then_log_row, day=self.day)
+            finally:
+                self.verdict.set()  # a failed load is a failed gate for the export: it rolls back
+        exporter.join(timeout=60)
+        if self.failure:
+            raise self.failure[0]
+        if self.exported != [self.expected]:
+            raise RuntimeError(f"export holds {self.exported} rows for {DS}, published {self.expected:,}")
+        return self.checksum.rows
+
+    def export_batches(self) -> Any:
+        while (item := self.exports.get()) is not _END:
             yield item
-        verdict.wait()
-        if not gate_ok:
+        self.verdict.wait()
+        if not self.gate_ok:
             raise RuntimeError("prediction gate failed: the export is rolled back")
 
-    exported: list[int] = []
+    def export(self) -> None:
+        from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 
-    def export() -> None:
         try:
-            wh = DuckDBWarehouse(work / "warehouse.duckdb")
-            exported.append(
-                wh.replace_day_stream(f"ml_exports.{MODEL}_predictions", DS, EXPORT_SCHEMA, export_batches())
-            )
+            wh = DuckDBWarehouse(self.work / "warehouse.duckdb")
+            table = f"ml_exports.{MODEL}_predictions"
+            self.exported.append(wh.replace_day_stream(table, DS, EXPORT_SCHEMA, self.export_batches()))
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failure.append(exc)
+            self.failure.append(exc)
 
-    # The day's key ranges, one per load session, cut from the parts' footer statistics (no
-    # pass over the rows); each range streams through its own pipe into its own session.
-    splits = footer_splits(read_manifest(None, manifest_uri), LOAD_SESSIONS)
-    bounds = [None, *splits, None]
-    ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
-    pipes: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in ranges]
+    def produce(self) -> None:
+        from mlbatch.features.reader import iter_batches
 
-    def produce() -> None:
         try:
-            batches = iter_batches(manifest_uri, threads=2, batch_rows=BATCH_ROWS, max_bytes_in_flight=IN_FLIGHT)
+            batches = iter_batches(self.manifest_uri, threads=2, batch_rows=BATCH_ROWS, max_bytes_in_flight=IN_FLIGHT)
             for batch in batches:
-                keys = batch.column("entity_key")
-                scores = booster.inplace_predict(_matrix(batch))
-                pred = _prediction_batch(keys, scores)
-                stats["null_keys"] += keys.null_count
-                stats["bad_scores"] += int(np.count_nonzero(~((scores >= 0) & (scores <= 1))))
-                checksum.update(pred)
-                which = key_ranges.range_of(keys, splits)
-                for r in np.unique(which):
-                    part = pred if len(ranges) == 1 else pred.filter(pa.array(which == r))
-                    pipes[int(r)].put(_tsv(part))
-                exports.put(pred.append_column("ds", pa.repeat(pa.scalar(day, pa.date32()), len(keys))))
+                self.route(batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread by the gate
-            failure.append(exc)
+            self.failure.append(exc)
         finally:
-            for pipe in pipes:
+            for pipe in self.pipes:
                 pipe.put(_END)
-            exports.put(_END)
+            self.exports.put(_END)
 
-    def writer(pipe: queue.Queue[Any]) -> Callable[[Any], None]:
+    def route(self, batch: pa.RecordBatch) -> None:
+        """Predict one batch, count it for the gate, send each row to its range's pipe and the export."""
+        from mlbatch.appdb import key_ranges
+
+        keys = batch.column("entity_key")
+        scores = self.booster.inplace_predict(_matrix(batch))
+        pred = _prediction_batch(keys, scores)
+        self.stats["null_keys"] += keys.null_count
+        self.stats["bad_scores"] += int(np.count_nonzero(~((scores >= 0) & (scores <= 1))))
+        self.checksum.update(pred)
+        which = key_ranges.range_of(keys, self.splits)
+        for r in np.unique(which):
+            part = pred if len(self.ranges) == 1 else pred.filter(pa.array(which == r))
+            self.pipes[int(r)].put(_tsv(part))
+        self.exports.put(pred.append_column("ds", pa.repeat(pa.scalar(self.day, pa.date32()), len(keys))))
+
+    @staticmethod
+    def writer(pipe: Any) -> Callable[[Any], None]:
         def write(out: Any) -> None:
             try:
                 while (buf := pipe.get()) is not _END:
@@ -279,42 +317,27 @@ def run_optimised(work: Path, db_url: str) -> int:
 
         return write
 
-    exporter = threading.Thread(target=export, name="bench-export", daemon=True)
-    exporter.start()
-    producer = threading.Thread(target=produce, name="bench-produce", daemon=True)
-    producer.start()
-    with bulk.piped_sources([writer(p) for p in pipes], ranges) as (sources, finish):
+    def gate_then_log_row(self) -> dict[str, Any]:
+        """After the load, before the day goes live: the prediction gate decides."""
+        from mlbatch import gates
 
-        def gate_then_log_row() -> dict[str, Any]:
-            # After the load, before the day goes live: the prediction gate decides.
-            finish()
-            producer.join()
-            if failure:
-                raise failure[0]
-            try:
-                gates.evaluate(
-                    f"{MODEL}.predictions",
-                    [
-                        gates.equal("rows_equal_scoring_input", checksum.rows, expected),
-                        gates.equal("null_keys", stats["null_keys"], 0),
-                        gates.equal("scores_out_of_range", stats["bad_scores"], 0),
-                    ],
-                )
-                gate_ok.append(True)
-            finally:
-                verdict.set()
-            return _log_row(checksum.rows, checksum.hexdigest())
-
+        self.finish()
+        self.producer.join()
+        if self.failure:
+            raise self.failure[0]
         try:
-            bulk.publish_mysql(db, table, sources, expected, gate_then_log_row, day=day)
+            gates.evaluate(
+                f"{MODEL}.predictions",
+                [
+                    gates.equal("rows_equal_scoring_input", self.checksum.rows, self.expected),
+                    gates.equal("null_keys", self.stats["null_keys"], 0),
+                    gates.equal("scores_out_of_range", self.stats["bad_scores"], 0),
+                ],
+            )
+            self.gate_ok.append(True)
         finally:
-            verdict.set()  # a failed load is a failed gate for the export: it rolls back
-    exporter.join(timeout=60)
-    if failure:
-        raise failure[0]
-    if exported != [expected]:
-        raise RuntimeError(f"export holds {exported} rows for {DS}, published {expected:,}")
-    return checksum.rows
+            self.verdict.set()
+        return _log_row(self.checksum.rows, self.checksum.hexdigest())
 
 
 def run_naive(work: Path, db_url: str) -> int:

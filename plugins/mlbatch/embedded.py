@@ -1,5 +1,5 @@
-"""Airflow's settings on the embedded stack (a laptop, no deployment): this repo's airflow.cfg
-and a SQLite metadata DB under MLBATCH_HOME.
+"""Airflow's settings on the embedded stack (a laptop, no deployment): this repo's airflow.cfg,
+a SQLite metadata DB under MLBATCH_HOME, and the DAG folder that holds the specs' folder.
 
 Here rather than in ``devtools.demo`` because ``mlbatch doctor`` (a production command) reads
 the same Airflow DB when it runs on the embedded stack, and the Airflow image has no devtools.
@@ -22,6 +22,9 @@ def airflow_environment(env: Environment) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{airflow_dir / 'airflow.db'}"
         ),
+        # The DAG files beside the specs' folder (dags/ and dags/specs/): a project elsewhere
+        # (MLBATCH_SPECS_DIR) runs its own DAG files.
+        "AIRFLOW__CORE__DAGS_FOLDER": os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", str(env.specs_dir.parent)),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_dir / "logs"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }
