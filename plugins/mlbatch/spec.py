@@ -142,9 +142,11 @@ class FeatureChecks(_Strict):
 class Features(_Strict):
     training_sql: str = Field(
         description="Redshift SQL (Jinja) for training rows, relative to the project root "
-        "(MLBATCH_PROJECT_DIR, default: the repo root)."
+        "(MLBATCH_PROJECT_DIR, default: the repo root). Must exist and render when the spec loads."
     )
-    scoring_sql: str = Field(description="Redshift SQL (Jinja) for the day's scoring rows.")
+    scoring_sql: str = Field(
+        description="Redshift SQL (Jinja) for the day's scoring rows. Must exist and render when the spec loads."
+    )
     params: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Values passed to the SQL templates (rendered as SQL literals)."
     )
