@@ -33,3 +33,43 @@ def test_demo_and_bench_without_devtools_exit_2_saying_they_are_dev_commands(mon
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2, (command, result.output)
         assert f"`mlbatch {command[0]}` is a development command" in result.output, result.output
+
+
+def test_the_demo_runs_the_models_it_has_data_for_and_says_why_it_skips_the_others(tmp_path) -> None:
+    import yaml
+    from mlbatch.env import Environment
+    from mlbatch.spec import load_spec
+
+    from devtools.demo import plan
+
+    raw = yaml.safe_load((REPO / "dags" / "specs" / "device_gender.yaml").read_text())
+    for key in ("training_sql", "scoring_sql"):
+        raw["features"][key] = str(REPO / raw["features"][key])
+
+    def spec(name: str, source: dict) -> object:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**raw, "name": name, "labels": {**raw["labels"], "source": source}}))
+        return load_spec(path)
+
+    home = tmp_path / "home"
+    (home / "sheets").mkdir(parents=True)
+    (home / "sheets" / "theirs.csv").write_text("device_id,gender\n1,male\n")
+    env = Environment(
+        home=home,
+        appdb_url=f"sqlite:///{home / 'app.db'}",
+        object_store=(home / "objects").as_uri(),
+        warehouse_url=f"duckdb://{home / 'warehouse.duckdb'}",
+        launcher_kind="local",
+        specs_dir=tmp_path,
+    )
+    synthetic = spec("device_gender", {"file": "sheets/device_gender.csv"})  # devtools.synth makes it
+    theirs = spec("their_model", {"file": "sheets/theirs.csv"})  # a label file is there already
+    nothing = spec("no_data", {"file": "sheets/none.csv"})
+    sheet = spec("on_a_sheet", {"sheet": "1AbCdEfGhIjKlMnOpQrStUvWxYz", "worksheet": "labels"})
+
+    runnable, skipped = plan(env, [synthetic, theirs, nothing, sheet])
+    assert [s.name for s in runnable] == ["device_gender", "their_model"]
+    why = dict(skipped)
+    assert set(why) == {"no_data", "on_a_sheet"}
+    assert f"no label file {home / 'sheets' / 'none.csv'}" in why["no_data"]
+    assert "Google Sheet" in why["on_a_sheet"]
