@@ -1,6 +1,7 @@
 # mlbatch: two commands on a fresh machine.
 #   make demo   the whole pipeline on the embedded stack (no AWS, no Google account)
 #   make test   the test suite (installs what the tests need, starts its own servers)
+#   make lint   ruff (complexity at most 10) and the import contracts between layers; .ci/run runs it first
 
 PYTHON ?= python3
 VENV   := .venv
@@ -48,8 +49,12 @@ airflow: venv
 	$(BIN)/python -m mlbatch.pools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
 
+# What .ci/run checks before the tests: lint (complexity at most 10), formatting, and the import
+# contracts between layers (pyproject.toml [tool.importlinter]).
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf var

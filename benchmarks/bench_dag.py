@@ -157,7 +157,7 @@ def check_task_order() -> None:
 
 
 def run_size(devices: int, log) -> dict:
-    from mlbatch.devservers import s3_environment, start_mariadb, start_moto_s3
+    from devtools.devservers import s3_environment, start_mariadb, start_moto_s3
 
     with tempfile.TemporaryDirectory(prefix="mlbatch-bench-dag-") as tmp:
         home = Path(tmp)
@@ -229,7 +229,8 @@ def setup(devices: int) -> dict:
     from mlbatch.env import Environment
     from mlbatch.labels.source import csv_path
     from mlbatch.spec import load_spec
-    from mlbatch.warehouse import synth
+
+    from devtools import synth
 
     env = Environment.from_env()
     spec = load_spec(env.specs_dir / f"{MODEL}.yaml")

@@ -36,7 +36,7 @@ BATCH = 131_072
 
 
 def device_features(n: int) -> tuple[pa.Table, np.ndarray]:
-    from mlbatch.warehouse import synth
+    from devtools import synth
 
     cols, female = synth._features(np.random.default_rng(3), n, date(2026, 11, 22))
     cols = {k: v for k, v in cols.items() if k not in ("first_seen", "last_seen")}
@@ -44,7 +44,7 @@ def device_features(n: int) -> tuple[pa.Table, np.ndarray]:
 
 
 def recipe_features(n: int) -> tuple[pa.Table, np.ndarray]:
-    from mlbatch.warehouse import synth
+    from devtools import synth
 
     recipes, truth = synth._recipes(np.random.default_rng(3), n, date(2026, 11, 22))
     table = recipes.select(["recipe_id", "title", "n_ingredients", "prep_minutes", "calories"])

@@ -13,7 +13,7 @@ Phases, in one process, each timed (seconds) with the process's peak RSS after i
 - ``read_current``, ``diff_db``, ``apply_changes``: the next sync against MariaDB: read the
   current labels, diff, apply the changed keys in one transaction.
 
-MariaDB is started with :mod:`mlbatch.devservers` unless ``--appdb`` names one. Prints JSON.
+MariaDB is started with :mod:`devtools.devservers` unless ``--appdb`` names one. Prints JSON.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     server = None
     url = args.appdb
     if url is None:
-        from mlbatch.devservers import start_mariadb
+        from devtools.devservers import start_mariadb
 
         server = start_mariadb(Path(tempfile.mkdtemp(prefix="bench-labels-")))
         url = server.url

@@ -1,7 +1,7 @@
 """The scoring day end to end at several sizes: `python benchmarks/bench_pipeline.py --rows 1000000 3000000`.
 
 Writes benchmarks/results/pipeline.json and, with --plot, benchmarks/pipeline.png (rows/s and
-peak RSS against rows). Each size is one `mlbatch.bench.run`: a MariaDB started for it, every
+peak RSS against rows). Each size is one `devtools.bench.run`: a MariaDB started for it, every
 path in its own child process.
 """
 
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlbatch.bench import run
+from devtools.bench import run
 
 HERE = Path(__file__).resolve().parent
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_publish.py --rows 1000000 [--json] [--to-sql-rows N]
 
-Starts its own MariaDB 10.11 (``mlbatch.devservers``), writes three scored days as prediction
+Starts its own MariaDB 10.11 (``devtools.devservers``), writes three scored days as prediction
 shards (what the score jobs write), then times, each in its own child process so peak RSS
 figures do not mix:
 
@@ -191,8 +191,9 @@ def main() -> None:
         print(json.dumps(child(args.child, args.home, args.url, args.ds, args.limit)))
         return
 
-    from mlbatch.devservers import start_mariadb
     from sqlalchemy import create_engine, text
+
+    from devtools.devservers import start_mariadb
 
     with tempfile.TemporaryDirectory(prefix="mlbatch-bench-publish-") as tmp:
         home = Path(tmp)

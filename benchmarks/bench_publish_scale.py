@@ -2,7 +2,7 @@
 
     python benchmarks/bench_publish_scale.py --rows 1000000 --others 20000000 --reader-rows 10000000 [--json]
 
-Starts its own MariaDB 10.11 (``mlbatch.devservers``) and measures, each publish in its own child
+Starts its own MariaDB 10.11 (``devtools.devservers``) and measures, each publish in its own child
 process (``bench_publish.py --child publish``: the publish stage from 4 prediction shards):
 
 1. **a day against the table's size**: the same day of ``--rows`` entities (keys ``21 * k``)
@@ -103,8 +103,9 @@ def main() -> None:
     args = ap.parse_args()
     stride = args.others // args.rows + 1
 
-    from mlbatch.devservers import start_mariadb
     from sqlalchemy import create_engine, text
+
+    from devtools.devservers import start_mariadb
 
     report: dict = {"rows": args.rows, "others": args.others, "stride": stride}
     with tempfile.TemporaryDirectory(prefix="mlbatch-bench-scale-") as tmp:

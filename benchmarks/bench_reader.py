@@ -2,7 +2,7 @@
 
     python benchmarks/bench_reader.py --rows 10000000 --cols 30 [--json]
 
-Starts moto's S3 server on 127.0.0.1 (mlbatch.devservers), writes ``--rows`` x ``--cols``
+Starts moto's S3 server on 127.0.0.1 (devtools.devservers), writes ``--rows`` x ``--cols``
 parquet parts plus a Redshift manifest (and a second unload of ``--small-rows`` rows, to show
 that the reader's peak memory does not grow with the row count), then measures, each in its own
 child process so that peak RSS (``ru_maxrss``) of one does not leak into another:
@@ -168,7 +168,8 @@ def main() -> None:
     import logging
 
     import boto3
-    from mlbatch.devservers import s3_environment, start_moto_s3
+
+    from devtools.devservers import s3_environment, start_moto_s3
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     server = start_moto_s3()

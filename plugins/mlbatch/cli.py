@@ -1,4 +1,4 @@
-"""The ``mlbatch`` command: run and debug a model's stages without Airflow, and the demo.
+"""The ``mlbatch`` command: run and debug a model's stages without Airflow (more commands in commands/).
 
 Exit codes: 0 ok; 1 a gate blocked (the message names the check and the numbers);
 2 usage or spec error; 3 a stage failed for another reason (a job crashed, a server is down).
@@ -159,18 +159,6 @@ def sql(
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
-
-
-@app.command()
-def demo(
-    ds: Annotated[str, typer.Option(help="The day the demo runs.")] = "2026-11-22",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Airflow's task logs.")] = False,
-) -> None:
-    """Run every spec through the real Airflow DAGs for one day on the embedded stack."""
-    from mlbatch.demo import run_demo
-
-    code = run_demo(ds, verbose=verbose, console=out)
-    raise typer.Exit(code)
 
 
 def _register_command_modules() -> None:

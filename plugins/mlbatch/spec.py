@@ -1,7 +1,8 @@
 """One model = one YAML spec, validated here.
 
 A bad spec fails loudly and early: at DAG import (an import error for that model's DAG file
-only) and in the CLI (exit 2). :class:`SpecError` names the file, the field and what is wrong.
+only) and in the CLI (exit 2). :class:`SpecError` names the file, the field and what is wrong;
+that includes the feature SQL files, which must exist and render for a sample day.
 This module imports nothing heavy: it runs on every DAG parse.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -138,9 +140,11 @@ class FeatureChecks(_Strict):
 class Features(_Strict):
     training_sql: str = Field(
         description="Redshift SQL (Jinja) for training rows, relative to the project root "
-        "(MLBATCH_PROJECT_DIR, default: the repo root)."
+        "(MLBATCH_PROJECT_DIR, default: the repo root). Must exist and render when the spec loads."
     )
-    scoring_sql: str = Field(description="Redshift SQL (Jinja) for the day's scoring rows.")
+    scoring_sql: str = Field(
+        description="Redshift SQL (Jinja) for the day's scoring rows. Must exist and render when the spec loads."
+    )
     params: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Values passed to the SQL templates (rendered as SQL literals)."
     )
@@ -344,6 +348,13 @@ def load_spec(path: str | Path) -> ModelSpec:
         raise SpecError(path, _problems(exc)) from None
     if spec.name != path.stem:
         raise SpecError(path, [("name", f"{spec.name!r} must match the file name {path.stem!r}")])
+    # The SQL files exist and render (Jinja only, cheap): a wrong path or a template error is this
+    # spec's load error, at DAG import and in the CLI, rather than a failed task on some later day.
+    from mlbatch.features.template import spec_query_problems
+
+    problems = spec_query_problems(spec, datetime.now(UTC).date().isoformat())
+    if problems:
+        raise SpecError(path, problems)
     return spec
 
 

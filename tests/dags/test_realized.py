@@ -21,9 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from mlbatch.demo import LATE_LABELS
-from mlbatch.warehouse import synth
 
+from devtools import synth
+from devtools.demo import LATE_LABELS
 from tests.dags.test_end_to_end import DS, _env, _mlbatch
 
 pytestmark = pytest.mark.e2e

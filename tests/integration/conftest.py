@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from mlbatch.devservers import Dockerd, MariaDB, start_dockerd, start_mariadb, start_moto_s3
 from mlbatch.launchers.images import build_image
+
+from devtools.devservers import Dockerd, MariaDB, start_dockerd, start_mariadb, start_moto_s3
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -55,7 +56,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_env(s3_endpoint, monkeypatch) -> Iterator[dict[str, str]]:
     """AWS_* variables pointing boto3, pyarrow and the jobs at the moto server."""
-    from mlbatch.devservers import s3_environment
+    from devtools.devservers import s3_environment
 
     env = s3_environment(s3_endpoint)
     for k, v in env.items():

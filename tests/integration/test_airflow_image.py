@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from mlbatch.devservers import Postgres, free_port, start_postgres, start_redis
 from mlbatch.launchers.images import build_image
 
+from devtools.devservers import Postgres, free_port, start_postgres, start_redis
 from tests.integration.conftest import say
 
 if TYPE_CHECKING:
@@ -115,14 +115,17 @@ def test_image_runs_as_the_helm_chart_expects(airflow_image: str, docker_client:
         "import importlib.util, json; "
         "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
         "['torch', 'xgboost', 'sklearn', 'moto', 'pytest', 'ruff', 'psycopg2', 'asyncpg', 'pymysql', "
-        "'aiomysql', 'airflow.providers.amazon', 'airflow.providers.celery', 'mlbatch']}))"
+        "'aiomysql', 'airflow.providers.amazon', 'airflow.providers.celery', 'mlbatch', 'devtools']}))"
     )
     code, out, err = run(docker_client, airflow_image, ["python", "-c", probe])
     assert code == 0, err
     found = json.loads(out)
-    assert [m for m in ("torch", "xgboost", "sklearn", "moto", "pytest", "ruff") if found[m]] == []
+    assert [m for m in ("torch", "xgboost", "sklearn", "moto", "pytest", "ruff", "devtools") if found[m]] == []
     assert all(found[m] for m in ("psycopg2", "asyncpg", "pymysql", "aiomysql", "mlbatch")), found
     assert found["airflow.providers.amazon"] and found["airflow.providers.celery"]
+    # The demo is a development command: without devtools it says so instead of a traceback.
+    code, out, err = run(docker_client, airflow_image, ["mlbatch", "demo"])
+    assert code == 2 and "development command" in err and "Traceback" not in err, (code, out, err)
 
 
 def test_db_migrate_on_postgres_and_every_dag_imports(

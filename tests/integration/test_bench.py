@@ -28,9 +28,10 @@ def test_bench_json_contract_at_small_scale():
 def test_fused_pipeline_loads_key_ranges_in_parallel_sessions(tmp_path, mariadb_url, caplog):
     """The fused pipeline cuts the day into key ranges from the parts' footers and loads each
     range through its own pipe and session; every row arrives once, gated and checksummed."""
-    from mlbatch import bench
     from mlbatch.features.reader import read_manifest
     from sqlalchemy import create_engine, text
+
+    from devtools import bench
 
     bench.prepare(tmp_path, 300_000)  # one part of 3 row groups (131,072 rows each)
     splits = bench.footer_splits(read_manifest(None, (tmp_path / "manifest").as_uri()), 2)

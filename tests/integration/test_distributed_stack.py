@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlbatch.devservers import MariaDB, start_postgres, start_redis
 
+from devtools.devservers import MariaDB, start_postgres, start_redis
 from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
 from tests.integration.airflow_stack import (
     MODEL,
@@ -86,7 +86,7 @@ def _appdb(mariadb: MariaDB, canaries: Canaries) -> tuple[str, str]:
 
 
 def _label_rows(warehouse: Path, tmp: Path) -> list[list[str]]:
-    from mlbatch.warehouse import synth
+    from devtools import synth
 
     path = tmp / "labels.csv"
     synth.write_label_sheet_for(MODEL, warehouse, path)
@@ -97,7 +97,8 @@ def _label_rows(warehouse: Path, tmp: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> Iterator[Stack]:
     import boto3
-    from mlbatch.warehouse import synth
+
+    from devtools import synth
 
     home = tmp_path_factory.mktemp("stack")
     pg = start_postgres(home, password=canaries.metadb_password)

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.devservers import s3_environment
 from mlbatch.launchers import JobFailed, JobId, JobRequest
 from mlbatch.launchers.docker import DockerConfig, DockerLauncher
 from mlbatch.store import ObjectStore, filesystem_for
 
+from devtools.devservers import s3_environment
 from tests.unit.test_jobs import FAST, features_table
 
 if TYPE_CHECKING:

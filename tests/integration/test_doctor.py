@@ -12,8 +12,9 @@ from pathlib import Path
 import boto3
 import duckdb
 import pytest
-from mlbatch.devservers import MariaDB, start_mariadb
 from sqlalchemy import create_engine, text
+
+from devtools.devservers import MariaDB, start_mariadb
 
 REPO = Path(__file__).resolve().parents[2]
 MLBATCH = Path(sys.executable).parent / "mlbatch"

@@ -24,7 +24,8 @@ from mlbatch.spec import load_spec
 from mlbatch.store import ObjectStore
 from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 from mlbatch.warehouse.redshift import RedshiftConfig, RedshiftStatementError, RedshiftWarehouse
-from mlbatch.warehouse.synth import build_warehouse
+
+from devtools.synth import build_warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = "2026-11-22"

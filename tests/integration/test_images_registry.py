@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 from mlbatch.cli import app
-from mlbatch.devservers import Dockerd, Registry, start_registry
 from typer.testing import CliRunner
 
+from devtools.devservers import Dockerd, Registry, start_registry
 from tests.integration.conftest import say
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def test_push_then_pull_back_by_digest(
 def test_push_to_a_registry_that_is_not_there_names_it(
     base_image: str, dockerd: Dockerd, images: dict[str, str]
 ) -> None:
-    from mlbatch.devservers import free_port
+    from devtools.devservers import free_port
 
     nowhere = f"127.0.0.1:{free_port()}"
     result = CliRunner().invoke(

@@ -19,7 +19,8 @@ from mlbatch.features.sql import (
     unload_statement,
 )
 from mlbatch.spec import load_spec
-from mlbatch.warehouse.synth import build_warehouse
+
+from devtools.synth import build_warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = "arn:aws:iam::123456789012:role/mlbatch-unload"

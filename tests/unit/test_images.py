@@ -42,6 +42,9 @@ def test_airflow_image_holds_the_dags_and_plugins_and_of_jobs_only_the_contract(
     # mlbatch.spec imports the jobs' contract; the jobs themselves run in their own images.
     assert sorted(f for f in files if f.startswith("jobs/")) == ["jobs/__init__.py", "jobs/contract.py"]
     assert "requirements/jobs.txt" not in files
+    # Demo, benchmark, synthetic data and test servers are development tools: never deployed.
+    assert not [f for f in files if f.startswith("devtools/") or "/devtools/" in f]
+    assert not [f for f in files if Path(f).stem in ("bench", "demo", "devservers", "synth") and "commands" not in f]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     for kind in ("train", "score"):
         job_files = {str(p) for p in context_files(kind)}

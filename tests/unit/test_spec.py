@@ -120,6 +120,7 @@ def test_sql_paths_resolve_from_the_project_dir_not_from_a_sql_folder_near_the_s
     query = project / "sql" / "redshift" / "device_gender" / "training.sql"
     query.parent.mkdir(parents=True)
     query.write_text("SELECT 1 AS device_id WHERE '{{ ds }}' = '{{ ds }}'")
+    query.with_name("scoring.sql").write_text("SELECT 1 AS device_id")  # the spec checks both exist
     monkeypatch.setenv("MLBATCH_PROJECT_DIR", str(project))
     spec = load_spec(write_spec(decoy / "specs", lambda r: None))
     assert spec.resolve(spec.features.training_sql) == query
@@ -135,3 +136,34 @@ def test_the_cli_finds_specs_under_the_project_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("MLBATCH_SPECS_DIR", raising=False)
     monkeypatch.setenv("MLBATCH_PROJECT_DIR", str(tmp_path))
     assert Environment.from_env().specs_dir == tmp_path.resolve() / "dags" / "specs"
+
+
+def test_a_missing_sql_file_is_a_load_error_naming_spec_field_and_path(tmp_path):
+    path = write_spec(tmp_path, lambda r: r["features"].update(scoring_sql="sql/redshift/device_gender/scorng.sql"))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert str(path) in message and "features.scoring_sql: no such file" in message
+    assert str(REPO / "sql" / "redshift" / "device_gender" / "scorng.sql") in message
+    assert "features.training_sql" not in message  # the other query is fine
+
+
+def test_a_template_error_is_a_load_error_naming_the_sql_file_and_line(tmp_path):
+    query = tmp_path / "training.sql"
+    query.write_text("SELECT device_id\nFROM analytics.devices\nWHERE n > {{ params.min_sessions }}\n")
+    path = write_spec(tmp_path, lambda r: r["features"].update(training_sql=str(query)))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert str(path) in message and "features.training_sql: does not render for a sample day" in message
+    assert f"{query}, line 3" in message and "min_sessions" in message
+
+
+def test_an_unsafe_parameter_is_a_load_error(tmp_path):
+    """The templates' value checks run at load too: a non-number where the SQL wants one."""
+    path = write_spec(tmp_path, lambda r: r["features"]["params"].update(lookback_days="30; DROP TABLE x"))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert "features.scoring_sql" in str(
+        err.value
+    ) and "sqlnum expects a number, got the string '30; DROP TABLE x'" in str(err.value)

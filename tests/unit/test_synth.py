@@ -14,11 +14,12 @@ import pytest
 import xgboost as xgb
 from mlbatch.features.sql import render_spec_query, to_duckdb
 from mlbatch.spec import load_spec
-from mlbatch.warehouse.synth import LABEL_HEADER, build_warehouse, write_label_sheet
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from devtools.synth import LABEL_HEADER, build_warehouse, write_label_sheet
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 20_000
@@ -137,7 +138,7 @@ def test_label_sheet_has_the_analyst_errors(warehouse: Path, tmp_path: Path) -> 
 
 
 def test_recipes_do_not_change_the_device_tables(tmp_path: Path) -> None:
-    from mlbatch.warehouse.synth import build_warehouse as build
+    from devtools.synth import build_warehouse as build
 
     a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     build(a, n_devices=2_000, n_recipes=500)
@@ -174,7 +175,8 @@ def test_recipes_table_and_queries(warehouse: Path) -> None:
 
 def test_recipe_label_sheet_passes_the_labels_check(warehouse: Path, tmp_path: Path) -> None:
     from mlbatch.labels.check import check_labels, read_csv
-    from mlbatch.warehouse.synth import LABEL_SHEETS, RECIPE_LABEL_HEADER
+
+    from devtools.synth import LABEL_SHEETS, RECIPE_LABEL_HEADER
 
     sheet = tmp_path / "recipe_category.csv"
     written = LABEL_SHEETS["recipe_category"](warehouse, sheet)

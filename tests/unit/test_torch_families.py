@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.warehouse.synth import RECIPE_CLASSES, _recipes
 
+from devtools.synth import RECIPE_CLASSES, _recipes
 from tests.unit.test_jobs import features_table, run_job, write_config, write_unload
 
 

@@ -17,7 +17,8 @@ from mlbatch.features.sql import render_spec_query, to_duckdb
 from mlbatch.spec import load_spec
 from mlbatch.store import ObjectStore
 from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse, UnloadError
-from mlbatch.warehouse.synth import build_warehouse
+
+from devtools.synth import build_warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = "2026-11-22"

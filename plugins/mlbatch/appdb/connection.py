@@ -152,39 +152,48 @@ def settings_for(
 
 def tls_args(extra: dict[str, Any], where: str) -> dict[str, Any]:
     """PyMySQL's TLS arguments from a connection's extras (flat names win over ``ssl``/``ssl_mode``)."""
-    args: dict[str, Any] = {}
-    provider_ssl = extra.get("ssl")
+    args = _provider_ssl_args(extra.get("ssl"), where) | _ssl_mode_args(extra.get("ssl_mode"), where)
+    for name in _FLAT_SSL:
+        if name in extra:
+            args[name] = _truthy(extra[name]) if name in _BOOL_SSL else str(extra[name])
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _provider_ssl_args(provider_ssl: Any, where: str) -> dict[str, Any]:
+    """The MySQL provider's ``ssl`` extra (a dict, or a JSON object in a string) as PyMySQL args."""
     if isinstance(provider_ssl, str) and provider_ssl.strip():
         try:
             provider_ssl = json.loads(provider_ssl)
         except json.JSONDecodeError:
             raise AppDbConnectionError(f"{where}: extra ssl is not a JSON object: {provider_ssl[:40]!r}") from None
-    if isinstance(provider_ssl, dict):
-        unknown = sorted(set(provider_ssl) - set(_PROVIDER_SSL_KEYS))
-        if unknown:
-            raise AppDbConnectionError(f"{where}: extra ssl has {unknown}; known: {sorted(_PROVIDER_SSL_KEYS)}")
-        args |= {_PROVIDER_SSL_KEYS[k]: v for k, v in provider_ssl.items()}
-        if "check_hostname" in provider_ssl:
-            args["ssl_verify_identity"] = _truthy(provider_ssl["check_hostname"])
-    mode = extra.get("ssl_mode")
-    if mode:
-        mode = str(mode).upper()
-        if mode not in _SSL_MODES:
-            raise AppDbConnectionError(f"{where}: extra ssl_mode {mode!r} is not one of {', '.join(_SSL_MODES)}")
-        if mode == "DISABLED":
-            args["ssl_disabled"] = True
-        elif mode == "REQUIRED":
-            # TLS without a certificate check: PyMySQL needs a context for "encrypt but don't verify".
-            ctx = ssl.create_default_context()
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            args["ssl"] = ctx
-        elif mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
-            args["ssl_verify_cert"] = True
-            args["ssl_verify_identity"] = mode == "VERIFY_IDENTITY"
-    for name in _FLAT_SSL:
-        if name in extra:
-            args[name] = _truthy(extra[name]) if name in _BOOL_SSL else str(extra[name])
-    return {k: v for k, v in args.items() if v is not None}
+    if not isinstance(provider_ssl, dict):
+        return {}
+    unknown = sorted(set(provider_ssl) - set(_PROVIDER_SSL_KEYS))
+    if unknown:
+        raise AppDbConnectionError(f"{where}: extra ssl has {unknown}; known: {sorted(_PROVIDER_SSL_KEYS)}")
+    args = {_PROVIDER_SSL_KEYS[k]: v for k, v in provider_ssl.items()}
+    if "check_hostname" in provider_ssl:
+        args["ssl_verify_identity"] = _truthy(provider_ssl["check_hostname"])
+    return args
+
+
+def _ssl_mode_args(mode: Any, where: str) -> dict[str, Any]:
+    """MySQL's ``ssl_mode`` names as PyMySQL args."""
+    if not mode:
+        return {}
+    mode = str(mode).upper()
+    if mode not in _SSL_MODES:
+        raise AppDbConnectionError(f"{where}: extra ssl_mode {mode!r} is not one of {', '.join(_SSL_MODES)}")
+    if mode == "DISABLED":
+        return {"ssl_disabled": True}
+    if mode == "REQUIRED":
+        # TLS without a certificate check: PyMySQL needs a context for "encrypt but don't verify".
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        return {"ssl": ctx}
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        return {"ssl_verify_cert": True, "ssl_verify_identity": mode == "VERIFY_IDENTITY"}
+    return {}  # PREFERRED: PyMySQL's default
 
 
 def _truthy(value: Any) -> bool:

@@ -21,8 +21,9 @@ def bench(
     naive: Annotated[bool, typer.Option(help="Also run the naive path (slow: DataFrame.to_sql).")] = True,
 ) -> None:
     """Read → predict → gate → publish → export against a MariaDB started here; components alone."""
-    from mlbatch.bench import run
+    from mlbatch.commands.demo import import_devtools  # here: commands import each other only lazily
 
+    run = import_devtools("bench", "bench").run
     result = run(rows, naive=naive, log=(lambda m: err.print(m, highlight=False)) if not as_json else lambda m: None)
     if as_json:
         print(json.dumps(result, indent=2))

@@ -34,7 +34,7 @@ def doctor(
     env = Environment.from_env()
     if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") and env.appdb_url.startswith("sqlite"):
         # The embedded stack: read the Airflow DB `mlbatch demo` uses (before Airflow is imported).
-        from mlbatch.demo import airflow_environment
+        from mlbatch.embedded import airflow_environment
 
         os.environ.update(airflow_environment(env))
     if model:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlbatch.cli import EXIT_FAILED, EXIT_GATE, EXIT_USAGE, err, load_spec_or_exit, out
 from mlbatch.env import Environment
+
+if TYPE_CHECKING:
+    from mlbatch.stages.context import RunContext
 
 labels_app = typer.Typer(help="Check and sync a model's label sheet.", no_args_is_help=True)
 
@@ -70,7 +73,6 @@ def labels_sync(
     from mlbatch.gates import GateFailed
     from mlbatch.stages import steps
     from mlbatch.stages.context import RunContext
-    from mlbatch.stages.labels import preview
 
     if verbose:  # else warnings reach stderr through logging's last-resort handler
         _logging(verbose)
@@ -79,17 +81,7 @@ def labels_sync(
     now = datetime.now(UTC)
     ctx = RunContext(env=env, spec=model, ds=now.date().isoformat(), run_id=f"cli-sync__{now:%Y%m%dT%H%M%S}")
     if dry_run:
-        try:
-            plan = preview(ctx, limit=limit)
-        except Exception as exc:  # noqa: BLE001 - reported like a failed stage
-            err.print(f"error: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True, markup=False)
-            raise typer.Exit(EXIT_FAILED) from None
-        if as_json:
-            print(json.dumps({"model": model.name, **plan}, indent=2, ensure_ascii=False))
-        else:
-            _print_plan(model.name, plan)
-        if plan["blocked"]:
-            raise typer.Exit(EXIT_GATE)
+        _sync_dry_run(ctx, limit, as_json)
         return
     results: dict[str, object] = {}
     for name, thunk, _ in steps(ctx, ["labels"]):  # no dry_run param: nothing skipped
@@ -103,10 +95,31 @@ def labels_sync(
             raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
-        return
+    else:
+        _print_sync(model.name, results)
+
+
+def _sync_dry_run(ctx: RunContext, limit: int, as_json: bool) -> None:
+    """``labels sync --dry-run``: the diff the sync would apply; exit 1 if its gate would block."""
+    from mlbatch.stages.labels import preview
+
+    try:
+        plan = preview(ctx, limit=limit)
+    except Exception as exc:  # noqa: BLE001 - reported like a failed stage
+        err.print(f"error: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        print(json.dumps({"model": ctx.spec.name, **plan}, indent=2, ensure_ascii=False))
+    else:
+        _print_plan(ctx.spec.name, plan)
+    if plan["blocked"]:
+        raise typer.Exit(EXIT_GATE)
+
+
+def _print_sync(model: str, results: dict[str, object]) -> None:
     checked, applied = results["check_sheet"], results["apply_labels"]
     assert isinstance(checked, dict) and isinstance(applied, dict)
-    out.print(f"{model.name}: {checked['message']}", highlight=False, soft_wrap=True, markup=False)
+    out.print(f"{model}: {checked['message']}", highlight=False, soft_wrap=True, markup=False)
     if applied["changed"]:
         out.print(
             f"sync {applied['sync_id']}: inserted {applied['inserted']:,}, updated {applied['updated']:,}, "

@@ -159,17 +159,7 @@ def iter_batches(
     error is raised here and stops the others; closing the generator early stops them too.
     """
     manifest = read_manifest(None, manifest_uri)
-    if expected_columns is not None and manifest.columns != list(expected_columns):
-        missing = [c for c in expected_columns if c not in manifest.columns]
-        extra = [c for c in manifest.columns if c not in expected_columns]
-        raise ManifestMismatch(
-            f"{manifest_uri}: columns {manifest.columns} are not the expected {list(expected_columns)} "
-            f"(missing {missing}, unexpected {extra})"
-        )
-    if columns is not None:
-        missing = [c for c in columns if c not in manifest.columns]
-        if missing:
-            raise KeyError(f"columns {missing} are not in {manifest_uri} (it has {manifest.columns})")
+    _check_columns(manifest, manifest_uri, columns, expected_columns)
     if not manifest.entries:
         return
     entries: queue.SimpleQueue[Entry] = queue.SimpleQueue()
@@ -198,20 +188,42 @@ def iter_batches(
     try:
         for _ in range(n_workers):
             pool.submit(work)
-        done = 0
-        while done < n_workers:
-            item = out.get()
-            if item is _DONE:
-                done += 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                batch, nbytes = item
-                budget.release(nbytes)
-                yield batch
+        yield from _drain(out, n_workers, budget)
     finally:
         stop.set()  # workers blocked on the budget or between files return promptly
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _drain(out: queue.Queue[Any], n_workers: int, budget: _Budget) -> Iterator[pa.RecordBatch]:
+    """The workers' batches as they come, until every worker is done; a worker's error is raised."""
+    done = 0
+    while done < n_workers:
+        item = out.get()
+        if item is _DONE:
+            done += 1
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            batch, nbytes = item
+            budget.release(nbytes)
+            yield batch
+
+
+def _check_columns(
+    manifest: Manifest, manifest_uri: str, columns: list[str] | None, expected_columns: list[str] | None
+) -> None:
+    """Before any part is read: the unload has exactly the expected columns, and the asked ones."""
+    if expected_columns is not None and manifest.columns != list(expected_columns):
+        missing = [c for c in expected_columns if c not in manifest.columns]
+        extra = [c for c in manifest.columns if c not in expected_columns]
+        raise ManifestMismatch(
+            f"{manifest_uri}: columns {manifest.columns} are not the expected {list(expected_columns)} "
+            f"(missing {missing}, unexpected {extra})"
+        )
+    if columns is not None:
+        missing = [c for c in columns if c not in manifest.columns]
+        if missing:
+            raise KeyError(f"columns {missing} are not in {manifest_uri} (it has {manifest.columns})")
 
 
 def read_table(manifest_uri: str, columns: list[str] | None = None) -> pa.Table:

@@ -6,7 +6,7 @@ in-process, exactly the task code the scheduler runs), and prints a summary. Eve
 idempotent, so a second run gives the same tables.
 
 Late labels: once a day is published, analysts label some scored entities they had not
-labelled (from the synthetic truth, :func:`mlbatch.warehouse.synth.append_late_labels`); the
+labelled (from the synthetic truth, :func:`devtools.synth.append_late_labels`); the
 demo then runs the labels DAG of the next day, whose ``realized_performance`` task measures the
 published day. A second demo writes the sheet with those late labels from the start (the day is
 already published): its syncs change nothing, and training reuses its run's fixed label
@@ -23,11 +23,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlbatch.embedded import airflow_environment
+from mlbatch.env import Environment
+from mlbatch.spec import FileSource, ModelSpec, load_all
 from rich.console import Console
 from rich.table import Table
-
-from mlbatch.env import REPO_ROOT, Environment
-from mlbatch.spec import FileSource, ModelSpec, load_all
 
 log = logging.getLogger(__name__)
 DAG_KINDS = ("labels", "train", "score")
@@ -36,19 +36,54 @@ DAG_KINDS = ("labels", "train", "score")
 LATE_LABELS = 2_000  # scored, unlabelled entities the analysts label after the day is published
 
 
-def prepare(env: Environment, specs: list[ModelSpec], ds: str) -> None:
-    """The embedded warehouse and each model's label sheet (CSV), rebuilt deterministically."""
-    from mlbatch.warehouse import synth
+def plan(env: Environment, specs: list[ModelSpec]) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
+    """The specs the demo can run, and ``(model, why)`` for each it skips.
 
+    A model runs when its labels are a CSV file (a Google Sheet needs an account) and the demo
+    has its data: synthetic (``devtools.synth`` knows the model), or yours, a label file already
+    at the spec's path under MLBATCH_HOME (then its source tables are yours to put in the
+    embedded warehouse, e.g. with SQL). Any other model is skipped, saying why; it is not a failure.
+    """
+    from mlbatch.labels.source import csv_path
+
+    from devtools import synth
+
+    runnable, skipped = [], []
+    for spec in specs:
+        if not isinstance(spec.labels.source, FileSource):
+            skipped.append(
+                (spec.name, "its labels are a Google Sheet; the demo reads label files (labels.source.file)")
+            )
+        elif spec.name in synth.LABEL_SHEETS or csv_path(spec, env).is_file():
+            runnable.append(spec)
+        else:
+            skipped.append(
+                (
+                    spec.name,
+                    f"no synthetic data for it in devtools/synth.py and no label file {csv_path(spec, env)}; "
+                    f"put the labels there and its source tables in {env.warehouse_url}",
+                )
+            )
+    return runnable, skipped
+
+
+def prepare(env: Environment, specs: list[ModelSpec], ds: str) -> None:
+    """The synthetic source tables and label sheets (CSV) of the models ``devtools.synth``
+    knows, rebuilt deterministically; other tables in the warehouse and other models' label
+    files are left as they are."""
+    from mlbatch.labels.source import csv_path
+
+    from devtools import synth
+
+    synthetic = [s for s in specs if s.name in synth.LABEL_SHEETS]
+    if not synthetic:
+        return
     warehouse = Path(env.warehouse_url.removeprefix("duckdb://"))
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     synth.build_warehouse(warehouse)
-    for spec in specs:
-        if isinstance(spec.labels.source, FileSource):
-            from mlbatch.labels.source import csv_path
-
-            synth.write_label_sheet_for(spec.name, warehouse, csv_path(spec, env))
-            late_labels(env, spec, ds)
+    for spec in synthetic:
+        synth.write_label_sheet_for(spec.name, warehouse, csv_path(spec, env))
+        late_labels(env, spec, ds)
 
 
 def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
@@ -58,11 +93,11 @@ def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
     import csv
     import unicodedata
 
-    from sqlalchemy import select
-
     from mlbatch.appdb import schema
     from mlbatch.labels.source import csv_path
-    from mlbatch.warehouse import synth
+    from sqlalchemy import select
+
+    from devtools import synth
 
     if spec.name not in synth.LATE_TRUTH or not env.appdb.has_table(spec.predictions_table):
         return 0
@@ -90,20 +125,6 @@ def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
     return synth.append_late_labels(spec.name, warehouse, sheet, scored[::step][:LATE_LABELS])
 
 
-def airflow_environment(env: Environment) -> dict[str, str]:
-    """Airflow settings for a local run: this repo's airflow.cfg, metadata DB under MLBATCH_HOME."""
-    airflow_dir = env.home / "airflow"
-    airflow_dir.mkdir(parents=True, exist_ok=True)
-    return {
-        "AIRFLOW_HOME": os.environ.get("AIRFLOW_HOME", str(REPO_ROOT)),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{airflow_dir / 'airflow.db'}"
-        ),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_dir / "logs"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
-
-
 def migrate_airflow_db(environ: dict[str, str]) -> None:
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -118,7 +139,8 @@ def run_dags(ds: str, specs: list[ModelSpec], console: Console) -> list[tuple[st
     from airflow.dag_processing.dagbag import DagBag
 
     day = datetime.fromisoformat(ds).replace(tzinfo=UTC)
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    # The DAG files sit beside the specs' folder (dags/ and dags/specs/), wherever that is.
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         for path, error in bag.import_errors.items():
             console.print(f"[red]import error[/red] {path}:\n{error}", highlight=False)
@@ -158,12 +180,14 @@ def _late_label_sync(bag: Any, spec: ModelSpec, day: datetime, console: Console)
 
 def run_demo(ds: str, *, verbose: bool, console: Console) -> int:
     env = Environment.from_env()
-    specs = load_all(env.specs_dir)
     environ = airflow_environment(env)
     os.environ.update(environ)  # before Airflow is imported in this process
     if not verbose:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    console.print(f"embedded stack in {env.home}; models: {', '.join(s.name for s in specs)}")
+    specs, skipped = plan(env, load_all(env.specs_dir))
+    console.print(f"embedded stack in {env.home}; models: {', '.join(s.name for s in specs) or 'none'}")
+    for name, why in skipped:
+        console.print(f"[yellow]skipped[/yellow] {name}: {why}", highlight=False)
     prepare(env, specs, ds)
     migrate_airflow_db(environ)
     results = run_dags(ds, specs, console)

@@ -1,0 +1,372 @@
+"""``mlbatch bench``: what a scoring day costs per row, our path against the naive one.
+
+In one run, against a real MariaDB that the benchmark starts itself (Aurora's stand-in):
+
+* **optimised**: parquet parts + manifest → parallel reader → xgboost ``inplace_predict`` in
+  batches → streaming prediction gate → ``LOAD DATA LOCAL INFILE`` fed through one named pipe per
+  key range into parallel sessions (so reading and predicting overlap the load) → the publish of
+  :mod:`mlbatch.appdb.bulk` (partition exchange, guarded upsert) → export to DuckDB;
+* **naive**, what a team writes first: ``pandas.read_parquet`` of every part → ``DMatrix``
+  predict → ``DataFrame.to_sql``;
+* each **component** alone at the same N (read, predict, publish), to find the ceiling.
+
+Every path runs in its own child process (``python -m devtools.bench worker ...``) so peak RSS
+figures do not mix; the parent prepares the data once and collects the results.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from devtools.bench_data import (
+    BATCH_ROWS,
+    CLASSES,
+    DS,
+    FEATURES,
+    IN_FLIGHT,
+    LOAD_SESSIONS,
+    MODEL,
+    VERSION,
+    _booster,
+    _fresh_table,
+    _log_row,
+    _matrix,
+    _prediction_batch,
+    _tsv,
+    feature_names,
+    footer_splits,
+    prepare,
+)
+
+EXPORT_SCHEMA = pa.schema(
+    [
+        ("entity_key", pa.int64()),
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("model_version", pa.string()),
+        ("ds", pa.date32()),
+    ]
+)
+_END = object()
+
+
+def run_optimised(work: Path, db_url: str) -> int:
+    """Read → predict → gate → LOAD DATA through pipes and the export, all overlapped; then publish.
+
+    One producer thread reads, predicts, formats and routes each row to its key range's pipe
+    (the ranges come from the parts' footer statistics); a session per range pulls its TSV
+    while DuckDB pulls the same batches for the export. Nothing goes live before the prediction
+    gate passes: the gate runs after the load and before the exchange and upsert, and the
+    export's transaction commits only after the gate's verdict (a failed gate rolls it back).
+    """
+    return _FusedRun(work, db_url).run()
+
+
+class _FusedRun:
+    """One run of the fused pipeline: a producer, a pipe per key range, the export, the gate.
+
+    The threads share this object's state; errors are handed to the main thread in ``failure``.
+    """
+
+    def __init__(self, work: Path, db_url: str) -> None:
+        import queue
+
+        from mlbatch.appdb import bulk
+        from mlbatch.features.reader import read_manifest
+
+        self.work = work
+        self.manifest_uri = (work / "manifest").as_uri()
+        manifest = read_manifest(None, self.manifest_uri)
+        self.expected = manifest.record_count
+        self.booster = _booster(work)
+        # One xgboost thread: on 2 cores the MariaDB server needs the other one for the load,
+        # which is the slowest component; predicting is not.
+        self.booster.set_param({"nthread": 1})
+        self.db, self.table = _fresh_table(db_url, MODEL)
+        self.checksum = bulk.RowChecksum()
+        self.stats = {"null_keys": 0, "bad_scores": 0}
+        self.failure: list[BaseException] = []
+        self.verdict = threading.Event()
+        self.gate_ok: list[bool] = []
+        self.exports: queue.Queue[Any] = queue.Queue(maxsize=8)  # bounded: memory stays flat
+        self.exported: list[int] = []
+        self.day = date.fromisoformat(DS)
+        # The day's key ranges, one per load session, cut from the parts' footer statistics (no
+        # pass over the rows); each range streams through its own pipe into its own session.
+        self.splits = footer_splits(manifest, LOAD_SESSIONS)
+        bounds = [None, *self.splits, None]
+        self.ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+        self.pipes: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in self.ranges]
+
+    def run(self) -> int:
+        from mlbatch.appdb import bulk
+
+        exporter = threading.Thread(target=self.export, name="bench-export", daemon=True)
+        exporter.start()
+        self.producer = threading.Thread(target=self.produce, name="bench-produce", daemon=True)
+        self.producer.start()
+        with bulk.piped_sources([self.writer(p) for p in self.pipes], self.ranges) as (sources, finish):
+            self.finish = finish
+            try:
+                bulk.publish_mysql(self.db, self.table, sources, self.expected, self.gate_then_log_row, day=self.day)
+            finally:
+                self.verdict.set()  # a failed load is a failed gate for the export: it rolls back
+        exporter.join(timeout=60)
+        if self.failure:
+            raise self.failure[0]
+        if self.exported != [self.expected]:
+            raise RuntimeError(f"export holds {self.exported} rows for {DS}, published {self.expected:,}")
+        return self.checksum.rows
+
+    def export_batches(self) -> Any:
+        while (item := self.exports.get()) is not _END:
+            yield item
+        self.verdict.wait()
+        if not self.gate_ok:
+            raise RuntimeError("prediction gate failed: the export is rolled back")
+
+    def export(self) -> None:
+        from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+        try:
+            wh = DuckDBWarehouse(self.work / "warehouse.duckdb")
+            table = f"ml_exports.{MODEL}_predictions"
+            self.exported.append(wh.replace_day_stream(table, DS, EXPORT_SCHEMA, self.export_batches()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.failure.append(exc)
+
+    def produce(self) -> None:
+        from mlbatch.features.reader import iter_batches
+
+        try:
+            batches = iter_batches(self.manifest_uri, threads=2, batch_rows=BATCH_ROWS, max_bytes_in_flight=IN_FLIGHT)
+            for batch in batches:
+                self.route(batch)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread by the gate
+            self.failure.append(exc)
+        finally:
+            for pipe in self.pipes:
+                pipe.put(_END)
+            self.exports.put(_END)
+
+    def route(self, batch: pa.RecordBatch) -> None:
+        """Predict one batch, count it for the gate, send each row to its range's pipe and the export."""
+        from mlbatch.appdb import key_ranges
+
+        keys = batch.column("entity_key")
+        scores = self.booster.inplace_predict(_matrix(batch))
+        pred = _prediction_batch(keys, scores)
+        self.stats["null_keys"] += keys.null_count
+        self.stats["bad_scores"] += int(np.count_nonzero(~((scores >= 0) & (scores <= 1))))
+        self.checksum.update(pred)
+        which = key_ranges.range_of(keys, self.splits)
+        for r in np.unique(which):
+            part = pred if len(self.ranges) == 1 else pred.filter(pa.array(which == r))
+            self.pipes[int(r)].put(_tsv(part))
+        self.exports.put(pred.append_column("ds", pa.repeat(pa.scalar(self.day, pa.date32()), len(keys))))
+
+    @staticmethod
+    def writer(pipe: Any) -> Callable[[Any], None]:
+        def write(out: Any) -> None:
+            try:
+                while (buf := pipe.get()) is not _END:
+                    out.write(buf)
+            except BaseException:
+                while pipe.get() is not _END:  # keep the producer unblocked; the load reports the error
+                    pass
+                raise
+
+        return write
+
+    def gate_then_log_row(self) -> dict[str, Any]:
+        """After the load, before the day goes live: the prediction gate decides."""
+        from mlbatch import gates
+
+        self.finish()
+        self.producer.join()
+        if self.failure:
+            raise self.failure[0]
+        try:
+            gates.evaluate(
+                f"{MODEL}.predictions",
+                [
+                    gates.equal("rows_equal_scoring_input", self.checksum.rows, self.expected),
+                    gates.equal("null_keys", self.stats["null_keys"], 0),
+                    gates.equal("scores_out_of_range", self.stats["bad_scores"], 0),
+                ],
+            )
+            self.gate_ok.append(True)
+        finally:
+            self.verdict.set()
+        return _log_row(self.checksum.rows, self.checksum.hexdigest())
+
+
+def run_naive(work: Path, db_url: str) -> int:
+    """What a team writes first: everything in one DataFrame, DMatrix predict, to_sql."""
+    import pandas as pd
+    import xgboost as xgb
+    from mlbatch.features.reader import read_manifest
+    from sqlalchemy import create_engine
+
+    manifest = read_manifest(None, (work / "manifest").as_uri())
+    df = pd.concat([pd.read_parquet(e.url.removeprefix("file://")) for e in manifest.entries], ignore_index=True)
+    scores = _booster(work).predict(xgb.DMatrix(df[feature_names()]))
+    out = pd.DataFrame(
+        {
+            "entity_key": df["entity_key"],
+            "ds": DS,
+            "model_version": VERSION,
+            "label": np.where(scores >= 0.5, CLASSES[1], CLASSES[0]),
+            "score": scores.astype(np.float64),
+        }
+    )
+    _fresh_table(db_url, "bench_naive")
+    engine = create_engine(db_url)
+    out.to_sql("bench_naive_predictions", engine, if_exists="append", index=False, chunksize=10_000)
+    engine.dispose()
+    return len(out)
+
+
+def run_read(work: Path, db_url: str) -> int:
+    from mlbatch.features.reader import iter_batches
+
+    return sum(b.num_rows for b in iter_batches((work / "manifest").as_uri(), threads=2, batch_rows=BATCH_ROWS))
+
+
+def run_predict(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
+    """Predict alone: the features are loaded first (not timed), then every batch is scored."""
+    from mlbatch.features.reader import iter_batches
+
+    matrices = [_matrix(b) for b in iter_batches((work / "manifest").as_uri(), threads=2, batch_rows=BATCH_ROWS)]
+    booster = _booster(work)
+    return 0, lambda: sum(len(booster.inplace_predict(m)) for m in matrices)
+
+
+def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
+    """Publish alone: the day's TSV is written first (not timed), then loaded and published."""
+    from mlbatch.appdb import bulk
+    from mlbatch.features.reader import read_manifest
+
+    rows = read_manifest(None, (work / "manifest").as_uri()).record_count
+    path = work / "publish.tsv"
+    rng = np.random.default_rng(1)
+    with open(path, "wb") as out:
+        for start in range(0, rows, BATCH_ROWS):
+            n = min(BATCH_ROWS, rows - start)
+            keys = pa.array(np.arange(start, start + n, dtype=np.int64) + 10_000_000)
+            out.write(_tsv(_prediction_batch(keys, rng.random(n))))
+    db, table = _fresh_table(db_url, MODEL)
+
+    def publish() -> int:
+        bulk.publish_mysql(db, table, bulk.LoadSource(path=str(path)), rows, _log_row(rows, "0" * 64))
+        return rows
+
+    return 0, publish
+
+
+PATHS: dict[str, Callable[..., Any]] = {
+    "optimised": run_optimised,
+    "naive": run_naive,
+    "read": run_read,
+    "predict": run_predict,
+    "publish": run_publish,
+}
+
+
+def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
+    """Run one path in this process and measure it; ``(0, fn)`` results time only ``fn``."""
+    # Libraries are imported before the clock starts: the figures compare work, not imports.
+    import duckdb  # noqa: F401
+    import mlbatch.appdb.bulk  # noqa: F401
+    import mlbatch.features.reader  # noqa: F401
+    import mlbatch.warehouse.duckdb_warehouse  # noqa: F401
+    import pandas  # noqa: F401
+    import pymysql  # noqa: F401
+    import sqlalchemy  # noqa: F401
+    import xgboost  # noqa: F401
+
+    started = time.perf_counter()
+    result = PATHS[path](work, db_url)
+    if isinstance(result, tuple):
+        started = time.perf_counter()
+        result = result[1]()
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "rows": result,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(result / seconds),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+    }
+
+
+# --- the parent ---------------------------------------------------------------------------------
+def _child(path: str, work: Path, db_url: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "devtools.bench", path, str(work), db_url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench path {path!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(rows: int, *, naive: bool = True, work: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Prepare N rows, run every path against a MariaDB started here, and compute the ratios."""
+    from devtools.devservers import start_mariadb
+
+    own = work is None
+    work = Path(tempfile.mkdtemp(prefix="mlbatch-bench-")) if work is None else work
+    try:
+        log(f"preparing {rows:,} rows × {FEATURES} features in {work}")
+        prepare(work, rows)
+        server = start_mariadb()
+        try:
+            results: dict[str, Any] = {"rows": rows}
+            for path in ("read", "predict", "publish", "optimised", *(["naive"] if naive else [])):
+                log(f"running {path} ...")
+                results[path] = _child(path, work, server.url)
+                log(f"  {path}: {results[path]}")
+        finally:
+            server.stop()
+    finally:
+        if own:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    components = {k: results.pop(k) for k in ("read", "predict", "publish")}
+    slowest = min(components, key=lambda k: components[k]["rows_per_s"])
+    out = {
+        "rows": rows,
+        "optimised": results["optimised"],
+        "naive": results.get("naive"),
+        "components": components,
+        "ceiling": {"component": slowest, "rows_per_s": components[slowest]["rows_per_s"]},
+        "speedup": round(results["optimised"]["rows_per_s"] / results["naive"]["rows_per_s"], 2) if naive else None,
+        "efficiency": round(results["optimised"]["rows_per_s"] / components[slowest]["rows_per_s"], 2),
+    }
+    return out
+
+
+def main(argv: list[str]) -> None:
+    path, work, db_url = argv
+    print(json.dumps(worker(path, Path(work), db_url)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
