@@ -206,6 +206,18 @@ class XGBoostFamily:
             p = np.column_stack([1.0 - p, p])
         return p
 
+    def feature_importance(self) -> dict[str, Any]:
+        """xgboost's gain per feature (see :mod:`jobs.importance`), by the features' own names."""
+        from jobs.importance import gain_importance
+
+        features = self.meta["features"]
+        scores = {}
+        for kind in ("gain", "total_gain"):
+            raw = self.booster.get_score(importance_type=kind)
+            # A booster without feature names (one had "[", "]", "<" or ",") says f0, f1, ...
+            scores[kind] = {features[int(k[1:])] if k not in features else k: float(v) for k, v in raw.items()}
+        return gain_importance(scores["gain"], scores["total_gain"], features)
+
     @property
     def effective_params(self) -> dict[str, Any]:
         return dict(self.meta["params"])
