@@ -227,7 +227,7 @@ def fit_loop(
             total += float(loss.detach()) * len(yb)
             seen += len(yb)
         valid_loss = evaluate_loss(model, valid_fn, y_v, max(plan["batch_size"] * 4, 2048), precision)
-        lr = optimizers[0].param_groups[0]["lr"]
+        lr = optimizers[0].param_groups[0]["lr"]  # the first optimizer's (torch_text: the embedding's)
         history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss, "lr": lr})
         log(f"epoch {epoch}: train loss {total / max(seen, 1):.4f}, valid loss {valid_loss:.4f}")
         if valid_loss < best - float(params["min_delta"]):
