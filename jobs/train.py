@@ -4,9 +4,10 @@
         --labels LABELS_PARQUET_URI --output OUTPUT_PREFIX_URI
 
 Writes under OUTPUT_PREFIX: the family's model file(s) (xgboost: model.json; torch: model.pt +
-preprocessing.json), model_meta.json, feature_schema.json, metrics.json, lineage.json, roc.png and
-pr.png (one-vs-rest curves per class for multiclass; skipped only where matplotlib is missing)
-and, last, _SUCCESS.
+preprocessing.json), model_meta.json, feature_schema.json, metrics.json, feature_importance.json
+(xgboost's gain, or permutation importance on the test rows: jobs.importance), lineage.json,
+roc.png and pr.png (one-vs-rest curves per class for multiclass; skipped only where matplotlib is
+missing) and, last, _SUCCESS.
 A prefix that already holds _SUCCESS is finished: the job exits 0 without retraining, so a
 launcher retry never produces a second, different model under the same version.
 Exit codes: 0 done (or already done); 2 bad input or config (stderr names it); 1 a crash.
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs import io
+from jobs import importance, io
 from jobs.contract import ConfigError, TrainConfig
 from jobs.io import JobInputError
 
@@ -276,6 +277,10 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
     io.write_json(io.join_uri(out, "lineage.json"), lineage)
     for name, png in curve_pngs(fitted.y_test, fitted.proba, cfg.classes).items():
         io.write_bytes(io.join_uri(out, name), png)
+    io.write_json(
+        io.join_uri(out, importance.FILE),
+        feature_importance(model, data.x.take(test_idx), fitted.y_test, cfg),
+    )
     summary = {
         "status": "trained",
         "model": cfg.model,
@@ -290,6 +295,25 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
     # Last: the marker is what a launcher retry looks for; everything above is complete by now.
     io.write_json(io.join_uri(out, "_SUCCESS"), summary)
     return summary
+
+
+def feature_importance(model: Any, test: pa.Table, y_test: np.ndarray, cfg: TrainConfig) -> dict[str, Any]:
+    """The family's own figure where it has one (xgboost's gain), else permutation importance of
+    the gate metric on the test rows (see jobs.importance)."""
+    own = getattr(model, "feature_importance", None)
+    if own is not None:
+        return own()
+    started = time.monotonic()
+    try:
+        result = importance.permutation_importance(model.predict_proba, test, y_test, cfg.metric, cfg.seed)
+    except ValueError as exc:  # e.g. ROC AUC of a sample that holds one class only
+        log(f"no permutation importance: {exc}")
+        return {"method": "permutation", "metric": cfg.metric, "error": str(exc), "features": []}
+    log(
+        f"permutation importance of {len(result['features'])} features on {result['rows']} test rows "
+        f"in {time.monotonic() - started:.1f} s"
+    )
+    return result
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

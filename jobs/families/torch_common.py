@@ -7,8 +7,9 @@
 - Seeds: python, numpy and torch from the job's seed, and deterministic algorithms on the CPU,
   so the same inputs give the same weights (the model version is a hash of the inputs).
 - Training: AdamW on shuffled mini-batches (a seeded DataLoader over row indices, pinned memory
-  on CUDA), cross-entropy, early stopping on the validation loss with ``patience`` epochs; the
-  weights of the best epoch are the ones kept.
+  on CUDA), cross-entropy, the learning rate cut on a validation-loss plateau, early stopping on
+  the validation loss with ``patience`` epochs; the weights of the best epoch are the ones kept.
+  Batch size, epoch budget and patience follow the training table's size (:func:`schedule`).
 - Inference: batches under ``torch.inference_mode()``, softmax in float32.
 """
 
@@ -36,10 +37,16 @@ from jobs.io import JobInputError, join_uri, read_bytes, write_bytes
 # inputs for the model's forward(), built from an array of row indices (CPU tensors)
 BatchFn = Callable[[np.ndarray], Sequence[torch.Tensor]]
 
+# ``None`` means "derived from the training table" (see :func:`schedule`); a number is used as is.
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "batch_size": 512,
-    "max_epochs": 30,
-    "patience": 3,
+    "batch_size": None,
+    "max_epochs": None,
+    "patience": None,
+    # Reduce-on-plateau: after ``lr_patience`` epochs without improvement the learning rate is
+    # multiplied by ``lr_factor``; training stops after ``patience`` such epochs. A smaller step
+    # usually finds a lower loss than the one that plateaued, so the patience window is spent on it.
+    "lr_patience": None,
+    "lr_factor": 0.3,
     "min_delta": 1e-4,
     "lr": 2e-3,
     "weight_decay": 1e-4,
@@ -49,6 +56,39 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # threading to pay: measured on a busy 2-core machine, 10 ms/step on 1 thread, 122 on 2.
     "threads": 1,
 }
+
+# The derived schedule. A large table (production: millions of rows) gets what it always had,
+# batches of MAX_BATCH and an epoch budget of MIN_EPOCHS with a short patience: there one epoch
+# is thousands of optimizer steps, and more epochs would multiply its cost for little gain. A
+# small table gets smaller batches and an epoch budget sized so that it sees about STEP_BUDGET
+# optimizer steps (1,257 rows in batches of 512 were 3 steps an epoch, 90 in all: training ended
+# while the validation loss still fell). Patience is counted in epochs, so it too grows as an
+# epoch shrinks: a noisy validation loss on a few hundred rows must not stop a run after 3 epochs
+# of 4 steps each.
+MIN_BATCH, MAX_BATCH = 32, 512
+BATCHES_PER_EPOCH = 32  # aim: at least this many steps an epoch, until batches reach MIN_BATCH
+STEP_BUDGET = 6000  # optimizer steps the epoch budget aims at (never fewer than MIN_EPOCHS)
+MIN_EPOCHS, MAX_EPOCHS = 30, 400
+PATIENCE_STEPS = 400  # patience, in optimizer steps, turned into epochs between the two bounds below
+MIN_PATIENCE, MAX_PATIENCE = 3, 20
+
+
+def auto_batch_size(n_train: int) -> int:
+    """The power of two nearest n_train / BATCHES_PER_EPOCH, within [MIN_BATCH, MAX_BATCH]."""
+    target = max(n_train, 1) / BATCHES_PER_EPOCH
+    return int(min(MAX_BATCH, max(MIN_BATCH, 2 ** round(math.log2(max(target, 1.0))))))
+
+
+def schedule(params: dict[str, Any], n_train: int) -> dict[str, int]:
+    """batch_size, max_epochs, patience and lr_patience for ``n_train`` rows: the params' own
+    values where set, else derived (the rule above). These are what the model records."""
+    batch = int(params["batch_size"] or auto_batch_size(n_train))
+    steps = max(1, math.ceil(n_train / batch))  # optimizer steps an epoch
+    max_epochs = int(params["max_epochs"] or min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
+    patience = int(params["patience"] or min(MAX_PATIENCE, max(MIN_PATIENCE, math.ceil(PATIENCE_STEPS / steps))))
+    # Half the patience: one reduction, and a second half-window to use the smaller step.
+    lr_patience = int(params.get("lr_patience") or max(1, patience // 2))
+    return {"batch_size": batch, "max_epochs": max_epochs, "patience": patience, "lr_patience": lr_patience}
 
 
 def log(msg: str) -> None:
@@ -113,6 +153,7 @@ class FitResult:
     best_valid_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    schedule: dict[str, int] = field(default_factory=dict)  # the batch size and budgets used
 
 
 def _loader(n: int, batch_fn: BatchFn, y: torch.Tensor, batch_size: int, seed: int, pin: bool) -> DataLoader:
@@ -155,12 +196,18 @@ def fit_loop(
     scaler = precision.scaler()
     y_t = torch.as_tensor(y_train, dtype=torch.long)
     y_v = torch.as_tensor(y_valid, dtype=torch.long)
-    loader = _loader(len(y_train), train_fn, y_t, int(params["batch_size"]), seed, device.type == "cuda")
+    plan = schedule(params, len(y_train))
+    lr_factor = float(params.get("lr_factor", 0.3))
+    log(
+        f"{len(y_train)} training rows: batches of {plan['batch_size']}, up to {plan['max_epochs']} epochs, "
+        f"patience {plan['patience']} (learning rate x{lr_factor} after {plan['lr_patience']})"
+    )
+    loader = _loader(len(y_train), train_fn, y_t, plan["batch_size"], seed, device.type == "cuda")
     dense = [p for p in model.parameters() if p.requires_grad and not _is_sparse_param(model, p)]
     best = math.inf
     best_state: dict[str, torch.Tensor] = {}
     best_epoch, waited, history = 0, 0, []
-    for epoch in range(1, int(params["max_epochs"]) + 1):
+    for epoch in range(1, plan["max_epochs"] + 1):
         model.train()
         total, seen = 0.0, 0
         for inputs, yb in loader:
@@ -179,19 +226,29 @@ def fit_loop(
             scaler.update()
             total += float(loss.detach()) * len(yb)
             seen += len(yb)
-        valid_loss = evaluate_loss(model, valid_fn, y_v, int(params["batch_size"]) * 4, precision)
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss})
+        valid_loss = evaluate_loss(model, valid_fn, y_v, max(plan["batch_size"] * 4, 2048), precision)
+        lr = optimizers[0].param_groups[0]["lr"]  # the first optimizer's (torch_text: the embedding's)
+        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss, "lr": lr})
         log(f"epoch {epoch}: train loss {total / max(seen, 1):.4f}, valid loss {valid_loss:.4f}")
         if valid_loss < best - float(params["min_delta"]):
             best, best_epoch, waited = valid_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             waited += 1
-            if waited >= int(params["patience"]):
+            if waited >= plan["patience"]:
                 log(f"early stop: no validation improvement for {waited} epochs; best epoch {best_epoch}")
                 break
+            if waited % plan["lr_patience"] == 0:
+                scale_lr(optimizers, lr_factor)
+                log(f"no validation improvement for {waited} epochs: learning rate x{lr_factor}")
     model.load_state_dict(best_state)
-    return FitResult(best_epoch, len(history), best, history, round(time.monotonic() - started, 3))
+    return FitResult(best_epoch, len(history), best, history, round(time.monotonic() - started, 3), plan)
+
+
+def scale_lr(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] *= factor
 
 
 def _is_sparse_param(model: nn.Module, p: torch.nn.Parameter) -> bool:

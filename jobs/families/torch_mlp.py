@@ -129,6 +129,7 @@ class TorchMLPFamily:
             seed=seed,
             precision=precision,
         )
+        p.update(result.schedule)  # the derived batch size and budgets: what the model was trained with
         meta.update(
             {
                 "best_iteration": result.best_epoch,

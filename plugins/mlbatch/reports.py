@@ -1,8 +1,8 @@
 """Run reports for people: an HTML page per trained version, a JSON summary per scored day.
 
-* ``models/<model>/<version>/report.html``: metrics, ROC/PR curves, confusion matrix, the model
-  gate's verdicts and the lineage, in one self-contained file (images inlined), written after
-  the model gate whether it promoted or rejected the version.
+* ``models/<model>/<version>/report.html``: metrics, the top 20 features by importance, ROC/PR
+  curves, confusion matrix, the model gate's verdicts and the lineage, in one self-contained file
+  (images inlined), written after the model gate whether it promoted or rejected the version.
 * ``predictions/<model>/<ds>/summary.json``: counts per label, the score distribution and its
   drift against the latest earlier day that has a summary (population stability index).
 
@@ -41,6 +41,7 @@ _TRAINING = _ENV.from_string(
  table{border-collapse:collapse;margin:.5em 0 1.5em} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
  th{background:#f3f3f3} .ok{color:#176317} .fail{color:#a11} .num{text-align:right;font-variant-numeric:tabular-nums}
  .note{color:#666;font-style:italic} figure{display:inline-block;margin:0 1em 1em 0}
+ .bar{display:inline-block;height:.8em;background:#1f5fbf}
 </style></head><body>
 <h1>{{ model }} <code>{{ version }}</code></h1>
 <p>Status <b class="{{ 'ok' if status == 'production' else 'fail' if status == 'rejected' else '' }}">{{ status }}</b>
@@ -58,6 +59,17 @@ _TRAINING = _ENV.from_string(
 <h2>Held-out metrics</h2>
 <table><tr><th>metric</th><th>value</th></tr>
 {% for name, v in scalars %}<tr><td>{{ name }}</td><td class="num">{{ v }}</td></tr>{% endfor %}</table>
+
+<h2>Feature importance</h2>
+{% if importance %}<p>{{ importance.title }}{% if importance.shown < importance.total %}:
+ the top {{ importance.shown }} of {{ importance.total }} features{% endif %} ({{ importance.source }}).</p>
+<table><tr><th>feature</th><th>{{ importance.label }}</th>
+{% if importance.spread %}<th>&plusmn; sd</th>{% endif %}<th></th></tr>
+{% for f in importance.rows %}<tr><td><code>{{ f.feature }}</code></td><td class="num">{{ f.value }}</td>
+{% if importance.spread %}<td class="num">{{ f.std }}</td>{% endif %}
+<td><span class="bar" style="width:{{ f.width }}px"></span></td></tr>
+{% endfor %}</table>
+{% else %}<p class="note">{{ importance_note }}</p>{% endif %}
 
 <h2>Curves</h2>
 {% for c in curves %}<figure>{% if c.png %}<img alt="{{ c.title }}" width="360"
@@ -177,6 +189,53 @@ def _confusion(metrics: dict[str, Any], classes: list[str]) -> dict[str, Any] | 
     return {"classes": classes, "rows": rows, "source": "derived from n_test, positive_rate, precision, recall"}
 
 
+IMPORTANCE_TOP, IMPORTANCE_BAR_PX = 20, 200
+
+
+def _importance(store: Any, prefix: str) -> tuple[dict[str, Any] | None, str]:
+    """The top IMPORTANCE_TOP features of the job's ``feature_importance.json`` (jobs.importance),
+    or None and the reason there is no table."""
+    key = prefix + "feature_importance.json"
+    if not store.exists(key):
+        return None, "The train job wrote no feature_importance.json (a version trained before it did)."
+    data = store.get_json(key)
+    features = data.get("features") or []
+    if not features:
+        return None, f"No feature importance: {data.get('error', 'the job listed no features')}."
+    top = features[:IMPORTANCE_TOP]
+    peak = max((f["importance"] for f in top), default=0.0)
+    permutation = data.get("method") == "permutation"
+    rows = [
+        {
+            "feature": f["feature"],
+            "value": f"{f['importance']:.4g}",
+            "std": f"{f['std']:.2g}" if "std" in f else "",
+            # negative (shuffling helped: noise) and zero draw no bar
+            "width": round(IMPORTANCE_BAR_PX * max(f["importance"], 0.0) / peak) if peak > 0 else 0,
+        }
+        for f in top
+    ]
+    if permutation:
+        title = (
+            f"Permutation importance: how much {data.get('metric')} on the test rows drops when a feature is shuffled"
+        )
+        source = f"{data.get('rows', '?')} rows, {data.get('repeats', '?')} shuffles each"
+        label = f"{data.get('metric')} drop"
+    else:
+        title = "xgboost gain: the mean loss reduction of the splits on a feature"
+        source = "from the trees"
+        label = "gain"
+    return {
+        "title": title,
+        "source": source,
+        "label": label,
+        "rows": rows,
+        "spread": permutation,
+        "shown": len(top),
+        "total": len(features),
+    }, ""
+
+
 REALIZED_W, REALIZED_H, REALIZED_PAD = 480, 200, 20
 
 
@@ -268,6 +327,7 @@ def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
     metrics = store.get_json(prefix + "metrics.json")
     lineage = store.get_json(prefix + "lineage.json") if store.exists(prefix + "lineage.json") else {}
     gate = ctx.spec.train.gate
+    importance, importance_note = _importance(store, prefix)
     html = _TRAINING.render(
         model=ctx.model,
         version=st["version"],
@@ -282,6 +342,8 @@ def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
         curves=_curves(ctx, prefix, metrics),
         task=metrics.get("task", "binary" if ctx.spec.is_binary else "multiclass"),
         confusion=_confusion(metrics, list(metrics.get("classes") or ctx.spec.labels.classes)),
+        importance=importance,
+        importance_note=importance_note,
         lineage={k: v if isinstance(v, str | int | float) else str(v) for k, v in lineage.items()},
         realized=_realized(ctx, version, metrics),
         artifact_uri=st["artifact_uri"],

@@ -106,6 +106,44 @@ def test_training_report_embeds_the_job_pngs_and_says_when_there_is_no_plot(env)
     assert "data:image/png;base64," in html and "No ROC/PR plot" not in html
 
 
+def test_training_report_shows_the_top_20_features_by_importance(env):
+    from jobs.importance import gain_importance
+
+    uri = _register(env, VERSION, "production", "ok   roc_auc: observed 0.9, threshold >= 0.75", {"roc_auc": 0.9})
+    ctx = _ctx(env)
+    ctx.save_state("train", {"version": VERSION, "artifact_uri": uri})
+    html = env.store.get_bytes(env.store.key(reports.training_report(ctx))).decode()
+    assert "wrote no feature_importance.json" in html  # a version trained before the job wrote it
+
+    # 25 features, f24 the most important; the job's own file format (jobs.importance)
+    features = [f"f{i:02d}" for i in range(25)]
+    gain = {f: float(i + 1) for i, f in enumerate(features)}
+    env.store.put_json(f"models/device_gender/{VERSION}/feature_importance.json", gain_importance(gain, gain, features))
+    html = env.store.get_bytes(env.store.key(reports.training_report(ctx))).decode()
+    section = html.split("<h2>Feature importance</h2>")[1].split("<h2>")[0]
+    shown = re.findall(r"<td><code>(f\d\d)</code></td>", section)
+    assert shown == [f"f{i:02d}" for i in range(24, 4, -1)]  # the top 20, most important first
+    assert "the top 20 of 25 features" in section and "xgboost gain" in section
+    assert 'style="width:200px"' in section and 'style="width:48px"' in section  # f05: 6/25 of the bar
+
+    perm = {
+        "method": "permutation",
+        "metric": "roc_auc",
+        "rows": 1000,
+        "repeats": 3,
+        "features": [
+            {"feature": "x1", "importance": 0.21, "std": 0.01},
+            {"feature": "x2", "importance": -0.002, "std": 0.003},
+        ],
+    }
+    env.store.put_json(f"models/device_gender/{VERSION}/feature_importance.json", perm)
+    html = env.store.get_bytes(env.store.key(reports.training_report(ctx))).decode()
+    section = html.split("<h2>Feature importance</h2>")[1].split("<h2>")[0]
+    assert "roc_auc drop" in section and "1000 rows, 3 shuffles each" in section and "top 20" not in section
+    assert re.search(r"<code>x2</code></td><td class=\"num\">-0.002</td>", section)
+    assert 'style="width:0px"' in section  # a negative importance draws no bar
+
+
 def _write_predictions(ctx: RunContext, scores: np.ndarray) -> None:
     n = len(scores)
     per = -(-n // ctx.spec.score.shards)
