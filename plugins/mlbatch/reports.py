@@ -15,21 +15,15 @@ precision}``), else a note saying neither exists.
 from __future__ import annotations
 
 import base64
-import math
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import date, timedelta
 from typing import Any
 
 import jinja2
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from mlbatch import drift, registry
+from mlbatch import registry
 from mlbatch.stages.context import RunContext
+from mlbatch.summary import scoring_summary, summary_key
 
-DRIFT_LOOKBACK_DAYS = 7
+__all__ = ["scoring_summary", "summary_key", "training_report", "version_report"]
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 
@@ -354,110 +348,3 @@ def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
 def _offline(metrics: dict[str, Any], metric: str) -> float | None:
     v = metrics.get(metric)
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-
-# --- scoring summary -----------------------------------------------------------------------
-
-
-def summary_key(model: str, ds: str) -> str:
-    return f"predictions/{model}/{ds}/summary.json"
-
-
-def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any] | None:
-    store, day = ctx.env.store, date.fromisoformat(ctx.ds)
-    for back in range(1, DRIFT_LOOKBACK_DAYS + 1):
-        ref_ds = (day - timedelta(days=back)).isoformat()
-        key = summary_key(ctx.model, ref_ds)
-        if store.exists(key):
-            ref = store.get_json(key)
-            # The prediction gate's own comparison (mlbatch.drift), so the figure here is the
-            # one the gate checked against publish.max_psi for the same two histograms.
-            scores = drift.summarize(ref["score"]["histogram"], histogram)
-            return {
-                "reference_ds": ref_ds,
-                "score_psi": scores.as_dict()["psi"],
-                "level": scores.level,
-                "mean_shift": round(mean - ref["score"]["mean"], 6),
-            }
-    return None
-
-
-QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-QUANTILE_BINS = 10_000  # quantiles from a histogram this fine are exact to 1e-4, in constant memory
-
-
-@dataclass
-class _ScoreSummary:
-    """What summary.json says about a day's predictions, accumulated batch by batch: a day can
-    hold tens of millions of rows, and the gate and the publish stream it too."""
-
-    rows: int = 0
-    total: float = 0.0
-    lo: float = math.inf
-    hi: float = -math.inf
-    histogram: np.ndarray = field(default_factory=lambda: np.zeros(drift.SCORE_BINS, dtype=np.int64))
-    fine: np.ndarray = field(default_factory=lambda: np.zeros(QUANTILE_BINS, dtype=np.int64))
-    labels: Counter = field(default_factory=Counter)
-    versions: set = field(default_factory=set)
-
-    def update(self, batch: pa.RecordBatch) -> None:
-        scores = np.asarray(batch.column("score").cast(pa.float64()).fill_null(math.nan))
-        finite = scores[np.isfinite(scores)]
-        self.rows += batch.num_rows
-        if len(finite):
-            self.total += float(finite.sum())
-            self.lo, self.hi = min(self.lo, float(finite.min())), max(self.hi, float(finite.max()))
-        self.histogram += drift.score_histogram(scores)
-        self.fine += drift.score_histogram(scores, QUANTILE_BINS)
-        for item in pc.value_counts(batch.column("label")).to_pylist():
-            self.labels[str(item["values"])] += item["counts"]
-        self.versions.update(pc.unique(batch.column("model_version")).to_pylist())
-
-    def quantile(self, q: float) -> float | None:
-        """The q-quantile of the scores in [0, 1], interpolated between two order statistics as
-        numpy's default does, each placed within its fine bin (the bin's rows spread evenly)."""
-        n = int(self.fine.sum())
-        if not n:
-            return None
-        cumulative = np.cumsum(self.fine)
-
-        def order_statistic(k: int) -> float:
-            i = int(np.searchsorted(cumulative, k, side="right"))
-            before = int(cumulative[i - 1]) if i else 0
-            return (i + (k - before + 0.5) / self.fine[i]) / QUANTILE_BINS
-
-        rank = q * (n - 1)
-        low, frac = int(rank), rank - int(rank)
-        value = order_statistic(low) + frac * (order_statistic(min(low + 1, n - 1)) - order_statistic(low))
-        return round(value, 6)
-
-
-def scoring_summary(ctx: RunContext) -> str:
-    """Write the day's ``summary.json`` from this run's predictions; returns its URI."""
-    from mlbatch.stages.score import iter_predictions
-
-    acc = _ScoreSummary()
-    for batch in iter_predictions(ctx, ["label", "score", "model_version"]):
-        acc.update(batch)
-    rows = acc.rows
-    mean = acc.total / rows if rows else None
-    histogram = acc.histogram.tolist()
-    summary = {
-        "model": ctx.model,
-        "ds": ctx.ds,
-        "run_id": ctx.run_id,
-        "model_version": sorted(map(str, acc.versions)),
-        "rows": rows,
-        "labels": dict(sorted(acc.labels.items())),
-        "score": {
-            "min": acc.lo if rows else None,
-            "max": acc.hi if rows else None,
-            "mean": mean,
-            "quantiles": {f"p{round(q * 100):02d}": acc.quantile(q) for q in QUANTILES},
-            "quantile_resolution": 1 / QUANTILE_BINS,
-            "histogram_bins": [round(i / drift.SCORE_BINS, 2) for i in range(drift.SCORE_BINS + 1)],
-            "histogram": histogram,
-        },
-        "drift": _drift(ctx, histogram, mean) if rows else None,
-    }
-    return ctx.env.store.put_json(summary_key(ctx.model, ctx.ds), summary)
