@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -15,31 +14,11 @@ import duckdb
 import pytest
 import yaml
 
+from tests.support.cli import DS, cli_env, mlbatch
+
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-DS = "2026-11-22"
 
 pytestmark = pytest.mark.e2e
-
-
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLBATCH_"))}
-    env.update(
-        MLBATCH_HOME=str(home),
-        AIRFLOW_HOME=str(REPO),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow' / 'airflow.db'}",
-        **extra,
-    )
-    return env
-
-
-def _mlbatch(home: Path, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [str(BIN / "mlbatch"), *args], env=_env(home, **extra), capture_output=True, text=True, timeout=900
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mlbatch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def _counts(home: Path) -> dict[str, object]:
@@ -68,13 +47,13 @@ def _counts(home: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("embedded")
-    proc = _mlbatch(home, "demo", "--ds", DS)
+    proc = mlbatch(home, "demo", "--ds", DS)
     assert "device_gender__score" in proc.stdout
     return home
 
 
 def test_demo_runs_every_dag_and_status_reports_the_contract(demo_home):
-    status = json.loads(_mlbatch(demo_home, "status", "--json").stdout)
+    status = json.loads(mlbatch(demo_home, "status", "--json").stdout)
     models = {m["name"]: m for m in status["models"]}
     model = models["device_gender"]
     assert model["labels"]["rows"] > 25_000 and model["labels"]["sync_id"].startswith("device_gender-")
@@ -114,7 +93,7 @@ def test_tables_hold_what_the_stages_promised(demo_home):
 
 def test_second_demo_changes_no_table(demo_home):
     before = _counts(demo_home)
-    _mlbatch(demo_home, "demo", "--ds", DS)
+    mlbatch(demo_home, "demo", "--ds", DS)
     assert _counts(demo_home) == before
     db = sqlite3.connect(demo_home / "app.db")
     verdicts = [
@@ -130,7 +109,7 @@ def test_unknown_spec_field_exits_2_naming_it(demo_home, tmp_path):
     raw["score"]["shard_count"] = 4
     spec = tmp_path / "device_gender.yaml"
     spec.write_text(yaml.safe_dump(raw))
-    proc = _mlbatch(demo_home, "run", str(spec), "--ds", DS, check=False)
+    proc = mlbatch(demo_home, "run", str(spec), "--ds", DS, check=False)
     assert proc.returncode == 2
     assert "score.shard_count: unknown field" in proc.stderr and str(spec) in proc.stderr
 
@@ -157,7 +136,7 @@ def test_failed_feature_gate_stops_the_score_dag_and_writes_nothing(demo_home, t
     """)
     proc = subprocess.run(
         [sys.executable, "-c", script],
-        env=_env(demo_home, AIRFLOW__CORE__DAGS_FOLDER=str(dags)),
+        env=cli_env(demo_home, AIRFLOW__CORE__DAGS_FOLDER=str(dags)),
         capture_output=True,
         text=True,
         timeout=600,
@@ -179,7 +158,7 @@ def test_cli_gate_failure_exits_1_and_keeps_production(demo_home, tmp_path):
     spec = tmp_path / "device_gender.yaml"
     spec.write_text(yaml.safe_dump(raw))
     before = _counts(demo_home)
-    proc = _mlbatch(demo_home, "run", str(spec), "--ds", DS, "--stage", "unload", "--stage", "train", check=False)
+    proc = mlbatch(demo_home, "run", str(spec), "--ds", DS, "--stage", "unload", "--stage", "train", check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "gate device_gender.model blocked" in proc.stderr and "threshold >= 0.99" in proc.stderr
     after = _counts(demo_home)
@@ -191,7 +170,7 @@ def test_cli_gate_failure_exits_1_and_keeps_production(demo_home, tmp_path):
 
 
 def test_doctor_is_green_on_the_demo_stack(demo_home):
-    stdout = _mlbatch(demo_home, "doctor", "--json").stdout
+    stdout = mlbatch(demo_home, "doctor", "--json").stdout
     report = json.loads(stdout[stdout.index("{") :])  # after any log line Airflow writes to stdout
     got = {c["boundary"]: c["status"] for c in report["checks"]}
     assert report["ok"] and got["warehouse"] == got["object store"] == got["app DB"] == "ok", got

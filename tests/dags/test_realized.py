@@ -24,7 +24,7 @@ import pytest
 
 from devtools import synth
 from devtools.demo import LATE_LABELS
-from tests.dags.test_end_to_end import DS, _env, _mlbatch
+from tests.support.cli import DS, cli_env, mlbatch
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +56,7 @@ def webhook():
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("realized")
-    _mlbatch(home, "demo", "--ds", DS)
+    mlbatch(home, "demo", "--ds", DS)
     return home
 
 
@@ -94,7 +94,7 @@ def _labels_dag(home: Path, day: str, conn: dict) -> dict[str, str]:
     """)
     proc = subprocess.run(
         [sys.executable, "-c", script],
-        env=_env(home, AIRFLOW_CONN_MLBATCH_ALERTS=json.dumps(conn)),
+        env=cli_env(home, AIRFLOW_CONN_MLBATCH_ALERTS=json.dumps(conn)),
         capture_output=True,
         text=True,
         timeout=900,
@@ -120,7 +120,7 @@ def test_late_labels_measure_production_and_a_flipped_segment_raises_the_alert(h
     warehouse = home / "warehouse.duckdb"
     keys = _unlabelled_scored_keys(home)
     assert len(keys) > HONEST + FLIPPED
-    status = json.loads(_mlbatch(home, "status", "--json").stdout)
+    status = json.loads(mlbatch(home, "status", "--json").stdout)
     model = {m["name"]: m for m in status["models"]}["device_gender"]
     offline = model["production_model"]["value"]
     version = model["production_model"]["version"]
@@ -163,19 +163,19 @@ def test_late_labels_measure_production_and_a_flipped_segment_raises_the_alert(h
     assert statuses == [("production",)]  # flagged, not demoted: a person or a new version decides
 
     # Shown: status --json, the version's report, the day's summary.json.
-    realized = {m["name"]: m for m in json.loads(_mlbatch(home, "status", "--json").stdout)["models"]}["device_gender"][
+    realized = {m["name"]: m for m in json.loads(mlbatch(home, "status", "--json").stdout)["models"]}["device_gender"][
         "realized"
     ]
     assert realized["metric"] == "roc_auc" and realized["value"] == pytest.approx(value)
     assert realized["n_labelled"] == n and realized["offline"] == pytest.approx(offline)
     assert realized["degraded"] is True and realized["ds"] == DS and realized["ci"] == [lo, hi]
-    assert "DEGRADED" in _mlbatch(home, "status").stdout
+    assert "DEGRADED" in mlbatch(home, "status").stdout
     report = (home / "objects" / "models" / "device_gender" / version / "report.html").read_text()
     assert "Realized performance (late labels)" in report and "<polyline" in report and sync_id in report
     summary = json.loads((home / "objects" / "predictions" / "device_gender" / DS / "summary.json").read_text())
     assert summary["realized"]["value"] == pytest.approx(value) and summary["realized"]["n_labelled"] == n
 
     # 3. The CLI's labels stage measures too, and a rerun replaces the row instead of adding one.
-    _mlbatch(home, "run", "device_gender", "--ds", "2026-11-24", "--stage", "labels")
+    mlbatch(home, "run", "device_gender", "--ds", "2026-11-24", "--stage", "labels")
     [(v2, ds2, _m, value2, n2, *_rest)] = _realized_rows(home)
     assert (v2, ds2, n2) == (version, DS, n) and value2 == pytest.approx(value)

@@ -14,6 +14,7 @@ import pytest
 from mlbatch.launchers.images import build_image
 
 from devtools.devservers import Dockerd, MariaDB, start_dockerd, start_mariadb, start_moto_s3
+from tests.support.terminal import say
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -66,13 +67,6 @@ def s3_env(s3_endpoint, monkeypatch) -> Iterator[dict[str, str]]:
 
 
 # --- Docker: a daemon of our own and the job images (train, score), built once per session ---
-def say(config: pytest.Config, line: str) -> None:
-    """Print past pytest's capture: build times and image sizes belong in every run's output."""
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if capture is not None and reporter is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[docker] {line}")
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import pytest
 from mlbatch.launchers.images import build_image
 
 from devtools.devservers import Postgres, free_port, start_postgres, start_redis
-from tests.integration.conftest import say
+from tests.support.terminal import say
 
 if TYPE_CHECKING:
     from docker import DockerClient

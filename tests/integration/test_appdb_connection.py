@@ -9,7 +9,7 @@ from mlbatch.env import Environment
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from tests.unit.test_appdb import guarded_upsert_keeps_newer_days
+from tests.support.appdb import guarded_upsert_keeps_newer_days
 
 SECRET = "Pw-4e8b0d13-conn-only"
 

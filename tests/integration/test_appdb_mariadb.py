@@ -3,7 +3,7 @@
 from mlbatch.appdb.hook import AppDbHook
 from sqlalchemy import inspect, text
 
-from tests.unit.test_appdb import guarded_upsert_keeps_newer_days
+from tests.support.appdb import guarded_upsert_keeps_newer_days
 
 
 def test_guarded_upsert_on_mariadb(mariadb_url):

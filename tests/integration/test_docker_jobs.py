@@ -24,7 +24,7 @@ from mlbatch.launchers.docker import DockerConfig, DockerLauncher
 from mlbatch.store import ObjectStore, filesystem_for
 
 from devtools.devservers import s3_environment
-from tests.unit.test_jobs import FAST, features_table
+from tests.support.jobs import FAST, features_table
 
 if TYPE_CHECKING:
     pass

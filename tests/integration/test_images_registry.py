@@ -16,7 +16,7 @@ from mlbatch.cli import app
 from typer.testing import CliRunner
 
 from devtools.devservers import Dockerd, Registry, start_registry
-from tests.integration.conftest import say
+from tests.support.terminal import say
 
 if TYPE_CHECKING:
     from docker import DockerClient

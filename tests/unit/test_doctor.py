@@ -18,7 +18,7 @@ from mlbatch.labels import sheets
 from mlbatch.spec import load_spec
 
 from tests.fakes.sheets_api import FakeSheetsApi
-from tests.unit.test_spec import write_spec
+from tests.support.specs import write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = botocore.session.get_session()

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.unit.test_jobs import FAST, features_table, run_job, write_config, write_labels, write_unload
+from tests.support.jobs import FAST, features_table, run_job, write_config, write_labels, write_unload
 
 
 def test_batch_size_follows_the_table_between_its_bounds() -> None:

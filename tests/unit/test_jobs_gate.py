@@ -16,7 +16,7 @@ from mlbatch.stages import train as train_stage
 from mlbatch.stages.context import RunContext
 
 from jobs.train import train
-from tests.unit.test_jobs import features_table, write_config, write_labels, write_unload
+from tests.support.jobs import features_table, write_config, write_labels, write_unload
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 import pytest
 from mlbatch.pools import SLOTS_ENV, gpu_pool_slots
 
-from tests.unit.test_spec import write_spec
+from tests.support.specs import write_spec
 
 
 def test_pool_size_is_the_largest_gpu_job_of_train_or_score(tmp_path, monkeypatch):

@@ -1,19 +1,12 @@
 from pathlib import Path
 
 import pytest
-import yaml
 from mlbatch.spec import SpecError, find_spec, load_spec
+
+from tests.support.specs import write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "dags" / "specs" / "device_gender.yaml"
-
-
-def write_spec(tmp_path: Path, mutate, name: str = "device_gender") -> Path:
-    raw = yaml.safe_load(EXAMPLE.read_text())
-    mutate(raw)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def test_example_spec_loads_with_resolved_paths():

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from devtools.synth import RECIPE_CLASSES, _recipes
-from tests.unit.test_jobs import features_table, run_job, write_config, write_unload
+from tests.support.jobs import features_table, run_job, write_config, write_unload
 
 
 def test_tabular_encoder_standardises_imputes_and_round_trips() -> None:

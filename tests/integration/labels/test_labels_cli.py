@@ -7,10 +7,10 @@ import json
 from mlbatch.cli import app
 from typer.testing import CliRunner
 
-from tests.integration.test_labels_sync import KEY, api, env, history, make_spec, sync_log, table  # noqa: F401
+from tests.support.labels import KEY, history, make_spec, sync_log, table
 
 
-def test_dry_run_prints_the_diff_and_writes_nothing_then_sync_applies_it(env, api, tmp_path):  # noqa: F811
+def test_dry_run_prints_the_diff_and_writes_nothing_then_sync_applies_it(env, api, tmp_path):
     rows = [["device_id", "gender", "status"]] + [[str(i), "male"] for i in range(1, 11)]
     ws = api.add_worksheet(KEY, "labels", rows)
     spec = make_spec(tmp_path, max_invalid_fraction=0.2)
@@ -48,7 +48,7 @@ def test_dry_run_prints_the_diff_and_writes_nothing_then_sync_applies_it(env, ap
     assert ws.get(12, 2).startswith("unknown_label")
 
 
-def test_dry_run_and_sync_exit_1_when_the_delete_guard_would_block(env, api, tmp_path):  # noqa: F811
+def test_dry_run_and_sync_exit_1_when_the_delete_guard_would_block(env, api, tmp_path):
     rows = [["device_id", "gender"]] + [[str(i), "male"] for i in range(1, 11)]
     ws = api.add_worksheet(KEY, "labels", rows)
     spec = make_spec(tmp_path)
@@ -62,7 +62,7 @@ def test_dry_run_and_sync_exit_1_when_the_delete_guard_would_block(env, api, tmp
     assert len(table(env)) == 10
 
 
-def test_run_with_dry_run_checks_and_gates_the_labels_and_writes_nothing(env, api, tmp_path):  # noqa: F811
+def test_run_with_dry_run_checks_and_gates_the_labels_and_writes_nothing(env, api, tmp_path):
     """`mlbatch run --param dry_run=true`: the pipeline's readers and gate run, its writers (and what
     follows them in their DAG) are skipped, as in Airflow."""
     rows = [["device_id", "gender", "status"]] + [[str(i), "male"] for i in range(1, 11)]
