@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlbatch.env import Environment, redact
+from mlbatch.env import LOAD_FROM_S3_ENV, Environment, redact
 from mlbatch.spec import ModelSpec, SheetSource
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ Status = Literal["ok", "FAIL", "warn", "skip"]
 # What the label sync, registry and publish run on the app DB (publish: CREATE TABLE ... LIKE,
 # LOAD DATA into side tables, RENAME TABLE swaps, DROP of the old tables; ensure_schema: indexes).
 APPDB_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX")
-LOAD_FROM_S3_ENV = "MLBATCH_AURORA_LOAD_FROM_S3"  # same switch as mlbatch.stages.publish
 PROBE_PREFIX = "_mlbatch_doctor/"
 SHEETS_KEY_ENV = "MLBATCH_SHEETS_SERVICE_ACCOUNT_JSON"  # mlbatch.labels.sheets.ENV_KEY_JSON (a test keeps them equal)
 

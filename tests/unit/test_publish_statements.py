@@ -6,7 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from mlbatch.appdb.bulk import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
+from mlbatch.appdb.mysql_sql import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
 from mlbatch.spec import load_spec
 from mlbatch.statements import aurora_publish_statements, export_statements
 
