@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 from sqlalchemy import Connection, Table
@@ -65,7 +65,9 @@ from mlbatch.appdb.mysql_sql import (
 from mlbatch.appdb.pipes import piped_sources
 from mlbatch.appdb.publisher import BATCH_ROWS, HISTORY_DAYS, READ, Day, Published, PublishError, step
 from mlbatch.appdb.tsv import day_columns, tsv_chunk
-from mlbatch.store import ObjectStore, filesystem_for
+
+if TYPE_CHECKING:
+    from mlbatch.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +114,18 @@ class MySqlPublisher:
 
     def _publish_from_s3(self, day: Day, store: ObjectStore) -> Published:
         """Aurora's LOAD DATA FROM S3: the day's TSV is written to the object store first."""
-        key = f"publish/{day.model}/{day.ds.isoformat()}/{day.run_key}/predictions.tsv"
-        fs, path = filesystem_for(store.uri(key))
+        folder = f"publish/{day.model}/{day.ds.isoformat()}/{day.run_key}/"
         checksum = RowChecksum()
         try:
-            with sorted_ranges(day, 1) as shares, fs.open_output_stream(path) as out:
+            with sorted_ranges(day, 1) as shares, store.open_output(folder + "predictions.tsv") as out:
                 _tsv_writer(day, shares[0].batches(), checksum, threading.Lock())(out)
-            source = LoadSource(s3_uri=store.uri(key))
+            source = LoadSource(s3_uri=store.uri(folder + "predictions.tsv"))
             how = publish_mysql(
                 self.db, day.table, source, day.rows, day.log_row(checksum), day.ds, history_days=day.history_days
             )
         finally:
             with suppress(OSError):
-                fs.delete_file(path)
+                store.delete_prefix(folder)
         return Published(checksum.rows, checksum.hexdigest(), how)
 
 

@@ -16,9 +16,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateTable
 
 from mlbatch.appdb import schema
+from mlbatch.appdb.publisher import COLUMNS, UPDATE
 
-COLUMNS = ("entity_key", "ds", "model_version", "label", "score")
-UPDATE = ("model_version", "label", "score", "ds")  # ds last: MySQL applies assignments left to right
 LOCK_TIMEOUT_S = 600  # a concurrent publish of the same model may take minutes
 
 

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 HISTORY_DAYS = 35  # days of history kept by default (spec: publish.history_days)
 READ = ["entity_key", "label", "score", "model_version"]  # the columns a publisher reads
 BATCH_ROWS = 65_536  # rows per batch read from the shards
+COLUMNS = ("entity_key", "ds", "model_version", "label", "score")  # of <model>_predictions and _history
+UPDATE = ("model_version", "label", "score", "ds")  # what a newer day replaces; ds last: MySQL
+# applies assignments left to right, so the others still compare against the old ds
 
 
 class PublishError(RuntimeError):

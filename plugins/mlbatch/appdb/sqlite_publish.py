@@ -12,8 +12,7 @@ from sqlalchemy import Connection, Table, delete, func, insert, select
 from mlbatch.appdb import schema
 from mlbatch.appdb.checksum import RowChecksum
 from mlbatch.appdb.hook import AppDbHook
-from mlbatch.appdb.mysql_sql import UPDATE
-from mlbatch.appdb.publisher import READ, Day, Published, check_count
+from mlbatch.appdb.publisher import READ, UPDATE, Day, Published, check_count
 
 
 class SqlitePublisher:
