@@ -13,7 +13,7 @@ figures do not mix:
   kept by the guard, half inserted);
 
 Every day takes the same steps (staging load, partition exchange, one upsert transaction: see
-``mlbatch.appdb.bulk``); the path names only say whether a newer day existed.
+``mlbatch.appdb.mysql_publish``); the path names only say whether a newer day existed.
 * ``to_sql``: ``pandas.read_parquet`` + ``DataFrame.to_sql`` (SQLAlchemy + PyMySQL, default
   method, chunksize 10,000) of the first day into an empty table of the same schema.
 

@@ -39,7 +39,7 @@ FILL_DS = "2026-11-19"
 
 def fill(url: str, others: int, stride: int) -> float:
     """``others`` entities with keys not divisible by ``stride``, in the latest table and the history."""
-    from mlbatch.appdb import bulk, schema
+    from mlbatch.appdb import mysql_sql, schema
     from mlbatch.appdb.hook import AppDbHook
     from sqlalchemy import text
 
@@ -49,8 +49,10 @@ def fill(url: str, others: int, stride: int) -> float:
     top = others + others // (stride - 1) + stride  # enough keys for `others` non-multiples
     started = time.perf_counter()
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(bulk.history_ddl(history)))
-        conn.execute(text(bulk.add_partition_sql(history.name, __import__("datetime").date.fromisoformat(FILL_DS))))
+        conn.execute(text(mysql_sql.history_ddl(history)))
+        conn.execute(
+            text(mysql_sql.add_partition_sql(history.name, __import__("datetime").date.fromisoformat(FILL_DS)))
+        )
         for table in (f"{bp.MODEL}_predictions", history.name):
             conn.execute(
                 text(

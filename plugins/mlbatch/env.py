@@ -18,6 +18,10 @@ variable                   meaning                                      default
 ``MLBATCH_SPECS_DIR``      the model specs (for the CLI)                ``$PROJECT_DIR/dags/specs``
 =========================  ===========================================  =========================
 
+The app DB's backend also decides how a day is published (:attr:`Environment.publisher`);
+``MLBATCH_AURORA_LOAD_FROM_S3=1`` makes Aurora load the day with ``LOAD DATA FROM S3`` from the
+object store instead of ``LOAD DATA LOCAL INFILE`` streamed from the worker.
+
 Launcher settings (read by ``mlbatch.launchers`` when ``MLBATCH_LAUNCHER`` picks that backend):
 
 =====================================  ================================================  =========================
@@ -72,8 +76,11 @@ from mlbatch.store import ObjectStore
 
 if TYPE_CHECKING:
     from mlbatch.appdb.hook import AppDbHook
+    from mlbatch.appdb.publisher import Publisher
     from mlbatch.launchers.base import Launcher
     from mlbatch.warehouse.base import Warehouse
+
+LOAD_FROM_S3_ENV = "MLBATCH_AURORA_LOAD_FROM_S3"
 
 
 @dataclass
@@ -85,6 +92,7 @@ class Environment:
     launcher_kind: str
     specs_dir: Path
     appdb_conn_id: str | None = None
+    appdb_load_from_s3: bool = False  # Aurora: LOAD DATA FROM S3 instead of LOCAL INFILE
 
     @classmethod
     def from_env(cls) -> Environment:
@@ -97,6 +105,7 @@ class Environment:
             launcher_kind=os.environ.get("MLBATCH_LAUNCHER", "local"),
             specs_dir=Path(os.environ.get("MLBATCH_SPECS_DIR") or project_dir() / "dags" / "specs").resolve(),
             appdb_conn_id=os.environ.get("MLBATCH_APPDB_CONN_ID") or None,
+            appdb_load_from_s3=os.environ.get(LOAD_FROM_S3_ENV) == "1",
         )
 
     @cached_property
@@ -114,6 +123,22 @@ class Environment:
         if self.appdb_url.startswith("sqlite:///"):
             Path(self.appdb_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return AppDbHook(self.appdb_url)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        """How a day is published into the app DB: one implementation per app DB backend."""
+        dialect = self.appdb.dialect
+        if dialect == "mysql":
+            from mlbatch.appdb.mysql_publish import MySqlPublisher
+
+            return MySqlPublisher(self.appdb, load_from=self.store if self.appdb_load_from_s3 else None)
+        if dialect == "sqlite":
+            from mlbatch.appdb.sqlite_publish import SqlitePublisher
+
+            return SqlitePublisher(self.appdb)
+        raise ValueError(
+            f"app DB {redact(self.appdb_url)}: publishing supports mysql (Aurora) and sqlite, not {dialect}"
+        )
 
     @cached_property
     def warehouse(self) -> Warehouse:

@@ -47,28 +47,31 @@ def export_statements(spec: ModelSpec, ds: str) -> list[str]:
 
 
 def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
-    """The publish of a day as Aurora runs it with ``MLBATCH_AURORA_LOAD_FROM_S3=1`` (see appdb.bulk;
-    every session first sets short lock waits; the transaction's parameters are bound)."""
-    from mlbatch.appdb import bulk, locks
+    """The publish of a day as Aurora runs it with ``MLBATCH_AURORA_LOAD_FROM_S3=1`` (see
+    appdb.mysql_publish; every session first sets short lock waits; the transaction's parameters
+    are bound)."""
+    from mlbatch.appdb import locks
+    from mlbatch.appdb import mysql_sql as sql
 
     table, day = spec.predictions_table, date.fromisoformat(ds)
     history = schema.history_table(spec.name, spec.entity.type)
-    stage = bulk.side_name(history.name, "stage")
+    stage = sql.side_name(history.name, "stage")
     tsv = f"s3://{_bucket()}/publish/{spec.name}/{day.isoformat()}/<run>/predictions.tsv"
     return [
         f"SET SESSION lock_wait_timeout = {locks.LOCK_WAIT_S}, innodb_lock_wait_timeout = {locks.LOCK_WAIT_S}",
-        f"SELECT GET_LOCK('{bulk.model_lock(table)}', {bulk.LOCK_TIMEOUT_S})",
-        bulk.history_ddl(history),
-        f"CREATE TABLE {bulk.q(stage)} LIKE {bulk.q(history.name)}",
-        f"ALTER TABLE {bulk.q(stage)} REMOVE PARTITIONING",
-        bulk.load_data_sql(stage, s3_uri=tsv),
-        bulk.add_partition_sql(history.name, day),
-        bulk.exchange_sql(history.name, day, stage, validate=False),
+        f"SELECT GET_LOCK('{sql.model_lock(table)}', {sql.LOCK_TIMEOUT_S})",
+        sql.history_ddl(history),
+        f"CREATE TABLE {sql.q(stage)} LIKE {sql.q(history.name)}",
+        f"ALTER TABLE {sql.q(stage)} REMOVE PARTITIONING",
+        sql.load_data_sql(stage, s3_uri=tsv),
+        sql.add_partition_sql(history.name, day),
+        sql.exchange_sql(history.name, day, stage, validate=False),
         "START TRANSACTION",
-        bulk.guarded_upsert_sql(table, history.name, day=True),
-        bulk.log_upsert_sql(schema.publish_log.name),
+        sql.guarded_update_sql(table, history.name),
+        sql.insert_new_keys_sql(table, history.name),
+        sql.log_upsert_sql(schema.publish_log.name),
         "COMMIT",
-        f"DROP TABLE {bulk.q(stage)}",
+        f"DROP TABLE {sql.q(stage)}",
     ]
 
 

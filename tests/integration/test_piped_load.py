@@ -1,11 +1,14 @@
-"""LOAD DATA through a named pipe (bulk.piped_source): the load overlaps the writer, errors surface."""
+"""LOAD DATA through a named pipe (pipes.piped_source): the load overlaps the writer, errors surface."""
 
 from datetime import date, datetime
 
 import pyarrow as pa
 import pytest
-from mlbatch.appdb import bulk, schema
+from mlbatch.appdb import schema
 from mlbatch.appdb.hook import AppDbHook
+from mlbatch.appdb.mysql_publish import publish_mysql
+from mlbatch.appdb.pipes import piped_source, piped_sources
+from mlbatch.appdb.tsv import tsv_chunk
 from sqlalchemy import text
 
 DAY = date(2026, 11, 22)
@@ -20,7 +23,7 @@ def _rows(start: int, n: int) -> bytes:
         pa.repeat(pa.scalar("male"), n),
         pa.array([0.5] * n, pa.float64()),
     ]
-    return bulk.tsv_chunk(cols).to_pybytes()
+    return tsv_chunk(cols).to_pybytes()
 
 
 def _log(rows: int) -> dict:
@@ -54,8 +57,8 @@ def test_piped_load_publishes_what_the_writer_streams(mariadb_url):
         for c in chunks:
             out.write(c)
 
-    with bulk.piped_source(write) as (source, finish):
-        path = bulk.publish_mysql(db, table, source, 50_000, lambda: (finish(), _log(50_000))[1], day=DAY)
+    with piped_source(write) as (source, finish):
+        path = publish_mysql(db, table, source, 50_000, lambda: (finish(), _log(50_000))[1], day=DAY)
     assert path == "daily" and _count(db) == 50_000
     db.dispose()
 
@@ -68,8 +71,8 @@ def test_a_writer_error_surfaces_as_itself_and_nothing_goes_live(mariadb_url):
         raise ValueError("shard 1 holds model version v2, the run used v1")
 
     with pytest.raises(ValueError, match="model version v2"):
-        with bulk.piped_source(write) as (source, finish):
-            bulk.publish_mysql(db, table, source, 2000, lambda: (finish(), _log(2000))[1], day=DAY)
+        with piped_source(write) as (source, finish):
+            publish_mysql(db, table, source, 2000, lambda: (finish(), _log(2000))[1], day=DAY)
     assert _count(db) == 0
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM ml_publish_log")).scalar() == 0
@@ -99,13 +102,13 @@ def test_parallel_sources_load_and_one_failing_writer_stops_both(mariadb_url, ne
 
     ranges = [(None, 10_000), (10_000, None)]
     with pytest.raises(OSError, match="range file vanished"):
-        with bulk.piped_sources([writer(0, False), writer(10_000, True)], ranges) as (sources, finish):
-            bulk.publish_mysql(db, table, sources, 20_000, lambda: (finish(), _log(20_000))[1], day=DAY)
+        with piped_sources([writer(0, False), writer(10_000, True)], ranges) as (sources, finish):
+            publish_mysql(db, table, sources, 20_000, lambda: (finish(), _log(20_000))[1], day=DAY)
     assert _count(db) == before
     with db.connect() as conn:
         assert conn.execute(text("SHOW TABLES LIKE 'm_predictions__%'")).fetchall() == []
-    with bulk.piped_sources([writer(0, False), writer(10_000, False)], ranges) as (sources, finish):
-        path = bulk.publish_mysql(db, table, sources, 20_000, lambda: (finish(), _log(20_000))[1], day=DAY)
+    with piped_sources([writer(0, False), writer(10_000, False)], ranges) as (sources, finish):
+        path = publish_mysql(db, table, sources, 20_000, lambda: (finish(), _log(20_000))[1], day=DAY)
     assert path == ("backfill" if newer_exists else "daily")
     assert _count(db) == before + 20_000
     db.dispose()

@@ -112,13 +112,13 @@ def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec, mariadb_url):
 
 def test_parallel_sessions_keep_every_key_the_day_lacks_in_every_range(env, spec, caplog):
     """Integer keys load in LOAD_SESSIONS key ranges; each session copies its own range's old rows."""
-    from mlbatch.stages.publish import LOAD_SESSIONS
+    from mlbatch.appdb.mysql_publish import LOAD_SESSIONS
 
     assert LOAD_SESSIONS >= 2
     run_day(fabricate(env, spec, "2026-11-20", list(range(600)), [0.21] * 600))
     # The next day lacks keys below, inside and above its own range, in every session's range.
     day = [k for k in range(50, 550) if k % 7] + [900, 901]
-    caplog.set_level("INFO", logger="mlbatch.appdb.bulk")
+    caplog.set_level("INFO", logger="mlbatch.appdb")
     caplog.clear()  # only the second day's loads
     assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"
     loads = [r.getMessage() for r in caplog.records if "_history__stage: LOAD DATA keys [" in r.getMessage()]
@@ -190,3 +190,43 @@ def test_killed_after_exchange_leaves_a_history_day_the_rerun_replaces(env, spec
     assert len(history_rows(env)) == 4000
     rows = {r[0]: r[1] for r in table_rows(env)}
     assert len(rows) == 3000 and rows[0] == "2026-11-21" and rows[2999] == "2026-11-22"
+
+
+def test_aurora_load_from_s3_stages_the_day_in_the_object_store(tmp_path, mariadb_url, s3_env, monkeypatch):
+    """MLBATCH_AURORA_LOAD_FROM_S3=1: the day's TSV goes to the object store, the load reads it from
+    there, and the staged object is gone afterwards. MariaDB has no ``LOAD DATA FROM S3``, so the
+    test's double of the load fetches the object Aurora would read and loads it LOCAL."""
+    import dataclasses
+
+    import boto3
+    from mlbatch.appdb.mysql_load import LoadSource
+
+    boto3.client("s3").create_bucket(Bucket="mlbatch-publish-s3")
+    env = dataclasses.replace(
+        make_env(tmp_path, mariadb_url), object_store="s3://mlbatch-publish-s3/root", appdb_load_from_s3=True
+    )
+    spec = write_spec(tmp_path)
+    loaded_from: list[str] = []
+    real_load = LoadSource.load
+
+    def load_as_aurora(self, conn, table):
+        assert self.path is None and self.s3_uri is not None
+        loaded_from.append(self.s3_uri)
+        local = tmp_path / "fetched.tsv"
+        local.write_bytes(env.store.get_bytes(env.store.key(self.s3_uri)))
+        return real_load(LoadSource(path=str(local)), conn, table)
+
+    monkeypatch.setattr(LoadSource, "load", load_as_aurora)
+    try:
+        run_day(fabricate(env, spec, "2026-11-20", list(range(0, 3000)), [0.21] * 3000))
+        assert run_day(fabricate(env, spec, "2026-11-21", list(range(1000, 4000)), [0.27] * 3000))["path"] == "daily"
+        assert len(loaded_from) == 2 and all(
+            u.startswith("s3://mlbatch-publish-s3/root/publish/pubtest/2026-11-2") and u.endswith("/predictions.tsv")
+            for u in loaded_from
+        )
+        assert env.store.list("publish/") == []  # the staged TSVs are deleted
+        rows = {r[0]: r[1] for r in table_rows(env)}
+        assert len(rows) == 4000 and rows[0] == "2026-11-20" and rows[3999] == "2026-11-21"
+        assert [(r[1], r[3]) for r in log_rows(env)] == [("2026-11-20", 3000), ("2026-11-21", 3000)]
+    finally:
+        env.appdb.dispose()

@@ -239,14 +239,37 @@ def test_killed_sqlite_publish_leaves_tables_as_they_were(tmp_path):
     assert {r[1] for r in table_rows(env)} == {"2026-11-21"}
 
 
+# Where run_killed stops a publish: a statement it sees go to the app DB, before or after it runs.
+KILL_POINTS = {
+    "loaded": ("before", r"^ALTER TABLE \S+ (ADD|EXCHANGE) PARTITION"),  # the day is in the staging table
+    "exchanged": ("after", r"EXCHANGE PARTITION"),  # the day is the history's partition, not yet upserted
+    "in_transaction": ("after", r"^INSERT INTO \S*ml_publish_log"),  # the log row written, not committed
+}
+
+
 def run_killed(folder: Path, env: Environment, ctx: RunContext, point: str) -> None:
-    """Run publish in a child process paused at ``point``, SIGKILL it there."""
+    """Run publish in a child process, stop it at ``point`` and SIGKILL it there.
+
+    The child watches its own statements from the outside (a SQLAlchemy cursor event installed
+    by this script, not a hook in mlbatch): at the point's statement it says so and sleeps.
+    """
+    when, pattern = KILL_POINTS[point]
     script = textwrap.dedent(
         f"""
+        import re, sys, time
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
         from mlbatch.env import Environment
         from mlbatch.spec import load_spec
         from mlbatch.stages.context import RunContext
         from mlbatch.stages.publish import publish
+
+        def pause(conn, cursor, statement, *args):
+            if re.search({pattern!r}, statement):
+                print("paused at {point}", file=sys.stderr, flush=True)
+                time.sleep(3600)
+
+        event.listen(Engine, "{when}_cursor_execute", pause)
         publish(RunContext(Environment.from_env(), load_spec({str(folder / f"{MODEL}.yaml")!r}), {ctx.ds!r}, {ctx.run_id!r}))
         """
     )
@@ -258,7 +281,6 @@ def run_killed(folder: Path, env: Environment, ctx: RunContext, point: str) -> N
         "MLBATCH_APPDB_URL": env.appdb_url,
         "MLBATCH_OBJECT_STORE": env.object_store,
         "MLBATCH_WAREHOUSE": env.warehouse_url,
-        "MLBATCH_TEST_PAUSE_AT": point,
         "TMPDIR": str(folder),  # the killed child leaves its TSV there, not in /tmp
         "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}",
     }
@@ -310,7 +332,7 @@ def test_export_gate_blocks_when_the_warehouse_day_differs(tmp_path):
 
 
 def test_checksum_ignores_order_and_batches_but_not_content():
-    from mlbatch.appdb.bulk import RowChecksum
+    from mlbatch.appdb.checksum import RowChecksum
 
     rng = np.random.default_rng(1)
     t = pa.table({"entity_key": np.arange(5000), "label": ["a", "bb"] * 2500, "score": rng.random(5000)})

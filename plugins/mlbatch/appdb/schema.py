@@ -129,7 +129,7 @@ def history_table(model: str, key_type: str, md: MetaData | None = None) -> Tabl
     """``<model>_history``: every published day's predictions, one row per (entity, day).
 
     Its primary key (entity_key, ds) answers "an entity's predictions by day" from the index
-    alone. On MySQL it is partitioned by day (``appdb.bulk.history_ddl``): a day is swapped in
+    alone. On MySQL it is partitioned by day (``appdb.mysql_sql.history_ddl``): a day is swapped in
     whole with ``EXCHANGE PARTITION`` and expires with ``DROP PARTITION`` (``publish.history_days``).
     """
     return Table(

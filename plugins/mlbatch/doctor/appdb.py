@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING
 
 from mlbatch.doctor.checks import Check, _error
-from mlbatch.env import Environment
+from mlbatch.env import LOAD_FROM_S3_ENV, Environment
 
 if TYPE_CHECKING:
     from mlbatch.appdb.hook import AppDbHook
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 # What the label sync, registry and publish run on the app DB (publish: CREATE TABLE ... LIKE,
 # LOAD DATA into side tables, RENAME TABLE swaps, DROP of the old tables; ensure_schema: indexes).
 APPDB_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX")
-LOAD_FROM_S3_ENV = "MLBATCH_AURORA_LOAD_FROM_S3"  # same switch as mlbatch.stages.publish
 
 
 def check_appdb(env: Environment) -> list[Check]:
