@@ -6,13 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from mlbatch.appdb.mysql_sql import (
-    expired_partitions,
-    guarded_update_sql,
-    insert_new_keys_sql,
-    load_data_sql,
-    side_name,
-)
+from mlbatch.appdb.mysql_sql import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
 from mlbatch.spec import load_spec
 from mlbatch.statements import aurora_publish_statements, export_statements
 
@@ -73,38 +67,23 @@ def test_aurora_publish_is_a_partition_exchange_then_one_upsert_transaction(spec
         "START TRANSACTION",
     ]
     # Only the day's partition is read, and a row is replaced only by the same or a newer day.
-    assert stmts[9] == (
-        "UPDATE `device_gender_predictions` JOIN `device_gender_history` ON `device_gender_history`.`entity_key` = "
-        "`device_gender_predictions`.`entity_key` AND `device_gender_history`.`ds` = %(ds)s "
-        "SET `device_gender_predictions`.`model_version` = `device_gender_history`.`model_version`, "
-        "`device_gender_predictions`.`label` = `device_gender_history`.`label`, "
-        "`device_gender_predictions`.`score` = `device_gender_history`.`score`, "
-        "`device_gender_predictions`.`ds` = `device_gender_history`.`ds` "
-        "WHERE `device_gender_history`.`ds` >= `device_gender_predictions`.`ds`"
-    )
-    # Then the day's keys the table lacks, and nothing else.
-    assert stmts[10].startswith("INSERT INTO `device_gender_predictions` (`entity_key`, `ds`, ")
-    assert stmts[10].endswith(
-        "FROM `device_gender_history` LEFT JOIN `device_gender_predictions` ON `device_gender_predictions`.`entity_key` "
-        "= `device_gender_history`.`entity_key` WHERE `device_gender_history`.`ds` = %(ds)s AND "
-        "`device_gender_predictions`.`entity_key` IS NULL"
-    )
-    assert stmts[11].startswith("INSERT INTO `ml_publish_log`") and stmts[12] == "COMMIT"
+    assert "FROM `device_gender_history` WHERE `device_gender_history`.`ds` = %(ds)s ON DUPLICATE KEY" in stmts[9]
+    assert (
+        "`device_gender_predictions`.`score` = IF(VALUES(`ds`) >= `device_gender_predictions`.`ds`, "
+        "VALUES(`score`), `device_gender_predictions`.`score`)"
+    ) in stmts[9]
+    assert stmts[10].startswith("INSERT INTO `ml_publish_log`") and stmts[11] == "COMMIT"
     assert not any("RENAME" in s for s in stmts)  # the tables readers read never see DDL
 
 
 def test_guarded_upsert_by_key_range():
-    update = guarded_update_sql("t", "h", key_from=True, key_to=True)
-    assert update == (
-        "UPDATE `t` JOIN `h` ON `h`.`entity_key` = `t`.`entity_key` AND `h`.`ds` = %(ds)s AND "
-        "`h`.`entity_key` >= %(key_from)s AND `h`.`entity_key` < %(key_to)s "
-        "SET `t`.`model_version` = `h`.`model_version`, `t`.`label` = `h`.`label`, `t`.`score` = `h`.`score`, "
-        "`t`.`ds` = `h`.`ds` WHERE `h`.`ds` >= `t`.`ds`"
-    )
-    assert insert_new_keys_sql("t", "h", key_from=True) == (
-        "INSERT INTO `t` (`entity_key`, `ds`, `model_version`, `label`, `score`) SELECT `h`.`entity_key`, "
-        "`h`.`ds`, `h`.`model_version`, `h`.`label`, `h`.`score` FROM `h` LEFT JOIN `t` ON `t`.`entity_key` = "
-        "`h`.`entity_key` WHERE `h`.`ds` = %(ds)s AND `h`.`entity_key` >= %(key_from)s AND `t`.`entity_key` IS NULL"
+    sql = guarded_upsert_sql("t", "h", day=True, key_from=True, key_to=True)
+    assert sql.endswith(
+        "FROM `h` WHERE `h`.`ds` = %(ds)s AND `h`.`entity_key` >= %(key_from)s AND `h`.`entity_key` < %(key_to)s "
+        "ON DUPLICATE KEY UPDATE `t`.`model_version` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`model_version`), "
+        "`t`.`model_version`), `t`.`label` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`label`), `t`.`label`), "
+        "`t`.`score` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`score`), `t`.`score`), "
+        "`t`.`ds` = IF(VALUES(`ds`) >= `t`.`ds`, VALUES(`ds`), `t`.`ds`)"
     )
 
 

@@ -13,10 +13,9 @@ per-model named lock, plus loading sessions:
   S3``, written to the object store first and loaded from there;
 * ``EXCHANGE PARTITION`` makes the staging table the day's partition of the history (a
   metadata operation, whatever the table holds);
-* ONE transaction: the guarded upsert of that partition into ``<model>_predictions`` (per key
-  range an ``UPDATE ... JOIN`` of the keys the table has, where the day is the same or newer,
-  then an anti-join ``INSERT ... SELECT`` of the keys it lacks) plus the day's ``ml_publish_log``
-  row. The COMMIT is when the day becomes visible.
+* ONE transaction: the guarded upsert ``INSERT ... SELECT ... ON DUPLICATE KEY UPDATE col =
+  IF(VALUES(ds) >= ds, ...)`` of that partition into ``<model>_predictions`` (one statement per
+  key range) plus the day's ``ml_publish_log`` row. The COMMIT is when the day becomes visible.
 
 Why this design. The copy-and-swap before it built a fresh table from the day plus every old
 row the day lacked: a day of 10M rows into a table of 100M copied 90M rows, and its RENAME took
@@ -55,9 +54,8 @@ from mlbatch.appdb.mysql_sql import (
     add_partition_sql,
     exchange_sql,
     expired_partitions,
-    guarded_update_sql,
+    guarded_upsert_sql,
     history_ddl,
-    insert_new_keys_sql,
     log_upsert_sql,
     model_lock,
     partition_name,
@@ -188,7 +186,7 @@ def publish_mysql(
        its prediction gate there; raising drops the staging table);
     3. ``EXCHANGE PARTITION`` swaps the stage in as the day's partition of the history;
     4. ONE transaction upserts that partition into ``table`` (guarded: a row is replaced only by
-       the same or a newer day), per key range, and writes the log row;
+       the same or a newer day), one statement per key range, and writes the log row;
     5. history partitions older than ``history_days`` before the newest day are dropped.
 
     Readers of ``table`` see the old rows until the COMMIT and all of the day after it; the
@@ -278,20 +276,18 @@ class _DayPublish:
             raise
 
     def _upsert(self, sources: list[LoadSource], row: dict[str, Any]) -> None:
-        """The day's partition into the table and the log row, in one transaction: per key range
-        the guarded update of the keys the table has, then the insert of those it lacks (each
-        statement's progress is logged; the transaction makes the day visible at once)."""
+        """The day's partition into the table and the log row, in one transaction (batched by key
+        range: each statement's progress is logged; the transaction makes the day visible at once)."""
         ranges = [(s.key_from, s.key_to) for s in sources] if len(sources) > 1 else [(None, None)]
         self.conn.exec_driver_sql("START TRANSACTION")
         try:
             for lo, hi in ranges:
                 bounds = f" keys [{lo}, {hi})" if (lo, hi) != (None, None) else ""
-                params = {"ds": self.day, "key_from": lo, "key_to": hi}
-                cut = {"key_from": lo is not None, "key_to": hi is not None}
-                with step(f"guarded update{bounds}", self.name):
-                    self.conn.exec_driver_sql(guarded_update_sql(self.name, self.history, **cut), params)
-                with step(f"insert of new keys{bounds}", self.name):
-                    self.conn.exec_driver_sql(insert_new_keys_sql(self.name, self.history, **cut), params)
+                with step(f"guarded upsert{bounds}", self.name):
+                    sql = guarded_upsert_sql(
+                        self.name, self.history, day=True, key_from=lo is not None, key_to=hi is not None
+                    )
+                    self.conn.exec_driver_sql(sql, {"ds": self.day, "key_from": lo, "key_to": hi})
             self.conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), row)
             self.conn.exec_driver_sql("COMMIT")
         except BaseException:

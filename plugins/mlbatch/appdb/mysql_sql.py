@@ -77,45 +77,27 @@ def exchange_sql(history: str, day: date, stage: str, *, validate: bool = True) 
     return sql if validate else f"{sql} WITHOUT VALIDATION"
 
 
-def _day_rows(source: str, key_from: bool, key_to: bool) -> list[str]:
-    """Conditions on ``source``: the day ``ds = %(ds)s`` (one partition of the history) and,
-    with ``key_from`` / ``key_to``, one key range ``%(key_from)s <= key < %(key_to)s``."""
-    s = q(source)
-    return (
-        [f"{s}.{q('ds')} = %(ds)s"]
+def guarded_upsert_sql(
+    table: str, source: str, *, day: bool = False, key_from: bool = False, key_to: bool = False
+) -> str:
+    """Upsert every row of ``source`` into ``table``; a row is replaced only by the same or a newer ds.
+
+    ``day``: only the source's rows of ``ds = %(ds)s`` (one partition of the history);
+    ``key_from`` / ``key_to``: only ``%(key_from)s <= key < %(key_to)s`` (one key range).
+    ``VALUES(col)`` (not the 8.0.19 ``AS new`` alias) runs on MySQL 8.0 and MariaDB 10.11. MySQL
+    applies the assignments left to right, so ``ds`` goes last: the others compare the old ds.
+    """
+    cols = ", ".join(q(c) for c in COLUMNS)
+    t, s = q(table), q(source)
+    fresh = f"VALUES({q('ds')}) >= {t}.{q('ds')}"
+    sets = ", ".join(f"{t}.{q(c)} = IF({fresh}, VALUES({q(c)}), {t}.{q(c)})" for c in UPDATE)
+    where = (
+        ([f"{s}.{q('ds')} = %(ds)s"] if day else [])
         + ([f"{s}.{q('entity_key')} >= %(key_from)s"] if key_from else [])
         + ([f"{s}.{q('entity_key')} < %(key_to)s"] if key_to else [])
     )
-
-
-def guarded_update_sql(table: str, source: str, *, key_from: bool = False, key_to: bool = False) -> str:
-    """Update the rows of ``table`` whose key the source's day holds, where that day is the same as
-    or newer than the row's (a backfill never replaces a newer prediction).
-
-    A join: one primary-key lookup per row of the day. ``INSERT ... SELECT ... ON DUPLICATE KEY
-    UPDATE`` (the statement before this one) first tries to insert every row and updates after
-    the duplicate-key error: a day that re-scores every entity took 14-28 s for 1M rows that way
-    against 20 % less with the join (``benchmarks/bench_publish_upsert.py``). The assignments
-    read only the source, so their order does not matter (it is not defined for a multi-table
-    UPDATE).
-    """
-    t, s = q(table), q(source)
-    on = " AND ".join([f"{s}.{q('entity_key')} = {t}.{q('entity_key')}", *_day_rows(source, key_from, key_to)])
-    sets = ", ".join(f"{t}.{q(c)} = {s}.{q(c)}" for c in UPDATE)
-    return f"UPDATE {t} JOIN {s} ON {on} SET {sets} WHERE {s}.{q('ds')} >= {t}.{q('ds')}"
-
-
-def insert_new_keys_sql(table: str, source: str, *, key_from: bool = False, key_to: bool = False) -> str:
-    """Insert the rows of the source's day whose key ``table`` lacks (an anti-join: after
-    :func:`guarded_update_sql`, in the same transaction, these are the only rows left to write)."""
-    t, s = q(table), q(source)
-    cols = ", ".join(q(c) for c in COLUMNS)
-    picked = ", ".join(f"{s}.{q(c)}" for c in COLUMNS)
-    where = " AND ".join([*_day_rows(source, key_from, key_to), f"{t}.{q('entity_key')} IS NULL"])
-    return (
-        f"INSERT INTO {t} ({cols}) SELECT {picked} FROM {s} "
-        f"LEFT JOIN {t} ON {t}.{q('entity_key')} = {s}.{q('entity_key')} WHERE {where}"
-    )
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    return f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}{clause} ON DUPLICATE KEY UPDATE {sets}"
 
 
 def log_upsert_sql(log_table: str) -> str:
