@@ -101,16 +101,3 @@ def to_duckdb(query: str) -> str:
     if len(statements) != 1:
         raise ValueError(f"expected one query, found {len(statements)} statements")
     return statements[0]
-
-
-__all__ = [
-    "SqlTemplateError",
-    "render",
-    "render_spec_query",
-    "sqldate",
-    "sqlnum",
-    "sqlstr",
-    "strip_comments",
-    "to_duckdb",
-    "unload_statement",
-]
