@@ -12,8 +12,7 @@ from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 from sqlalchemy import create_engine, text
 
-from tests.integration.test_publish_mariadb import tables
-from tests.unit.test_publish_sqlite import (
+from tests.support.publish import (
     MODEL,
     fabricate,
     history_rows,
@@ -21,6 +20,7 @@ from tests.unit.test_publish_sqlite import (
     make_env,
     run_day,
     table_rows,
+    tables,
     write_spec,
 )
 

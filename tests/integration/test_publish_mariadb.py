@@ -9,7 +9,7 @@ from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 from sqlalchemy import create_engine, text
 
-from tests.unit.test_publish_sqlite import (
+from tests.support.publish import (
     MODEL,
     backfill_keeps_newer_rows,
     fabricate,
@@ -22,6 +22,7 @@ from tests.unit.test_publish_sqlite import (
     run_day,
     run_killed,
     table_rows,
+    tables,
     write_spec,
 )
 
@@ -36,11 +37,6 @@ def env(tmp_path, mariadb_url):
 @pytest.fixture
 def spec(tmp_path):
     return write_spec(tmp_path)
-
-
-def tables(env) -> set[str]:
-    with env.appdb.connect() as conn:
-        return {r[0] for r in conn.execute(text("SHOW TABLES"))}
 
 
 def test_idempotent_rerun(env, spec):

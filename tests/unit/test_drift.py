@@ -14,7 +14,7 @@ from mlbatch import drift, reports
 from mlbatch.gates import GateFailed
 from mlbatch.stages.score import predictions_gate
 
-from tests.unit.test_publish_sqlite import fabricate, make_env, run_day, write_spec
+from tests.support.publish import fabricate, make_env, run_day, write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 DS, NEXT = "2026-11-20", "2026-11-21"

@@ -9,7 +9,7 @@ from mlbatch.drift import psi
 from mlbatch.gates import GateFailed
 from mlbatch.stages.score import PROFILE_STATE, predictions_gate
 
-from tests.unit.test_publish_sqlite import fabricate, make_env, run_day, table_rows, write_spec
+from tests.support.publish import fabricate, make_env, run_day, table_rows, write_spec
 
 DS, NEXT = "2026-11-20", "2026-11-21"
 KEYS = list(range(1000))
