@@ -1,8 +1,8 @@
 """Publish and export on the embedded stack (SQLite app DB, DuckDB warehouse, local object store).
 
-The helpers here fabricate a scored run (prediction shards, scoring manifest, run state) without
-training (tests/support/publish.py); tests/integration/test_publish_mariadb.py runs the same scenarios
-on a real MariaDB.
+The helpers of tests/support/publish.py fabricate a scored run (prediction shards, scoring
+manifest, run state) without training; tests/integration/publish/test_publish_mariadb.py runs the
+same scenarios on a real MariaDB.
 """
 
 from __future__ import annotations

@@ -17,24 +17,10 @@ from tests.support.publish import (
     fabricate,
     history_rows,
     log_rows,
-    make_env,
     run_day,
     table_rows,
     tables,
-    write_spec,
 )
-
-
-@pytest.fixture
-def env(tmp_path, mariadb_url):
-    env = make_env(tmp_path, mariadb_url)
-    yield env
-    env.appdb.dispose()
-
-
-@pytest.fixture
-def spec(tmp_path):
-    return write_spec(tmp_path)
 
 
 @pytest.fixture

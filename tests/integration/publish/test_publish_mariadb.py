@@ -27,18 +27,6 @@ from tests.support.publish import (
 )
 
 
-@pytest.fixture
-def env(tmp_path, mariadb_url):
-    env = make_env(tmp_path, mariadb_url)
-    yield env
-    env.appdb.dispose()
-
-
-@pytest.fixture
-def spec(tmp_path):
-    return write_spec(tmp_path)
-
-
 def test_idempotent_rerun(env, spec):
     idempotent_rerun(env, spec)
     from mlbatch.appdb import schema

@@ -1,0 +1,20 @@
+"""Fixtures of the publish tests on a real MariaDB: an environment on a fresh database and the
+test model's spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.publish import make_env, write_spec
+
+
+@pytest.fixture
+def env(tmp_path, mariadb_url):
+    env = make_env(tmp_path, mariadb_url)
+    yield env
+    env.appdb.dispose()
+
+
+@pytest.fixture
+def spec(tmp_path):
+    return write_spec(tmp_path)
