@@ -6,18 +6,16 @@ prediction gate computes it. The day streams batch by batch like the gate and th
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlbatch import drift
 from mlbatch.stages.context import RunContext
+from mlbatch.stages.score import PredictionStats, iter_predictions
 
 DRIFT_LOOKBACK_DAYS = 7
 
@@ -50,31 +48,19 @@ QUANTILE_BINS = 10_000  # quantiles from a histogram this fine are exact to 1e-4
 
 
 @dataclass
-class _ScoreSummary:
-    """What summary.json says about a day's predictions, accumulated batch by batch: a day can
-    hold tens of millions of rows, and the gate and the publish stream it too."""
+class _ScoreSummary(PredictionStats):
+    """The prediction gate's statistics of the day (rows, min, max, the 10-bin histogram, label
+    counts, versions: one accumulation, so the summary and the gate cannot disagree) plus what
+    only summary.json shows: the mean and the quantiles, from a fine histogram in constant memory."""
 
-    rows: int = 0
     total: float = 0.0
-    lo: float = math.inf
-    hi: float = -math.inf
-    histogram: np.ndarray = field(default_factory=lambda: np.zeros(drift.SCORE_BINS, dtype=np.int64))
     fine: np.ndarray = field(default_factory=lambda: np.zeros(QUANTILE_BINS, dtype=np.int64))
-    labels: Counter = field(default_factory=Counter)
-    versions: set = field(default_factory=set)
 
     def update(self, batch: pa.RecordBatch) -> None:
-        scores = np.asarray(batch.column("score").cast(pa.float64()).fill_null(math.nan))
-        finite = scores[np.isfinite(scores)]
-        self.rows += batch.num_rows
-        if len(finite):
-            self.total += float(finite.sum())
-            self.lo, self.hi = min(self.lo, float(finite.min())), max(self.hi, float(finite.max()))
-        self.histogram += drift.score_histogram(scores)
+        super().update(batch)
+        scores = np.asarray(batch.column("score").drop_null().cast(pa.float64()))
+        self.total += float(scores[np.isfinite(scores)].sum())
         self.fine += drift.score_histogram(scores, QUANTILE_BINS)
-        for item in pc.value_counts(batch.column("label")).to_pylist():
-            self.labels[str(item["values"])] += item["counts"]
-        self.versions.update(pc.unique(batch.column("model_version")).to_pylist())
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the scores in [0, 1], interpolated between two order statistics as
@@ -97,24 +83,23 @@ class _ScoreSummary:
 
 def scoring_summary(ctx: RunContext) -> str:
     """Write the day's ``summary.json`` from this run's predictions; returns its URI."""
-    from mlbatch.stages.score import iter_predictions
 
     acc = _ScoreSummary()
-    for batch in iter_predictions(ctx, ["label", "score", "model_version"]):
+    for batch in iter_predictions(ctx, ["entity_key", "label", "score", "model_version"]):
         acc.update(batch)
     rows = acc.rows
     mean = acc.total / rows if rows else None
-    histogram = acc.histogram.tolist()
+    histogram = list(acc.score_counts)
     summary = {
         "model": ctx.model,
         "ds": ctx.ds,
         "run_id": ctx.run_id,
         "model_version": sorted(map(str, acc.versions)),
         "rows": rows,
-        "labels": dict(sorted(acc.labels.items())),
+        "labels": {str(k): v for k, v in sorted(acc.class_counts.items(), key=lambda kv: str(kv[0]))},
         "score": {
-            "min": acc.lo if rows else None,
-            "max": acc.hi if rows else None,
+            "min": acc.lo,
+            "max": acc.hi,
             "mean": mean,
             "quantiles": {f"p{round(q * 100):02d}": acc.quantile(q) for q in QUANTILES},
             "quantile_resolution": 1 / QUANTILE_BINS,
