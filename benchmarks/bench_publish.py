@@ -73,6 +73,14 @@ def _ctx(home: Path, url: str, ds: str):
     return RunContext(_env(home, url), load_spec(home / f"{MODEL}.yaml"), ds, f"bench__{ds}")
 
 
+def write_spec(home: Path) -> None:
+    """The bench model's spec; its queries must exist and render when the spec loads (they never run)."""
+    for query in ("t.sql", "s.sql"):
+        (home / query).write_text("SELECT 1 AS item_id\n")
+    spec = SPEC.replace("t.sql", str(home / "t.sql")).replace("s.sql", str(home / "s.sql"))
+    (home / f"{MODEL}.yaml").write_text(spec)
+
+
 def write_days(home: Path, rows: int, days: dict[str, str] | None = None, stride: int = 1) -> None:
     """Scored days (default: the three of ``DAYS``) as prediction shards, written chunk by chunk.
 
@@ -83,7 +91,7 @@ def write_days(home: Path, rows: int, days: dict[str, str] | None = None, stride
     import pyarrow.parquet as pq
     from mlbatch.features.manifest import Entry, EntryMeta, Manifest, Schema
 
-    (home / f"{MODEL}.yaml").write_text(SPEC)
+    write_spec(home)
     rng = np.random.default_rng(7)
     for name, ds in (days or DAYS).items():
         ctx = _ctx(home, "sqlite://", ds)
