@@ -56,23 +56,26 @@ def test_aurora_publish_is_a_partition_exchange_then_one_upsert_transaction(spec
     assert stmts[0] == "SET SESSION lock_wait_timeout = 2, innodb_lock_wait_timeout = 2"
     assert stmts[2].startswith("CREATE TABLE IF NOT EXISTS device_gender_history (")
     assert stmts[2].endswith("PARTITION BY LIST COLUMNS(`ds`) (PARTITION `p_none` VALUES IN ('1000-01-01'))")
-    assert stmts[5].startswith(
+    # The staging table: the history's columns and key, unpartitioned, in one statement.
+    assert stmts[3].startswith("CREATE TABLE device_gender_history__stage (") and "PARTITION" not in stmts[3]
+    assert "PRIMARY KEY (entity_key, ds)" in stmts[3]
+    assert stmts[4].startswith(
         "LOAD DATA FROM S3 FILE 's3://acme-ml/publish/device_gender/2026-11-22/<run>/predictions.tsv' "
         "INTO TABLE `device_gender_history__stage`"
     )
-    assert stmts[6:9] == [
+    assert stmts[5:8] == [
         "ALTER TABLE `device_gender_history` ADD PARTITION (PARTITION `p20261122` VALUES IN ('2026-11-22'))",
         "ALTER TABLE `device_gender_history` EXCHANGE PARTITION `p20261122` WITH TABLE `device_gender_history__stage` "
         "WITHOUT VALIDATION",  # Aurora MySQL 3; MariaDB validates (tests/integration runs that)
         "START TRANSACTION",
     ]
     # Only the day's partition is read, and a row is replaced only by the same or a newer day.
-    assert "FROM `device_gender_history` WHERE `device_gender_history`.`ds` = %(ds)s ON DUPLICATE KEY" in stmts[9]
+    assert "FROM `device_gender_history` WHERE `device_gender_history`.`ds` = %(ds)s ON DUPLICATE KEY" in stmts[8]
     assert (
         "`device_gender_predictions`.`score` = IF(VALUES(`ds`) >= `device_gender_predictions`.`ds`, "
         "VALUES(`score`), `device_gender_predictions`.`score`)"
-    ) in stmts[9]
-    assert stmts[10].startswith("INSERT INTO `ml_publish_log`") and stmts[11] == "COMMIT"
+    ) in stmts[8]
+    assert stmts[9].startswith("INSERT INTO `ml_publish_log`") and stmts[10] == "COMMIT"
     assert not any("RENAME" in s for s in stmts)  # the tables readers read never see DDL
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, func, select
 
 from mlbatch.appdb import key_ranges, locks, schema
 from mlbatch.appdb.checksum import RowChecksum
@@ -61,6 +61,7 @@ from mlbatch.appdb.mysql_sql import (
     partition_name,
     q,
     side_name,
+    staging_ddl,
 )
 from mlbatch.appdb.pipes import piped_sources
 from mlbatch.appdb.publisher import BATCH_ROWS, HISTORY_DAYS, READ, Day, Published, PublishError, step
@@ -215,10 +216,6 @@ def named_lock(conn: Connection, name: str, timeout_s: int = LOCK_TIMEOUT_S) -> 
         conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
 
 
-def newest_ds(conn: Connection, table: str) -> Any:
-    return conn.exec_driver_sql(f"SELECT MAX({q('ds')}) FROM {q(table)}").scalar()
-
-
 class _DayPublish:
     """One publish of ``day`` into ``table``, in ``conn``: a session holding the model's named lock."""
 
@@ -237,9 +234,8 @@ class _DayPublish:
         # dropped; nothing reads them.
         leftovers = [self.stage] + [side_name(self.name, side) for side in ("new", "old", "stage")]
         self._ddl("drop leftovers", "DROP TABLE IF EXISTS " + ", ".join(q(t) for t in leftovers))
-        newest = newest_ds(self.conn, self.name)  # stable: every writer of the table holds the model lock
-        self._ddl("staging table", f"CREATE TABLE {q(self.stage)} LIKE {q(self.history)}")
-        self._ddl("staging table unpartitioned", f"ALTER TABLE {q(self.stage)} REMOVE PARTITIONING")
+        newest = self._newest_day()  # stable: every writer of the tables holds the model lock
+        self._ddl("staging table", staging_ddl(schema.history_for(self.table), self.stage))
         try:
             load_all(self.db, self.conn, sources, self.stage, rows)
             row = log_row() if callable(log_row) else log_row
@@ -304,6 +300,14 @@ class _DayPublish:
                 (self.history,),
             )
         ]
+
+    def _newest_day(self) -> date | None:
+        """The newest day published: the model's newest ``ml_publish_log`` row, committed with
+        the day's upsert (a history partition left by a killed run has none). ``MAX(ds)`` of the
+        predictions table would need an index on ds that every upsert pays for."""
+        log_table = schema.publish_log
+        model = self.name.removesuffix("_predictions")  # as schema.history_for names the model
+        return self.conn.execute(select(func.max(log_table.c.ds)).where(log_table.c.model == model)).scalar()
 
     def _has_partition(self, partition: str) -> bool:
         return partition in self._partitions()

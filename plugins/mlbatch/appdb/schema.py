@@ -120,7 +120,10 @@ def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> 
         Column("model_version", String(64), nullable=False),
         Column("label", String(255), nullable=False),
         Column("score", Double, nullable=False),  # MySQL FLOAT is single precision
-        Index(f"ix_{model}_predictions_ds", "ds"),
+        # No index on ds: the application reads by key, "the rows of day X" is the history's
+        # partition, and the newest day is found there too (mysql_publish). Each index here is
+        # work in every row of every upsert: dropping it saved about a fifth of the upsert's
+        # time (1M rows, 4.3 vs 5.3-6.0 s). Tables created before keep theirs (harmless).
         **MYSQL_TABLE_ARGS,
     )
 

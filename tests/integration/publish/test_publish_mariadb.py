@@ -53,7 +53,7 @@ def test_newer_day_replaces_rows(env, spec):
                 {"t": f"{MODEL}_history"},
             )
         ]
-    assert indexes == {"PRIMARY", f"ix_{MODEL}_predictions_ds"}
+    assert indexes == {"PRIMARY"}  # the history answers by-day questions; no ds index to maintain
     assert parts == ["p20261120", "p20261121", "p_none"]  # one partition per published day
 
 
