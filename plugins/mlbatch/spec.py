@@ -241,6 +241,20 @@ class Publish(_Strict):
         description="Days of predictions kept in <model>_history (an entity's predictions by day), counting "
         "back from the newest published day; older days are dropped by the publish.",
     )
+    sessions: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Parallel app-DB sessions that load the day, one key range each (integer keys; string keys "
+        "load in one). The server parses each LOAD DATA on one core: up to about half the writer's vCPUs.",
+    )
+    commit: Literal["day", "key_range"] = Field(
+        "day",
+        description="day: the whole day becomes visible in one transaction (readers never see half a day). "
+        "key_range: each session upserts and commits its own key range in parallel, for days of hundreds of "
+        "millions of rows that one transaction cannot upsert in time; readers see the day range by range, a "
+        "failed or killed publish leaves some ranges applied without the day's log row, and the rerun completes it.",
+    )
 
 
 class Monitoring(_Strict):

@@ -16,7 +16,7 @@ from mlbatch.spec import ModelSpec, load_spec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -260,3 +260,18 @@ def run_killed(folder: Path, env: Environment, ctx: RunContext, point: str) -> N
 def tables(env) -> set[str]:
     with env.appdb.connect() as conn:
         return {r[0] for r in conn.execute(text("SHOW TABLES"))}
+
+
+class Blocker:
+    """Another application session with a transaction left open."""
+
+    def __init__(self, url: str, statement: str):
+        self.engine = create_engine(url)
+        self.conn = self.engine.connect()
+        self.id = self.conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+        self.conn.execute(text(statement))  # SQLAlchemy began a transaction: it stays open
+
+    def close(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+        self.engine.dispose()

@@ -37,6 +37,7 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
@@ -98,7 +99,7 @@ class MySqlPublisher:
         if self.load_from is not None:
             return self._publish_from_s3(day, self.load_from)
         checksum = RowChecksum()
-        sessions = self.sessions if day.key_type == "integer" else 1
+        sessions = (day.sessions or self.sessions) if day.key_type == "integer" else 1
         with sorted_ranges(day, sessions) as shares:
             lock = threading.Lock()
             writers = [_tsv_writer(day, share.batches(), checksum, lock) for share in shares]
@@ -109,7 +110,14 @@ class MySqlPublisher:
                     return day.log_row(checksum)
 
                 path = publish_mysql(
-                    self.db, day.table, sources, day.rows, log_row_after_load, day.ds, history_days=day.history_days
+                    self.db,
+                    day.table,
+                    sources,
+                    day.rows,
+                    log_row_after_load,
+                    day.ds,
+                    history_days=day.history_days,
+                    commit=day.commit,
                 )
         return Published(checksum.rows, checksum.hexdigest(), path)
 
@@ -175,6 +183,7 @@ def publish_mysql(
     day: date | None = None,
     *,
     history_days: int = HISTORY_DAYS,
+    commit: str = "day",
 ) -> str:
     """Publish the day in ``source`` into ``table`` (and its history) with its log row; return
     ``daily`` (no newer day exists) or ``backfill``: the same steps, named for the log.
@@ -187,7 +196,9 @@ def publish_mysql(
        its prediction gate there; raising drops the staging table);
     3. ``EXCHANGE PARTITION`` swaps the stage in as the day's partition of the history;
     4. ONE transaction upserts that partition into ``table`` (guarded: a row is replaced only by
-       the same or a newer day), one statement per key range, and writes the log row;
+       the same or a newer day), one statement per key range, and writes the log row; with
+       ``commit="key_range"`` each key range is upserted and committed by its own session, in
+       parallel, and the log row is written once every range has committed;
     5. history partitions older than ``history_days`` before the newest day are dropped.
 
     Readers of ``table`` see the old rows until the COMMIT and all of the day after it; the
@@ -200,8 +211,12 @@ def publish_mysql(
         if callable(log_row):
             raise TypeError("publish_mysql: pass day= when log_row is evaluated after the load")
         day = log_row["ds"]
+    if commit not in ("day", "key_range"):
+        raise ValueError(f"publish commit must be 'day' or 'key_range', not {commit!r}")
     with session(db) as conn, named_lock(conn, model_lock(table.name)):
-        return _DayPublish(db, conn, table, day).run(sources, rows, log_row, history_days)
+        return _DayPublish(db, conn, table, day, per_range=commit == "key_range").run(
+            sources, rows, log_row, history_days
+        )
 
 
 @contextmanager
@@ -219,8 +234,8 @@ def named_lock(conn: Connection, name: str, timeout_s: int = LOCK_TIMEOUT_S) -> 
 class _DayPublish:
     """One publish of ``day`` into ``table``, in ``conn``: a session holding the model's named lock."""
 
-    def __init__(self, db: AppDbHook, conn: Connection, table: Table, day: date):
-        self.db, self.conn, self.table, self.day = db, conn, table, day
+    def __init__(self, db: AppDbHook, conn: Connection, table: Table, day: date, *, per_range: bool = False):
+        self.db, self.conn, self.table, self.day, self.per_range = db, conn, table, day, per_range
         self.name = table.name
         self.history = schema.history_for(table).name
         self.stage = side_name(self.history, "stage")
@@ -258,6 +273,9 @@ class _DayPublish:
             self._ddl(f"add partition {part}", add_partition_sql(self.history, self.day))
         swap = exchange_sql(self.history, self.day, self.stage, validate=self.validate)
         self._ddl(f"exchange partition {part}", swap)
+        if self.per_range and len(sources) > 1:
+            self._upsert_per_range(sources, row)
+            return
         try:
             locks.retrying(
                 self.conn,
@@ -300,6 +318,46 @@ class _DayPublish:
                 (self.history,),
             )
         ]
+
+    def _upsert_per_range(self, sources: list[LoadSource], row: dict[str, Any]) -> None:
+        """Each key range upserted and committed by its own session, in parallel; then the log row.
+
+        A range that fails leaves the others committed: the history keeps the day (it matches
+        what is visible) and no log row is written, so the export gate cannot pass and the
+        rerun, which is idempotent, completes the day."""
+
+        def upsert(source: LoadSource) -> None:
+            lo, hi = source.key_from, source.key_to
+            sql = guarded_upsert_sql(self.name, self.history, day=True, key_from=lo is not None, key_to=hi is not None)
+            with session(self.db) as own:
+
+                def transaction() -> None:
+                    own.exec_driver_sql("START TRANSACTION")
+                    try:
+                        own.exec_driver_sql(sql, {"ds": self.day, "key_from": lo, "key_to": hi})
+                        own.exec_driver_sql("COMMIT")
+                    except BaseException:
+                        with suppress(Exception):
+                            own.exec_driver_sql("ROLLBACK")
+                        raise
+
+                with step(f"guarded upsert keys [{lo}, {hi}), own transaction", self.name):
+                    what = f"{self.name}: upsert of {self.day} keys [{lo}, {hi})"
+                    locks.retrying(own, what, transaction, own_sessions=self.own)
+
+        with ThreadPoolExecutor(len(sources), thread_name_prefix="mlbatch-upsert") as pool:
+            futures = {pool.submit(upsert, s): s for s in sources}
+            wait(futures)
+        failed = {s: f.exception() for f, s in futures.items() if f.exception() is not None}
+        if failed:
+            done = [f"[{s.key_from}, {s.key_to})" for s in sources if s not in failed]
+            bad = next(iter(failed.values()))
+            raise PublishError(
+                f"{self.name}: the upsert of {self.day} failed in {len(failed)} of {len(sources)} key ranges "
+                f"(committed: {', '.join(done) or 'none'}); the day is partly visible and has no log row: "
+                f"rerun the publish, it completes the day. First error: {bad}"
+            ) from bad
+        self.conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), row)
 
     def _newest_day(self) -> date | None:
         """The newest day published: the model's newest ``ml_publish_log`` row, committed with

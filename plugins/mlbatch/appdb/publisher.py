@@ -62,6 +62,8 @@ class Day:
     rows: int  # what the shards hold (their parquet footers): the count the load must report
     read: Callable[[Sequence[str]], Iterator[pa.RecordBatch]]
     history_days: int = HISTORY_DAYS
+    sessions: int = 0  # parallel load sessions (spec: publish.sessions); 0: the publisher's default
+    commit: str = "day"  # spec: publish.commit: "day" (one transaction) or "key_range" (one per range)
 
     def log_row(self, checksum: RowChecksum) -> dict[str, Any]:
         """The day's ``ml_publish_log`` row, from the checksum of the rows loaded."""

@@ -64,6 +64,8 @@ def publish(ctx: RunContext) -> dict[str, Any]:
         rows=_shard_rows(ctx),
         read=lambda columns: _day(ctx, version, columns),
         history_days=spec.publish.history_days,
+        sessions=spec.publish.sessions,
+        commit=spec.publish.commit,
     )
     published = ctx.env.publisher.publish(day)
     log.info(

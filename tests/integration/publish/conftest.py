@@ -4,6 +4,7 @@ test model's spec."""
 from __future__ import annotations
 
 import pytest
+from mlbatch.appdb import locks
 
 from tests.support.publish import make_env, write_spec
 
@@ -18,3 +19,11 @@ def env(tmp_path, mariadb_url):
 @pytest.fixture
 def spec(tmp_path):
     return write_spec(tmp_path)
+
+
+@pytest.fixture
+def quick_give_up(monkeypatch):
+    """1 s waits, 2 tries: the test's blocker outlasts them all."""
+    monkeypatch.setattr(locks, "LOCK_WAIT_S", 1)
+    monkeypatch.setattr(locks, "ATTEMPTS", 2)
+    monkeypatch.setattr(locks, "BACKOFF_S", 0.1)

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support.publish import (
     MODEL,
+    Blocker,
     fabricate,
     history_rows,
     log_rows,
@@ -21,29 +22,6 @@ from tests.support.publish import (
     table_rows,
     tables,
 )
-
-
-@pytest.fixture
-def quick_give_up(monkeypatch):
-    """1 s waits, 2 tries: the test's blocker outlasts them all."""
-    monkeypatch.setattr(locks, "LOCK_WAIT_S", 1)
-    monkeypatch.setattr(locks, "ATTEMPTS", 2)
-    monkeypatch.setattr(locks, "BACKOFF_S", 0.1)
-
-
-class Blocker:
-    """Another application session with a transaction left open."""
-
-    def __init__(self, url: str, statement: str):
-        self.engine = create_engine(url)
-        self.conn = self.engine.connect()
-        self.id = self.conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
-        self.conn.execute(text(statement))  # SQLAlchemy began a transaction: it stays open
-
-    def close(self) -> None:
-        self.conn.rollback()
-        self.conn.close()
-        self.engine.dispose()
 
 
 def published_day(env, spec) -> tuple[list, list]:
