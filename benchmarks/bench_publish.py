@@ -1,6 +1,6 @@
 """Publishing N predictions into a real MariaDB: mlbatch's bulk path vs ``DataFrame.to_sql``.
 
-    python benchmarks/bench_publish.py --rows 1000000 [--json] [--to-sql-rows N]
+    python benchmarks/bench_publish.py --rows 1000000 [--json] [--to-sql-rows N] [--commit key_range] [--sessions N]
 
 Starts its own MariaDB 10.11 (``devtools.devservers``), writes three scored days as prediction
 shards (what the score jobs write), then times, each in its own child process so peak RSS
@@ -73,15 +73,16 @@ def _ctx(home: Path, url: str, ds: str):
     return RunContext(_env(home, url), load_spec(home / f"{MODEL}.yaml"), ds, f"bench__{ds}")
 
 
-def write_spec(home: Path) -> None:
-    """The bench model's spec; its queries must exist and render when the spec loads (they never run)."""
+def write_spec(home: Path, publish: str = "") -> None:
+    """The bench model's spec (``publish``: its publish section, YAML); its queries must exist and
+    render when the spec loads (they never run)."""
     for query in ("t.sql", "s.sql"):
         (home / query).write_text("SELECT 1 AS item_id\n")
-    spec = SPEC.replace("t.sql", str(home / "t.sql")).replace("s.sql", str(home / "s.sql"))
+    spec = SPEC.replace("t.sql", str(home / "t.sql")).replace("s.sql", str(home / "s.sql")) + publish
     (home / f"{MODEL}.yaml").write_text(spec)
 
 
-def write_days(home: Path, rows: int, days: dict[str, str] | None = None, stride: int = 1) -> None:
+def write_days(home: Path, rows: int, days: dict[str, str] | None = None, stride: int = 1, publish: str = "") -> None:
     """Scored days (default: the three of ``DAYS``) as prediction shards, written chunk by chunk.
 
     Keys are ``1..rows`` (the ``old`` day's shifted by ``rows // 2``), times ``stride``: a
@@ -91,7 +92,7 @@ def write_days(home: Path, rows: int, days: dict[str, str] | None = None, stride
     import pyarrow.parquet as pq
     from mlbatch.features.manifest import Entry, EntryMeta, Manifest, Schema
 
-    write_spec(home)
+    write_spec(home, publish)
     rng = np.random.default_rng(7)
     for name, ds in (days or DAYS).items():
         ctx = _ctx(home, "sqlite://", ds)
@@ -189,6 +190,8 @@ def main() -> None:
     ap.add_argument("--to-sql-rows", type=int, default=None, help="rows for the to_sql baseline (default --rows)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--verbose", action="store_true", help="show each step's timing from the children's logs")
+    ap.add_argument("--commit", choices=["day", "key_range"], default="day", help="the spec's publish.commit")
+    ap.add_argument("--sessions", type=int, default=2, help="the spec's publish.sessions")
     ap.add_argument("--child")
     ap.add_argument("--home", type=Path)
     ap.add_argument("--url")
@@ -213,7 +216,7 @@ def main() -> None:
             admin.dispose()
             tosql_url = server.url.rsplit("/", 1)[0] + "/bench_tosql"
             t0 = time.perf_counter()
-            write_days(home, args.rows)
+            write_days(home, args.rows, publish=f"publish: {{commit: {args.commit}, sessions: {args.sessions}}}\n")
             gen_s = time.perf_counter() - t0
             results = {
                 "daily (empty table)": run_child("publish", home, server.url, DAYS["first"], 0),
@@ -226,7 +229,13 @@ def main() -> None:
     base = results["to_sql"]["rows_per_s"]
     for r in results.values():
         r["vs_to_sql"] = round(r["rows_per_s"] / base, 1)
-    report = {"rows": args.rows, "generate_s": round(gen_s, 1), "results": results}
+    report = {
+        "rows": args.rows,
+        "commit": args.commit,
+        "sessions": args.sessions,
+        "generate_s": round(gen_s, 1),
+        "results": results,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
