@@ -18,12 +18,12 @@ import math
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlbatch import drift, gates
 from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile
 from mlbatch.features.reader import iter_batches, read_manifest
 from mlbatch.features.sql import render_spec_query
+from mlbatch.keycount import repeated_keys
 from mlbatch.stages.context import Purpose, RunContext
 from mlbatch.stages.external import WarehouseStatement
 from mlbatch.store import ObjectStore
@@ -75,22 +75,29 @@ def unload(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
 
 
 def scan(manifest_uri: str, key: str, bins: BinCounter | None = None) -> dict[str, Any]:
-    """One streaming pass: rows, nulls per column, distinct keys and (given ``bins``) histograms.
+    """One streaming pass: rows, nulls per column, repeated keys and (given ``bins``) histograms.
 
-    Only the key column is kept across batches (uniqueness needs every key, 8 bytes a row for
-    an integer key); every other column is dropped with its batch.
+    Every column is dropped with its batch; the keys go to :func:`mlbatch.keycount.repeated_keys`,
+    which counts them in bounded memory (spilling to disk), whatever the size of the unload.
     """
-    rows, nulls, keys = 0, {}, []
-    for batch in iter_batches(manifest_uri):
+    rows, nulls = 0, {}
+
+    def account(batch: pa.RecordBatch) -> None:
+        nonlocal rows
         rows += batch.num_rows
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
             nulls[name] = nulls.get(name, 0) + col.null_count
-        keys.append(batch.column(key))
         if bins is not None:
             bins.add(batch)
-    key_col = pa.chunked_array(keys) if keys else pa.chunked_array([], pa.int64())
-    distinct = len(pc.unique(key_col)) if rows else 0
-    return {"rows": rows, "nulls": nulls, "distinct_keys": distinct, "null_keys": key_col.null_count}
+
+    repeated, examples = repeated_keys(iter_batches(manifest_uri), key, account)
+    return {
+        "rows": rows,
+        "nulls": nulls,
+        "repeated_keys": repeated,
+        "examples": examples,
+        "null_keys": nulls.get(key, 0),
+    }
 
 
 def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
         gates.at_least("rows", p["rows"], spec.features.checks.min_rows, manifest_uri),
         gates.equal("rows_match_manifest", p["rows"], manifest.record_count),
         gates.equal("null_keys", p["null_keys"], 0, key),
-        gates.equal("duplicate_keys", p["rows"] - p["distinct_keys"], 0, key),
+        gates.equal("duplicate_keys", p["repeated_keys"], 0, _repeated_detail(key, p["examples"])),
     ]
     limit = spec.features.checks.max_null_fraction
     for name in manifest.columns:
@@ -126,6 +133,10 @@ def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
         checks += _drift_checks(ctx, training, bins, features, model["version"])
     summary = gates.evaluate(gate, checks)
     return {"rows": p["rows"], "passed": summary["passed"]}
+
+
+def _repeated_detail(key: str, examples: list[Any]) -> str:
+    return f"{key}: repeated keys e.g. {examples}" if examples else key
 
 
 def _drift_checks(

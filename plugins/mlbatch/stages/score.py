@@ -6,9 +6,7 @@ version even if a training run promotes another one meanwhile.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from mlbatch import drift, gates, registry
 from mlbatch.appdb import schema
 from mlbatch.drift import SCORE_BINS
 from mlbatch.features.reader import read_manifest
+from mlbatch.keycount import repeated_keys
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.runparams import MODEL_VERSION
 from mlbatch.stages.context import RunContext
@@ -121,12 +120,10 @@ def shard_uris(ctx: RunContext) -> list[str]:
 
 # --- prediction gate ---------------------------------------------------------------------------
 # The gate streams the shards once (record batches, pre_buffer off: memory is a batch, not a
-# day). Key uniqueness needs every key at once, so the key column goes to DuckDB as an Arrow
-# stream and a GROUP BY counts repeats there under a memory limit (DuckDB spills the hash
-# table to disk past it), instead of a Python set that grows with the day.
+# day). Key uniqueness needs every key at once: mlbatch.keycount counts repeats in DuckDB under
+# a memory limit (spilling past it), instead of a Python set that grows with the day.
 GATE_BATCH_ROWS = 65_536
 PROFILE_STATE = "prediction_profile"  # runs/<model>/<ds>/<run>/prediction_profile.json
-DUCKDB_MEMORY_LIMIT = "256MB"
 
 
 def iter_predictions(
@@ -185,23 +182,6 @@ def class_share_shift(expected: dict[str, int], actual: dict[str, int]) -> tuple
     return shifts[worst], worst
 
 
-def _duplicate_keys(keys: Iterator[pa.RecordBatch], schema: pa.Schema) -> tuple[int, list[Any]]:
-    """(rows beyond the first per key, a few repeated keys), counted by DuckDB over the key stream."""
-    import duckdb
-
-    with tempfile.TemporaryDirectory(prefix="mlbatch-gate-") as spill, duckdb.connect() as con:
-        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-        con.execute(f"SET temp_directory = '{spill}'")
-        con.register("day_keys", pa.RecordBatchReader.from_batches(schema, keys))
-        con.execute(
-            "CREATE TEMP TABLE repeated AS SELECT entity_key, count(*) AS n FROM day_keys "
-            "WHERE entity_key IS NOT NULL GROUP BY entity_key HAVING count(*) > 1"
-        )
-        extra = con.execute("SELECT coalesce(sum(n - 1), 0) FROM repeated").fetchone()[0]
-        examples = [r[0] for r in con.execute("SELECT entity_key FROM repeated ORDER BY n DESC, 1 LIMIT 3").fetchall()]
-    return int(extra), examples
-
-
 def _baseline(ctx: RunContext) -> tuple[str | None, dict[str, Any] | None, str]:
     """The last published day before this one, its profile (if stored), and a sentence on it.
 
@@ -258,18 +238,8 @@ def predictions_gate(ctx: RunContext) -> dict[str, Any]:
     model = ctx.load_state("model", "resolve the production model first")
     expected = read_manifest(store, store.uri(ctx.manifest_key("score"))).record_count
     stats = PredictionStats()
-    batches = iter_predictions(ctx)
-    first = next(batches, None)
-    duplicates, examples = 0, []
-    if first is not None:
-        key_schema = pa.schema([first.schema.field("entity_key")])
-
-        def keys() -> Iterator[pa.RecordBatch]:
-            for batch in itertools.chain([first], batches):
-                stats.update(batch)  # one pass: the stats ride along the key stream DuckDB pulls
-                yield pa.record_batch([batch.column("entity_key")], schema=key_schema)
-
-        duplicates, examples = _duplicate_keys(keys(), key_schema)
+    # One pass: the statistics ride along the key stream that the duplicate count pulls.
+    duplicates, examples = repeated_keys(iter_predictions(ctx), "entity_key", stats.update)
     labels = sorted(map(str, stats.class_counts))
     versions = sorted(map(str, stats.versions))
     checks = [

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import queue
 import random
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +27,9 @@ import pyarrow.parquet as pq
 from mlbatch.features.manifest import Column, ColumnType, Entry, EntryMeta, Manifest, Schema
 from mlbatch.features.sql import to_duckdb
 from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.warehouse import duckdb_export
 from mlbatch.warehouse.base import check_unload_prefix
+from mlbatch.warehouse.duckdb_export import ident
 from mlbatch.warehouse.errors import UnloadError
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 # slices (20k rows -> 3 slices), while each slice gathers ROW_GROUP_ROWS before writing.
 BATCH_ROWS = 8_192
 ROW_GROUP_ROWS = 65_536
+UNLOAD_MEMORY_LIMIT = "384MB"
 _QUEUE_DEPTH = 4  # batches waiting per slice: bounds memory at slices x depth x batch
 
 _NAMED_TYPES = {
@@ -212,21 +216,21 @@ class DuckDBWarehouse:
 
     def replace_day(self, table: str, ds: str, uris: list[str], store: ObjectStore) -> int:
         """Replace one ``ds`` of an export table with the rows of parquet files (one transaction)."""
-        return _replace_day(self, table, ds, uris, store)
+        return duckdb_export.replace_day(self, table, ds, uris, store)
 
     def replace_day_stream(self, table: str, ds: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
         """Replace one ``ds`` of an export table with streamed record batches (one transaction)."""
-        return _replace_day_stream(self, table, ds, schema, batches)
+        return duckdb_export.replace_day_stream(self, table, ds, schema, batches)
 
     def count_day(self, table: str, ds: str) -> int:
         if not self._has_table(table):
             return 0
-        return self.query(f"SELECT count(*) FROM {_ident(table)} WHERE ds = ?::DATE", [ds])[0][0]
+        return self.query(f"SELECT count(*) FROM {ident(table)} WHERE ds = ?::DATE", [ds])[0][0]
 
     def latest_day(self, table: str) -> str | None:
         if not self._has_table(table):
             return None
-        latest = self.query(f"SELECT max(ds) FROM {_ident(table)}")[0][0]
+        latest = self.query(f"SELECT max(ds) FROM {ident(table)}")[0][0]
         return latest.isoformat() if latest else None
 
     def _has_table(self, table: str) -> bool:
@@ -257,7 +261,12 @@ class DuckDBWarehouse:
         sql = to_duckdb(redshift_query)
         writers: list[_SliceWriter] = []
         try:
-            with self._connect(read_only=True) as con:
+            with self._connect(read_only=True) as con, tempfile.TemporaryDirectory(prefix="mlbatch-unload-") as spill:
+                # Redshift does this work in production; here it is the worker's memory. DuckDB's
+                # buffer pool defaults to 80 % of RAM and keeps what it read: the scoring unload
+                # of 10M devices peaked at 1.1 GB. Capped, the query spills instead.
+                con.execute(f"SET memory_limit = '{UNLOAD_MEMORY_LIMIT}'")
+                con.execute(f"SET temp_directory = '{spill}'")
                 reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
                 schema = _redshift_schema(reader.schema, store.uri(prefix))
                 writers = [_SliceWriter(store, prefix, s, schema, max_rows_per_file) for s in range(slices)]
@@ -322,79 +331,3 @@ def _put(inbox: queue.Queue, item: pa.RecordBatch | None, writer: Future) -> boo
         except queue.Full:
             continue
     return False
-
-
-# Daily export of predictions (Redshift: DELETE the day + COPY in one transaction; see
-# mlbatch.statements). The table name comes from a validated spec name, never from data.
-_EXPORT_COLUMNS = (
-    "entity_key {key}, ds DATE NOT NULL, model_version VARCHAR NOT NULL, label VARCHAR NOT NULL, score DOUBLE NOT NULL"
-)
-
-
-def _ident(table: str) -> str:
-    return ".".join(f'"{part}"' for part in table.split("."))
-
-
-def _export_batches(uris: list[str]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The files' schema (from the first footer) and their rows as a stream of record batches."""
-    fs, path = filesystem_for(uris[0])
-    with fs.open_input_file(path) as f:
-        schema = pq.ParquetFile(f).schema_arrow
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for uri in uris:
-            fs, path = filesystem_for(uri)
-            with fs.open_input_file(path) as f:
-                # pre_buffer=False: stream row groups instead of holding the file in memory.
-                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS * 8)
-
-    return schema, batches()
-
-
-def _replace_day(wh: DuckDBWarehouse, table: str, ds: str, uris: list[str], store: ObjectStore) -> int:
-    """Replace one ``ds`` of ``table`` with the rows of the parquet files, in one transaction.
-
-    The files stream into DuckDB as an Arrow record-batch reader (the day is never one table in
-    memory); the DELETE and the INSERT commit together, so a reader sees the old day or the new.
-    """
-    if not uris:
-        raise ValueError(f"replace_day {table} ds={ds}: no export files given")
-    for uri in uris:
-        store.key(uri)  # every file must live in this store (raises naming the URI otherwise)
-    schema, batches = _export_batches(uris)
-    return _replace_day_stream(wh, table, ds, schema, batches)
-
-
-EXPORT_MEMORY_LIMIT = "256MB"
-
-
-def _replace_day_stream(
-    wh: DuckDBWarehouse, table: str, ds: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
-) -> int:
-    """Replace one ``ds`` of ``table`` with a stream of record batches, in one transaction.
-
-    The INSERT pulls the batches as they come; an exception raised by the iterator rolls the
-    day back (a writer that decides late, e.g. after a gate, can still refuse the commit).
-    """
-    key_type = "BIGINT" if pa.types.is_integer(schema.field("entity_key").type) else "VARCHAR"
-    schema_name = table.split(".")[0]
-    with wh._connect(read_only=False) as con:
-        # DuckDB keeps written blocks in its buffer pool (up to 80% of RAM by default) until a
-        # checkpoint: cap it so the export's memory does not grow with the day.
-        con.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
-        con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(table)} ({_EXPORT_COLUMNS.format(key=key_type)})")
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(f"DELETE FROM {_ident(table)} WHERE ds = ?::DATE", [ds])
-            con.register("_export_stream", pa.RecordBatchReader.from_batches(schema, batches))
-            con.execute(
-                f"INSERT INTO {_ident(table)} SELECT entity_key, ds::DATE, model_version, label, score "
-                "FROM _export_stream"
-            )
-            con.unregister("_export_stream")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        return con.execute(f"SELECT count(*) FROM {_ident(table)} WHERE ds = ?::DATE", [ds]).fetchone()[0]
