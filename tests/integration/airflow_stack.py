@@ -29,7 +29,8 @@ from typing import Any
 import httpx
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 SHEET_KEY = "1StackLabelSheet_abcdefghijklmnop"
 MODEL = "device_gender"
 SLOW = "slow_gender"  # the same data, trained for ever: for the stop and timeout tests

@@ -24,15 +24,15 @@ import pytest
 from mlbatch.launchers.images import build_image
 
 from devtools.devservers import Postgres, free_port, start_postgres, start_redis
+from tests.support.paths import REPO
 from tests.support.terminal import say
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "device_gender"
 DS = "2026-11-22"
-SPECS = sorted(p.stem for p in (ROOT / "dags" / "specs").glob("*.yaml"))
+SPECS = sorted(p.stem for p in (REPO / "dags" / "specs").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")

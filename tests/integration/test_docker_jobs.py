@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +28,6 @@ from tests.support.jobs import FAST, features_table
 if TYPE_CHECKING:
     pass
 
-ROOT = Path(__file__).resolve().parents[2]
 N = 4000
 DS = "2024-05-01"
 RUN = uuid.uuid4().hex[:6]  # container names derive from run ids: no clash with an earlier test run

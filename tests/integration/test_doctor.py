@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from devtools.devservers import MariaDB, start_mariadb
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MLBATCH = Path(sys.executable).parent / "mlbatch"
 BUCKET = "mlbatch-doctor"
 

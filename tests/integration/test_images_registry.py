@@ -8,7 +8,6 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,12 +15,11 @@ from mlbatch.cli import app
 from typer.testing import CliRunner
 
 from devtools.devservers import Dockerd, Registry, start_registry
+from tests.support.paths import REPO
 from tests.support.terminal import say
 
 if TYPE_CHECKING:
     from docker import DockerClient
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +117,11 @@ def test_a_plain_docker_build_needs_no_ca_file(
     trusting_base: str, docker_client: DockerClient, pytestconfig: pytest.Config
 ) -> None:
     """`docker build -f docker/score.Dockerfile .` from the repo: no docker/build/ in the context."""
-    assert not (ROOT / "docker" / "build").exists()
+    assert not (REPO / "docker" / "build").exists()
     tag = "mlbatch-plain/score:test"
     start = time.monotonic()
     image, _ = docker_client.images.build(
-        path=str(ROOT),
+        path=str(REPO),
         dockerfile="docker/score.Dockerfile",
         tag=tag,
         buildargs={"BASE_IMAGE": trusting_base},
@@ -138,7 +136,7 @@ def test_a_plain_docker_build_needs_no_ca_file(
         )
         jobs_pin = next(
             line.split("==")[1]
-            for line in (ROOT / "requirements" / "jobs.txt").read_text().splitlines()
+            for line in (REPO / "requirements" / "jobs.txt").read_text().splitlines()
             if line.startswith("xgboost==")
         )
         assert out.decode().strip() == jobs_pin  # the pin came from requirements/jobs.txt

@@ -19,7 +19,8 @@ from mlbatch.stages.context import RunContext
 from mlbatch.stages.realized import flags, history, realized_performance
 from sqlalchemy import select
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 DS = "2026-11-22"
 
 

@@ -15,8 +15,7 @@ from mlbatch.stages.context import RunContext
 from mlbatch.stages.labels import apply_labels, check_sheet, labels_gate
 from sqlalchemy import select
 
-REPO = Path(__file__).resolve().parents[2]
-
+from tests.support.paths import REPO
 
 KEY = "1LabelSheetKeyForTests_abcdefghij"
 

@@ -1,13 +1,10 @@
 """The app DB hook on SQLite (the embedded stack); tests/integration runs the same on MariaDB."""
 
-from pathlib import Path
-
 from mlbatch.appdb.hook import AppDbHook
 from mlbatch.statements import aurora_schema_sql
 
 from tests.support.appdb import guarded_upsert_keeps_newer_days
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def test_sql_aurora_schema_is_rendered_from_the_models():

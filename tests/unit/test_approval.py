@@ -17,7 +17,8 @@ from mlbatch.spec import load_spec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.train import approval_request
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 MODEL = "device_gender"
 
 

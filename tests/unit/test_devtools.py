@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ast
 import sys
-from pathlib import Path
 
 from mlbatch.cli import app
 from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def test_the_production_package_imports_devtools_only_inside_the_dev_commands() -> None:

@@ -4,7 +4,6 @@ the label sheet against the Sheets API double."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,9 +17,9 @@ from mlbatch.labels import sheets
 from mlbatch.spec import load_spec
 
 from tests.fakes.sheets_api import FakeSheetsApi
+from tests.support.paths import REPO
 from tests.support.specs import write_spec
 
-REPO = Path(__file__).resolve().parents[2]
 SESSION = botocore.session.get_session()
 ROLE = "arn:aws:iam::123456789012:role/mlbatch-redshift"
 

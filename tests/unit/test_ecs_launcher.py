@@ -22,7 +22,8 @@ from mlbatch.launchers import JobFailed, JobId, JobRequest
 from mlbatch.launchers.ecs import EcsConfig, EcsLauncher
 from mlbatch.store import ObjectStore
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 CLUSTER = "ml-batch"
 TASK_DEF = {"jobs.train": "mlbatch-train:7", "jobs.score": "mlbatch-score:3"}
 
@@ -68,11 +69,11 @@ class FakeEcs:
         arn = f"arn:aws:ecs:us-east-1:123456789012:task/{CLUSTER}/{task_id}"
         override = kw["overrides"]["containerOverrides"][0]
         env = {**os.environ, **{e["name"]: e["value"] for e in override.get("environment", [])}}
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "plugins")])
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "plugins")])
         log = self.tmp / f"{task_id}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", *override["command"]], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", *override["command"]], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         self.tasks[arn] = {"proc": proc, "kw": kw, "log": log, "id": task_id, "reason": None}
         return {"tasks": [{"taskArn": arn, "lastStatus": "PROVISIONING"}], "failures": []}

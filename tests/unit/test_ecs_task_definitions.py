@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import botocore.session
 import pytest
@@ -16,7 +15,8 @@ from mlbatch.spec import load_spec
 from mlbatch.store import ObjectStore
 from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 ACCOUNT = "123456789012"
 ENV = {
     "MLBATCH_ECS_CLUSTER": "ml-batch",

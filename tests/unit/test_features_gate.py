@@ -20,7 +20,8 @@ from mlbatch.spec import FeatureChecks, load_spec
 from mlbatch.stages import features
 from mlbatch.stages.context import RunContext
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 N = 5_000
 ARTIFACT = "models/device_gender/v1/"
 
@@ -59,9 +60,9 @@ def ctx(tmp_path: Path) -> RunContext:
         object_store=(tmp_path / "objects").as_uri(),
         warehouse_url=f"duckdb://{wh}",
         launcher_kind="local",
-        specs_dir=ROOT / "dags/specs",
+        specs_dir=REPO / "dags/specs",
     )
-    spec = load_spec(ROOT / "dags/specs/device_gender.yaml")
+    spec = load_spec(REPO / "dags/specs/device_gender.yaml")
     spec = spec.model_copy(
         update={"features": spec.features.model_copy(update={"checks": FeatureChecks(min_rows=1000)})}
     )

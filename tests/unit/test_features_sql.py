@@ -21,8 +21,8 @@ from mlbatch.features.sql import (
 from mlbatch.spec import load_spec
 
 from devtools.synth import build_warehouse
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLE = "arn:aws:iam::123456789012:role/mlbatch-unload"
 
 TEMPLATE = """\
@@ -180,7 +180,7 @@ def _columns(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
 
 
 def test_device_gender_templates_transpile_and_run_in_duckdb(warehouse: Path) -> None:
-    spec = load_spec(ROOT / "dags/specs/device_gender.yaml")
+    spec = load_spec(REPO / "dags/specs/device_gender.yaml")
     training = render_spec_query(spec, "training", "2026-11-22")
     scoring = render_spec_query(spec, "scoring", "2026-11-22")
     for query in (training, scoring):
@@ -204,7 +204,7 @@ def test_device_gender_templates_transpile_and_run_in_duckdb(warehouse: Path) ->
 
 
 def test_render_spec_query_errors_name_the_file(tmp_path: Path) -> None:
-    spec = load_spec(ROOT / "dags/specs/device_gender.yaml")
+    spec = load_spec(REPO / "dags/specs/device_gender.yaml")
     bad = tmp_path / "bad.sql"
     bad.write_text("SELECT 1\nWHERE {{ params.nope }}\n")
     broken = spec.model_copy(update={"features": spec.features.model_copy(update={"training_sql": str(bad)})})

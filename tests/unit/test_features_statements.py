@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 import sqlglot
@@ -17,8 +16,9 @@ from mlbatch.cli import app
 from sqlglot import exp
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests/golden/sql_device_gender_2026-11-22.txt"
+from tests.support.paths import REPO
+
+GOLDEN = REPO / "tests/golden/sql_device_gender_2026-11-22.txt"
 ENV = {
     "MLBATCH_S3_BUCKET": "mlbatch-prod",
     "MLBATCH_REDSHIFT_IAM_ROLE": "arn:aws:iam::123456789012:role/mlbatch-redshift",

@@ -12,7 +12,7 @@ from mlbatch.cli import app
 from mlbatch.launchers.images import KINDS, content_hash, context_files
 from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def copied_sources(kind: str) -> list[str]:

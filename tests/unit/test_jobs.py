@@ -16,8 +16,6 @@ import pytest
 from jobs import io
 from tests.support.jobs import N, features_table, run_job, write_config, write_labels, write_unload
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:

@@ -21,8 +21,8 @@ from jobs.families import FAMILIES as FAMILY_CLASSES
 from jobs.io import JobInputError
 from jobs.metrics import binary_metrics, multiclass_metrics
 from jobs.train import load_config
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SPECS = sorted((REPO / "dags" / "specs").glob("*.yaml"))
 
 

@@ -17,8 +17,7 @@ from mlbatch.stages.context import RunContext
 
 from jobs.train import train
 from tests.support.jobs import features_table, write_config, write_labels, write_unload
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def _train_version(ctx: RunContext, tmp: Path, version: str, labels: list[str]) -> None:
@@ -40,7 +39,7 @@ def test_model_trained_on_shuffled_labels_is_rejected(tmp_path: Path, monkeypatc
     for var in ("MLBATCH_APPDB_URL", "MLBATCH_OBJECT_STORE", "MLBATCH_SPECS_DIR"):
         monkeypatch.delenv(var, raising=False)
     env = Environment.from_env()
-    ctx = RunContext(env=env, spec=load_spec(ROOT / "dags/specs/device_gender.yaml"), ds="2026-11-22", run_id="t")
+    ctx = RunContext(env=env, spec=load_spec(REPO / "dags/specs/device_gender.yaml"), ds="2026-11-22", run_id="t")
     _, truth = features_table(n=3000, seed=0)
     true_labels = [["female", "male"][t] for t in truth]
 

@@ -11,7 +11,8 @@ from mlbatch.labels.rows import RowRules, check_row
 from mlbatch.labels.text import class_index
 from mlbatch.spec import SpecError, load_spec
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 CLASSES = ["male", "female"]
 RULES = RowRules("animal_id", "sex", 0, 1, CLASSES, class_index(CLASSES), integer_keys=True)
 

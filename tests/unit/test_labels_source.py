@@ -10,7 +10,7 @@ from mlbatch.labels.source import SheetData, plan_verdicts, read_sheet, write_ve
 from mlbatch.spec import load_spec
 from mlbatch.stages.labels import check
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def _spec(tmp_path: Path):

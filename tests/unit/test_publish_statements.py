@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import pytest
 from mlbatch.appdb.mysql_sql import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
 from mlbatch.spec import load_spec
 from mlbatch.statements import aurora_publish_statements, export_statements
 
-SPEC = Path(__file__).resolve().parents[2] / "dags" / "specs" / "device_gender.yaml"
+from tests.support.paths import REPO
+
+SPEC = REPO / "dags" / "specs" / "device_gender.yaml"
 
 
 @pytest.fixture

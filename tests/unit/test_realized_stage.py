@@ -14,7 +14,8 @@ from mlbatch.pipeline import cli_steps
 from mlbatch.spec import ModelSpec, SpecError, load_spec
 from mlbatch.stages import realized
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 SPECS = REPO / "dags" / "specs"
 
 

@@ -20,8 +20,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from devtools.synth import LABEL_HEADER, build_warehouse, write_label_sheet
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 N = 20_000
 
 
@@ -68,7 +68,7 @@ def test_devices_table_shape(warehouse: Path) -> None:
 
 
 def test_signal_is_learnable_and_non_linear(warehouse: Path) -> None:
-    query = to_duckdb(render_spec_query(load_spec(ROOT / "dags/specs/device_gender.yaml"), "training", "2026-11-22"))
+    query = to_duckdb(render_spec_query(load_spec(REPO / "dags/specs/device_gender.yaml"), "training", "2026-11-22"))
     with duckdb.connect(str(warehouse), read_only=True) as con:
         df = con.execute(
             f"SELECT f.*, t.gender = 'female' AS y FROM ({query}) f "
@@ -152,7 +152,7 @@ def test_recipes_do_not_change_the_device_tables(tmp_path: Path) -> None:
 
 
 def test_recipes_table_and_queries(warehouse: Path) -> None:
-    spec = load_spec(ROOT / "dags/specs/recipe_category.yaml")
+    spec = load_spec(REPO / "dags/specs/recipe_category.yaml")
     with duckdb.connect(str(warehouse), read_only=True) as con:
         n, distinct, null_title, edited, cats = con.execute(
             "SELECT count(*), count(DISTINCT recipe_id), avg((title IS NULL)::int), "
@@ -183,7 +183,7 @@ def test_recipe_label_sheet_passes_the_labels_check(warehouse: Path, tmp_path: P
     again = tmp_path / "again.csv"
     LABEL_SHEETS["recipe_category"](warehouse, again)
     assert again.read_bytes() == sheet.read_bytes()
-    spec = load_spec(ROOT / "dags/specs/recipe_category.yaml")
+    spec = load_spec(REPO / "dags/specs/recipe_category.yaml")
     header, rows = read_csv(sheet)
     assert tuple(header) == RECIPE_LABEL_HEADER
     report = check_labels(

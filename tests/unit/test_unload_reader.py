@@ -19,8 +19,8 @@ from mlbatch.store import ObjectStore
 from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse, UnloadError
 
 from devtools.synth import build_warehouse
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 DS = "2026-11-22"
 PREFIX = "unload/device_gender/train/2026-11-22/"
 
@@ -34,7 +34,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> DuckDBWarehouse:
 
 @pytest.fixture(scope="module")
 def training_query() -> str:
-    return render_spec_query(load_spec(ROOT / "dags/specs/device_gender.yaml"), "training", DS)
+    return render_spec_query(load_spec(REPO / "dags/specs/device_gender.yaml"), "training", DS)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 from mlbatch.warehouse.errors import UnloadError, WarehouseError
 from mlbatch.warehouse.redshift import RedshiftStatementError, RedshiftWarehouse
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 MEMBERS = [name for name, member in vars(Warehouse).items() if inspect.isfunction(member) and not name.startswith("_")]
 
 

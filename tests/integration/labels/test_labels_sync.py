@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -24,7 +23,6 @@ from sqlalchemy import create_engine, inspect, select, text
 from tests.fakes.sheets_api import FakeSheetsApi
 from tests.support.labels import KEY, history, make_spec, sync, sync_log, table
 
-REPO = Path(__file__).resolve().parents[3]
 INJECTION = "x'); DROP TABLE ml_labels; --"
 
 
