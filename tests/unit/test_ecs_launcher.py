@@ -2,12 +2,11 @@
 subprocess, and a fake CloudWatch Logs that serves the subprocess's output. Every request the
 launcher sends is validated against botocore's real ECS / Logs API models.
 
-Run as ``python -m tests.unit.test_ecs_launcher --marker PATH ...`` this module is the job itself.
+The job the fake ECS runs is tests/support/fake_job.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import subprocess
@@ -170,7 +169,7 @@ def job(fx: dict[str, Any], *, gpu: int = 0, exit: int = 0, sleep: float = 0, ma
     args = ["--marker", str(marker_path) if marker else "", "--exit", str(exit), "--sleep", str(sleep)]
     return JobRequest(
         job_id=JobId("device_gender__train", "train", "scheduled__2024-05-01T00:00:00+00:00", kw.pop("map_index", -1)),
-        module="tests.unit.test_ecs_launcher",
+        module="tests.support.fake_job",
         args=args,
         success_uri=fx["store"].uri("models/m/v1/_SUCCESS"),
         gpu=gpu,
@@ -398,26 +397,3 @@ def test_config_from_env_and_get_launcher(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert launcher.config.subnets == ("subnet-a", "subnet-b") and launcher.config.aws_conn_id == "aws_ml"
     with pytest.raises(ValueError, match="not one of: local, docker, ecs"):
         get_launcher("k8s", Environment.from_env())
-
-
-def main() -> int:
-    """The job the fake ECS runs: log two steps, maybe sleep, write the marker, exit."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--marker", default="")
-    parser.add_argument("--exit", type=int, default=0)
-    parser.add_argument("--sleep", type=float, default=0)
-    args = parser.parse_args()
-    print("job: step 1 of 2", flush=True)
-    time.sleep(args.sleep)
-    print("job: step 2 of 2", flush=True)
-    if args.exit:
-        print(f"job: giving up with exit code {args.exit}", flush=True)
-        return args.exit
-    if args.marker:
-        Path(args.marker).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.marker).write_text("{}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

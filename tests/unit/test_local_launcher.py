@@ -1,6 +1,6 @@
 """The local process launcher: reattach after a worker crash, stop on kill, fresh after a stop.
 
-The job is tests/unit/test_ecs_launcher.py run as a module (it logs two steps, sleeps, writes
+The job is tests/support/fake_job.py run as a module (it logs two steps, sleeps, writes
 its success marker), as real child processes.
 """
 
@@ -26,7 +26,7 @@ def request(tmp_path: Path, store: ObjectStore, sleep: float) -> JobRequest:
     marker = tmp_path / "objects" / "models" / "m" / "v1" / "_SUCCESS"
     return JobRequest(
         job_id=JobId("device_gender__train", "train", "manual__local"),
-        module="tests.unit.test_ecs_launcher",
+        module="tests.support.fake_job",
         args=["--marker", str(marker), "--sleep", str(sleep)],
         success_uri=store.uri("models/m/v1/_SUCCESS"),
     )
