@@ -20,8 +20,8 @@ from mlbatch.features.sql import (
 )
 from mlbatch.spec import load_spec
 
-from devtools.synth import build_warehouse
 from tests.support.paths import REPO
+from tests.support.warehouse import synth_warehouse
 
 ROLE = "arn:aws:iam::123456789012:role/mlbatch-unload"
 
@@ -170,9 +170,7 @@ def test_to_duckdb_rejects_several_statements() -> None:
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
-    build_warehouse(path, n_devices=3_000)
-    return path
+    return synth_warehouse(tmp_path_factory, n_devices=3_000)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:

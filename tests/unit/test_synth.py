@@ -21,15 +21,14 @@ from sklearn.preprocessing import StandardScaler
 
 from devtools.synth import LABEL_HEADER, build_warehouse, write_label_sheet
 from tests.support.paths import REPO
+from tests.support.warehouse import synth_warehouse
 
 N = 20_000
 
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
-    build_warehouse(path, n_devices=N)
-    return path
+    return synth_warehouse(tmp_path_factory, n_devices=N)
 
 
 def _dump(path: Path) -> dict[str, object]:

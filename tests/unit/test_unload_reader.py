@@ -13,13 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from mlbatch.features.manifest import Manifest
 from mlbatch.features.reader import ManifestMismatch, iter_batches, read_manifest, read_table
-from mlbatch.features.sql import render_spec_query, to_duckdb
-from mlbatch.spec import load_spec
+from mlbatch.features.sql import to_duckdb
 from mlbatch.store import ObjectStore
 from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse, UnloadError
 
-from devtools.synth import build_warehouse
-from tests.support.paths import REPO
+from tests.support.warehouse import device_gender_training_query, synth_warehouse
 
 DS = "2026-11-22"
 PREFIX = "unload/device_gender/train/2026-11-22/"
@@ -27,14 +25,12 @@ PREFIX = "unload/device_gender/train/2026-11-22/"
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> DuckDBWarehouse:
-    path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
-    build_warehouse(path, n_devices=20_000)
-    return DuckDBWarehouse(path)
+    return DuckDBWarehouse(synth_warehouse(tmp_path_factory, n_devices=20_000))
 
 
 @pytest.fixture(scope="module")
 def training_query() -> str:
-    return render_spec_query(load_spec(REPO / "dags/specs/device_gender.yaml"), "training", DS)
+    return device_gender_training_query(DS)
 
 
 @pytest.fixture(scope="module")
