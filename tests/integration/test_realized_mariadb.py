@@ -19,6 +19,7 @@ from mlbatch.stages.context import RunContext
 from mlbatch.stages.realized import flags, history, realized_performance
 from sqlalchemy import select
 
+from tests.support.appdb import env_from_variables
 from tests.support.paths import REPO
 
 DS = "2026-11-22"
@@ -26,11 +27,8 @@ DS = "2026-11-22"
 
 @pytest.fixture
 def env(mariadb_url, tmp_path, monkeypatch) -> Environment:
-    monkeypatch.setenv("MLBATCH_APPDB_URL", mariadb_url)
-    monkeypatch.setenv("MLBATCH_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLBATCH_OBJECT_STORE", (tmp_path / "objects").as_uri())
     monkeypatch.delenv("AIRFLOW_CONN_MLBATCH_ALERTS", raising=False)
-    e = Environment.from_env()
+    e = env_from_variables(monkeypatch, tmp_path, mariadb_url)
     e.appdb.ensure_schema()
     yield e
     e.appdb.dispose()

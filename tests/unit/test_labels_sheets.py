@@ -11,6 +11,7 @@ from mlbatch.labels.sheets import SheetsError, read_worksheet, write_verdicts
 from mlbatch.spec import SheetSource
 
 from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
+from tests.support.labels import sheets_api_double
 
 KEY = "1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 ROWS = [
@@ -26,9 +27,7 @@ ROWS = [
 
 @pytest.fixture
 def api(monkeypatch):
-    with FakeSheetsApi() as fake:
-        monkeypatch.setenv(sheets.ENV_ENDPOINT, fake.endpoint)
-        monkeypatch.delenv(sheets.ENV_KEY_JSON, raising=False)
+    with sheets_api_double(monkeypatch) as fake:
         yield fake
 
 
