@@ -39,7 +39,7 @@ import pytest
 
 from devtools.devservers import MariaDB, start_postgres, start_redis
 from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
-from tests.integration.airflow_stack import (
+from tests.integration.airflow.airflow_stack import (
     MODEL,
     REPO,
     SHEET_KEY,
@@ -289,7 +289,7 @@ def _answer_in_the_ui(stack: Stack, run_id: str, option: str, comment: str, name
     """An engineer signs in, opens the required action, writes a comment and clicks ``option``."""
     from urllib.parse import quote
 
-    from tests.integration.browser import keep, signed_in
+    from tests.integration.airflow.browser import keep, signed_in
 
     with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
         page.goto(
@@ -331,7 +331,7 @@ def test_the_version_s_report_is_one_click_from_its_task(stack: Stack, trained: 
     """The model gate's "Report" button opens report.html through the plugin's view, signed in."""
     from urllib.parse import quote
 
-    from tests.integration.browser import keep, signed_in
+    from tests.integration.airflow.browser import keep, signed_in
 
     [(version,)] = _appdb_rows(
         stack, "SELECT version FROM ml_model_versions WHERE model = :m AND status = 'production'", m=MODEL
@@ -423,7 +423,7 @@ def _trigger_dry_run_in_the_ui(stack: Stack) -> str:
     UI then shows the new run, whose id the page's URL carries."""
     from urllib.parse import unquote
 
-    from tests.integration.browser import keep, signed_in
+    from tests.integration.airflow.browser import keep, signed_in
 
     with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
         page.goto(f"{stack.url}/dags/{MODEL}__score")
@@ -468,7 +468,7 @@ def test_dry_run_from_the_trigger_form_runs_the_gates_and_writes_nothing(stack: 
 # --- a backfill from the UI's dialog ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ui_backfill(stack: Stack, backfill) -> dict[str, Any]:
-    from tests.integration.browser import keep, signed_in
+    from tests.integration.airflow.browser import keep, signed_in
 
     dag_id = f"{MODEL}__score"
     before = _appdb_rows(stack, "SELECT ds, checksum, run_id FROM ml_publish_log WHERE model = :m", m=MODEL)
@@ -646,7 +646,7 @@ def test_tasks_ran_on_both_workers(stack: Stack, backfill) -> None:
 
 
 def test_grid_page_renders_the_score_dag_in_chromium(stack: Stack, backfill) -> None:
-    from tests.integration.browser import keep, signed_in
+    from tests.integration.airflow.browser import keep, signed_in
 
     with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
         page.goto(f"{stack.url}/dags/{MODEL}__score")
