@@ -60,7 +60,7 @@ def test_every_statement_parses(printed: str) -> None:
     for title, text in blocks:
         if text.startswith("UNLOAD (") or text.startswith("LOAD DATA") or "%(" in text or "VALUES IN (" in text:
             # sqlglot has no grammar for LOAD DATA, bound-parameter markers or partition definitions:
-            # see test_publish_statements (and test_publish_mariadb, which runs them)
+            # see unit/appdb/test_publish_statements (and integration/publish/test_mariadb, which runs them)
             continue
         dialect = "mysql" if title.startswith("Aurora") else "redshift"
         parsed = sqlglot.parse_one(text, read=dialect)

@@ -1,5 +1,5 @@
 """The Docker launcher's container arguments, against a client that only answers ``info()``
-(the containers themselves run in tests/integration/test_docker_jobs.py)."""
+(the containers themselves run in tests/integration/launchers/test_docker_jobs.py)."""
 
 from __future__ import annotations
 

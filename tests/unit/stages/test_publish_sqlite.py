@@ -1,7 +1,7 @@
 """Publish and export on the embedded stack (SQLite app DB, DuckDB warehouse, local object store).
 
 The helpers of tests/support/publish.py fabricate a scored run (prediction shards, scoring
-manifest, run state) without training; tests/integration/publish/test_publish_mariadb.py runs the
+manifest, run state) without training; tests/integration/publish/test_mariadb.py runs the
 same scenarios on a real MariaDB.
 """
 

@@ -2,7 +2,7 @@
 
 What is asserted is what Redshift would receive (exact SQL, parameters, the batch that makes a
 transaction) and how the warehouse reacts to what the Data API answers (polling, failures).
-The S3 side (UNLOAD's manifest, COPY's folder) is in tests/integration/test_features_redshift.py.
+The S3 side (UNLOAD's manifest, COPY's folder) is in tests/integration/features/test_s3.py.
 """
 
 from __future__ import annotations
