@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
 
 # Airflow reads its settings at import: point it at this repo before any test imports it.
 os.environ.setdefault("AIRFLOW_HOME", str(REPO))

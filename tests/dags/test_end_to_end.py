@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from tests.support.cli import DS, cli_env, mlbatch
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.e2e
 

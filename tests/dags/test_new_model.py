@@ -27,7 +27,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 BIN = Path(sys.executable).parent
 DS = "2026-11-22"
 MODEL = "churn_risk"

@@ -25,6 +25,7 @@ import pytest
 from devtools import synth
 from devtools.demo import LATE_LABELS
 from tests.support.cli import DS, cli_env, mlbatch
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +88,7 @@ def _labels_dag(home: Path, day: str, conn: dict) -> dict[str, str]:
         from datetime import datetime, timezone
         from airflow.dag_processing.dagbag import DagBag
         day = datetime.fromisoformat({day!r}).replace(tzinfo=timezone.utc)
-        dag = DagBag(dag_folder={str(Path(__file__).resolve().parents[2] / "dags")!r}).get_dag("device_gender__labels")
+        dag = DagBag(dag_folder={str(REPO / "dags")!r}).get_dag("device_gender__labels")
         run = dag.test(logical_date=day, run_after=day)
         for ti in run.get_task_instances():
             print("STATE", ti.task_id, ti.state)

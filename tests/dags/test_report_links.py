@@ -3,7 +3,6 @@ report view (the view itself is driven in a browser in the stack test)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 from airflow.serialization.serialized_objects import DagSerialization
@@ -11,7 +10,7 @@ from mlbatch import ui
 from mlbatch.dag_factory import score_dag, train_dag
 from mlbatch.spec import load_spec
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def test_report_writers_carry_the_report_link() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +14,8 @@ from mlbatch.env import Environment
 from mlbatch.spec import load_spec
 from mlbatch.stages.context import RunContext
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 VERSION = "20261122-0badcafe"
 
 

@@ -7,19 +7,18 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from mlbatch.launchers.images import build_image
 
 from devtools.devservers import Dockerd, MariaDB, start_dockerd, start_mariadb, start_moto_s3
+from tests.support.paths import REPO
 from tests.support.terminal import say
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
-ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "mlbatch/debian-base:12"
 
 
@@ -89,7 +88,7 @@ def base_image(dockerd: Dockerd, pytestconfig: pytest.Config) -> str:
     """The debootstrap base every image builds on here (no registry to pull one from)."""
     start = time.monotonic()
     base = subprocess.run(
-        [str(ROOT / "docker" / "build-base.sh"), BASE_IMAGE],
+        [str(REPO / "docker" / "build-base.sh"), BASE_IMAGE],
         env={**os.environ, "DOCKER_HOST": dockerd.host},
         capture_output=True,
         text=True,

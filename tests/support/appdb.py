@@ -1,12 +1,23 @@
-"""Checks of the app DB hook that run alike on SQLite and MariaDB."""
+"""Checks of the app DB hook that run alike on SQLite and MariaDB, and an environment on a given app DB."""
 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+import pytest
 from mlbatch.appdb import schema
 from mlbatch.appdb.hook import AppDbHook
+from mlbatch.env import Environment
 from sqlalchemy import select
+
+
+def env_from_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, appdb_url: str) -> Environment:
+    """Environment.from_env(), as a task builds it, on ``appdb_url`` with home and object store in ``tmp_path``."""
+    monkeypatch.setenv("MLBATCH_APPDB_URL", appdb_url)
+    monkeypatch.setenv("MLBATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLBATCH_OBJECT_STORE", (tmp_path / "objects").as_uri())
+    return Environment.from_env()
 
 
 def guarded_upsert_keeps_newer_days(db: AppDbHook) -> None:

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 BIN = Path(sys.executable).parent
 DS = "2026-11-22"  # the day the end-to-end tests run
 

@@ -13,8 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.support.paths import REPO
 
 N = 5000
 
@@ -26,7 +25,7 @@ def run_job(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLBATCH_CODE_VERSION": "test-sha", "MLBATCH_XGB_DEVICE": "cpu"}
     return subprocess.run(
         [sys.executable, "-m", f"jobs.{module}", *args],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

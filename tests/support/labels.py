@@ -1,24 +1,38 @@
 """The label sync's fixtures and readers on a real MariaDB (``mariadb_url``) behind the Sheets
 API double; the stage functions are the ones the DAG tasks run. Their fixtures (``api``,
-``env``) are in tests/integration/labels/conftest.py."""
+``env``) are in tests/integration/labels/conftest.py; ``sheets_api_double`` is also the unit
+Sheets tests' ``api``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from mlbatch.appdb import schema
 from mlbatch.env import Environment
+from mlbatch.labels import sheets
 from mlbatch.spec import ModelSpec, load_spec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.labels import apply_labels, check_sheet, labels_gate
 from sqlalchemy import select
 
-REPO = Path(__file__).resolve().parents[2]
-
+from tests.fakes.sheets_api import FakeSheetsApi
+from tests.support.paths import REPO
 
 KEY = "1LabelSheetKeyForTests_abcdefghij"
+
+
+@contextmanager
+def sheets_api_double(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSheetsApi]:
+    """The Sheets API double, with gspread pointed at it and no service-account key set."""
+    with FakeSheetsApi() as fake:
+        monkeypatch.setenv(sheets.ENV_ENDPOINT, fake.endpoint)
+        monkeypatch.delenv(sheets.ENV_KEY_JSON, raising=False)
+        yield fake
 
 
 def make_spec(tmp_path: Path, name: str = "device_gender", **labels: Any) -> ModelSpec:

@@ -18,8 +18,7 @@ from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 from sqlalchemy import create_engine, text
 
-REPO = Path(__file__).resolve().parents[2]
-
+from tests.support.paths import REPO
 
 MODEL = "pubtest"
 

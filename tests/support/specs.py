@@ -6,7 +6,9 @@ from pathlib import Path
 
 import yaml
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "dags" / "specs" / "device_gender.yaml"
+from tests.support.paths import REPO
+
+EXAMPLE = REPO / "dags" / "specs" / "device_gender.yaml"
 
 
 def write_spec(tmp_path: Path, mutate, name: str = "device_gender") -> Path:

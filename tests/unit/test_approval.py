@@ -1,6 +1,6 @@
 """A person's approval of a promotion: what the question shows, what each answer does to the
 registry, and the train DAG's shape with ``train.approval.required``. (The UI flow itself, a real
-click on Approve and Reject, is in tests/integration/test_distributed_stack.py.)"""
+click on Approve and Reject, is in tests/integration/airflow/test_distributed_stack.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from mlbatch.spec import load_spec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.train import approval_request
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 MODEL = "device_gender"
 
 

@@ -21,7 +21,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 AIRFLOW_SET = REPO / "requirements" / "airflow.txt"
 JOBS_SET = REPO / "requirements" / "jobs.txt"
 DEV_SET = REPO / "requirements.txt"

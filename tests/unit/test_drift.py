@@ -6,7 +6,6 @@ import json
 import math
 import re
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,9 @@ from mlbatch import drift, reports
 from mlbatch.gates import GateFailed
 from mlbatch.stages.score import predictions_gate
 
+from tests.support.paths import REPO
 from tests.support.publish import fabricate, make_env, run_day, write_spec
 
-REPO = Path(__file__).resolve().parents[2]
 DS, NEXT = "2026-11-20", "2026-11-21"
 KEYS = list(range(1000))
 

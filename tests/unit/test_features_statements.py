@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 import sqlglot
@@ -17,8 +16,9 @@ from mlbatch.cli import app
 from sqlglot import exp
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests/golden/sql_device_gender_2026-11-22.txt"
+from tests.support.paths import REPO
+
+GOLDEN = REPO / "tests/golden/sql_device_gender_2026-11-22.txt"
 ENV = {
     "MLBATCH_S3_BUCKET": "mlbatch-prod",
     "MLBATCH_REDSHIFT_IAM_ROLE": "arn:aws:iam::123456789012:role/mlbatch-redshift",
@@ -60,7 +60,7 @@ def test_every_statement_parses(printed: str) -> None:
     for title, text in blocks:
         if text.startswith("UNLOAD (") or text.startswith("LOAD DATA") or "%(" in text or "VALUES IN (" in text:
             # sqlglot has no grammar for LOAD DATA, bound-parameter markers or partition definitions:
-            # see test_publish_statements (and test_publish_mariadb, which runs them)
+            # see unit/appdb/test_publish_statements (and integration/publish/test_mariadb, which runs them)
             continue
         dialect = "mysql" if title.startswith("Aurora") else "redshift"
         parsed = sqlglot.parse_one(text, read=dialect)

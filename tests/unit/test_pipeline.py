@@ -15,8 +15,6 @@ from mlbatch.pipeline import PipelineError, Step, cli_steps
 from mlbatch.stages.external import ExternalWork
 from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _declared() -> list[Step]:
     return [s for d in pipeline.DAGS.values() for s in d.steps]

@@ -1,11 +1,9 @@
-from pathlib import Path
-
 import pytest
 from mlbatch.spec import SpecError, find_spec, load_spec
 
+from tests.support.paths import REPO
 from tests.support.specs import write_spec
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "dags" / "specs" / "device_gender.yaml"
 
 
