@@ -1,7 +1,7 @@
 """Held-out metrics for ``metrics.json``, and the ROC/PR plots.
 
 Every name in :data:`jobs.contract.BINARY_METRICS` / ``MULTICLASS_METRICS`` (the metrics a spec's
-gate may name) is a key here; tests/unit/test_jobs_contract.py checks it. Beyond
+gate may name) is a key here; tests/unit/jobs/test_contract.py checks it. Beyond
 those, metrics.json holds precision, recall, the confusion matrix (rows: true class, columns:
 predicted, in the order of ``classes``), per-class figures for multiclass models (one-vs-rest
 ROC AUC and PR AUC included) and the curves as ``CURVE_POINTS`` points each, so a report can

@@ -90,7 +90,7 @@ def aurora_schema_sql() -> str:
     head = (
         "-- The app DB's shared tables for Aurora MySQL 8 / MariaDB 10.11, rendered from\n"
         "-- plugins/mlbatch/appdb/schema.py by `mlbatch.statements.aurora_schema_sql()`\n"
-        "-- (tests/unit/test_appdb.py keeps them in sync). Each model adds <model>_predictions:\n"
+        "-- (tests/unit/appdb/test_hook.py keeps them in sync). Each model adds <model>_predictions:\n"
         "-- see `mlbatch sql <model> --ds DATE`.\n\n"
     )
     return head + ";\n\n".join(aurora_ddl()) + ";\n"
