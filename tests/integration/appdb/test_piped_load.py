@@ -87,7 +87,10 @@ def test_parallel_sources_load_and_one_failing_writer_stops_both(mariadb_url, ne
     db, table = _setup(mariadb_url)
     if newer_exists:
         with db.connect() as conn:
+            # A newer day, published: its row and its log row (the publish reads the newest day there).
             conn.execute(text("INSERT INTO m_predictions VALUES (999999, '2026-12-01', 'v0', 'x', 0.1)"))
+            newer = {**_log(1), "ds": date(2026, 12, 1)}
+            conn.execute(schema.publish_log.insert().values(**newer))
             conn.commit()
     before = _count(db)
 
