@@ -220,6 +220,19 @@ def publish_mysql(
 
 
 @contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """An explicit transaction in an autocommit session: COMMIT at the end, ROLLBACK on any error."""
+    conn.exec_driver_sql("START TRANSACTION")
+    try:
+        yield
+        conn.exec_driver_sql("COMMIT")
+    except BaseException:
+        with suppress(Exception):  # a dead session is rolled back by the server anyway
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+
+
+@contextmanager
 def named_lock(conn: Connection, name: str, timeout_s: int = LOCK_TIMEOUT_S) -> Iterator[None]:
     """A MySQL named lock for this session; the server frees it if the session dies."""
     got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, timeout_s)).scalar()
@@ -293,21 +306,17 @@ class _DayPublish:
         """The day's partition into the table and the log row, in one transaction (batched by key
         range: each statement's progress is logged; the transaction makes the day visible at once)."""
         ranges = [(s.key_from, s.key_to) for s in sources] if len(sources) > 1 else [(None, None)]
-        self.conn.exec_driver_sql("START TRANSACTION")
-        try:
+        with transaction(self.conn):
             for lo, hi in ranges:
                 bounds = f" keys [{lo}, {hi})" if (lo, hi) != (None, None) else ""
                 with step(f"guarded upsert{bounds}", self.name):
-                    sql = guarded_upsert_sql(
-                        self.name, self.history, day=True, key_from=lo is not None, key_to=hi is not None
-                    )
-                    self.conn.exec_driver_sql(sql, {"ds": self.day, "key_from": lo, "key_to": hi})
+                    self._upsert_range(self.conn, lo, hi)
             self.conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), row)
-            self.conn.exec_driver_sql("COMMIT")
-        except BaseException:
-            with suppress(Exception):  # a dead session is rolled back by the server anyway
-                self.conn.exec_driver_sql("ROLLBACK")
-            raise
+
+    def _upsert_range(self, conn: Connection, lo: Any, hi: Any) -> None:
+        """The guarded upsert of the day's keys in [lo, hi) (None: unbounded) from the history."""
+        sql = guarded_upsert_sql(self.name, self.history, day=True, key_from=lo is not None, key_to=hi is not None)
+        conn.exec_driver_sql(sql, {"ds": self.day, "key_from": lo, "key_to": hi})
 
     def _partitions(self) -> list[str]:
         return [
@@ -328,22 +337,15 @@ class _DayPublish:
 
         def upsert(source: LoadSource) -> None:
             lo, hi = source.key_from, source.key_to
-            sql = guarded_upsert_sql(self.name, self.history, day=True, key_from=lo is not None, key_to=hi is not None)
             with session(self.db) as own:
 
-                def transaction() -> None:
-                    own.exec_driver_sql("START TRANSACTION")
-                    try:
-                        own.exec_driver_sql(sql, {"ds": self.day, "key_from": lo, "key_to": hi})
-                        own.exec_driver_sql("COMMIT")
-                    except BaseException:
-                        with suppress(Exception):
-                            own.exec_driver_sql("ROLLBACK")
-                        raise
+                def committed() -> None:
+                    with transaction(own):
+                        self._upsert_range(own, lo, hi)
 
                 with step(f"guarded upsert keys [{lo}, {hi}), own transaction", self.name):
                     what = f"{self.name}: upsert of {self.day} keys [{lo}, {hi})"
-                    locks.retrying(own, what, transaction, own_sessions=self.own)
+                    locks.retrying(own, what, committed, own_sessions=self.own)
 
         with ThreadPoolExecutor(len(sources), thread_name_prefix="mlbatch-upsert") as pool:
             futures = {pool.submit(upsert, s): s for s in sources}
