@@ -146,16 +146,26 @@ def manifest_columns(manifest: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def open_parquet(uri: str) -> pq.ParquetFile:
-    """A parquet file opened for streaming.
-
-    ``pre_buffer=False``: with the default, pyarrow holds the whole file in memory while
-    iterating batches (6.4 GB peak at 10M rows against 480 MB without, at the same speed).
-    """
+    """A parquet file opened for streaming with :func:`iter_batches` (or for its footer)."""
     fs, path = filesystem_for(uri)
     try:
-        return pq.ParquetFile(fs.open_input_file(path), pre_buffer=False)
+        return pq.ParquetFile(fs.open_input_file(path), pre_buffer=True)
     except (FileNotFoundError, OSError, pa.ArrowInvalid) as exc:
         raise JobInputError(f"cannot open parquet file {uri}: {exc}") from exc
+
+
+def iter_batches(pf: pq.ParquetFile, batch_size: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's rows as record batches, one row group at a time.
+
+    Each row group's column chunks are pre-buffered: they arrive in a few coalesced range
+    requests instead of one GET per column chunk. On S3 the requests are what cost (a part of 41
+    columns from moto's server: 0.6 s against 4.7-7.4 s column chunk by column chunk). Asking for
+    one row group at a time keeps what is held to that group: pre-buffering the whole file (the
+    default of ``iter_batches`` over every group) held 6.4 GB at 10M rows. A deliberate twin of
+    ``mlbatch.store.iter_parquet`` (the jobs may not import the plugin).
+    """
+    for group in range(pf.metadata.num_row_groups):
+        yield from pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
 
 
 def check_entry_count(entry: dict[str, Any], pf: pq.ParquetFile) -> None:

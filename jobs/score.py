@@ -121,7 +121,7 @@ def score(
     loop_started = time.monotonic()
     with io.open_output(output) as sink, pq.ParquetWriter(sink, out_schema) as writer:
         for entry, pf in files:
-            for batch in pf.iter_batches(batch_size=batch_size, columns=[key, *expected]):
+            for batch in io.iter_batches(pf, batch_size, [key, *expected]):
                 proba = family.predict_proba(batch)
                 if len(classes) == 2:
                     s = proba[:, 1]

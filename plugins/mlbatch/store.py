@@ -189,10 +189,24 @@ def iter_parquet(
         fs, path = filesystem_for(uri)
         try:
             with fs.open_input_file(path) as f:
-                # pre_buffer=False: the default reads whole row groups ahead and holds them.
-                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=columns)
+                yield from row_group_batches(pq.ParquetFile(f, pre_buffer=True), batch_rows, columns)
         except OSError as exc:
             raise StoreError(f"cannot read {what} {uri}: {exc}") from exc
+
+
+def row_group_batches(
+    pf: pq.ParquetFile, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A file opened with ``pre_buffer=True`` as record batches, one row group at a time.
+
+    Each row group's column chunks arrive in a few coalesced range requests instead of one GET
+    per column chunk: on S3 the requests are what cost (41 columns from moto's server: 0.6 s
+    against 4.7-7.4 s chunk by chunk). One group at a time keeps what is held to that group:
+    pre-buffering every group at once (pyarrow's default) held 6.4 GB at 10M rows.
+    ``jobs.io.iter_batches`` is its deliberate twin (the jobs may not import the plugin).
+    """
+    for group in range(pf.metadata.num_row_groups):
+        yield from pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def shard_uris(ctx: RunContext) -> list[str]:
 
 
 # --- prediction gate ---------------------------------------------------------------------------
-# The gate streams the shards once (record batches, pre_buffer off: memory is a batch, not a
+# The gate streams the shards once (record batches, a row group at a time: memory is a group, not a
 # day). Key uniqueness needs every key at once: mlbatch.keycount counts repeats in DuckDB under
 # a memory limit (spilling past it), instead of a Python set that grows with the day.
 GATE_BATCH_ROWS = 65_536

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.store import ObjectStore, filesystem_for, row_group_batches
 
 if TYPE_CHECKING:
     from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
@@ -38,8 +38,7 @@ def export_batches(uris: list[str]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]
         for uri in uris:
             fs, path = filesystem_for(uri)
             with fs.open_input_file(path) as f:
-                # pre_buffer=False: stream row groups instead of holding the file in memory.
-                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS)
+                yield from row_group_batches(pq.ParquetFile(f, pre_buffer=True), BATCH_ROWS)
 
     return schema, batches()
 
