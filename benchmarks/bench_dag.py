@@ -165,18 +165,21 @@ def run_size(devices: int, log) -> dict:
         try:
             import boto3
 
+            # One bucket per size: moto's objects live in this process, not in the server started
+            # for each size, so a second size in one bucket would find the first's unload and model.
+            bucket = f"bench-dag-{devices}"
             env = {
                 **os.environ,
                 **s3_environment(moto.endpoint),
                 "MLBATCH_HOME": str(home),
                 "MLBATCH_APPDB_URL": server.url,
-                "MLBATCH_OBJECT_STORE": "s3://bench-dag/",
+                "MLBATCH_OBJECT_STORE": f"s3://{bucket}/",
                 "MLBATCH_WAREHOUSE": f"duckdb://{home / 'warehouse.duckdb'}",
                 "MLBATCH_LAUNCHER": "local",
                 "MLBATCH_SPECS_DIR": str(REPO / "dags" / "specs"),
                 "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}",
             }
-            boto3.client("s3", **_s3_args(moto.endpoint)).create_bucket(Bucket="bench-dag")
+            boto3.client("s3", **_s3_args(moto.endpoint)).create_bucket(Bucket=bucket)
             t0 = time.perf_counter()
             setup = subprocess.run(_child("setup", str(devices)), env=env, capture_output=True, text=True)
             if setup.returncode != 0:
