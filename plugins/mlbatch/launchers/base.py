@@ -39,6 +39,9 @@ class JobId:
         return f"mlb-{head}-{digest}"
 
 
+VCPU_ENV = "MLBATCH_JOB_VCPU"  # read by jobs/families/columns.py (the jobs may not import this)
+
+
 @dataclass(frozen=True)
 class JobRequest:
     job_id: JobId
@@ -49,6 +52,15 @@ class JobRequest:
     vcpu: float = 1
     memory_gib: float = 2
     env: dict[str, str] = field(default_factory=dict)  # never secrets: they come from the task role
+
+    def environment(self) -> dict[str, str]:
+        """What every launcher puts in the job's environment: ``env`` and the CPUs it was given.
+
+        ``MLBATCH_JOB_VCPU`` sizes the job's thread pools (``jobs.families.columns.cores``): an
+        ECS task on an EC2 host, or a local process, sees every core of the host, and a pool
+        sized to them oversubscribes the CPUs the job was given.
+        """
+        return {**self.env, VCPU_ENV: f"{self.vcpu:g}"}
 
 
 @dataclass(frozen=True)

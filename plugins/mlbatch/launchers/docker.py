@@ -120,7 +120,7 @@ class DockerLauncher(Launcher):
         refuse_secrets(request, request.env)
         passed = {n: os.environ[n] for n in (*self.config.pass_env, *self.config.extra_pass_env) if n in os.environ}
         refuse_secrets(request, passed, allowed=frozenset(self.config.extra_pass_env))
-        return {**passed, **request.env, "PYTHONUNBUFFERED": "1"}
+        return {**passed, **request.environment(), "PYTHONUNBUFFERED": "1"}
 
     def run_kwargs(self, request: JobRequest) -> dict:
         """The ``containers.run`` arguments for a request (public for tests and debugging)."""

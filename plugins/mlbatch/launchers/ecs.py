@@ -154,7 +154,7 @@ class EcsLauncher(Launcher):
         container: dict[str, Any] = {
             "name": cfg.container_name,
             "command": [request.module, *request.args],
-            "environment": [{"name": k, "value": v} for k, v in sorted(request.env.items())],
+            "environment": [{"name": k, "value": v} for k, v in sorted(request.environment().items())],
             "cpu": cpu_units,
             "memory": memory_mib,
         }

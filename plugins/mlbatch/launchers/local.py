@@ -58,7 +58,7 @@ class LocalProcessLauncher(Launcher):
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         logfile = self.jobs_dir / f"{token}.log"
         cmd = [sys.executable, "-m", request.module, *request.args]
-        env = {**os.environ, **request.env, "PYTHONUNBUFFERED": "1", JOB_ENV: token}
+        env = {**os.environ, **request.environment(), "PYTHONUNBUFFERED": "1", JOB_ENV: token}
         # The job runs the checkout's jobs/, not an image: the worker's own image and code version
         # (set in the Airflow image) would be a false claim in its lineage.json.
         for own in ("MLBATCH_IMAGE", "MLBATCH_CODE_VERSION"):

@@ -148,6 +148,10 @@ def test_train_container_writes_model_artifacts(trained, s3: ObjectStore, images
     assert lineage["image"] == images["train"]
     assert lineage["code_version"] == images["train"].split(":")[1]
     assert lineage["label_sync_id"] == 9
+    # The container was given 1 CPU (a quota of 1 on a host of more cores): xgboost's pool is 1
+    # thread, not one per host core that the quota would throttle.
+    meta = json.loads(s3.get_bytes(prefix + "model_meta.json"))
+    assert request.vcpu == 1 and meta["params"]["nthread"] == 1
     assert not docker_client.containers.list(all=True, filters={"name": request.job_id.token})  # removed on success
 
 

@@ -197,7 +197,11 @@ def test_run_task_request_and_success(fx: dict[str, Any]) -> None:
     assert container["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
     assert (container["cpu"], container["memory"]) == (4096, 16384)
     assert (run["overrides"]["cpu"], run["overrides"]["memory"]) == ("4096", "16384")
-    assert container["environment"] == [{"name": "MLBATCH_CODE_VERSION", "value": "abc123"}]
+    # The job's own env and its CPU allotment, which sizes its thread pools on an EC2 host's many cores.
+    assert container["environment"] == [
+        {"name": "MLBATCH_CODE_VERSION", "value": "abc123"},
+        {"name": "MLBATCH_JOB_VCPU", "value": "4"},
+    ]
     names = {e["name"] for e in container["environment"]}
     assert not {n for n in names if any(w in n for w in ("SECRET", "ACCESS_KEY", "TOKEN", "PASSWORD"))}
     assert {t["key"]: t["value"] for t in run["tags"]} == {
