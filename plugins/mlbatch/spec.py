@@ -161,7 +161,7 @@ class Gate(_Strict):
 
 class Resources(_Strict):
     gpu: int = Field(0, ge=0, le=8, description="GPUs per job; also its slots in the mlbatch_gpu pool.")
-    vcpu: float = Field(2, gt=0, description="vCPUs per job (ECS task size).")
+    vcpu: float = Field(2, gt=0, description="vCPUs per job: ECS task size, Docker quota, its thread pools.")
     memory_gib: float = Field(4, gt=0, description="Memory per job in GiB (ECS task size).")
 
 
@@ -182,7 +182,7 @@ class ScoreResources(Resources):
     """A scoring job's size: CPU by default (inference of the shipped families is fast on CPU)."""
 
     gpu: int = Field(0, ge=0, le=8, description="GPUs per scoring job; above 0 it takes slots of mlbatch_gpu.")
-    vcpu: float = Field(4, gt=0, description="vCPUs per scoring job (ECS task size).")
+    vcpu: float = Field(4, gt=0, description="vCPUs per scoring job: ECS task size, Docker quota, its thread pools.")
     memory_gib: float = Field(8, gt=0, description="Memory per scoring job in GiB (ECS task size).")
 
 
