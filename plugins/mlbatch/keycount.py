@@ -51,3 +51,8 @@ def repeated_keys(
         extra = con.execute("SELECT coalesce(sum(n - 1), 0) FROM repeated").fetchone()[0]
         examples = [r[0] for r in con.execute(f"SELECT k FROM repeated ORDER BY n DESC, 1 LIMIT {EXAMPLES}").fetchall()]
     return int(extra), examples
+
+
+def repeated_detail(key: str, examples: list[Any]) -> str:
+    """How a gate names the repeats: the key column and the examples, as both gates report them."""
+    return f"{key}: repeated keys e.g. {examples}" if examples else key

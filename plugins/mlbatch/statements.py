@@ -49,26 +49,34 @@ def export_statements(spec: ModelSpec, ds: str) -> list[str]:
 def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
     """The publish of a day as Aurora runs it with ``MLBATCH_AURORA_LOAD_FROM_S3=1`` (see
     appdb.mysql_publish; every session first sets short lock waits; the transaction's parameters
-    are bound)."""
+    are bound). With several load sessions (integer keys), the LOAD runs once per key range, each
+    in its own session, from its own object; with ``publish.commit: key_range`` so does the
+    upsert, each range in its own transaction, and the log row follows the last one."""
     from mlbatch.appdb import locks
     from mlbatch.appdb import mysql_sql as sql
 
     table, day = spec.predictions_table, date.fromisoformat(ds)
     history = schema.history_table(spec.name, spec.entity.type)
     stage = sql.side_name(history.name, "stage")
-    tsv = f"s3://{_bucket()}/publish/{spec.name}/{day.isoformat()}/<run>/predictions.tsv"
+    folder = f"s3://{_bucket()}/publish/{spec.name}/{day.isoformat()}/<run>/"
+    ranges = spec.publish.sessions if spec.entity.type == "integer" else 1
+    tsvs = [f"{folder}predictions-{i:03d}.tsv" for i in range(ranges)]
+    per_range = spec.publish.commit == "key_range" and ranges > 1
+    upsert = sql.guarded_upsert_sql(table, history.name, day=True, key_from=per_range, key_to=per_range)
+    log_row = sql.log_upsert_sql(schema.publish_log.name)
     return [
         f"SET SESSION lock_wait_timeout = {locks.LOCK_WAIT_S}, innodb_lock_wait_timeout = {locks.LOCK_WAIT_S}",
         f"SELECT GET_LOCK('{sql.model_lock(table)}', {sql.LOCK_TIMEOUT_S})",
         sql.history_ddl(history),
         sql.staging_ddl(history, stage),
-        sql.load_data_sql(stage, s3_uri=tsv),
+        *(sql.load_data_sql(stage, s3_uri=tsv) for tsv in tsvs),
         sql.add_partition_sql(history.name, day),
         sql.exchange_sql(history.name, day, stage, validate=False),
-        "START TRANSACTION",
-        sql.guarded_upsert_sql(table, history.name, day=True),
-        sql.log_upsert_sql(schema.publish_log.name),
-        "COMMIT",
+        *(
+            ["START TRANSACTION", upsert, "COMMIT", log_row]
+            if per_range
+            else ["START TRANSACTION", upsert, log_row, "COMMIT"]
+        ),
         f"DROP TABLE {sql.q(stage)}",
     ]
 
@@ -106,5 +114,10 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
     ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]
     out += [(f"Aurora: {spec.predictions_table}", s) for s in ddl]
-    out += [(f"Aurora: publish {ds} (LOAD DATA FROM S3)", s) for s in aurora_publish_statements(spec, ds)]
+    how = "LOAD DATA FROM S3"
+    if spec.entity.type == "integer" and spec.publish.sessions > 1:
+        how += f"; each LOAD in its own session, {spec.publish.sessions} at once"
+        if spec.publish.commit == "key_range":
+            how += ", and each range's upsert in its own transaction, the log row after the last"
+    out += [(f"Aurora: publish {ds} ({how})", s) for s in aurora_publish_statements(spec, ds)]
     return out

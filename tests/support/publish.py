@@ -274,3 +274,28 @@ class Blocker:
         self.conn.rollback()
         self.conn.close()
         self.engine.dispose()
+
+
+def aurora_env(folder: Path, appdb_url: str, monkeypatch, bucket: str) -> tuple[Environment, list[str]]:
+    """An environment that publishes as Aurora does with MLBATCH_AURORA_LOAD_FROM_S3=1, and the
+    list of S3 objects its loads read. MariaDB has no ``LOAD DATA FROM S3``: the double fetches
+    the object Aurora would read and loads it LOCAL. Needs the ``s3_env`` fixture."""
+    import dataclasses
+
+    import boto3
+    from mlbatch.appdb.mysql_load import LoadSource
+
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    env = dataclasses.replace(make_env(folder, appdb_url), object_store=f"s3://{bucket}/root", appdb_load_from_s3=True)
+    loaded_from: list[str] = []
+    real_load = LoadSource.load
+
+    def load_as_aurora(self, conn, table):
+        assert self.path is None and self.s3_uri is not None
+        loaded_from.append(self.s3_uri)
+        local = folder / f"fetched-{len(loaded_from)}.tsv"
+        local.write_bytes(env.store.get_bytes(env.store.key(self.s3_uri)))
+        return real_load(LoadSource(path=str(local)), conn, table)
+
+    monkeypatch.setattr(LoadSource, "load", load_as_aurora)
+    return env, loaded_from

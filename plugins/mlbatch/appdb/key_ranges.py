@@ -20,7 +20,9 @@ Memory is bounded by the piece size times the sessions running at once, whatever
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from mlbatch.appdb.publisher import BATCH_ROWS, READ, Day, step
 
 SAMPLE_KEYS = 200_000
 PIECE_ROWS = 500_000  # rows sorted in memory at once per session (about 25-50 MB, twice while sorting)
@@ -135,3 +139,22 @@ def spill_by_range(
         if lo < hi:
             shares.append(Session(bounds[lo], bounds[hi], files[lo:hi], key, batch_rows))
     return shares
+
+
+@contextmanager
+def sorted_ranges(day: Day, sessions: int) -> Iterator[list[Session]]:
+    """The day in key order, cut into ``sessions`` key ranges (:mod:`mlbatch.appdb.key_ranges`).
+
+    One pass over the keys samples the split keys; a second pass over the rows spills each row
+    to its range in a temporary folder; each session then sorts its ranges one at a time.
+    InnoDB appends rows that arrive in primary-key order to the end of its B-tree; in the
+    scrambled order the score jobs write, every row lands on a random page (about 2x slower to
+    load at 1M rows here). The ordered staging table also makes the upsert's lookups sequential.
+    """
+    pieces = piece_count(day.rows, sessions)
+    with tempfile.TemporaryDirectory(prefix="mlbatch-ranges-") as spill:
+        with step(f"split into {pieces} key ranges", day.table.name):
+            keys = (b.column("entity_key") for b in day.read(["entity_key"]))
+            splits = split_keys(keys, day.rows, pieces)
+            shares = spill_by_range(day.read(READ), splits, sessions, Path(spill), batch_rows=BATCH_ROWS)
+        yield shares

@@ -8,11 +8,11 @@ of them. Every session touches only the staging table, a side table nothing read
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -20,6 +20,9 @@ from mlbatch.appdb import locks
 from mlbatch.appdb.hook import AppDbHook
 from mlbatch.appdb.mysql_sql import load_data_sql
 from mlbatch.appdb.publisher import PublishError, check_count, step
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,23 @@ def _load(conn: Connection, source: LoadSource, into: str) -> int:
 
 
 def _load_in_sessions(db: AppDbHook, sources: Sequence[LoadSource], into: str) -> int:
-    def run(source: LoadSource) -> int:
-        with session(db) as own:
-            return _load(own, source, into)
-
-    with ThreadPoolExecutor(len(sources), thread_name_prefix="mlbatch-load") as pool:
-        futures = [pool.submit(run, s) for s in sources]
-        wait(futures)  # every session ends before the caller may drop the table
+    futures = in_sessions(db, sources, lambda source, own: _load(own, source, into), "mlbatch-load")
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]
     return sum(f.result() for f in futures)
+
+
+def in_sessions(db: AppDbHook, items: Sequence[T], work: Callable[[T, Connection], R], name: str) -> list[Future[R]]:
+    """``work(item, session)`` for every item at once, each in a session of its own
+    (:func:`session`); returns each item's future, in order, once every session has ended, so the
+    caller may drop what the sessions used and sees every failure, not only the first."""
+
+    def run(item: T) -> R:
+        with session(db) as own:
+            return work(item, own)
+
+    with ThreadPoolExecutor(len(items), thread_name_prefix=name) as pool:
+        futures = [pool.submit(run, item) for item in items]
+        wait(futures)
+    return futures

@@ -34,22 +34,18 @@ upsert rewrites the same values, the log row is upserted.
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from datetime import date
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from sqlalchemy import Connection, Table, func, select
 
 from mlbatch.appdb import key_ranges, locks, schema
 from mlbatch.appdb.checksum import RowChecksum
 from mlbatch.appdb.hook import AppDbHook
-from mlbatch.appdb.mysql_load import LoadSource, load_all, session
+from mlbatch.appdb.mysql_load import LoadSource, in_sessions, load_all, session
 from mlbatch.appdb.mysql_sql import (
     LOCK_TIMEOUT_S,
     add_partition_sql,
@@ -65,8 +61,8 @@ from mlbatch.appdb.mysql_sql import (
     staging_ddl,
 )
 from mlbatch.appdb.pipes import piped_sources
-from mlbatch.appdb.publisher import BATCH_ROWS, HISTORY_DAYS, READ, Day, Published, PublishError, step
-from mlbatch.appdb.tsv import day_columns, tsv_chunk
+from mlbatch.appdb.publisher import HISTORY_DAYS, Day, Published, PublishError, step
+from mlbatch.appdb.tsv import tsv_writer
 
 if TYPE_CHECKING:
     from mlbatch.store import ObjectStore
@@ -99,10 +95,9 @@ class MySqlPublisher:
         if self.load_from is not None:
             return self._publish_from_s3(day, self.load_from)
         checksum = RowChecksum()
-        sessions = (day.sessions or self.sessions) if day.key_type == "integer" else 1
-        with sorted_ranges(day, sessions) as shares:
+        with key_ranges.sorted_ranges(day, self._sessions(day)) as shares:
             lock = threading.Lock()
-            writers = [_tsv_writer(day, share.batches(), checksum, lock) for share in shares]
+            writers = [tsv_writer(day, share.batches(), checksum, lock) for share in shares]
             with piped_sources(writers, [(s.key_from, s.key_to) for s in shares]) as (sources, finish):
 
                 def log_row_after_load() -> dict[str, Any]:  # the checksum is complete once the writers are
@@ -122,56 +117,42 @@ class MySqlPublisher:
         return Published(checksum.rows, checksum.hexdigest(), path)
 
     def _publish_from_s3(self, day: Day, store: ObjectStore) -> Published:
-        """Aurora's LOAD DATA FROM S3: the day's TSV is written to the object store first."""
+        """Aurora's LOAD DATA FROM S3: the day's key ranges are written to the object store
+        first, one TSV object per session, then loaded (and, with ``commit: key_range``,
+        upserted) by the sessions in parallel, as the streamed path does."""
         folder = f"publish/{day.model}/{day.ds.isoformat()}/{day.run_key}/"
         checksum = RowChecksum()
         try:
-            with sorted_ranges(day, 1) as shares, store.open_output(folder + "predictions.tsv") as out:
-                _tsv_writer(day, shares[0].batches(), checksum, threading.Lock())(out)
-            source = LoadSource(s3_uri=store.uri(folder + "predictions.tsv"))
+            with key_ranges.sorted_ranges(day, self._sessions(day)) as shares:
+                sources = [self._stage_share(store, folder, i, day, share, checksum) for i, share in enumerate(shares)]
             how = publish_mysql(
-                self.db, day.table, source, day.rows, day.log_row(checksum), day.ds, history_days=day.history_days
+                self.db,
+                day.table,
+                sources,
+                day.rows,
+                day.log_row(checksum),
+                day.ds,
+                history_days=day.history_days,
+                commit=day.commit,
             )
         finally:
             with suppress(OSError):
                 store.delete_prefix(folder)
         return Published(checksum.rows, checksum.hexdigest(), how)
 
+    @staticmethod
+    def _stage_share(
+        store: ObjectStore, folder: str, index: int, day: Day, share: key_ranges.Session, checksum: RowChecksum
+    ) -> LoadSource:
+        key = f"{folder}predictions-{index:03d}.tsv"
+        with store.open_output(key) as out:
+            tsv_writer(day, share.batches(), checksum, threading.Lock())(out)
+        return LoadSource(s3_uri=store.uri(key), key_from=share.key_from, key_to=share.key_to)
 
-@contextmanager
-def sorted_ranges(day: Day, sessions: int) -> Iterator[list[key_ranges.Session]]:
-    """The day in key order, cut into ``sessions`` key ranges (:mod:`mlbatch.appdb.key_ranges`).
-
-    One pass over the keys samples the split keys; a second pass over the rows spills each row
-    to its range in a temporary folder; each session then sorts its ranges one at a time.
-    InnoDB appends rows that arrive in primary-key order to the end of its B-tree; in the
-    scrambled order the score jobs write, every row lands on a random page (about 2x slower to
-    load at 1M rows here). The ordered staging table also makes the upsert's lookups sequential.
-    """
-    pieces = key_ranges.piece_count(day.rows, sessions)
-    with tempfile.TemporaryDirectory(prefix="mlbatch-ranges-") as spill:
-        with step(f"split into {pieces} key ranges", day.table.name):
-            keys = (b.column("entity_key") for b in day.read(["entity_key"]))
-            splits = key_ranges.split_keys(keys, day.rows, pieces)
-            shares = key_ranges.spill_by_range(day.read(READ), splits, sessions, Path(spill), batch_rows=BATCH_ROWS)
-        yield shares
-
-
-def _tsv_writer(
-    day: Day, batches: Iterator[pa.RecordBatch], total: RowChecksum, lock: threading.Lock
-) -> Callable[[BinaryIO], None]:
-    """Writes ``batches`` as TSV; their checksum, taken while the load runs, is added to ``total``."""
-
-    def write(out: BinaryIO) -> None:
-        part = RowChecksum()
-        with step("sorted TSV", day.table.name):
-            for batch in batches:
-                part.update(batch)
-                out.write(tsv_chunk(day_columns(batch, day.ds)))
-        with lock:
-            total.merge(part)
-
-    return write
+    def _sessions(self, day: Day) -> int:
+        """Load sessions for the day: the spec's (else the publisher's); string keys load in one,
+        since their ranges would follow the server's collation, not Arrow's byte order."""
+        return (day.sessions or self.sessions) if day.key_type == "integer" else 1
 
 
 def publish_mysql(
@@ -335,22 +316,19 @@ class _DayPublish:
         what is visible) and no log row is written, so the export gate cannot pass and the
         rerun, which is idempotent, completes the day."""
 
-        def upsert(source: LoadSource) -> None:
+        def upsert(source: LoadSource, own: Connection) -> None:
             lo, hi = source.key_from, source.key_to
-            with session(self.db) as own:
 
-                def committed() -> None:
-                    with transaction(own):
-                        self._upsert_range(own, lo, hi)
+            def committed() -> None:
+                with transaction(own):
+                    self._upsert_range(own, lo, hi)
 
-                with step(f"guarded upsert keys [{lo}, {hi}), own transaction", self.name):
-                    what = f"{self.name}: upsert of {self.day} keys [{lo}, {hi})"
-                    locks.retrying(own, what, committed, own_sessions=self.own)
+            with step(f"guarded upsert keys [{lo}, {hi}), own transaction", self.name):
+                what = f"{self.name}: upsert of {self.day} keys [{lo}, {hi})"
+                locks.retrying(own, what, committed, own_sessions=self.own)
 
-        with ThreadPoolExecutor(len(sources), thread_name_prefix="mlbatch-upsert") as pool:
-            futures = {pool.submit(upsert, s): s for s in sources}
-            wait(futures)
-        failed = {s: f.exception() for f, s in futures.items() if f.exception() is not None}
+        futures = in_sessions(self.db, sources, upsert, "mlbatch-upsert")
+        failed = {s: f.exception() for s, f in zip(sources, futures, strict=True) if f.exception() is not None}
         if failed:
             done = [f"[{s.key_from}, {s.key_to})" for s in sources if s not in failed]
             bad = next(iter(failed.values()))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from mlbatch.appdb.checksum import RowChecksum
+from mlbatch.appdb.publisher import Day, step
 
 # FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' are LOAD DATA's defaults, so
 # the statement leaves them out (spelling '\\' breaks under sql_mode NO_BACKSLASH_ESCAPES). In
@@ -47,3 +52,20 @@ def day_columns(batch: pa.RecordBatch, ds: date | str) -> list[pa.Array]:
         batch.column("label"),
         batch.column("score"),
     ]
+
+
+def tsv_writer(
+    day: Day, batches: Iterator[pa.RecordBatch], total: RowChecksum, lock: threading.Lock
+) -> Callable[[BinaryIO], None]:
+    """Writes ``batches`` as TSV; their checksum, taken while the load runs, is added to ``total``."""
+
+    def write(out: BinaryIO) -> None:
+        part = RowChecksum()
+        with step("sorted TSV", day.table.name):
+            for batch in batches:
+                part.update(batch)
+                out.write(tsv_chunk(day_columns(batch, day.ds)))
+        with lock:
+            total.merge(part)
+
+    return write

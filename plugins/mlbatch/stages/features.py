@@ -23,7 +23,7 @@ from mlbatch import drift, gates
 from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile
 from mlbatch.features.reader import iter_batches, read_manifest
 from mlbatch.features.sql import render_spec_query
-from mlbatch.keycount import repeated_keys
+from mlbatch.keycount import repeated_detail, repeated_keys
 from mlbatch.stages.context import Purpose, RunContext
 from mlbatch.stages.external import WarehouseStatement
 from mlbatch.store import ObjectStore
@@ -130,7 +130,7 @@ def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
         gates.at_least("rows", p["rows"], spec.features.checks.min_rows, manifest_uri),
         gates.equal("rows_match_manifest", p["rows"], manifest.record_count),
         gates.equal("null_keys", p["null_keys"], 0, key),
-        gates.equal("duplicate_keys", p["repeated_keys"], 0, _repeated_detail(key, p["examples"])),
+        gates.equal("duplicate_keys", p["repeated_keys"], 0, repeated_detail(key, p["examples"])),
     ]
     limit = spec.features.checks.max_null_fraction
     for name in manifest.columns:
@@ -140,10 +140,6 @@ def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
         checks += _drift_checks(ctx, training, bins, features, model["version"])
     summary = gates.evaluate(gate, checks)
     return {"rows": p["rows"], "passed": summary["passed"]}
-
-
-def _repeated_detail(key: str, examples: list[Any]) -> str:
-    return f"{key}: repeated keys e.g. {examples}" if examples else key
 
 
 def _drift_checks(

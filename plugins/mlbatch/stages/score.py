@@ -22,7 +22,7 @@ from mlbatch import drift, gates, registry
 from mlbatch.appdb import schema
 from mlbatch.drift import SCORE_BINS
 from mlbatch.features.reader import read_manifest
-from mlbatch.keycount import repeated_keys
+from mlbatch.keycount import repeated_detail, repeated_keys
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.runparams import MODEL_VERSION
 from mlbatch.stages.context import RunContext
@@ -252,7 +252,7 @@ def predictions_gate(ctx: RunContext) -> dict[str, Any]:
             f"{stats.out_of_range:,} outside, min {stats.lo}, max {stats.hi}",
             "every score within [0, 1] (NaN counts as outside)",
         ),
-        gates.equal("duplicate_keys", duplicates, 0, f"repeated keys e.g. {examples}" if examples else ""),
+        gates.equal("duplicate_keys", duplicates, 0, repeated_detail("entity_key", examples)),
         gates.Check(
             "labels_in_classes", set(labels) <= set(spec.labels.classes), labels, f"subset of {spec.labels.classes}"
         ),

@@ -10,7 +10,16 @@ from mlbatch.appdb.publisher import PublishError
 from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 
-from tests.support.publish import Blocker, fabricate, history_rows, log_rows, run_day, table_rows, write_spec
+from tests.support.publish import (
+    Blocker,
+    aurora_env,
+    fabricate,
+    history_rows,
+    log_rows,
+    run_day,
+    table_rows,
+    write_spec,
+)
 
 KEY_RANGES = "publish: {commit: key_range, sessions: 3}\n"
 
@@ -66,3 +75,26 @@ def test_a_failed_range_leaves_the_others_committed_and_the_rerun_completes_the_
     rows = {r[0]: r[1] for r in table_rows(env)}
     assert len(rows) == 4000 and {k for k, ds in rows.items() if ds == "2026-11-21"} == set(keys)
     assert [r[1] for r in log_rows(env)] == ["2026-11-20", "2026-11-21"]
+
+
+def test_aurora_loading_from_s3_commits_by_key_range_too(tmp_path, mariadb_url, s3_env, monkeypatch, caplog):
+    """The production load (LOAD DATA FROM S3) stages one object per session and keeps the
+    spec's commit: three ranges, three loads, three transactions."""
+    env, loaded_from = aurora_env(tmp_path, mariadb_url, monkeypatch, "mlbatch-key-range-s3")
+    spec = write_spec(tmp_path, KEY_RANGES)
+    try:
+        run_day(fabricate(env, spec, "2026-11-20", list(range(900)), [0.21] * 900))
+        caplog.set_level("INFO", logger="mlbatch.appdb")
+        caplog.clear()
+        day = list(range(300, 1200))
+        assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"
+        own = [r.getMessage() for r in caplog.records if "own transaction took" in r.getMessage()]
+        assert len(own) == 3, own
+        assert len(loaded_from) == 6  # two days, three key ranges each
+        rows = {r[0]: r[1:3] for r in table_rows(env)}
+        assert {k for k, v in rows.items() if v == ("2026-11-21", "v2")} == set(day)
+        assert {k for k, v in rows.items() if v == ("2026-11-20", "v1")} == set(range(300))
+        assert [(r[1], r[3]) for r in log_rows(env)] == [("2026-11-20", 900), ("2026-11-21", len(day))]
+        assert env.store.list("publish/") == []
+    finally:
+        env.appdb.dispose()

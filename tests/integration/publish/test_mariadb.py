@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support.publish import (
     MODEL,
+    aurora_env,
     backfill_keeps_newer_rows,
     fabricate,
     history_by_day_with_retention,
@@ -177,37 +178,17 @@ def test_killed_after_exchange_leaves_a_history_day_the_rerun_replaces(env, spec
 
 
 def test_aurora_load_from_s3_stages_the_day_in_the_object_store(tmp_path, mariadb_url, s3_env, monkeypatch):
-    """MLBATCH_AURORA_LOAD_FROM_S3=1: the day's TSV goes to the object store, the load reads it from
-    there, and the staged object is gone afterwards. MariaDB has no ``LOAD DATA FROM S3``, so the
-    test's double of the load fetches the object Aurora would read and loads it LOCAL."""
-    import dataclasses
-
-    import boto3
-    from mlbatch.appdb.mysql_load import LoadSource
-
-    boto3.client("s3").create_bucket(Bucket="mlbatch-publish-s3")
-    env = dataclasses.replace(
-        make_env(tmp_path, mariadb_url), object_store="s3://mlbatch-publish-s3/root", appdb_load_from_s3=True
-    )
+    """MLBATCH_AURORA_LOAD_FROM_S3=1: the day's key ranges go to the object store (one TSV per
+    load session), the loads read them from there, and the staged objects are gone afterwards."""
+    env, loaded_from = aurora_env(tmp_path, mariadb_url, monkeypatch, "mlbatch-publish-s3")
     spec = write_spec(tmp_path)
-    loaded_from: list[str] = []
-    real_load = LoadSource.load
-
-    def load_as_aurora(self, conn, table):
-        assert self.path is None and self.s3_uri is not None
-        loaded_from.append(self.s3_uri)
-        local = tmp_path / "fetched.tsv"
-        local.write_bytes(env.store.get_bytes(env.store.key(self.s3_uri)))
-        return real_load(LoadSource(path=str(local)), conn, table)
-
-    monkeypatch.setattr(LoadSource, "load", load_as_aurora)
     try:
         run_day(fabricate(env, spec, "2026-11-20", list(range(0, 3000)), [0.21] * 3000))
         assert run_day(fabricate(env, spec, "2026-11-21", list(range(1000, 4000)), [0.27] * 3000))["path"] == "daily"
-        assert len(loaded_from) == 2 and all(
-            u.startswith("s3://mlbatch-publish-s3/root/publish/pubtest/2026-11-2") and u.endswith("/predictions.tsv")
-            for u in loaded_from
-        )
+        # Two days of two key ranges each (publish.sessions defaults to 2), one object per range.
+        names = sorted(u.rsplit("/", 1)[1] for u in loaded_from)
+        assert names == ["predictions-000.tsv"] * 2 + ["predictions-001.tsv"] * 2
+        assert all(u.startswith("s3://mlbatch-publish-s3/root/publish/pubtest/2026-11-2") for u in loaded_from)
         assert env.store.list("publish/") == []  # the staged TSVs are deleted
         rows = {r[0]: r[1] for r in table_rows(env)}
         assert len(rows) == 4000 and rows[0] == "2026-11-20" and rows[3999] == "2026-11-21"

@@ -60,10 +60,13 @@ def test_aurora_publish_is_a_partition_exchange_then_one_upsert_transaction(spec
     # The staging table: the history's columns and key, unpartitioned, in one statement.
     assert stmts[3].startswith("CREATE TABLE device_gender_history__stage (") and "PARTITION" not in stmts[3]
     assert "PRIMARY KEY (entity_key, ds)" in stmts[3]
-    assert stmts[4].startswith(
-        "LOAD DATA FROM S3 FILE 's3://acme-ml/publish/device_gender/2026-11-22/<run>/predictions.tsv' "
-        "INTO TABLE `device_gender_history__stage`"
-    )
+    # One LOAD per key range (publish.sessions: 2 by default), each from its own object.
+    for i in (0, 1):
+        assert stmts[4 + i].startswith(
+            f"LOAD DATA FROM S3 FILE 's3://acme-ml/publish/device_gender/2026-11-22/<run>/predictions-00{i}.tsv' "
+            "INTO TABLE `device_gender_history__stage`"
+        )
+    del stmts[5]
     assert stmts[5:8] == [
         "ALTER TABLE `device_gender_history` ADD PARTITION (PARTITION `p20261122` VALUES IN ('2026-11-22'))",
         "ALTER TABLE `device_gender_history` EXCHANGE PARTITION `p20261122` WITH TABLE `device_gender_history__stage` "
@@ -103,3 +106,17 @@ def test_side_tables_fit_mysql_identifiers():
     names = {side_name(long, s) for s in ("new", "old", "stage")}
     assert len(names) == 3 and all(len(n) <= 64 for n in names)
     assert side_name(long, "new") != side_name("m" * 51 + "x_predictions", "new")
+
+
+def test_aurora_publish_by_key_range_commits_each_range_then_logs_the_day(spec):
+    spec = spec.model_copy(update={"publish": spec.publish.model_copy(update={"commit": "key_range", "sessions": 3})})
+    stmts = aurora_publish_statements(spec, "2026-11-22")
+    loads = [s for s in stmts if s.startswith("LOAD DATA FROM S3")]
+    assert [s.split("' INTO")[0].rsplit("/", 1)[1] for s in loads] == [f"predictions-00{i}.tsv" for i in range(3)]
+    begin = stmts.index("START TRANSACTION")
+    upsert, commit, log_row = stmts[begin + 1 : begin + 4]
+    assert (
+        "WHERE `device_gender_history`.`ds` = %(ds)s AND `device_gender_history`.`entity_key` >= %(key_from)s "
+        "AND `device_gender_history`.`entity_key` < %(key_to)s ON DUPLICATE KEY UPDATE "
+    ) in upsert
+    assert commit == "COMMIT" and log_row.startswith("INSERT INTO `ml_publish_log`")

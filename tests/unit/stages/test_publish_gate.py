@@ -87,7 +87,7 @@ def test_duplicate_keys(env, spec):
     keys = [7, 7, 7, 9, 9, *range(100, 1095)]
     err = blocked(
         fabricate(env, spec, DS, keys, UNIFORM),
-        r"duplicate_keys: observed 3, threshold == 0 \(repeated keys e.g. \[7, 9\]\)",
+        r"duplicate_keys: observed 3, threshold == 0 \(entity_key: repeated keys e.g. \[7, 9\]\)",
     )
     assert failed(err) == ["duplicate_keys"]
 
