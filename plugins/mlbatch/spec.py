@@ -246,7 +246,7 @@ class Publish(_Strict):
         ge=1,
         le=64,
         description="Parallel app-DB sessions that load the day, one key range each (integer keys; string keys "
-        "load in one). The server parses each LOAD DATA on one core: up to about half the writer's vCPUs.",
+        "load, and commit, in one). The server parses each LOAD DATA on one core: up to half the writer's vCPUs.",
     )
     commit: Literal["day", "key_range"] = Field(
         "day",
