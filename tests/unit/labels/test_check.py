@@ -3,7 +3,6 @@ the invalid-row threshold, the verdicts, the CSV reader (no database, no network
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -254,14 +253,13 @@ def test_invalid_utf8_raises_naming_the_file(tmp_path: Path) -> None:
 # --- performance -------------------------------------------------------------------------------
 
 
-def test_200k_rows_under_two_seconds() -> None:
+def test_a_sheet_of_200k_rows_with_a_few_non_ascii_cells() -> None:
+    """The fast path (vectorised) and the slow one (non-ASCII cells) agree at sheet scale; how
+    fast it is lives in benchmarks/bench_labels.py, not here."""
     rows = [[str(i), "male" if i % 3 else "Female", "note"] for i in range(200_000)]
     rows[10] = ["\uff11\uff10", "\u00a0male\u200b", "n"]  # a few non-ASCII cells on the slow path
     rows[11] = ["10", "female"]
-    start = time.perf_counter()
     report = check(rows, header=[*HEADER, "notes"], max_invalid_fraction=0.02)
-    elapsed = time.perf_counter() - start
     assert report.rows == 200_000
     assert reasons(report) == {12: "conflict", 13: "conflict"}
     assert report.accepted == 199_998
-    assert elapsed < 2.0, f"{elapsed:.2f}s"
