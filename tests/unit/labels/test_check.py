@@ -250,7 +250,7 @@ def test_invalid_utf8_raises_naming_the_file(tmp_path: Path) -> None:
     assert isinstance(info.value, ValueError)
 
 
-# --- performance -------------------------------------------------------------------------------
+# --- at sheet scale ----------------------------------------------------------------------------
 
 
 def test_a_sheet_of_200k_rows_with_a_few_non_ascii_cells() -> None:
