@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from jobs import io
 from jobs.contract import ConfigError, ModelMeta
+from jobs.families.columns import size_thread_pools
 from jobs.io import JobInputError
 
 
@@ -87,6 +88,7 @@ def score(
     batch_size: int,
 ) -> dict[str, Any]:
     started = time.monotonic()
+    threads = size_thread_pools()
     meta = load_meta(model)
     schema = io.read_json(io.join_uri(model, "feature_schema.json"))
     expected = [c["name"] for c in schema]
@@ -155,6 +157,7 @@ def score(
         "files": len(files),
         "shard": shard,
         "shards": shards,
+        "threads": threads,
         "seconds": round(seconds, 3),
         "scoring_seconds": round(loop_seconds, 3),
         "rows_per_s": round(rows / loop_seconds) if loop_seconds > 0 else None,

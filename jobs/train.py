@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from jobs import importance, io
 from jobs.contract import ConfigError, TrainConfig
+from jobs.families.columns import size_thread_pools
 from jobs.io import JobInputError
 
 
@@ -226,6 +227,7 @@ def fit_and_evaluate(cfg: TrainConfig, data: Matched, out: str) -> Fitted:
 
 def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict[str, Any]:
     started = time.monotonic()
+    size_thread_pools()
     cfg = load_config(config_uri)
     features, feature_keys, files = read_features(features_uri, cfg.entity_key)
     log(f"read {features.num_rows} feature rows from {files} files of {features_uri}")

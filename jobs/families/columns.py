@@ -42,6 +42,14 @@ def cores() -> int:
     return n
 
 
+def size_thread_pools() -> int:
+    """Size pyarrow's CPU pool (decoding, compute) to :func:`cores` too, as the families size
+    theirs; returns the count. pyarrow's own default is every core of the host."""
+    n = cores()
+    pa.set_cpu_count(n)
+    return n
+
+
 def _env_vcpu() -> float | None:
     raw = os.environ.get(VCPU_ENV, "").strip()
     try:

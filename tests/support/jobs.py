@@ -21,8 +21,8 @@ N = 5000
 FAST = {"n_estimators": 60, "max_depth": 4, "learning_rate": 0.3, "early_stopping_rounds": 10}
 
 
-def run_job(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLBATCH_CODE_VERSION": "test-sha", "MLBATCH_XGB_DEVICE": "cpu"}
+def run_job(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLBATCH_CODE_VERSION": "test-sha", "MLBATCH_XGB_DEVICE": "cpu", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", f"jobs.{module}", *args],
         cwd=REPO,

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import io
+from jobs.families.columns import cores
 from tests.support.jobs import N, features_table, run_job, write_config, write_labels, write_unload
 
 
@@ -136,10 +137,13 @@ def test_score_shards_cover_every_row_once(trained: dict) -> None:
             str(shard),
             "--shards",
             "2",
+            env={"MLBATCH_JOB_VCPU": "1"} if shard == 0 else {},
         )
         assert proc.returncode == 0, proc.stderr
         summary = json.loads(proc.stdout)
         assert summary["rows"] == N // 2 and summary["rows_per_s"] > 0
+        # The launcher's allotment sizes the job's pools (1 CPU), else the cores it may run on.
+        assert summary["threads"] == (1 if shard == 0 else cores())
         assert json.loads((tmp / "pred" / f"part-{shard}.parquet._SUCCESS").read_text())["rows"] == N // 2
         outputs.append(pq.read_table(tmp / "pred" / f"part-{shard}.parquet"))
     preds = pa.concat_tables(outputs)
