@@ -7,6 +7,8 @@ import argparse
 import time
 from pathlib import Path
 
+from jobs.families.columns import cores
+
 
 def main() -> int:
     """The job the fake ECS runs: log two steps, maybe sleep, write the marker, exit."""
@@ -15,6 +17,7 @@ def main() -> int:
     parser.add_argument("--exit", type=int, default=0)
     parser.add_argument("--sleep", type=float, default=0)
     args = parser.parse_args()
+    print(f"job: {cores()} threads", flush=True)  # what its pools would be sized to
     print("job: step 1 of 2", flush=True)
     time.sleep(args.sleep)
     print("job: step 2 of 2", flush=True)

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,6 +125,7 @@ class DockerLauncher(Launcher):
     def run_kwargs(self, request: JobRequest) -> dict:
         """The ``containers.run`` arguments for a request (public for tests and debugging)."""
         jid = request.job_id
+        cpus = self._cpus(request)
         kwargs: dict = {
             "image": self.config.image_for(request.module),
             "command": [request.module, *request.args],
@@ -136,12 +137,12 @@ class DockerLauncher(Launcher):
                 f"{LABEL_PREFIX}run_id": jid.run_id,
                 f"{LABEL_PREFIX}map_index": str(jid.map_index),
             },
-            "environment": self.environment(request),
+            "environment": self.environment(replace(request, vcpu=cpus)),
             "detach": True,
             # An init as PID 1 forwards SIGTERM: python as PID 1 ignores it, and `stop` would end
             # in SIGKILL after the timeout (on ECS: linuxParameters.initProcessEnabled).
             "init": True,
-            "nano_cpus": int(self._cpus(request) * 1e9),
+            "nano_cpus": int(cpus * 1e9),
             "mem_limit": f"{int(request.memory_gib * 1024)}m",
         }
         if self.config.network:
@@ -160,21 +161,23 @@ class DockerLauncher(Launcher):
         return kwargs
 
     def _cpus(self, request: JobRequest) -> float:
-        """The job's vCPUs, capped at the Docker host's: Docker refuses a container that asks for
-        more CPUs than the host has, and a spec sized for ECS (e.g. 4 vCPU) must still run on a
+        """The job's vCPUs, capped at its share of the Docker host's (the jobs beside it, a
+        mapped task's shards, run on it too): Docker refuses a container that asks for more
+        CPUs than the host has, and a spec sized for ECS (e.g. 4 vCPU) must still run on a
         2-core development machine."""
         if self._host_cpus is None:
             self._host_cpus = float(self.client.info().get("NCPU") or request.vcpu)
-        if request.vcpu > self._host_cpus:
+        shared = request.sharing(self._host_cpus)
+        if shared.vcpu < request.vcpu:
             log.warning(
-                "%s asks for %g vCPU; this Docker host has %g: running it with %g",
+                "%s asks for %g vCPU; its share of this Docker host (%g CPUs, %d jobs side by side) is %g",
                 request.job_id.token,
                 request.vcpu,
                 self._host_cpus,
-                self._host_cpus,
+                request.side_by_side,
+                shared.vcpu,
             )
-            return self._host_cpus
-        return request.vcpu
+        return shared.vcpu
 
     def _start(self, request: JobRequest) -> Container:
         from docker.errors import APIError

@@ -58,7 +58,10 @@ class LocalProcessLauncher(Launcher):
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         logfile = self.jobs_dir / f"{token}.log"
         cmd = [sys.executable, "-m", request.module, *request.args]
-        env = {**os.environ, **request.environment(), "PYTHONUNBUFFERED": "1", JOB_ENV: token}
+        # The job's thread pools fit its share of this machine (its siblings run here too).
+        host_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        job_env = request.sharing(host_cpus).environment()
+        env = {**os.environ, **job_env, "PYTHONUNBUFFERED": "1", JOB_ENV: token}
         # The job runs the checkout's jobs/, not an image: the worker's own image and code version
         # (set in the Airflow image) would be a false claim in its lineage.json.
         for own in ("MLBATCH_IMAGE", "MLBATCH_CODE_VERSION"):

@@ -16,7 +16,7 @@ class TwoCoreHost:
         return {"NCPU": 2}
 
 
-def _request(vcpu: float) -> JobRequest:
+def _request(vcpu: float, side_by_side: int = 1) -> JobRequest:
     return JobRequest(
         job_id=JobId("device_gender__score", "score", "manual__x", 0),
         module="jobs.score",
@@ -24,6 +24,7 @@ def _request(vcpu: float) -> JobRequest:
         success_uri="s3://b/p/_SUCCESS",
         vcpu=vcpu,
         memory_gib=2,
+        side_by_side=side_by_side,
     )
 
 
@@ -31,3 +32,13 @@ def test_a_job_sized_for_ecs_is_capped_at_the_host_s_cpus(tmp_path: Path) -> Non
     launcher = DockerLauncher(ObjectStore("s3://b/p"), DockerConfig(), client=TwoCoreHost())  # type: ignore[arg-type]
     assert launcher.run_kwargs(_request(4))["nano_cpus"] == 2_000_000_000  # Docker refuses more than the host has
     assert launcher.run_kwargs(_request(0.5))["nano_cpus"] == 500_000_000
+
+
+def test_shards_side_by_side_share_the_host_s_cpus(tmp_path: Path) -> None:
+    """Two shards of 4 vCPU on a 2-CPU host get 1 CPU each, and their jobs are told so."""
+    launcher = DockerLauncher(ObjectStore("s3://b/p"), DockerConfig(), client=TwoCoreHost())  # type: ignore[arg-type]
+    kwargs = launcher.run_kwargs(_request(4, side_by_side=2))
+    assert kwargs["nano_cpus"] == 1_000_000_000
+    assert kwargs["environment"]["MLBATCH_JOB_VCPU"] == "1"
+    assert launcher.run_kwargs(_request(0.5, side_by_side=2))["nano_cpus"] == 500_000_000  # within its share
+    assert launcher.run_kwargs(_request(4, side_by_side=8))["nano_cpus"] == 1_000_000_000  # at least 1 CPU

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,13 @@ def test_a_recycled_pid_is_never_taken_for_the_job(tmp_path, store) -> None:
     handle = launcher.submit(req)
     assert _pid(jobs, req) != os.getpid()
     assert launcher.wait(req, handle).reused is False
+
+
+@pytest.mark.parametrize(("vcpu", "side_by_side"), [(4, 2), (4, 1), (1, 1)])
+def test_jobs_side_by_side_size_their_pools_to_their_share_of_the_machine(tmp_path, store, vcpu, side_by_side) -> None:
+    """A score shard of 4 vCPU beside another on this machine sizes its pools to half of it."""
+    host = len(os.sched_getaffinity(0))
+    req = replace(request(tmp_path, store, 0), vcpu=vcpu, side_by_side=side_by_side)
+    result = LocalProcessLauncher(store, tmp_path / "jobs").run(req)
+    expected = max(1, int(min(vcpu, max(1.0, host / side_by_side))))
+    assert f"job: {expected} threads" in result.log_tail
