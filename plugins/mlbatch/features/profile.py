@@ -70,16 +70,21 @@ def build_profile(
     sample_rows: int = 200_000,
     seed: int = 0,
     max_bytes_in_flight: int = 128 * 2**20,
+    threads: int = 4,
 ) -> dict[str, Any]:
-    """The training profile of an unload's numeric columns (two streaming passes; see module doc)."""
+    """The training profile of an unload's numeric columns (two streaming passes; see module doc).
+
+    Memory: ``threads`` reader threads each hold a compressed part and a decoded row group, plus
+    ``max_bytes_in_flight`` of batches waiting (:func:`mlbatch.features.reader.iter_batches`)."""
     manifest = read_manifest(None, manifest_uri)
     rng = np.random.default_rng(seed)
     fraction = min(1.0, sample_rows / manifest.record_count) if manifest.record_count else 1.0
     samples: dict[str, list[np.ndarray]] = {}
+    read: dict[str, Any] = {"max_bytes_in_flight": max_bytes_in_flight, "threads": threads}
     columns: list[str] | None = None
     # Pass 1: a uniform sample fixes the quantile cuts. The reader interleaves parts, so the
     # sample is random but not reproducible row for row; the cuts it gives are stable.
-    for batch in iter_batches(manifest_uri, max_bytes_in_flight=max_bytes_in_flight):
+    for batch in iter_batches(manifest_uri, **read):
         if columns is None:
             columns = numeric_columns(batch.schema, exclude)
             samples = {c: [] for c in columns}
@@ -95,7 +100,7 @@ def build_profile(
     # Pass 2: every row counted into the fixed bins.
     counter = BinCounter(cuts)
     rows = 0
-    for batch in iter_batches(manifest_uri, columns=list(cuts) or None, max_bytes_in_flight=max_bytes_in_flight):
+    for batch in iter_batches(manifest_uri, columns=list(cuts) or None, **read):
         rows += batch.num_rows
         counter.add(batch)
     return {

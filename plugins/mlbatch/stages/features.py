@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 QUERY_STAGE = {"train": "training", "score": "scoring"}
 PROFILE_FILE = "feature_profile.json"
 GATE_READ_THREADS = 2
-GATE_READ_AHEAD = 128 * 2**20
+GATE_READ_AHEAD = 64 * 2**20
 
 
 class Unload(WarehouseStatement):
@@ -92,10 +92,12 @@ def scan(manifest_uri: str, key: str, bins: BinCounter | None = None) -> dict[st
         if bins is not None:
             bins.add(batch)
 
-    # Two reader threads and 128 MB ahead: each thread holds a whole compressed part and a decoded
+    # Two reader threads and 64 MB ahead: each thread holds a whole compressed part and a decoded
     # row group, and the gate's own work is light. On a 10M-row unload (20 parts of 31 columns)
-    # the reader's defaults (4 threads, 256 MB) peaked at 1.0-1.3 GB, these at 0.81-0.87 GB,
-    # no slower (2.5 against 2.8 s).
+    # the reader's defaults (4 threads, 256 MB) peaked at 1.0-1.3 GB, 2 threads and 128 MB at
+    # 0.81-0.87 GB, no slower (2.5 against 2.8 s). In bench_dag's 10M gate task (8M rows, 12
+    # parts of 41 columns, the training profile built too) 128 MB ahead peaked at 954-1,022 MiB,
+    # 64 MB at 847-859 MiB, in the same 26-30 s.
     batches = iter_batches(manifest_uri, threads=GATE_READ_THREADS, max_bytes_in_flight=GATE_READ_AHEAD)
     repeated, examples = repeated_keys(batches, key, account)
     return {
@@ -175,7 +177,8 @@ def training_profile(store: ObjectStore, artifact_uri: str, key: str) -> dict[st
     if not source:
         raise KeyError(f"{store.uri(prefix + 'lineage.json')} names no features_manifest to profile")
     try:
-        profile = build_profile(source, exclude=[key])
+        # Within the gate's task: the gate's own reader settings bound its memory here too.
+        profile = build_profile(source, exclude=[key], threads=GATE_READ_THREADS, max_bytes_in_flight=GATE_READ_AHEAD)
     except FileNotFoundError as exc:
         raise FileNotFoundError(
             f"cannot profile the training data of {artifact_uri} for the drift check: {exc}"
