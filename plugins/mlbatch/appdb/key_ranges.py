@@ -15,6 +15,7 @@ The external sort, in three steps:
    (at most about ``rows / pieces`` rows) and yields it in slices.
 
 Memory is bounded by the piece size times the sessions running at once, whatever the day's size.
+:func:`sorted_ranges` runs the three for a publisher's :class:`~mlbatch.appdb.publisher.Day`.
 """
 
 from __future__ import annotations
