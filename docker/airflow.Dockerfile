@@ -62,9 +62,10 @@ COPY docker/airflow-entrypoint.sh /entrypoint
 # manager out of it), sql/. MLBATCH_PROJECT_DIR tells mlbatch where specs' relative paths start.
 COPY --chown=50000:0 dags/ /opt/airflow/dags/
 COPY --chown=50000:0 plugins/ /opt/airflow/plugins/
-# The jobs' contract (metric and family names, the train config) only: mlbatch.spec imports it;
-# the jobs themselves run in their own images.
-COPY --chown=50000:0 jobs/__init__.py jobs/contract.py /opt/airflow/plugins/jobs/
+# Of the jobs, the two standard-library modules mlbatch imports: the contract (metric and family
+# names, the train config: mlbatch.spec) and cpus (the local launcher's share of its host). The
+# jobs themselves run in their own images.
+COPY --chown=50000:0 jobs/__init__.py jobs/contract.py jobs/cpus.py /opt/airflow/plugins/jobs/
 COPY --chown=50000:0 sql/ /opt/airflow/sql/
 # `mlbatch` runs from plugins/ (no wheel in this image): a shim on PATH.
 RUN set -eu; \

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from jobs.families.columns import cores
+from jobs.cpus import cores
 from jobs.io import JobInputError, join_uri, read_bytes, write_bytes
 
 # inputs for the model's forward(), built from an array of row indices (CPU tensors)

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xgboost as xgb
 
-from jobs.families.columns import as_strings, check_kinds, column_kind, cores, encode_column
+from jobs.cpus import cores
+from jobs.families.columns import as_strings, check_kinds, column_kind, encode_column
 from jobs.io import JobInputError, join_uri, read_bytes, write_bytes
 
 MODEL_FILE = "model.json"

@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from jobs.families.columns import cores
+from jobs.cpus import cores
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from jobs.cpus import VCPU_ENV
 from mlbatch.redaction import SECRET_NAME, redact
 from mlbatch.store import ObjectStore
 
@@ -39,9 +40,6 @@ class JobId:
         return f"mlb-{head}-{digest}"
 
 
-VCPU_ENV = "MLBATCH_JOB_VCPU"  # read by jobs/families/columns.py (the jobs may not import this)
-
-
 @dataclass(frozen=True)
 class JobRequest:
     job_id: JobId
@@ -59,7 +57,7 @@ class JobRequest:
     def environment(self) -> dict[str, str]:
         """What every launcher puts in the job's environment: ``env`` and the CPUs it was given.
 
-        ``MLBATCH_JOB_VCPU`` sizes the job's thread pools (``jobs.families.columns.cores``): an
+        ``MLBATCH_JOB_VCPU`` sizes the job's thread pools (``jobs.cpus.cores``): an
         ECS task on an EC2 host, or a local process, sees every core of the host, and a pool
         sized to them oversubscribes the CPUs the job was given.
         """

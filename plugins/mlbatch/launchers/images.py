@@ -92,8 +92,9 @@ def context_files(kind: str) -> list[Path]:
             *_tree("dags"),
             *_tree("plugins"),
             *_tree("sql"),
-            Path("jobs/__init__.py"),  # the jobs' contract, which mlbatch.spec imports
+            Path("jobs/__init__.py"),  # the jobs' modules mlbatch imports (standard library only)
             Path("jobs/contract.py"),
+            Path("jobs/cpus.py"),
         ]
     return [Path(f"docker/{kind}.Dockerfile"), Path("requirements/jobs.txt"), *_tree("jobs")]
 

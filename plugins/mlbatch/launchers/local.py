@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.cpus import cores
 from mlbatch.launchers.base import JobFailed, JobRequest, JobResult, Launcher, tail_buffer
 from mlbatch.spec import REPO_ROOT
 from mlbatch.store import ObjectStore
@@ -59,8 +60,7 @@ class LocalProcessLauncher(Launcher):
         logfile = self.jobs_dir / f"{token}.log"
         cmd = [sys.executable, "-m", request.module, *request.args]
         # The job's thread pools fit its share of this machine (its siblings run here too).
-        host_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        job_env = request.sharing(host_cpus).environment()
+        job_env = request.sharing(cores()).environment()
         env = {**os.environ, **job_env, "PYTHONUNBUFFERED": "1", JOB_ENV: token}
         # The job runs the checkout's jobs/, not an image: the worker's own image and code version
         # (set in the Airflow image) would be a false claim in its lineage.json.

@@ -123,6 +123,11 @@ def test_image_runs_as_the_helm_chart_expects(airflow_image: str, docker_client:
     assert [m for m in ("torch", "xgboost", "sklearn", "moto", "pytest", "ruff", "devtools") if found[m]] == []
     assert all(found[m] for m in ("psycopg2", "asyncpg", "pymysql", "aiomysql", "mlbatch")), found
     assert found["airflow.providers.amazon"] and found["airflow.providers.celery"]
+    # Every launcher imports in the worker's image (they import jobs.cpus, copied in with the contract).
+    code, out, err = run(
+        docker_client, airflow_image, ["python", "-c", "import mlbatch.launchers.local, mlbatch.launchers.ecs"]
+    )
+    assert code == 0, err
     # The demo is a development command: without devtools it says so instead of a traceback.
     code, out, err = run(docker_client, airflow_image, ["mlbatch", "demo"])
     assert code == 2 and "development command" in err and "Traceback" not in err, (code, out, err)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.families import columns
-from jobs.families.columns import cores
+from jobs import cpus
+from jobs.cpus import cores
 
 
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """A host of 8 cores with no quota and no allotment; tests add one of them."""
-    monkeypatch.setattr(columns.os, "sched_getaffinity", lambda _pid: set(range(8)))
-    monkeypatch.setattr(columns, "CGROUP", tmp_path)
-    monkeypatch.delenv(columns.VCPU_ENV, raising=False)
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda _pid: set(range(8)))
+    monkeypatch.setattr(cpus, "CGROUP", tmp_path)
+    monkeypatch.delenv(cpus.VCPU_ENV, raising=False)
     return tmp_path
 
 
@@ -23,7 +23,7 @@ def test_without_a_limit_every_core_of_the_cpu_set(host) -> None:
 
 @pytest.mark.parametrize(("vcpu", "expected"), [("4", 4), ("2.5", 2), ("0.25", 1), ("64", 8), ("", 8), ("four", 8)])
 def test_the_launchers_allotment_caps_the_pool(host, monkeypatch: pytest.MonkeyPatch, vcpu: str, expected: int) -> None:
-    monkeypatch.setenv(columns.VCPU_ENV, vcpu)
+    monkeypatch.setenv(cpus.VCPU_ENV, vcpu)
     assert cores() == expected
 
 
@@ -43,5 +43,5 @@ def test_a_cgroup_v1_quota_caps_the_pool(host, quota: str, expected: int) -> Non
 
 def test_the_smallest_limit_wins(host, monkeypatch: pytest.MonkeyPatch) -> None:
     (host / "cpu.max").write_text("600000 100000\n")
-    monkeypatch.setenv(columns.VCPU_ENV, "3")
+    monkeypatch.setenv(cpus.VCPU_ENV, "3")
     assert cores() == 3

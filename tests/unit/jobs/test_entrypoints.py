@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import io
-from jobs.families.columns import cores
+from jobs.cpus import cores
 from tests.support.jobs import N, features_table, run_job, write_config, write_labels, write_unload
 
 

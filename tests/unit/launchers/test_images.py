@@ -34,13 +34,13 @@ def test_every_file_an_image_copies_is_part_of_its_hash(kind: str) -> None:
         assert all((REPO / f).is_file() for f in inside)
 
 
-def test_airflow_image_holds_the_dags_and_plugins_and_of_jobs_only_the_contract() -> None:
+def test_airflow_image_holds_the_dags_and_plugins_and_of_jobs_only_what_mlbatch_imports() -> None:
     files = {str(p) for p in context_files("airflow")}
     assert {"requirements/airflow.txt", "docker/airflow-entrypoint.sh", "sql/aurora/schema.sql"} <= files
     assert "dags/device_gender.py" in files and "dags/specs/device_gender.yaml" in files
     assert "plugins/mlbatch/cli.py" in files and "plugins/.airflowignore" in files
-    # mlbatch.spec imports the jobs' contract; the jobs themselves run in their own images.
-    assert sorted(f for f in files if f.startswith("jobs/")) == ["jobs/__init__.py", "jobs/contract.py"]
+    # mlbatch imports the jobs' contract and cpus; the jobs themselves run in their own images.
+    assert sorted(f for f in files if f.startswith("jobs/")) == ["jobs/__init__.py", "jobs/contract.py", "jobs/cpus.py"]
     assert "requirements/jobs.txt" not in files
     # Demo, benchmark, synthetic data and test servers are development tools: never deployed.
     assert not [f for f in files if f.startswith("devtools/") or "/devtools/" in f]
