@@ -110,6 +110,7 @@ class Stack:
     url: str
     env: dict[str, str]
     ui_password: str
+    appdb_url: str = ""  # the app DB with its password, for the tests' own reads
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -235,6 +236,32 @@ def worker_env(base: dict[str, str], home: Path, index: int) -> dict[str, str]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "TMPDIR": str(own / "tmp"),
     }
+
+
+def airflow_cmd(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "airflow", *args]
+
+
+def start_airflow(st: Stack, unpaused: list[str], workers: int = 2) -> None:
+    """Migrate the metadata DB, start every component (API server, scheduler, DAG processor,
+    triggerer, ``workers`` Celery workers of their own), wait for the API, unpause ``unpaused``."""
+    run(st.env, *airflow_cmd("db", "migrate"), timeout=600)
+    for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        st.start(name, airflow_cmd(name), cwd=st.home)
+    for i in range(1, workers + 1):
+        st.start(
+            f"worker{i}",
+            airflow_cmd("celery", "worker", "--concurrency", "3", "--celery-hostname", f"w{i}@%h"),
+            cwd=st.home / f"worker{i}",
+            env=worker_env(st.env, st.home, i),
+        )
+    st.wait("the API server", lambda: httpx.get(f"{st.url}/api/v2/monitor/health", timeout=5).is_success)
+    with st.client() as api:
+        for dag_id in unpaused:
+            st.wait(f"{dag_id} to be parsed", lambda d=dag_id: api.get(f"/dags/{d}").is_success)
+            assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).is_success
 
 
 def days_before(n: int) -> str:

@@ -51,11 +51,15 @@ from tests.integration.airflow.airflow_stack import (
     days_before,
     free_port,
     iter_files,
-    run,
+    start_airflow,
     today,
-    worker_env,
     write_dags,
 )
+from tests.integration.airflow.rest import appdb_rows as _appdb_rows
+from tests.integration.airflow.rest import runs as _runs
+from tests.integration.airflow.rest import succeeded as _succeeded
+from tests.integration.airflow.rest import task_states as _task_states
+from tests.integration.airflow.rest import trigger as _trigger
 
 BACKFILL = [days_before(n) for n in range(7, 2, -1)]  # 5 days, the oldest 7 days ago
 UI_BACKFILL = [days_before(n) for n in range(12, 9, -1)]  # 3 days before the API backfill's
@@ -166,25 +170,11 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
             ),
         )
         st = Stack(home, f"http://127.0.0.1:{port}", env, canaries.ui_password)
-        try:
-            run(env, *_airflow("db", "migrate"), timeout=600)
-            for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
-                st.start(name, _airflow(name), cwd=home)
-            for i in (1, 2):
-                wenv = worker_env(env, home, i)
-                st.start(
-                    f"worker{i}",
-                    _airflow("celery", "worker", "--concurrency", "3", "--celery-hostname", f"w{i}@%h"),
-                    cwd=home / f"worker{i}",
-                    env=wenv,
-                )
-            import httpx
+        from sqlalchemy.engine import make_url
 
-            st.wait("the API server", lambda: httpx.get(f"{st.url}/api/v2/monitor/health", timeout=5).is_success)
-            with st.client() as api:
-                for dag_id in (f"{MODEL}__labels", f"{MODEL}__train", f"{SLOW}__labels", f"{SLOW}__train"):
-                    st.wait(f"{dag_id} to be parsed", lambda d=dag_id: api.get(f"/dags/{d}").is_success)
-                    assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).is_success
+        st.appdb_url = make_url(appdb_url).set(password=canaries.appdb_password).render_as_string(hide_password=False)
+        try:
+            start_airflow(st, [f"{MODEL}__labels", f"{MODEL}__train", f"{SLOW}__labels", f"{SLOW}__train"])
             st.sheets = sheets  # type: ignore[attr-defined]
             st.canaries = canaries  # type: ignore[attr-defined]
             yield st
@@ -192,56 +182,6 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
             st.stop()
             redis.stop()
             pg.stop()
-
-
-def _airflow(*args: str) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "airflow", *args]
-
-
-# --- REST helpers -------------------------------------------------------------------------------
-def _runs(api, dag_id: str, **params: Any) -> list[dict]:
-    r = api.get(f"/dags/{dag_id}/dagRuns", params={"limit": 100, **params})
-    r.raise_for_status()
-    return r.json()["dag_runs"]
-
-
-def _task_states(api, dag_id: str, run_id: str) -> dict[str, str]:
-    r = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
-    r.raise_for_status()
-    return {
-        ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-        for ti in r.json()["task_instances"]
-    }
-
-
-def _trigger(api, dag_id: str, **body: Any) -> dict:
-    r = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, **body})
-    assert r.status_code in (200, 201), r.text
-    return r.json()
-
-
-def _succeeded(stack: Stack, api, dag_id: str, run_ids: list[str]) -> list[dict] | None:
-    runs = {r["dag_run_id"]: r for r in _runs(api, dag_id) if r["dag_run_id"] in run_ids}
-    failed = [rid for rid, r in runs.items() if r["state"] == "failed"]
-    assert not failed, {rid: _task_states(api, dag_id, rid) for rid in failed}
-    if len(runs) == len(run_ids) and all(r["state"] == "success" for r in runs.values()):
-        return list(runs.values())
-    return None
-
-
-def _appdb_rows(stack: Stack, sql: str, **params: Any) -> list[tuple]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    url = make_url(stack.env["MLBATCH_APPDB_URL"]).set(password=stack.env["MLBATCH_APPDB_PASSWORD"])
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql), params)]
-    finally:
-        engine.dispose()
 
 
 def _containers(stack: Stack, dag_id: str, run_id: str | None = None, status: str | None = None) -> list:
@@ -260,7 +200,7 @@ def _containers(stack: Stack, dag_id: str, run_id: str | None = None, status: st
 def trained(stack: Stack) -> dict[str, Any]:
     with stack.client() as api:
         labels = _trigger(api, f"{MODEL}__labels")
-        stack.wait("the label sync", lambda: _succeeded(stack, api, f"{MODEL}__labels", [labels["dag_run_id"]]))
+        stack.wait("the label sync", lambda: _succeeded(api, f"{MODEL}__labels", [labels["dag_run_id"]]))
         train = stack.wait(
             "a training run started by the labels asset",
             lambda: [r for r in _runs(api, f"{MODEL}__train") if r["run_type"] == "asset_triggered"],
@@ -269,7 +209,7 @@ def trained(stack: Stack) -> dict[str, Any]:
         _answer_in_the_ui(stack, train["dag_run_id"], "Approve", APPROVE_COMMENT, "approve")
         stack.wait(
             "the asset-triggered training run",
-            lambda: _succeeded(stack, api, f"{MODEL}__train", [train["dag_run_id"]]),
+            lambda: _succeeded(api, f"{MODEL}__train", [train["dag_run_id"]]),
             timeout=600,
         )
         states = _task_states(api, f"{MODEL}__train", train["dag_run_id"])
@@ -361,7 +301,7 @@ def scored_today(stack: Stack, trained: dict[str, Any]) -> dict[str, Any]:
             "today's scheduled run", lambda: [r for r in _runs(api, dag_id) if r["run_type"] == "scheduled"]
         )[0]
         ids = [manual["dag_run_id"], scheduled["dag_run_id"]]
-        runs = stack.wait("today's score runs", lambda: _succeeded(stack, api, dag_id, ids), timeout=600)
+        runs = stack.wait("today's score runs", lambda: _succeeded(api, dag_id, ids), timeout=600)
     return {"manual": manual, "scheduled": scheduled, "runs": runs}
 
 
@@ -413,7 +353,7 @@ def backfill(stack: Stack, scored_today: dict[str, Any]) -> dict[str, Any]:
             timeout=120,
             every=3,
         )
-        [dry] = stack.wait("the dry run", lambda: _succeeded(stack, api, dag_id, [dry_run_id]))
+        [dry] = stack.wait("the dry run", lambda: _succeeded(api, dag_id, [dry_run_id]))
         dry_states = _task_states(api, dag_id, dry_run_id)
     return {"created": created, "runs": runs, "before": before, "dry": dry, "dry_states": dry_states}
 
@@ -540,9 +480,7 @@ def _gone(stack: Stack, container_id: str) -> bool:
 def slow_labels(stack: Stack, backfill) -> None:
     with stack.client() as api:
         labels = _trigger(api, f"{SLOW}__labels")
-        stack.wait(
-            "the slow model's label sync", lambda: _succeeded(stack, api, f"{SLOW}__labels", [labels["dag_run_id"]])
-        )
+        stack.wait("the slow model's label sync", lambda: _succeeded(api, f"{SLOW}__labels", [labels["dag_run_id"]]))
 
 
 def test_marking_a_running_train_task_failed_stops_its_container(stack: Stack, slow_labels) -> None:
@@ -667,7 +605,7 @@ def rejected(stack: Stack, backfill) -> dict[str, Any]:
         run_ = _trigger(api, dag_id, conf={"force_retrain": True})
         _awaiting_approval(stack, api, run_["dag_run_id"])
         _answer_in_the_ui(stack, run_["dag_run_id"], "Reject", REJECT_COMMENT, "reject")
-        stack.wait("the rejected training run", lambda: _succeeded(stack, api, dag_id, [run_["dag_run_id"]]))
+        stack.wait("the rejected training run", lambda: _succeeded(api, dag_id, [run_["dag_run_id"]]))
         states = _task_states(api, dag_id, run_["dag_run_id"])
     return {"before": before, "states": states}
 
