@@ -91,6 +91,30 @@ def airflow_env(postgres: Postgres) -> dict[str, str]:
     }
 
 
+# Builds each deferred wait's trigger as mlbatch does and opens the async client it polls with; the
+# clients are never called (no AWS here): creating them is what needs aiobotocore and aiohttp.
+ASYNC_CLIENTS_PROBE = """
+import asyncio
+from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
+from airflow.providers.amazon.aws.triggers.redshift_data import RedshiftDataTrigger
+from mlbatch.triggers import EcsJobDoneTrigger
+
+async def main():
+    ecs = EcsJobDoneTrigger(cluster="c", task_arn="arn:aws:ecs:us-east-1:1:task/c/0", waiter_delay=1,
+                            waiter_max_attempts=1, aws_conn_id=None, region_name="us-east-1")
+    rs = RedshiftDataTrigger(statement_id="s", task_id="t", poll_interval=1, aws_conn_id=None, region_name="us-east-1")
+    names = []
+    for trigger, hook in ((ecs, EcsHook(aws_conn_id=None, region_name="us-east-1")),
+                          (rs, RedshiftDataHook(aws_conn_id=None, region_name="us-east-1"))):
+        async with await hook.get_async_conn() as client:
+            names += [type(trigger).__name__, client.meta.service_model.service_name]
+    print(*names)
+
+asyncio.run(main())
+"""
+
+
 def test_image_runs_as_the_helm_chart_expects(airflow_image: str, docker_client: DockerClient) -> None:
     config = docker_client.images.get(airflow_image).attrs["Config"]
     assert config["Entrypoint"] == ["/usr/bin/tini", "--", "/entrypoint"]  # not ["airflow"]
@@ -128,6 +152,10 @@ def test_image_runs_as_the_helm_chart_expects(airflow_image: str, docker_client:
         docker_client, airflow_image, ["python", "-c", "import mlbatch.launchers.local, mlbatch.launchers.ecs"]
     )
     assert code == 0, err
+    # Every trigger mlbatch defers to builds its async client in the image (the triggerer's path):
+    # without aiobotocore, get_async_conn() raised ModuleNotFoundError at the first deferred wait.
+    code, out, err = run(docker_client, airflow_image, ["python", "-c", ASYNC_CLIENTS_PROBE])
+    assert code == 0 and last_line(out) == "EcsJobDoneTrigger ecs RedshiftDataTrigger redshift-data", (out, err)
     # The demo is a development command: without devtools it says so instead of a traceback.
     code, out, err = run(docker_client, airflow_image, ["mlbatch", "demo"])
     assert code == 2 and "development command" in err and "Traceback" not in err, (code, out, err)
