@@ -36,21 +36,33 @@ class StoreError(RuntimeError):
 # client set-up and its connection pool, and a reader opens a file per manifest entry.
 _S3_CACHE: dict[tuple[str, ...], pafs.S3FileSystem] = {}
 _S3_LOCK = threading.Lock()
-CREDENTIALS_TTL_S = 600  # frozen credentials from an Airflow connection (STS tokens expire)
+# How long a connection's settings are reused before the connection is read again (a changed
+# connection, rotated static keys). Credentials that expire are never frozen here: see _S3Settings.
+CREDENTIALS_TTL_S = 600
 
 
 @dataclass(frozen=True)
 class _S3Settings:
+    """Where S3 is and which credentials sign for it.
+
+    ``credentials`` holds keys only when they were given as keys (the connection's login and
+    password, or ``AWS_ACCESS_KEY_ID`` outside Airflow). Otherwise it is None and every client
+    walks the default chain itself (env, web identity/IRSA, ECS task role, instance role), whose
+    credentials refresh before they expire: pyarrow's AWS SDK re-fetches them, botocore's
+    ``RefreshableCredentials`` too. Copying such credentials out as keys would freeze them and a
+    stream longer than their lifetime (about an hour) would fail half-way.
+    """
+
     region: str
     endpoint: str | None
-    # (access key, secret key, session token) from an Airflow connection, or None: pyarrow's
-    # own AWS SDK then walks the standard chain (env, profile, instance/task role, refreshing).
     credentials: tuple[str, str, str | None] | None = field(default=None, repr=False)
+    # The Airflow connection boto3 clients come from (its session refreshes what it assumes).
+    conn_id: str | None = None
 
     def cache_key(self) -> tuple[str, ...]:
         # A digest, not the secret itself, so the key is safe to show in a debugger or a log.
         digest = hashlib.sha256(repr(self.credentials).encode()).hexdigest()
-        return (self.region, self.endpoint or "", digest)
+        return (self.region, self.endpoint or "", digest, self.conn_id or "")
 
 
 def aws_conn_id() -> str | None:
@@ -68,15 +80,27 @@ def aws_conn_id() -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _connection_settings(conn_id: str, _epoch: int) -> _S3Settings:
-    """Region, endpoint and frozen credentials of an Airflow AWS connection (``_epoch`` expires
-    the cache every ``CREDENTIALS_TTL_S``). S3Hook masks the secret in task logs."""
+    """Region, endpoint and credentials of an Airflow AWS connection (``_epoch`` re-reads the
+    connection every ``CREDENTIALS_TTL_S``). S3Hook masks the secret in task logs."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     hook = S3Hook(aws_conn_id=conn_id)
+    cfg = hook.conn_config
+    region = cfg.region_name or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    endpoint = cfg.get_service_endpoint_url("s3") or _env_endpoint()
+    if not (cfg.aws_access_key_id or cfg.role_arn or cfg.profile_name):
+        # No keys in the connection: the worker's own role (IRSA, ECS task role, instance
+        # profile). Each client walks the default chain and refreshes; nothing is copied out.
+        return _S3Settings(region, endpoint, None, conn_id)
+    if cfg.aws_access_key_id and not cfg.role_arn:
+        static = (cfg.aws_access_key_id, cfg.aws_secret_access_key or "", cfg.aws_session_token)
+        return _S3Settings(region, endpoint, static, conn_id)  # type: ignore[arg-type]
+    # role_arn or a profile: only the hook's botocore session knows how to assume and refresh
+    # them. pyarrow gets a snapshot, re-read every CREDENTIALS_TTL_S; an assumed role lasts an
+    # hour at least, but one stream open longer than what is left of it fails (docs/deploy.md
+    # recommends a connection without keys on AWS).
     creds = hook.get_credentials()
-    region = hook.conn_config.region_name or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-    endpoint = hook.conn_config.get_service_endpoint_url("s3") or _env_endpoint()
-    return _S3Settings(region, endpoint, (creds.access_key, creds.secret_key, creds.token))
+    return _S3Settings(region, endpoint, (creds.access_key, creds.secret_key, creds.token), conn_id)
 
 
 def _env_endpoint() -> str | None:
@@ -100,7 +124,12 @@ def _s3_settings() -> _S3Settings:
 
 
 def s3_filesystem() -> pafs.S3FileSystem:
-    """The process's S3 filesystem for the current settings, built on first use."""
+    """The process's S3 filesystem for the current settings, built on first use.
+
+    Without keys, pyarrow's AWS SDK walks the default chain itself and refreshes what it finds
+    (web identity, ECS container credentials, instance metadata): an open stream keeps reading
+    after the credentials it started with have expired.
+    """
     settings = _s3_settings()
     key = settings.cache_key()
     with _S3_LOCK:
@@ -126,20 +155,31 @@ def s3_client() -> Any:
 
     Whole-object GETs go through it: botocore receives a body with about half the CPU of
     pyarrow's AWS SDK read (57 MB: 0.05 vs 0.10 CPU-s here), and the reader fetches whole parts.
+    Inside Airflow it is the connection's own client (S3Hook): its session's credentials refresh,
+    whether they come from the default chain or from an assumed role.
     """
-    import boto3
-
     settings = _s3_settings()
     key = settings.cache_key()
     with _S3_LOCK:
         client = _BOTO_CACHE.get(key)
         if client is None:
-            kwargs: dict[str, Any] = {"region_name": settings.region, "endpoint_url": settings.endpoint}
-            if settings.credentials is not None:
-                access, secret, token = settings.credentials
-                kwargs.update(aws_access_key_id=access, aws_secret_access_key=secret, aws_session_token=token)
-            client = _BOTO_CACHE[key] = boto3.session.Session().client("s3", **kwargs)
+            client = _BOTO_CACHE[key] = _new_s3_client(settings)
         return client
+
+
+def _new_s3_client(settings: _S3Settings) -> Any:
+    if settings.conn_id:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=settings.conn_id).get_conn()
+    import boto3
+
+    kwargs: dict[str, Any] = {"region_name": settings.region, "endpoint_url": settings.endpoint}
+    if settings.credentials is not None:
+        access, secret, token = settings.credentials
+        kwargs.update(aws_access_key_id=access, aws_secret_access_key=secret, aws_session_token=token)
+    # A session of its own: without keys it resolves the default chain into RefreshableCredentials.
+    return boto3.session.Session().client("s3", **kwargs)
 
 
 def read_object(uri: str, size: int) -> pa.Buffer:
