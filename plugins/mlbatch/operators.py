@@ -6,9 +6,11 @@
   on the launcher, a warehouse statement: :mod:`mlbatch.stages.external`), shaped like the
   amazon provider's ``EcsRunTaskOperator`` and ``RedshiftDataOperator``: it starts (or
   reattaches to) the work, then waits in the worker or, when the backend can
-  (ECS, Redshift), defers the wait to the triggerer; ``on_kill`` (mark failed, clear, an
-  ``execution_timeout``, SIGTERM to the worker) stops the work it started; a deferral that
-  times out or whose trigger fails stops it too.
+  (ECS, Redshift), defers the wait to the triggerer. Stops stop, in every path (see the class).
+
+A :class:`StageOperator`'s ``on_kill`` stops what its stage runs in the worker's own name
+elsewhere: the publish's statements in the app DB (:meth:`mlbatch.appdb.publisher.Publisher.stop`:
+KILL QUERY, then KILL, of its sessions, which frees the model's named lock).
 
 The run's day (``ds`` of every stage) is :func:`run_day`: the logical date when the run has one,
 else the day of its ``run_after`` in UTC (asset-triggered runs and API runs triggered with
@@ -117,6 +119,7 @@ class StageOperator(BaseOperator):
         self.stage_args = list(stage_args)
         self.report = report
         self.writes = writes
+        self._ctx: Any = None  # the running stage's RunContext, for on_kill
         if report is not None:
             from mlbatch.ui import ReportLink
 
@@ -124,8 +127,25 @@ class StageOperator(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         self.skip_if_dry_run(context)
-        ctx = run_context(self.spec_path, context)
+        ctx = self._ctx = run_context(self.spec_path, context)
         return self.with_report(ctx, lambda: self.call_stage(ctx), context)
+
+    def on_kill(self) -> None:
+        """Stop the stage's work in the app DB (mark failed, clear, ``execution_timeout``,
+        SIGTERM): a publish's statements would otherwise run on in the server after this
+        process dies, holding the model's lock that the retry then waits for. Returns within
+        seconds (the supervisor sends SIGKILL 5 s after SIGTERM)."""
+        env = getattr(self._ctx, "env", None)
+        # Only a publisher the stage made (a cached_property in the Environment's __dict__): on_kill
+        # never connects to anything just to find there is nothing to stop.
+        publisher = vars(env).get("publisher") if env is not None else None
+        stop = getattr(publisher, "stop", None)
+        if stop is not None:
+            log.warning("%s: stopping the app DB publish (on_kill)", self.task_id)
+            try:
+                stop()
+            except Exception:
+                log.exception("%s: could not stop the publish; see the app DB's processlist", self.task_id)
 
     def call_stage(self, ctx: Any) -> Any:
         from mlbatch.pipeline import resolve
@@ -183,9 +203,27 @@ class ExternalWorkOperator(StageOperator):
 
     ``deferrable`` (default True): wait in the triggerer when the backend offers a trigger (ECS
     task, Redshift statement); the local process, Docker and the embedded warehouse always wait
-    in the worker. While deferred, the trigger's ``on_kill`` stops the work on mark-failed or
-    clear (StopTask, CancelStatement); a deferral timeout or a failed trigger stops it when the
-    task resumes to fail.
+    in the worker.
+
+    Stops stop, in every path (Airflow 3.3's task runner and scheduler):
+
+    - waiting in the worker: mark failed, clear and SIGTERM reach :meth:`on_kill` (the task
+      runner's SIGTERM handler), and so does ``execution_timeout`` (``AirflowTaskTimeout``, then
+      ``on_kill``);
+    - deferred: mark failed or clear call the trigger's ``on_kill`` in the triggerer (StopTask,
+      CancelStatement). The deferral's timeout (``execution_timeout``, passed to ``defer``) and a
+      failed trigger both resume the task with ``next_method="__fail__"`` and ``next_kwargs``
+      ``{"error": "Trigger timeout"}`` or ``{"error": "Trigger failure", "traceback": [...]}``;
+      ``BaseOperator.resume_execution`` raises ``TaskDeferralTimeout`` or ``TaskDeferralError``
+      (neither a subclass of the other): :meth:`resume_execution` stops the work on both;
+    - a trigger that fired without the work ending (its waiter gave up: an event whose status
+      is not ``success``) stops it when :meth:`execute_complete` fails.
+
+    The work's handle is kept in the run's state (``started__<task>[__<map index>]`` in the
+    object store) so that a retry reattaches to work a dead worker left running. Work this
+    operator stopped is recorded there as ``stopped``: a retry starts fresh instead of waiting
+    on it (a cancelled Redshift statement may read as running for a moment; a stopped ECS task
+    is not listed by ``desiredStatus=RUNNING`` anyway, StopTask sets its desired status at once).
     """
 
     ui_color = "#fdf3e8"
@@ -194,6 +232,7 @@ class ExternalWorkOperator(StageOperator):
         super().__init__(**kwargs)
         self.deferrable = deferrable
         self._work: Any = None
+        self._state: str | None = None  # the run-state name of this task's handle, for on_kill
 
     def _step(self, ctx: Any) -> Any:
         from mlbatch.pipeline import resolve
@@ -202,16 +241,17 @@ class ExternalWorkOperator(StageOperator):
 
     def execute(self, context: Any) -> Any:
         self.skip_if_dry_run(context)
-        ctx = run_context(self.spec_path, context)
+        ctx = self._ctx = run_context(self.spec_path, context)
+        self._state = self._state_name(context)
         work = self._work = self._step(ctx)
-        earlier = self._remembered(ctx, context)
+        earlier = self._remembered(ctx)
         if earlier is not None and work.reattach(earlier):
             log.info("%s: reattaching to %s, started by an earlier attempt and still running", self.task_id, earlier)
         else:
             done = work.start()
             if done is not None:
                 return done
-            self._remember(ctx, context, work.handle)
+            ctx.save_state(self._state, {"handle": work.handle})
         trigger = work.trigger() if self.deferrable else None
         if trigger is not None:
             log.info("%s: waiting in the triggerer for %s", self.task_id, work.handle)
@@ -225,47 +265,72 @@ class ExternalWorkOperator(StageOperator):
         return work.finish()
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None, handle: Any = None) -> Any:
-        ctx = run_context(self.spec_path, context)
+        ctx = self._ctx = run_context(self.spec_path, context)
+        self._state = self._state_name(context)
         work = self._work = self._step(ctx).resume(handle)
-        return work.finish(event)
+        try:
+            return work.finish(event)
+        except Exception:
+            if isinstance(event, dict) and event.get("status") not in (None, "success"):
+                # The trigger gave up waiting (or lost the work): the work may still run.
+                self._stop(ctx, work, f"its trigger reported {event.get('status')!r}")
+            raise
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
+
         try:
             return super().resume_execution(next_method, next_kwargs, context)
-        except Exception as exc:
-            from airflow.sdk.exceptions import TaskDeferralError
-
-            if isinstance(exc, TaskDeferralError):
-                # The deferral timed out or its trigger failed: the trigger is gone, not the work.
-                self._stop_remembered(context)
+        except (TaskDeferralTimeout, TaskDeferralError) as exc:
+            # The deferral timed out (execution_timeout) or its trigger failed: the trigger is
+            # gone, not the work. Only the error comes back: the handle is in the run's state.
+            why = "the deferral timed out" if isinstance(exc, TaskDeferralTimeout) else "its trigger failed"
+            self._stop_remembered(context, why)
             raise
 
     def on_kill(self) -> None:
         if self._work is not None and self._work.handle is not None:
-            log.info("%s: stopping %s (on_kill)", self.task_id, self._work.handle)
-            self._work.stop()
+            self._stop(self._ctx, self._work, "on_kill")
 
-    # The handle is kept in the run's state too: a deferral that times out resumes with only the
-    # error in its kwargs, and must still find what to stop.
+    def _stop(self, ctx: Any, work: Any, why: str) -> None:
+        """Stop the work, then record in the run's state that it was stopped; never raises (the
+        task's own error, or its kill, must go on)."""
+        log.warning("%s: stopping %s (%s)", self.task_id, work.handle, why)
+        try:
+            work.stop()
+        except Exception:
+            log.exception("%s: could not stop %s; it may still run", self.task_id, work.handle)
+            return
+        if ctx is None or self._state is None:
+            return
+        try:
+            stopped = {"why": why, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+            ctx.save_state(self._state, {"handle": work.handle, "stopped": stopped})
+        except Exception:
+            log.exception("%s: stopped %s but could not record it in the run's state", self.task_id, work.handle)
+
     def _state_name(self, context: Any) -> str:
         index = context["ti"].map_index
         return f"started__{self.task_id}" + (f"__{index}" if index is not None and index >= 0 else "")
 
-    def _remember(self, ctx: Any, context: Any, handle: Any) -> None:
-        ctx.save_state(self._state_name(context), {"handle": handle})
+    def _remembered(self, ctx: Any) -> dict[str, Any] | None:
+        """The handle an earlier attempt started, unless that work was stopped (start afresh)."""
+        key = ctx.state_key(self._state)
+        if not ctx.env.store.exists(key):
+            return None
+        state = ctx.env.store.get_json(key)
+        if state.get("stopped"):
+            log.info("%s: %s was stopped (%s): starting afresh", self.task_id, state["handle"], state["stopped"])
+            return None
+        return state["handle"]
 
-    def _remembered(self, ctx: Any, context: Any) -> dict[str, Any] | None:
-        key = ctx.state_key(self._state_name(context))
-        return ctx.env.store.get_json(key)["handle"] if ctx.env.store.exists(key) else None
-
-    def _stop_remembered(self, context: Any) -> None:
+    def _stop_remembered(self, context: Any, why: str) -> None:
         try:
-            ctx = run_context(self.spec_path, context)
-            key = ctx.state_key(self._state_name(context))
-            if not ctx.env.store.exists(key):
+            ctx = self._ctx = run_context(self.spec_path, context)
+            self._state = self._state_name(context)
+            handle = self._remembered(ctx)
+            if handle is None:
                 return
-            handle = ctx.env.store.get_json(key)["handle"]
-            log.warning("%s: the wait ended without the work; stopping %s", self.task_id, handle)
-            self._step(ctx).resume(handle).stop()
+            self._stop(ctx, self._step(ctx).resume(handle), why)
         except Exception:
             log.exception("%s: could not stop the work it started", self.task_id)

@@ -3,12 +3,14 @@ is started, waited for (in the worker or the triggerer), resumed, and stopped.""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferralError, TaskDeferred
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout, TaskDeferred
 from mlbatch import operators
 from mlbatch.operators import ExternalWorkOperator, run_day, triggered_by
 from mlbatch.stages.external import ExternalWork
@@ -56,22 +58,29 @@ class Recorder(ExternalWork):
     trigger_to_return: Any = None
     finished_now = False
     still_running = False
+    finish_fails = False
+    wait_s = 0.0
+    started = 0
 
     def start(self) -> dict[str, Any] | None:
         self.log.append("start")
         if self.finished_now:
             return {"done": "at start"}
-        self.handle = {"job": "job-1"}
+        Recorder.started += 1
+        self.handle = {"job": f"job-{Recorder.started}"}
         return None
 
     def wait(self) -> None:
         self.log.append("wait")
+        time.sleep(self.wait_s)
 
     def trigger(self) -> Any:
         return self.trigger_to_return
 
     def finish(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
         self.log.append(f"finish {self.handle} {event}")
+        if self.finish_fails:
+            raise RuntimeError(f"{self.handle} is still running after its trigger fired")
         return {"done": "finished"}
 
     def stop(self) -> None:
@@ -90,6 +99,9 @@ def op(tmp_path, monkeypatch) -> ExternalWorkOperator:
     Recorder.trigger_to_return = None
     Recorder.finished_now = False
     Recorder.still_running = False
+    Recorder.finish_fails = False
+    Recorder.wait_s = 0.0
+    Recorder.started = 0
     store = ObjectStore((tmp_path / "objects").as_uri())
     saved: dict[str, Any] = {}
     ctx = SimpleNamespace(
@@ -145,14 +157,100 @@ def test_on_kill_stops_the_started_work(op) -> None:
     assert Recorder.log == ["start", "stop {'job': 'job-1'}"]
 
 
-def test_a_deferral_that_times_out_stops_the_work_it_waited_for(op) -> None:
+def _deferred(op) -> None:
     Recorder.trigger_to_return = object()
     with pytest.raises(TaskDeferred):
         op.execute(CONTEXT)
-    # Airflow resumes a timed-out deferral with only the error: the handle comes from the run's state.
+    Recorder.log.clear()
+
+
+# What Airflow 3.3 resumes a deferred task with when the deferral's timeout passes (the scheduler's
+# check_trigger_timeouts) and when its trigger fails (Trigger.submit_failure): next_method
+# "__fail__", the reason in next_kwargs (a str enum; plain text once read back from the database).
+DEFERRAL_TIMEOUT = {"error": TriggerFailureReason.TRIGGER_TIMEOUT}
+TRIGGER_FAILURE = {"error": "Trigger failure", "traceback": ["Traceback (most recent call last):\n", "boom\n"]}
+
+
+@pytest.mark.parametrize("error", [TriggerFailureReason.TRIGGER_TIMEOUT, "Trigger timeout"])
+def test_a_deferral_that_times_out_stops_the_work_it_waited_for(op, error) -> None:
+    _deferred(op)
+    # A fresh operator, as in the worker that resumes the task: the handle comes from the run's state.
+    resumed = ExternalWorkOperator(task_id="train", spec_path="unused.yaml", target="unused:Recorder")
+    with pytest.raises(TaskDeferralTimeout):
+        resumed.resume_execution(TRIGGER_FAIL_REPR, {"error": error}, CONTEXT)
+    assert Recorder.log == ["stop {'job': 'job-1'}"]
+    assert op._ctx.env.store.get_json("runs/started__train.json")["stopped"]["why"] == "the deferral timed out"
+
+
+def test_a_failed_trigger_stops_the_work_it_waited_for(op) -> None:
+    _deferred(op)
     with pytest.raises(TaskDeferralError):
-        op.resume_execution("__fail__", {"error": "Trigger failure"}, CONTEXT)
+        op.resume_execution(TRIGGER_FAIL_REPR, TRIGGER_FAILURE, CONTEXT)
+    assert Recorder.log == ["stop {'job': 'job-1'}"]
+
+
+def test_a_trigger_that_gave_up_waiting_stops_the_work(op) -> None:
+    _deferred(op)
+    Recorder.finish_fails = True
+    event = {"status": "failed", "message": "waiter: max attempts reached"}
+    with pytest.raises(RuntimeError, match="still running"):
+        op.resume_execution("execute_complete", {"handle": {"job": "job-1"}, "event": event}, CONTEXT)
     assert Recorder.log[-1] == "stop {'job': 'job-1'}"
+
+
+def test_a_failed_work_reported_by_a_successful_wait_is_not_stopped_again(op) -> None:
+    _deferred(op)
+    Recorder.finish_fails = True
+    with pytest.raises(RuntimeError):
+        op.resume_execution("execute_complete", {"handle": {"job": "job-1"}, "event": {"status": "success"}}, CONTEXT)
+    assert not any(line.startswith("stop") for line in Recorder.log)
+
+
+@pytest.mark.parametrize("how", ["deferral timeout", "trigger failure", "on_kill"])
+def test_a_retry_after_a_stop_starts_fresh_even_if_the_work_still_reads_as_running(op, how) -> None:
+    _deferred(op)
+    if how == "on_kill":
+        op.on_kill()
+    else:
+        with pytest.raises(TaskDeferralError if how == "trigger failure" else TaskDeferralTimeout):
+            op.resume_execution(
+                TRIGGER_FAIL_REPR, TRIGGER_FAILURE if how == "trigger failure" else DEFERRAL_TIMEOUT, CONTEXT
+            )
+    Recorder.log.clear()
+    Recorder.still_running = True  # e.g. a cancelled Redshift statement not yet ABORTED
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(CONTEXT)  # the retry
+    assert Recorder.log == ["start"]  # never asked to reattach to what was stopped
+    assert deferred.value.kwargs == {"handle": {"job": "job-2"}}
+    assert "stopped" not in op._ctx.env.store.get_json("runs/started__train.json")  # the new work's handle
+
+
+def test_execution_timeout_in_the_worker_stops_the_work(op) -> None:
+    """The task runner's own wrapper: AirflowTaskTimeout raised in the wait, then on_kill."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.task_runner import _run_execute_callable
+
+    Recorder.wait_s = 30.0
+    op.execution_timeout = timedelta(seconds=1)
+    with pytest.raises(AirflowTaskTimeout):
+        _run_execute_callable(CONTEXT, op.execute, op)
+    assert Recorder.log == ["start", "wait", "stop {'job': 'job-1'}"]
+    assert op._ctx.env.store.get_json("runs/started__train.json")["stopped"]["why"] == "on_kill"
+
+
+def test_a_stage_s_on_kill_stops_the_publish_it_made_and_connects_to_nothing_else() -> None:
+    stopped: list[str] = []
+
+    class Env:
+        publisher_made = False
+
+    stage = operators.StageOperator(task_id="publish", spec_path="x.yaml", target="publish:publish")
+    stage.on_kill()  # nothing ran
+    stage._ctx = SimpleNamespace(env=Env())
+    stage.on_kill()  # the stage made no publisher: nothing to stop, nothing created
+    stage._ctx.env.publisher = SimpleNamespace(stop=lambda: stopped.append("stop"))
+    stage.on_kill()
+    assert stopped == ["stop"]
 
 
 def test_a_retry_reattaches_to_work_an_earlier_attempt_left_running(op) -> None:
