@@ -24,6 +24,7 @@ operation in ``X-Amz-Target: <prefix>.<Operation>``.
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import logging
 import re
@@ -31,6 +32,7 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from devtools.devservers._base import free_port
 
@@ -109,10 +111,18 @@ def _json_default(value: Any) -> Any:
 class AwsEndpoint:
     """One threaded HTTP server: :class:`JsonService` doubles by signing name, the rest to moto."""
 
-    def __init__(self, services: list[JsonService], port: int | None = None):
+    def __init__(
+        self,
+        services: list[JsonService],
+        port: int | None = None,
+        query_handlers: dict[tuple[str, str], Callable[[dict[str, str]], tuple[int, str]]] | None = None,
+    ):
         from moto.server import DomainDispatcherApplication, create_backend_app
 
         self.services = {s.signing_name: s for s in services}
+        # (signing name, Action) of ``query``-protocol operations moto lacks (IAM's policy
+        # simulator: devtools.devservers.iam_double) -> handler(form params) -> (status, XML).
+        self.query_handlers = dict(query_handlers or {})
         self.port = port or free_port()
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server: Any = None
@@ -158,6 +168,8 @@ class AwsEndpoint:
         scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
         service = self.services.get(scope.group(1)) if scope else None
         if service is None:
+            if scope and any(name == scope.group(1) for name, _ in self.query_handlers):
+                return self._query(scope.group(1), environ, start_response)
             return self._moto(environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         operation = target.rsplit(".", 1)[-1]
@@ -176,6 +188,23 @@ class AwsEndpoint:
         start_response(
             f"{status} {reason}",
             [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    def _query(self, signing_name: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """A form-encoded query request: ours when its Action has a handler, else moto's."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        params = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+        handler = self.query_handlers.get((signing_name, params.get("Action", "")))
+        if handler is None:
+            environ["wsgi.input"] = io.BytesIO(body)  # moto reads the body again
+            return self._moto(environ, start_response)
+        status, xml = handler(params)
+        data = xml.encode()
+        start_response(
+            f"{status} {'OK' if status == 200 else 'Error'}",
+            [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))],
         )
         return [data]
 
