@@ -16,6 +16,12 @@ Cells hold what the analyst sees (the FORMATTED_VALUE text: "1,234", "#REF!"); o
 options are refused, so a client asking for unformatted values fails loudly. Writes beyond the
 grid fail as Google's do ("exceeds grid limits"). Every request is recorded for assertions, and
 ``fail_next(n)`` answers the next n requests with 429 RESOURCE_EXHAUSTED.
+
+``share(key, "reader")`` shares a spreadsheet read-only (Viewer or Commenter): reads work, every
+write (values.update, values.batchUpdate, spreadsheets.batchUpdate) answers 403
+PERMISSION_DENIED "The caller does not have permission", as Google does, whether or not the
+write would change a cell. ``protect(key, title, column)`` protects one column of a worksheet
+against this caller: a write touching it answers Google's 400 "protected cell" error.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes.sheets_a1 import _CELL, ApiError, _col_index, _col_letters, _quoted, split_range
 
 
 @dataclass
@@ -71,57 +79,6 @@ class Recorded:
     authorization: str = ""  # the Authorization header, to assert the bearer token was sent
 
 
-class ApiError(Exception):
-    def __init__(self, code: int, status: str, message: str):
-        super().__init__(message)
-        self.code, self.status, self.message = code, status, message
-
-
-_CELL = re.compile(r"^([A-Z]*)([0-9]*)$")
-
-
-def _col_index(letters: str) -> int:
-    n = 0
-    for ch in letters:
-        n = n * 26 + ord(ch) - 64
-    return n - 1
-
-
-def _col_letters(idx: int) -> str:
-    name, idx = "", idx + 1
-    while idx:
-        idx, rem = divmod(idx - 1, 26)
-        name = chr(65 + rem) + name
-    return name
-
-
-def split_range(a1: str) -> tuple[str, str]:
-    """ "'my sheet'!B2:C" -> ("my sheet", "B2:C"); "labels" -> ("labels", "")."""
-    if a1.startswith("'"):
-        end, i = None, 1
-        while i < len(a1):
-            if a1[i] == "'":
-                if i + 1 < len(a1) and a1[i + 1] == "'":
-                    i += 2
-                    continue
-                end = i
-                break
-            i += 1
-        if end is None:
-            raise ApiError(400, "INVALID_ARGUMENT", f"Unable to parse range: {a1}")
-        title, rest = a1[1:end].replace("''", "'"), a1[end + 1 :]
-    else:
-        title, _, rest = a1.partition("!")
-        rest = "!" + rest if rest else ""
-    if rest and not rest.startswith("!"):
-        raise ApiError(400, "INVALID_ARGUMENT", f"Unable to parse range: {a1}")
-    return title, rest[1:]
-
-
-def _quoted(title: str) -> str:
-    return title if re.fullmatch(r"[A-Za-z0-9_]+", title) else "'" + title.replace("'", "''") + "'"
-
-
 class FakeSheetsApi:
     """The double. Use as a context manager; ``endpoint`` is what MLBATCH_SHEETS_ENDPOINT takes."""
 
@@ -131,6 +88,8 @@ class FakeSheetsApi:
         self.spreadsheets: dict[str, dict[str, Any]] = {}
         self.requests: list[Recorded] = []
         self._fail: list[int] = []
+        self.roles: dict[str, str] = {}  # spreadsheet key -> "writer" (the default) or "reader"
+        self.protected: dict[str, set[tuple[str, int]]] = {}  # key -> {(worksheet, 0-based column)}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -156,6 +115,16 @@ class FakeSheetsApi:
             if ws.title == title:
                 return ws
         raise KeyError(title)
+
+    def share(self, key: str, role: str) -> None:
+        """How the spreadsheet is shared with the caller: "writer" (Editor) or "reader" (Viewer)."""
+        if role not in ("writer", "reader"):
+            raise ValueError(f"role must be writer or reader, not {role!r}")
+        self.roles[key] = role
+
+    def protect(self, key: str, title: str, column: int) -> None:
+        """Protect a worksheet's column (0-based) against edits by the caller."""
+        self.protected.setdefault(key, set()).add((title, column))
 
     def fail_next(self, n: int, code: int = 429) -> None:
         """Answer the next n requests with ``code`` (429: quota exceeded, as Google words it)."""
@@ -240,6 +209,8 @@ class FakeSheetsApi:
         if book is None:
             raise ApiError(404, "NOT_FOUND", "Requested entity was not found.")
         kind = _kind(method, path)
+        if kind in ("update", "batchUpdate", "sheetBatchUpdate") and self.roles.get(key) == "reader":
+            raise ApiError(403, "PERMISSION_DENIED", "The caller does not have permission")
         if kind == "metadata":
             return self._metadata(key, book)
         if kind == "batchGet":
@@ -327,6 +298,14 @@ class FakeSheetsApi:
         if option not in ("RAW", "USER_ENTERED"):
             raise ApiError(400, "INVALID_ARGUMENT", "Invalid valueInputOption: must be RAW or USER_ENTERED")
         ws, top, left, bottom, right = self._locate(book, a1)
+        width_asked = max((len(r) for r in values), default=0)
+        if any((ws.title, c) in self.protected.get(key, set()) for c in range(left, left + width_asked)):
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                "You are trying to edit a protected cell or object. Please contact the spreadsheet owner to "
+                "remove protection if you need to edit.",
+            )
         height = len(values)
         width = max((len(r) for r in values), default=0)
         if top + height > ws.row_count or left + width > ws.column_count:

@@ -20,11 +20,11 @@ from mlbatch.doctor.checks import (
     check_ecs,
     check_gpu_pool,
     check_object_store,
-    check_sheets,
     check_warehouse,
     named_connections,
     run_checks,
 )
+from mlbatch.doctor.sheets import check_sheets
 
 __all__ = [
     "APPDB_PRIVILEGES",

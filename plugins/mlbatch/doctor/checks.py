@@ -261,50 +261,6 @@ def _task_definition_check(client: Any, kind: str, name: str, container: str) ->
     return Check(f"ECS {kind}", "ok", f"task definition {td.get('taskDefinitionArn', name)} is registered")
 
 
-# --- label sheets ----------------------------------------------------------------------------------
-
-
-def check_sheets(specs: list[ModelSpec], open_client: Callable[[str], Any] | None = None) -> list[Check]:
-    sheets = [s for s in specs if isinstance(s.labels.source, SheetSource)]
-    if not sheets:
-        return [Check("label sheet", "skip", "no spec reads a Google Sheet (CSV files)")]
-    from mlbatch.labels import sheets as sheets_mod
-
-    opener = open_client or sheets_mod.open_client
-    return [_sheet_check(spec, spec.labels.source, opener, sheets_mod) for spec in sheets]  # type: ignore[arg-type]
-
-
-def _sheet_check(spec: ModelSpec, source: SheetSource, opener: Callable[[str], Any], sheets_mod: Any) -> Check:
-    boundary = f"sheet {spec.name}"
-    try:
-        info = sheets_mod.service_account_info(source.conn_id) or {}
-    except Exception:  # noqa: BLE001 - reported below by open_client with its own message
-        info = {}
-    email = info.get("client_email", "the service account's client_email")
-    try:
-        client = opener(source.conn_id)
-        meta = client.http_client.fetch_sheet_metadata(source.sheet)
-    except Exception as exc:  # noqa: BLE001
-        text = str(exc)
-        if any(code in text for code in ("403", "404", "PERMISSION_DENIED", "NOT_FOUND")):
-            return Check(
-                boundary,
-                "FAIL",
-                f"spreadsheet {source.sheet} does not open with connection {source.conn_id!r}: {_error(exc)}",
-                f"share the sheet with {email} (Editor if write_back is set, else Viewer)",
-            )
-        return Check(boundary, "FAIL", f"spreadsheet {source.sheet}: {_error(exc)}", "check the connection's key JSON")
-    titles = [s["properties"]["title"] for s in meta.get("sheets", [])]
-    if source.worksheet not in titles:
-        return Check(
-            boundary,
-            "FAIL",
-            f"spreadsheet {source.sheet} has no worksheet {source.worksheet!r} (has {titles})",
-            "fix labels.source.worksheet in the spec",
-        )
-    return Check(boundary, "ok", f"spreadsheet {source.sheet} / {source.worksheet!r} opens as {email}")
-
-
 # --- GPU pool --------------------------------------------------------------------------------------
 
 
@@ -356,6 +312,7 @@ def _airflow_pool(name: str) -> Any:
 def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
     """Every boundary, in the order data flows; a check that crashes is a FAIL, not a traceback."""
     from mlbatch.doctor.appdb import check_appdb
+    from mlbatch.doctor.sheets import check_sheets
 
     results: list[Check] = []
     steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
