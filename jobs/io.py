@@ -50,6 +50,17 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
+def delete(uri: str, prune: bool = False) -> None:
+    """Remove the object at ``uri``; one that is not there is fine. ``prune``: also remove its
+    folder if that is left empty (local only; S3 has no folders)."""
+    fs, path = filesystem_for(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+    parent = os.path.dirname(path)
+    if prune and isinstance(fs, pafs.LocalFileSystem) and os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem_for(uri)
     try:

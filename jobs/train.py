@@ -32,6 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import importance, io
+from jobs.checkpoint import NAME as CHECKPOINT_NAME
+from jobs.checkpoint import PARAM, Checkpointer, Window, fingerprint
 from jobs.contract import ConfigError, TrainConfig
 from jobs.families.columns import size_thread_pools
 from jobs.io import JobInputError
@@ -113,8 +115,8 @@ def split_indices(y: np.ndarray, valid: float, test: float, seed: int) -> tuple[
     return np.sort(train_idx), np.sort(valid_idx), np.sort(test_idx)
 
 
-def read_features(uri: str, key: str) -> tuple[pa.Table, pa.ChunkedArray, int]:
-    """The training unload (every part, counts checked), its key column, and its file count.
+def read_features(uri: str, key: str) -> tuple[pa.Table, pa.ChunkedArray, dict[str, Any]]:
+    """The training unload (every part, counts checked), its key column, and its manifest.
     Each key at most once: a key in two rows would give one label two feature rows."""
     manifest = io.read_manifest(uri)
     features = io.read_manifest_table(uri, manifest["entries"])
@@ -129,7 +131,7 @@ def read_features(uri: str, key: str) -> tuple[pa.Table, pa.ChunkedArray, int]:
     if pc.count_distinct(keys).as_py() != len(keys) - keys.null_count:
         dup = [v["values"] for v in pc.value_counts(keys).to_pylist() if v["counts"] > 1][:5]
         raise JobInputError(f"features {uri}: {key} values occur in more than one row, e.g. {dup}")
-    return features, keys, len(manifest["entries"])
+    return features, keys, manifest
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,24 @@ class Fitted:
     proba: np.ndarray  # class probabilities of the test rows
 
 
-def fit_and_evaluate(cfg: TrainConfig, data: Matched, out: str) -> Fitted:
+def checkpointer(cfg: TrainConfig, manifest: dict[str, Any], labels_uri: str, data: Matched, out: str) -> Checkpointer:
+    """This job's checkpoint under ``out``, fingerprinted by what decides the model: the config
+    (less the checkpoint window), the unload's files, the labels matched, the code version."""
+    window = Window.parse(cfg.params.get(PARAM))
+    config = cfg.to_dict()
+    config["params"] = {k: v for k, v in cfg.params.items() if k != PARAM}
+    parts = {
+        "config": config,
+        "features": [(e["url"], int(e["meta"]["record_count"])) for e in manifest["entries"]],
+        "schema": str(data.x.schema),
+        "labels": labels_uri,
+        "y": np.ascontiguousarray(data.y, dtype=np.int64).tobytes(),
+        "code_version": provenance()["code_version"],
+    }
+    return Checkpointer(out, {"model": cfg.model, "version": cfg.version}, fingerprint(**parts), window)
+
+
+def fit_and_evaluate(cfg: TrainConfig, data: Matched, out: str, checkpoint: Checkpointer | None = None) -> Fitted:
     """Split, fit the family, measure on the held-out test rows, save the model under ``out``."""
     from jobs.families import get_family
     from jobs.metrics import binary_metrics, multiclass_metrics
@@ -202,9 +221,10 @@ def fit_and_evaluate(cfg: TrainConfig, data: Matched, out: str) -> Fitted:
         data.x.take(valid_idx),
         data.y[valid_idx],
         classes=cfg.classes,
-        params=dict(cfg.params),
+        params={k: v for k, v in cfg.params.items() if k != PARAM},  # the window is the job's, not the family's
         seed=cfg.seed,
         metric=cfg.metric,
+        checkpoint=checkpoint,
     )
     proba = model.predict_proba(data.x.take(test_idx))
     y_test = data.y[test_idx]
@@ -229,11 +249,12 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
     started = time.monotonic()
     size_thread_pools()
     cfg = load_config(config_uri)
-    features, feature_keys, files = read_features(features_uri, cfg.entity_key)
-    log(f"read {features.num_rows} feature rows from {files} files of {features_uri}")
+    features, feature_keys, manifest = read_features(features_uri, cfg.entity_key)
+    log(f"read {features.num_rows} feature rows from {len(manifest['entries'])} files of {features_uri}")
     labels = read_labels(labels_uri, cfg.classes)
     data = match_labels(cfg, features, feature_keys, labels, (features_uri, labels_uri))
-    fitted = fit_and_evaluate(cfg, data, out)
+    checkpoint = checkpointer(cfg, manifest, labels_uri, data, out)
+    fitted = fit_and_evaluate(cfg, data, out, checkpoint)
     model, metrics, (train_idx, valid_idx, test_idx) = fitted.model, fitted.metrics, fitted.split
     meta = {
         **fitted.meta,
@@ -267,6 +288,7 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         **provenance(),
         **model.library_versions,
         "device_trained": meta.get("device_trained"),
+        "checkpoint": checkpoint.summary(),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     from jobs.metrics import curve_pngs
@@ -292,10 +314,12 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         "rows": data.rows,
         "best_iteration": metrics["best_iteration"],
         "seconds": round(time.monotonic() - started, 3),
+        "checkpoint": checkpoint.summary(),
         "output": out,
     }
     # Last: the marker is what a launcher retry looks for; everything above is complete by now.
     io.write_json(io.join_uri(out, "_SUCCESS"), summary)
+    checkpoint.clear()  # after the marker: a kill in between leaves a checkpoint the marker makes moot
     return summary
 
 
@@ -334,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if io.exists(marker):
             log(f"{marker} exists: this model version is complete; not retraining")
+            io.delete(io.join_uri(out, CHECKPOINT_NAME), prune=True)  # a kill between marker and removal left it
             print(json.dumps({"status": "already_done", "output": out, "marker": io.read_json(marker)}))
             return 0
         summary = train(args.config, args.features, args.labels, out)

@@ -8,12 +8,15 @@ Families are imported lazily so that ``--help`` and an idempotent no-op retry st
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from jobs.io import JobInputError
+
+if TYPE_CHECKING:
+    from jobs.checkpoint import Checkpointer
 
 # family name (the spec's train.family) -> "module:class"
 FAMILIES = {
@@ -38,7 +41,11 @@ class Family(Protocol):
         params: dict[str, Any],
         seed: int,
         metric: str,
-    ) -> Family: ...
+        checkpoint: Checkpointer | None = None,
+    ) -> Family:
+        """Fit on the train rows, early-stopping on the valid rows; with ``checkpoint``, resume
+        from this job's checkpoint where one exists and checkpoint as training goes."""
+        ...
 
     def predict_proba(self, data: pa.Table | pa.RecordBatch) -> np.ndarray:
         """Class probabilities, shape (rows, len(classes)), in the order of ``classes``."""

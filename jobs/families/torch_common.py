@@ -31,7 +31,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from jobs.checkpoint import Checkpointer
 from jobs.cpus import cores
+from jobs.families.torch_resume import LoopState, restore, snapshot
 from jobs.io import JobInputError, join_uri, read_bytes, write_bytes
 
 # inputs for the model's forward(), built from an array of row indices (CPU tensors)
@@ -187,62 +189,103 @@ def fit_loop(
     params: dict[str, Any],
     seed: int,
     precision: Precision,
+    checkpoint: Checkpointer | None = None,
 ) -> FitResult:
-    """Train ``model`` in place; on return it holds the weights of its best validation epoch."""
+    """Train ``model`` in place; on return it holds the weights of its best validation epoch.
+    With a ``checkpoint``: resumed after the epoch of this job's checkpoint where one exists, and
+    checkpointed at epoch ends (see :mod:`jobs.families.torch_resume`)."""
     started = time.monotonic()
     device = precision.device
     model.to(device)
-    loss_fn = nn.CrossEntropyLoss()
     scaler = precision.scaler()
     y_t = torch.as_tensor(y_train, dtype=torch.long)
     y_v = torch.as_tensor(y_valid, dtype=torch.long)
     plan = schedule(params, len(y_train))
-    lr_factor = float(params.get("lr_factor", 0.3))
     log(
         f"{len(y_train)} training rows: batches of {plan['batch_size']}, up to {plan['max_epochs']} epochs, "
-        f"patience {plan['patience']} (learning rate x{lr_factor} after {plan['lr_patience']})"
+        f"patience {plan['patience']} (learning rate x{float(params.get('lr_factor', 0.3))} after "
+        f"{plan['lr_patience']})"
     )
     loader = _loader(len(y_train), train_fn, y_t, plan["batch_size"], seed, device.type == "cuda")
     dense = [p for p in model.parameters() if p.requires_grad and not _is_sparse_param(model, p)]
-    best = math.inf
-    best_state: dict[str, torch.Tensor] = {}
-    best_epoch, waited, history = 0, 0, []
-    for epoch in range(1, plan["max_epochs"] + 1):
-        model.train()
-        total, seen = 0.0, 0
-        for inputs, yb in loader:
-            inputs, yb = to_device(inputs, device), yb.to(device, non_blocking=True)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            with precision.autocast():
-                loss = loss_fn(model(*inputs).float(), yb)
-            scaler.scale(loss).backward()
-            if params.get("grad_clip"):
-                for opt in optimizers:
-                    scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(dense, float(params["grad_clip"]))
-            for opt in optimizers:
-                scaler.step(opt)
-            scaler.update()
-            total += float(loss.detach()) * len(yb)
-            seen += len(yb)
+    live = {"model": model, "optimizers": optimizers, "scaler": scaler, "loader_gen": loader.generator}
+    loop = LoopState()
+    resumed = checkpoint.resume("epoch") if checkpoint is not None else None
+    if resumed is not None:
+        loop = restore(resumed.payload, resumed.state, device=device, **live)
+    if checkpoint is not None:
+        checkpoint.begin(loop.epoch, 1)
+    for epoch in range(loop.epoch + 1, plan["max_epochs"] + 1):
+        train_loss = _train_epoch(model, loader, optimizers, scaler, precision, dense, params)
         valid_loss = evaluate_loss(model, valid_fn, y_v, max(plan["batch_size"] * 4, 2048), precision)
         lr = optimizers[0].param_groups[0]["lr"]  # the first optimizer's (torch_text: the embedding's)
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss, "lr": lr})
-        log(f"epoch {epoch}: train loss {total / max(seen, 1):.4f}, valid loss {valid_loss:.4f}")
-        if valid_loss < best - float(params["min_delta"]):
-            best, best_epoch, waited = valid_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= plan["patience"]:
-                log(f"early stop: no validation improvement for {waited} epochs; best epoch {best_epoch}")
-                break
-            if waited % plan["lr_patience"] == 0:
-                scale_lr(optimizers, lr_factor)
-                log(f"no validation improvement for {waited} epochs: learning rate x{lr_factor}")
-    model.load_state_dict(best_state)
-    return FitResult(best_epoch, len(history), best, history, round(time.monotonic() - started, 3), plan)
+        loop.history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "lr": lr})
+        log(f"epoch {epoch}: train loss {train_loss:.4f}, valid loss {valid_loss:.4f}")
+        loop.epoch = epoch
+        if _stop_early(loop, valid_loss, model, optimizers, plan, params):
+            break
+        if checkpoint is not None and epoch < plan["max_epochs"] and checkpoint.due(epoch):
+            checkpoint.save(epoch, plan["max_epochs"], loop.to_json(), snapshot(loop=loop, device=device, **live))
+    model.load_state_dict(loop.best_state)
+    seconds = round(time.monotonic() - started, 3)
+    return FitResult(loop.best_epoch, len(loop.history), loop.best, loop.history, seconds, plan)
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizers: list[torch.optim.Optimizer],
+    scaler: torch.amp.GradScaler,
+    precision: Precision,
+    dense: list[torch.nn.Parameter],
+    params: dict[str, Any],
+) -> float:
+    """One pass over the shuffled training rows; the mean training loss."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    device = precision.device
+    total, seen = 0.0, 0
+    for inputs, yb in loader:
+        inputs, yb = to_device(inputs, device), yb.to(device, non_blocking=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        with precision.autocast():
+            loss = loss_fn(model(*inputs).float(), yb)
+        scaler.scale(loss).backward()
+        if params.get("grad_clip"):
+            for opt in optimizers:
+                scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(dense, float(params["grad_clip"]))
+        for opt in optimizers:
+            scaler.step(opt)
+        scaler.update()
+        total += float(loss.detach()) * len(yb)
+        seen += len(yb)
+    return total / max(seen, 1)
+
+
+def _stop_early(
+    loop: LoopState,
+    valid_loss: float,
+    model: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    plan: dict[str, int],
+    params: dict[str, Any],
+) -> bool:
+    """Keep the best weights; cut the learning rate on a plateau; True: stop (patience spent)."""
+    if valid_loss < loop.best - float(params["min_delta"]):
+        loop.best, loop.best_epoch, loop.waited = valid_loss, loop.epoch, 0
+        loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return False
+    loop.waited += 1
+    if loop.waited >= plan["patience"]:
+        log(f"early stop: no validation improvement for {loop.waited} epochs; best epoch {loop.best_epoch}")
+        return True
+    if loop.waited % plan["lr_patience"] == 0:
+        lr_factor = float(params.get("lr_factor", 0.3))
+        scale_lr(optimizers, lr_factor)
+        log(f"no validation improvement for {loop.waited} epochs: learning rate x{lr_factor}")
+    return False
 
 
 def scale_lr(optimizers: list[torch.optim.Optimizer], factor: float) -> None:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from jobs.checkpoint import Checkpointer
 from jobs.families import torch_common as tc
 from jobs.families.tabular import TabularEncoder
 from jobs.io import JobInputError, join_uri, read_json, write_json
@@ -95,6 +96,7 @@ class TorchMLPFamily:
         params: dict[str, Any],
         seed: int,
         metric: str,
+        checkpoint: Checkpointer | None = None,
     ) -> TorchMLPFamily:
         del metric  # early stopping watches the validation loss; the gate judges the metric
         unknown = sorted(set(params) - set(DEFAULTS))
@@ -128,6 +130,7 @@ class TorchMLPFamily:
             params=p,
             seed=seed,
             precision=precision,
+            checkpoint=checkpoint,
         )
         p.update(result.schedule)  # the derived batch size and budgets: what the model was trained with
         meta.update(

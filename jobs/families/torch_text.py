@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
+from jobs.checkpoint import Checkpointer
 from jobs.families import torch_common as tc
 from jobs.families.columns import as_strings
 from jobs.families.tabular import TabularEncoder
@@ -178,6 +179,7 @@ class TorchTextFamily:
         params: dict[str, Any],
         seed: int,
         metric: str,
+        checkpoint: Checkpointer | None = None,
     ) -> TorchTextFamily:
         del metric  # early stopping watches the validation loss; the gate judges the metric
         unknown = sorted(set(params) - set(DEFAULTS))
@@ -233,6 +235,7 @@ class TorchTextFamily:
             params=p,
             seed=seed,
             precision=precision,
+            checkpoint=checkpoint,
         )
         p.update(result.schedule)  # the derived batch size and budgets: what the model was trained with
         meta.update(

@@ -21,7 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xgboost as xgb
+from xgboost.callback import EarlyStopping
 
+from jobs.checkpoint import Checkpointer
 from jobs.cpus import cores
 from jobs.families.columns import as_strings, check_kinds, column_kind, encode_column
 from jobs.io import JobInputError, join_uri, read_bytes, write_bytes
@@ -77,6 +79,96 @@ def detect_device() -> str:
         return "cpu"
 
 
+# Checkpoint every this many rounds (or every 60 s, whichever comes first; see jobs.checkpoint).
+CHECKPOINT_EVERY = 50
+
+
+class _Checkpoints(xgb.callback.TrainingCallback):
+    """Saves the booster (UBJSON) and the early-stopping state after a round, when one is due.
+
+    Listed after the EarlyStopping callback: xgboost stops calling callbacks at the first that
+    says "stop", so the round that ends training writes no checkpoint, and the state saved is
+    the one after this round's early-stopping update.
+    """
+
+    def __init__(self, checkpoint: Checkpointer, stopping: EarlyStopping | None, total: int):
+        super().__init__()
+        self.checkpoint, self.stopping, self.total = checkpoint, stopping, total
+        self.start = 0
+
+    def before_training(self, model: xgb.Booster) -> xgb.Booster:
+        self.start = model.num_boosted_rounds()  # a resumed run counts on from the checkpoint
+        return model
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: Any) -> bool:
+        rounds = self.start + epoch + 1
+        if rounds < self.total and self.checkpoint.due(rounds):
+            state = stopping_state(self.stopping)
+            self.checkpoint.save(rounds, self.total, state, bytes(model.save_raw(raw_format="ubj")))
+        return False
+
+
+def stopping_state(es: EarlyStopping | None) -> dict[str, Any]:
+    if es is None:
+        return {}
+    return {
+        "history": es.stopping_history,
+        "best": es.best_scores,
+        "waited": es.current_rounds,
+        "maximize": es.maximize,
+    }
+
+
+def early_stopping(rounds: int, state: dict[str, Any]) -> EarlyStopping | None:
+    """xgb.train's own callback for ``early_stopping_rounds``, with a checkpoint's state restored
+    (its best score and rounds without improvement), so a resumed run stops where the
+    uninterrupted one would."""
+    if rounds <= 0:
+        return None
+    es = EarlyStopping(rounds=rounds)  # maximize: by the metric's name, as xgb.train decides
+    if state:
+        es.stopping_history, es.best_scores = state["history"], state["best"]
+        es.current_rounds, es.maximize = int(state["waited"]), state["maximize"]
+    return es
+
+
+def boost(
+    params: dict[str, Any],
+    dtrain: xgb.DMatrix,
+    dvalid: xgb.DMatrix,
+    n_estimators: int,
+    stopping_rounds: int,
+    checkpoint: Checkpointer | None,
+) -> xgb.Booster:
+    """``xgb.train`` with early stopping on ``dvalid``, checkpointed, resumed from this job's
+    checkpoint where one exists: the booster of round k and the remaining n_estimators - k rounds.
+
+    A resumed run equals the uninterrupted one exactly when no sampling is drawn (subsample and
+    colsample_* at 1): xgboost's random engine starts afresh in a new process, so with sampling
+    the remaining trees are fitted on other draws (as good a model, not the same bits).
+    """
+    resumed = checkpoint.resume("round") if checkpoint is not None else None
+    start, state, model = 0, {}, None
+    if resumed is not None:
+        model = xgb.Booster()
+        model.load_model(bytearray(resumed.payload))
+        start, state = model.num_boosted_rounds(), resumed.state
+    es = early_stopping(stopping_rounds, state)
+    callbacks: list[xgb.callback.TrainingCallback] = [es] if es is not None else []
+    if checkpoint is not None:
+        checkpoint.begin(start, CHECKPOINT_EVERY)
+        callbacks.append(_Checkpoints(checkpoint, es, n_estimators))
+    return xgb.train(
+        params,
+        dtrain,
+        num_boost_round=n_estimators - start,  # continued training counts the rounds it adds
+        evals=[(dvalid, "valid")],
+        callbacks=callbacks,
+        xgb_model=model,
+        verbose_eval=False,
+    )
+
+
 class FeatureEncoder:
     """Feature columns -> float32 matrix; the same object encodes for fit and for predict."""
 
@@ -124,6 +216,7 @@ class XGBoostFamily:
         params: dict[str, Any],
         seed: int,
         metric: str,
+        checkpoint: Checkpointer | None = None,
     ) -> XGBoostFamily:
         del metric  # the gate's business; early stopping watches log loss (see _EVAL_METRIC)
         kinds = {f.name: column_kind(f, "xgboost") for f in train.schema}
@@ -182,14 +275,7 @@ class XGBoostFamily:
             f"features, up to {n_estimators} rounds",
             file=sys.stderr,
         )
-        booster = xgb.train(
-            xgb_params,
-            dtrain,
-            num_boost_round=n_estimators,
-            evals=[(dvalid, "valid")],
-            early_stopping_rounds=early_stopping,
-            verbose_eval=False,
-        )
+        booster = boost(xgb_params, dtrain, dvalid, n_estimators, early_stopping, checkpoint)
         best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
         # Keep only the trees up to the best round: every later predict, anywhere, uses exactly them.
         booster = booster[: best + 1]
