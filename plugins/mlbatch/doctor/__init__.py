@@ -19,11 +19,11 @@ from mlbatch.doctor.checks import (
     check_connections,
     check_ecs,
     check_gpu_pool,
-    check_object_store,
     check_warehouse,
     named_connections,
     run_checks,
 )
+from mlbatch.doctor.s3 import check_object_store
 from mlbatch.doctor.sheets import check_sheets
 
 __all__ = [

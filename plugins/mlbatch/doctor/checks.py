@@ -6,8 +6,10 @@ answers with a :class:`Check`: ``ok``, ``FAIL`` (with the fix), ``warn`` (it cou
 checked; the line says what to check by hand) or ``skip`` (the boundary is not configured here,
 e.g. ECS with the local launcher). Only ``FAIL`` makes the command exit 1.
 
-The checks only read, except the object store's, which writes and deletes one probe object
-under ``_mlbatch_doctor/``. AWS clients are arguments so tests can hand in a stub validated
+The checks only read, except the object store's, which write and delete a probe object under
+each prefix a run writes (``<prefix><model>/_mlbatch_doctor/``), and the label sheet's, which
+rewrites one header cell with the text it holds (:mod:`mlbatch.doctor.sheets`).
+AWS clients are arguments so tests can hand in a stub validated
 against botocore's models (ECS and Redshift cannot run here).
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -180,33 +181,6 @@ def _check_redshift_role(config: Any, client: Any) -> Check:
     return Check("warehouse role", "ok", f"{role} is attached to {where} (UNLOAD/COPY may assume it)")
 
 
-# --- object store ----------------------------------------------------------------------------------
-
-
-def check_object_store(env: Environment) -> Check:
-    from mlbatch.store import filesystem_for
-
-    store = env.store
-    key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-    uri = store.uri(key)
-    try:
-        store.put_bytes(key, b"mlbatch doctor probe")
-        fs, path = filesystem_for(uri)
-        fs.delete_file(path)
-        # pyarrow keeps an empty "directory" marker for the parent on S3: remove the probe folder too.
-        store.delete_prefix(PROBE_PREFIX.rstrip("/"))
-    except Exception as exc:  # noqa: BLE001
-        text = str(exc)
-        if "NoSuchBucket" in text or "does not exist" in text.lower():
-            fix = f"create the bucket of {store.root} or fix MLBATCH_OBJECT_STORE"
-        elif "AccessDenied" in text or "Forbidden" in text or "Permission denied" in text:
-            fix = "allow s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket on it to this role"
-        else:
-            fix = "check MLBATCH_OBJECT_STORE, the AWS connection and the endpoint"
-        return Check("object store", "FAIL", f"{store.root} is not writable: {_error(exc)}", fix)
-    return Check("object store", "ok", f"{store.root} is writable (put and deleted {PROBE_PREFIX}...)")
-
-
 # --- ECS -------------------------------------------------------------------------------------------
 
 
@@ -312,13 +286,14 @@ def _airflow_pool(name: str) -> Any:
 def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
     """Every boundary, in the order data flows; a check that crashes is a FAIL, not a traceback."""
     from mlbatch.doctor.appdb import check_appdb
+    from mlbatch.doctor.s3 import check_object_store
     from mlbatch.doctor.sheets import check_sheets
 
     results: list[Check] = []
     steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("connections", lambda: check_connections(env, specs)),
         ("warehouse", lambda: check_warehouse(env)),
-        ("object store", lambda: check_object_store(env)),
+        ("object store", lambda: check_object_store(env, specs)),
         ("app DB", lambda: check_appdb(env)),
         ("ECS", lambda: check_ecs(env)),
         ("label sheet", lambda: check_sheets(specs)),

@@ -1,0 +1,98 @@
+"""``mlbatch doctor``'s object store probes: every prefix a run writes, written, listed, read and
+deleted again, with the workers' own credentials (the same store code as the stages).
+
+IAM policies are often written per prefix (``unload/*``, ``models/*``): a bucket that takes a
+probe object at its root can still refuse a run's first write three stages in. So each prefix
+gets its own probe object, ``<prefix><model>/_mlbatch_doctor/<random>``, under every model the
+specs name; one line per prefix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlparse
+
+from mlbatch.doctor.checks import PROBE_PREFIX, Check, _error
+from mlbatch.env import Environment
+from mlbatch.spec import ModelSpec
+
+# What writes under each prefix (mlbatch.stages.context and friends); publish/ only when Aurora
+# loads the day FROM S3 (MLBATCH_AURORA_LOAD_FROM_S3=1).
+RUN_PREFIXES = {
+    "labels/": "label sync snapshots",
+    "unload/": "features unloads (Redshift writes, workers clear failed attempts)",
+    "models/": "trained models and their profiles",
+    "predictions/": "scoring shards",
+    "runs/": "per-run state",
+    "export/": "the warehouse export",
+}
+PUBLISH_PREFIX = "publish/"
+
+
+def check_object_store(env: Environment, specs: list[ModelSpec] | None = None) -> list[Check]:
+    models = sorted({s.name for s in specs or []}) or ["_any"]
+    prefixes = dict(RUN_PREFIXES)
+    if env.appdb_load_from_s3:
+        prefixes[PUBLISH_PREFIX] = "Aurora's LOAD DATA FROM S3 staging"
+    checks = []
+    for prefix, what in prefixes.items():
+        failure = next(filter(None, (_probe(env, f"{prefix}{m}/{PROBE_PREFIX}") for m in models)), None)
+        where = env.store.uri(prefix)
+        if failure is None:
+            checks.append(Check(f"S3 {prefix}", "ok", f"{where} put, list, get and delete ({what})"))
+        else:
+            checks.append(Check(f"S3 {prefix}", "FAIL", f"{where} ({what}): {failure[0]}", failure[1]))
+    return checks
+
+
+def _probe(env: Environment, folder: str) -> tuple[str, str] | None:
+    """None when a probe object under ``folder`` could be written, listed, read and deleted;
+    else (what failed, the fix)."""
+    store = env.store
+    key = f"{folder}{uuid.uuid4().hex}"
+    step = "put"
+    try:
+        store.put_bytes(key, b"mlbatch doctor probe")
+        step = "list"
+        if key not in store.list(folder):
+            return f"{key} was written but is not listed", _fix(env, folder, "s3:ListBucket")
+        step = "get"
+        if store.get_bytes(key) != b"mlbatch doctor probe":
+            return f"{key} reads back different bytes", "check for a proxy or a bucket replication rewriting objects"
+        step = "delete"
+        _delete(env, key, folder)
+    except Exception as exc:  # noqa: BLE001 - every failure is a finding, none stops the doctor
+        action = {"put": "s3:PutObject", "list": "s3:ListBucket", "get": "s3:GetObject", "delete": "s3:DeleteObject"}
+        return f"{step} of {store.uri(key)} failed: {_error(exc)}", _fix(env, folder, action[step], exc)
+    return None
+
+
+def _delete(env: Environment, key: str, folder: str) -> None:
+    store = env.store
+    if store.is_local:
+        store.delete_prefix(folder.rstrip("/"))
+        return
+    from mlbatch.store import s3_client
+
+    # boto3, not pyarrow: pyarrow's delete re-creates an empty "directory" marker for the parent
+    # (``<prefix><model>/``) to keep its folder alive, and the probe must leave nothing behind.
+    parsed = urlparse(store.uri(key))
+    s3_client().delete_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+
+
+def _fix(env: Environment, folder: str, action: str, exc: BaseException | None = None) -> str:
+    text = str(exc or "")
+    root = env.store.root
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        return f"create the bucket of {root} or fix MLBATCH_OBJECT_STORE"
+    if root.startswith("file://"):
+        return f"make {root} writable by the user running Airflow (or fix MLBATCH_OBJECT_STORE)"
+    parsed = urlparse(root)
+    top = folder.split("/", 1)[0]
+    resource = f"arn:aws:s3:::{parsed.netloc}{parsed.path.rstrip('/')}/{top}/*"
+    if exc is None or any(s in text for s in ("AccessDenied", "Forbidden", "ACCESS_DENIED", "403")):
+        return (
+            f"allow {action} (the workers need s3:PutObject, s3:GetObject, s3:DeleteObject on {resource} and "
+            f"s3:ListBucket on arn:aws:s3:::{parsed.netloc}) to the workers' role (docs/deploy.md, S3)"
+        )
+    return "check MLBATCH_OBJECT_STORE, the AWS connection (MLBATCH_AWS_CONN_ID) and the endpoint"
