@@ -1,23 +1,24 @@
-"""``mlbatch ecs task-definitions MODEL``: the train and score ECS task definitions of a model.
+"""``mlbatch ecs task-definitions MODEL...``: the ECS task definitions of each model's train and score jobs.
 
-The launcher (:mod:`mlbatch.launchers.ecs`) runs every job with RunTask on one of two task
-definitions, ``MLBATCH_ECS_TRAIN_TASK_DEFINITION`` and ``MLBATCH_ECS_SCORE_TASK_DEFINITION``,
-overriding the command, size and GPU per job. This command renders those two definitions, sized
-from the spec's ``train.resources`` and ``score.resources`` (the defaults a job gets when
-no override applies), as JSON for ``aws ecs register-task-definition --cli-input-json`` or
-Terraform's ``aws_ecs_task_definition`` (``container_definitions = jsonencode(...)``).
+The launcher (:mod:`mlbatch.launchers.ecs`) runs every job with RunTask, overriding the command,
+size and GPU per job. A family's latest ACTIVE revision is what runs, so each model has its own
+families, one per compatibility (:func:`mlbatch.deploy_checks.task_definition_family`):
+``<base>-<model>-ec2`` always, and ``<base>-<model>-fargate`` when the job's size is a Fargate size
+and asks no GPU, where ``<base>`` is MLBATCH_ECS_TRAIN_TASK_DEFINITION or
+MLBATCH_ECS_SCORE_TASK_DEFINITION (default ``mlbatch-train``, ``mlbatch-score``). A shared family
+would run whichever model registered last, with its ``requiresCompatibilities``.
 
-What each definition carries and why:
+Each definition is sized from the spec's ``train.resources`` or ``score.resources`` and printed as
+JSON for ``aws ecs register-task-definition --cli-input-json`` or Terraform's
+``aws_ecs_task_definition`` (``container_definitions = jsonencode(...)``). What each carries and why:
 
 * the image's ``ENTRYPOINT ["python3", "-m"]`` is kept: RunTask's command override is
   ``[module, args...]``;
 * ``initProcessEnabled``: an init process as PID 1 forwards StopTask's SIGTERM to the job, so a
   stopped Airflow task stops its job cleanly (``stopTimeout`` seconds before SIGKILL);
-* GPU ``resourceRequirements`` when the job asks for GPUs (those jobs need EC2 capacity with GPU
-  instances: ``requiresCompatibilities: [EC2]``); CPU-only jobs may also run on Fargate when their
-  size is a Fargate size;
+* GPU ``resourceRequirements`` when the job asks for GPUs (EC2 only: Fargate has no GPUs);
 * the ``awslogs`` driver with the group and stream prefix the launcher tails
-  (``<prefix>/<container>/<task id>``);
+  (``<prefix>/<container>/<task id>``); deploy/logs/log-group.json makes the group with a retention;
 * the task role (what the job itself may do: S3) and the execution role (pull from ECR, write
   logs). No secrets: jobs take credentials from the task role.
 """
@@ -34,8 +35,9 @@ from typing import Annotated, Any, Literal
 import typer
 
 from mlbatch.cli import EXIT_USAGE, err, load_spec_or_exit
+from mlbatch.deploy_checks import COMPATIBILITIES, family_base, fargate_size, task_definition_family
 from mlbatch.env import Environment
-from mlbatch.spec import ModelSpec, Resources
+from mlbatch.spec import ModelSpec
 
 ecs_app = typer.Typer(help="ECS set-up: task definitions for the train and score jobs.", no_args_is_help=True)
 
@@ -44,16 +46,6 @@ DEFAULT_IMAGES = {"train": "mlbatch/train:latest", "score": "mlbatch/score:lates
 DEFAULT_LOG_GROUP = "/mlbatch/jobs"
 DEFAULT_LOG_PREFIX = "mlbatch"
 STOP_TIMEOUT_S = 120  # ECS's maximum: time for a job to flush after SIGTERM
-# Fargate's (vCPU: memory GiB range, step) sizes; other sizes run on EC2 only.
-_FARGATE = {
-    0.25: (0.5, 2, 0.5),
-    0.5: (1, 4, 1),
-    1: (2, 8, 1),
-    2: (4, 16, 1),
-    4: (8, 30, 1),
-    8: (16, 60, 4),
-    16: (32, 120, 8),
-}
 _ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 
 Kind = Literal["train", "score"]
@@ -87,10 +79,10 @@ class TaskDefinitionSettings:
 
         settings = cls(
             families={
-                "train": family_name(
+                "train": family_base(
                     pick("train_family", "MLBATCH_ECS_TRAIN_TASK_DEFINITION", DEFAULT_FAMILIES["train"])
                 ),
-                "score": family_name(
+                "score": family_base(
                     pick("score_family", "MLBATCH_ECS_SCORE_TASK_DEFINITION", DEFAULT_FAMILIES["score"])
                 ),
             },
@@ -111,21 +103,12 @@ class TaskDefinitionSettings:
         return settings
 
 
-def family_name(task_definition: str) -> str:
-    """The family of ``family``, ``family:revision`` or a task definition ARN (what the launcher is given)."""
-    name = task_definition.rsplit("/", 1)[-1] if task_definition.startswith("arn:") else task_definition
-    return name.split(":", 1)[0]
+family_name = family_base  # the name this module exported before families were per model
 
 
-def fargate_size(res: Resources) -> bool:
-    bounds = _FARGATE.get(res.vcpu)
-    if bounds is None or res.gpu:
-        return False
-    low, high, step = bounds
-    return low <= res.memory_gib <= high and ((res.memory_gib - low) / step).is_integer()
-
-
-def task_definition(spec: ModelSpec, kind: Kind, settings: TaskDefinitionSettings) -> dict[str, Any]:
+def task_definition(
+    spec: ModelSpec, kind: Kind, settings: TaskDefinitionSettings, compatibility: str = "ec2"
+) -> dict[str, Any]:
     """One RegisterTaskDefinition request (botocore's input shape) for the model's train or score job."""
     res = spec.train.resources if kind == "train" else spec.score.resources
     cpu, memory = int(res.vcpu * 1024), int(res.memory_gib * 1024)
@@ -142,31 +125,45 @@ def task_definition(spec: ModelSpec, kind: Kind, settings: TaskDefinitionSetting
                 "awslogs-group": settings.log_group,
                 "awslogs-region": settings.region,
                 "awslogs-stream-prefix": settings.log_stream_prefix,
+                # Harmless where deploy/logs made the group (with its retention); needed where not.
                 "awslogs-create-group": "true",
             },
         },
     }
     if res.gpu > 0:
         container["resourceRequirements"] = [{"type": "GPU", "value": str(res.gpu)}]
-    compat = ["EC2", "FARGATE"] if settings.network_mode == "awsvpc" and fargate_size(res) else ["EC2"]
+    if compatibility == "fargate" and not (settings.network_mode == "awsvpc" and fargate_size(res)):
+        raise ValueError(f"{spec.name} {kind}: {res.vcpu:g} vCPU / {res.memory_gib:g} GiB is no Fargate size")
     return {
-        "family": settings.families[kind],
+        "family": task_definition_family(settings.families[kind], spec.name, compatibility),
         "taskRoleArn": settings.task_role_arn,
         "executionRoleArn": settings.execution_role_arn,
         "networkMode": settings.network_mode,
-        "requiresCompatibilities": compat,
+        "requiresCompatibilities": [compatibility.upper()],
         "cpu": str(cpu),
         "memory": str(memory),
         "containerDefinitions": [container],
         "tags": [
             {"key": "mlbatch:job", "value": kind},
-            {"key": "mlbatch:sized-for", "value": spec.name},
+            {"key": "mlbatch:model", "value": spec.name},
         ],
     }
 
 
+def compatibilities(spec: ModelSpec, kind: Kind, settings: TaskDefinitionSettings) -> list[str]:
+    """``ec2`` always; ``fargate`` too when the job's size is a Fargate size (awsvpc, no GPU)."""
+    res = spec.train.resources if kind == "train" else spec.score.resources
+    return ["ec2", "fargate"] if settings.network_mode == "awsvpc" and fargate_size(res) else ["ec2"]
+
+
 def task_definitions(spec: ModelSpec, settings: TaskDefinitionSettings) -> dict[str, dict[str, Any]]:
-    return {kind: task_definition(spec, kind, settings) for kind in ("train", "score")}
+    """Every definition of the model, by family (distinct per model, kind and compatibility)."""
+    rendered = {}
+    for kind in ("train", "score"):
+        for compatibility in compatibilities(spec, kind, settings):
+            definition = task_definition(spec, kind, settings, compatibility)
+            rendered[definition["family"]] = definition
+    return rendered
 
 
 def register(app: typer.Typer) -> None:
@@ -175,10 +172,11 @@ def register(app: typer.Typer) -> None:
 
 @ecs_app.command("task-definitions")
 def task_definitions_command(
-    model: Annotated[str, typer.Argument(help="Spec file or model name (sizes from its resources).")],
+    models: Annotated[list[str], typer.Argument(help="Spec files or model names (sizes from their resources).")],
     kind: Annotated[
-        str | None, typer.Option(help="Print only 'train' or 'score' (ready for --cli-input-json).")
+        str | None, typer.Option(help="Print only 'train' or 'score' (one model: ready for --cli-input-json).")
     ] = None,
+    compat: Annotated[str, typer.Option(help="With --kind: 'ec2' (default) or 'fargate'.")] = "ec2",
     out_dir: Annotated[
         Path | None, typer.Option(help="Write <family>.json per definition here instead of printing.")
     ] = None,
@@ -191,11 +189,12 @@ def task_definitions_command(
     region: Annotated[str | None, typer.Option(help="awslogs region. Env: MLBATCH_AWS_REGION.")] = None,
     log_group: Annotated[str | None, typer.Option(help="Env: MLBATCH_ECS_LOG_GROUP.")] = None,
 ) -> None:
-    """Render the model's train and score task definitions as JSON (nothing is registered)."""
+    """Render each model's task definitions as JSON, one family per model, kind and compatibility (nothing
+    is registered)."""
     env = Environment.from_env()
-    spec = load_spec_or_exit(model, env)
-    if kind not in (None, "train", "score"):
-        err.print(f"error: --kind {kind!r}: choose train or score")
+    specs = [load_spec_or_exit(model, env) for model in models]
+    if kind not in (None, "train", "score") or compat not in COMPATIBILITIES:
+        err.print(f"error: --kind {kind!r} --compat {compat!r}: choose train or score, and ec2 or fargate")
         raise typer.Exit(EXIT_USAGE)
     try:
         settings = TaskDefinitionSettings.from_env(
@@ -208,16 +207,19 @@ def task_definitions_command(
             region=region,
             log_group=log_group,
         )
+        if kind:
+            chosen = {d["family"]: d for d in (task_definition(s, kind, settings, compat) for s in specs)}
+        else:
+            chosen = {family: d for s in specs for family, d in task_definitions(s, settings).items()}
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
-    rendered = task_definitions(spec, settings)
-    chosen = {kind: rendered[kind]} if kind else rendered
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for definition in chosen.values():
-            path = out_dir / f"{definition['family']}.json"
+        for family, definition in chosen.items():
+            path = out_dir / f"{family}.json"
             path.write_text(json.dumps(definition, indent=2) + "\n")
             err.print(f"wrote {path}", highlight=False)
         return
-    print(json.dumps(chosen[kind] if kind else chosen, indent=2))
+    only = next(iter(chosen.values())) if kind and len(chosen) == 1 else chosen
+    print(json.dumps(only, indent=2))

@@ -39,7 +39,13 @@ def assert_valid(request: dict) -> None:
 def test_definitions_are_valid_register_requests_sized_from_the_spec():
     spec = load_spec(REPO / "dags" / "specs" / "device_gender.yaml")
     defs = task_definitions(spec, TaskDefinitionSettings.from_env(ENV))
-    for kind, td in defs.items():
+    assert sorted(defs) == [
+        "mlbatch-score-device_gender-ec2",
+        "mlbatch-score-device_gender-fargate",
+        "mlbatch-train-device_gender-ec2",
+    ]
+    for family, td in defs.items():
+        kind = family.split("-")[1]
         assert_valid(td)
         (container,) = td["containerDefinitions"]
         assert container["linuxParameters"] == {"initProcessEnabled": True}, kind
@@ -48,22 +54,26 @@ def test_definitions_are_valid_register_requests_sized_from_the_spec():
         assert container["image"] == ENV[f"MLBATCH_{kind.upper()}_IMAGE"]
         assert td["taskRoleArn"].endswith("role/mlbatch-job")
         assert td["executionRoleArn"].endswith("role/mlbatch-ecs-execution")
-    train, score = defs["train"], defs["score"]
-    # train: 1 GPU, 4 vCPU, 16 GiB (the spec); score: CPU defaults 4 vCPU, 8 GiB.
+    train = defs["mlbatch-train-device_gender-ec2"]
+    score, fargate = defs["mlbatch-score-device_gender-ec2"], defs["mlbatch-score-device_gender-fargate"]
+    # train: 1 GPU, 4 vCPU, 16 GiB (the spec); score: CPU defaults 4 vCPU, 8 GiB (a Fargate size too).
     assert (train["cpu"], train["memory"], train["requiresCompatibilities"]) == ("4096", "16384", ["EC2"])
     assert train["containerDefinitions"][0]["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
-    assert (score["cpu"], score["memory"], score["requiresCompatibilities"]) == ("4096", "8192", ["EC2", "FARGATE"])
+    assert (score["cpu"], score["memory"], score["requiresCompatibilities"]) == ("4096", "8192", ["EC2"])
+    assert fargate["requiresCompatibilities"] == ["FARGATE"]
     assert "resourceRequirements" not in score["containerDefinitions"][0]
 
 
-def test_launcher_runs_tasks_of_the_same_families_and_container(tmp_path):
+def test_launcher_runs_tasks_of_the_same_family_bases_and_container(tmp_path):
     spec = load_spec(REPO / "dags" / "specs" / "device_gender.yaml")
     defs = task_definitions(spec, TaskDefinitionSettings.from_env(ENV))
     launcher = EcsLauncher(ObjectStore(tmp_path.as_uri()), EcsConfig.from_env(ENV), ecs_client=object())
-    for kind, td in defs.items():
+    for family, td in defs.items():
+        kind = family.split("-")[1]
         request = JobRequest(JobId("m__" + kind, kind, "manual__1", -1), f"jobs.{kind}", [], "file:///x", gpu=0)
         run = launcher.run_task_kwargs(request)
-        assert family_name(run["taskDefinition"]) == td["family"] == f"mlbatch-{kind}"
+        # The families are <base>-<model>-<compat> of the launcher's base (mlbatch.deploy_checks).
+        assert td["family"].startswith(family_name(run["taskDefinition"]) + "-device_gender-")
         assert run["overrides"]["containerOverrides"][0]["name"] == td["containerDefinitions"][0]["name"]
 
 
@@ -74,10 +84,14 @@ def test_cli_prints_one_definition_ready_for_cli_input_json(monkeypatch, tmp_pat
     assert result.exit_code == 0, result.output
     td = json.loads(result.stdout)
     assert_valid(td)
-    assert td["family"] == "mlbatch-score"
+    assert td["family"] == "mlbatch-score-device_gender-ec2"
     result = CliRunner().invoke(app, ["ecs", "task-definitions", "device_gender", "--out-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlbatch-score.json", "mlbatch-train.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mlbatch-score-device_gender-ec2.json",
+        "mlbatch-score-device_gender-fargate.json",
+        "mlbatch-train-device_gender-ec2.json",
+    ]
 
 
 @pytest.mark.parametrize(

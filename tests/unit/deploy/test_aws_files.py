@@ -1,0 +1,130 @@
+"""Every AWS file under deploy/ is a valid request of the API call that applies it (botocore's
+service models), IAM documents pass IAM's grammar and name real actions (cfn-lint), and the
+bucket's lifecycle rules never expire what the pipeline keeps."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.paths import REPO
+from tests.unit.deploy.aws_models import iam_policy_errors, shape_errors
+
+DEPLOY = REPO / "deploy"
+
+# deploy/<file>: (service, operation) that applies it as --cli-input-json (docs/deploy.md says which).
+REQUESTS = {
+    "ecs/cluster.json": ("ecs", "CreateCluster"),
+    "ecs/launch-template-gpu.json": ("ec2", "CreateLaunchTemplate"),
+    "ecs/autoscaling-group-gpu.json": ("autoscaling", "CreateAutoScalingGroup"),
+    "ecs/capacity-provider-gpu.json": ("ecs", "CreateCapacityProvider"),
+    "ecs/cluster-capacity-providers.json": ("ecs", "PutClusterCapacityProviders"),
+    "logs/log-group.json": ("logs", "CreateLogGroup"),
+    "logs/retention.json": ("logs", "PutRetentionPolicy"),
+    "s3/lifecycle.json": ("s3", "PutBucketLifecycleConfiguration"),
+}
+POLICIES = sorted(p.relative_to(DEPLOY).as_posix() for p in (DEPLOY / "iam").glob("*.json"))
+TRUST = sorted(p.relative_to(DEPLOY).as_posix() for p in (DEPLOY / "iam" / "trust").glob("*.json"))
+
+
+def load(rel: str) -> dict:
+    return json.loads((DEPLOY / rel).read_text())
+
+
+def test_every_json_file_under_deploy_is_checked_here_or_generated():
+    checked = set(REQUESTS) | set(POLICIES) | set(TRUST)
+    on_disk = {p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*.json")}
+    assert on_disk == checked
+
+
+@pytest.mark.parametrize("rel", sorted(REQUESTS))
+def test_request_is_valid_for_its_api_call(rel):
+    service, operation = REQUESTS[rel]
+    assert shape_errors(service, operation, load(rel)) == []
+
+
+def test_retention_is_one_cloudwatch_accepts():
+    """The model types it as an integer; the allowed periods are only in its documentation."""
+    from tests.unit.deploy.aws_models import input_shape
+
+    doc = input_shape("logs", "PutRetentionPolicy").members["retentionInDays"].documentation
+    allowed = {int(n) for n in doc.split("Possible values are:")[1].split(".")[0].replace("and", "").split(",")}
+    assert 3653 in allowed and load("logs/retention.json")["retentionInDays"] in allowed
+
+
+def test_the_shape_check_catches_enum_and_pattern_mistakes():
+    assert shape_errors("logs", "CreateLogGroup", {"logGroupName": "/mlbatch/jobs with spaces"})
+    bad = {**load("ecs/capacity-provider-gpu.json")}
+    bad["autoScalingGroupProvider"] = {**bad["autoScalingGroupProvider"], "managedTerminationProtection": "ON"}
+    assert shape_errors("ecs", "CreateCapacityProvider", bad)
+
+
+@pytest.mark.parametrize("rel", POLICIES)
+def test_permission_policy_is_valid_iam(rel):
+    document = load(rel)
+    assert iam_policy_errors(document) == []
+    assert (
+        shape_errors("iam", "CreatePolicy", {"PolicyName": Path(rel).stem, "PolicyDocument": json.dumps(document)})
+        == []
+    )
+
+
+@pytest.mark.parametrize("rel", TRUST)
+def test_trust_policy_is_valid_iam(rel):
+    document = load(rel)
+    assert iam_policy_errors(document, trust=True) == []
+    request = {"RoleName": Path(rel).stem, "AssumeRolePolicyDocument": json.dumps(document)}
+    assert shape_errors("iam", "CreateRole", request) == []
+
+
+def test_the_iam_check_catches_a_misspelt_action():
+    document = load("iam/job-task-role.json")
+    document["Statement"][0]["Action"] = ["s3:GetObjekt"]
+    assert any("getobjekt" in e for e in iam_policy_errors(document))
+
+
+def test_cluster_names_match_what_the_launcher_is_told():
+    import yaml
+
+    env = {e["name"]: e["value"] for e in yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())["env"]}
+    providers = load("ecs/cluster-capacity-providers.json")
+    assert load("ecs/cluster.json")["clusterName"] == providers["cluster"] == env["MLBATCH_ECS_CLUSTER"]
+    assert env["MLBATCH_ECS_GPU_CAPACITY_PROVIDER"] == load("ecs/capacity-provider-gpu.json")["name"]
+    # A Fargate capacity provider has AWS's name (FARGATE or FARGATE_SPOT); it cannot be named otherwise.
+    assert env["MLBATCH_ECS_CPU_CAPACITY_PROVIDER"] in providers["capacityProviders"]
+    assert set(providers["capacityProviders"]) - {"FARGATE", "FARGATE_SPOT"} == {"mlbatch-gpu"}
+    group = load("ecs/autoscaling-group-gpu.json")
+    assert group["LaunchTemplate"]["LaunchTemplateName"] == load("ecs/launch-template-gpu.json")["LaunchTemplateName"]
+    # Managed termination protection needs instances protected from scale-in.
+    assert group["NewInstancesProtectedFromScaleIn"] and group["MinSize"] == 0
+
+
+def test_gpu_instances_run_the_ecs_gpu_ami_and_join_the_cluster():
+    data = load("ecs/launch-template-gpu.json")["LaunchTemplateData"]
+    assert data["ImageId"] == "resolve:ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+    assert "ECS_CLUSTER=mlbatch" in base64.b64decode(data["UserData"]).decode()
+
+
+def test_log_group_is_the_one_the_task_definitions_write():
+    import mlbatch.cli  # noqa: F401  (registers the command modules first: commands.ecs imports the CLI)
+    from mlbatch.commands.ecs import DEFAULT_LOG_GROUP
+
+    assert (
+        load("logs/log-group.json")["logGroupName"] == load("logs/retention.json")["logGroupName"] == DEFAULT_LOG_GROUP
+    )
+
+
+def test_lifecycle_expires_scratch_only():
+    """unload/ (the warehouse's extracts), publish/ (Aurora's staged TSVs) and the doctor's probes are
+    scratch; models/, labels/ and runs/ are what the pipeline keeps and are never expired."""
+    rules = load("s3/lifecycle.json")["LifecycleConfiguration"]["Rules"]
+    expired = {r["Filter"]["Prefix"] for r in rules if "Expiration" in r}
+    assert expired == {"mlbatch/unload/", "mlbatch/publish/", "mlbatch/_mlbatch_doctor/"}
+    from mlbatch.doctor.checks import PROBE_PREFIX
+
+    assert f"mlbatch/{PROBE_PREFIX}" in expired
+    assert all(r["Status"] == "Enabled" for r in rules)
+    assert any("AbortIncompleteMultipartUpload" in r for r in rules)
