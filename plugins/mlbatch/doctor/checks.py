@@ -99,7 +99,7 @@ def check_connections(env: Environment, specs: list[ModelSpec]) -> Check:
 # --- warehouse -----------------------------------------------------------------------------------
 
 
-def check_warehouse(env: Environment, redshift_client: Any = None) -> list[Check]:
+def check_warehouse(env: Environment, redshift_client: Any = None, specs: list[ModelSpec] | None = None) -> list[Check]:
     if env.warehouse_url.startswith("duckdb://"):
         try:
             value = env.warehouse.query("select 1")[0][0]
@@ -113,10 +113,10 @@ def check_warehouse(env: Environment, redshift_client: Any = None) -> list[Check
                 )
             ]
         return [Check("warehouse", "ok" if value == 1 else "FAIL", f"DuckDB {env.warehouse_url} answers select 1")]
-    return _check_redshift(env, redshift_client)
+    return _check_redshift(env, redshift_client, specs or [])
 
 
-def _check_redshift(env: Environment, client: Any) -> list[Check]:
+def _check_redshift(env: Environment, client: Any, specs: list[ModelSpec]) -> list[Check]:
     wh = env.warehouse
     try:
         config = wh.config
@@ -133,7 +133,12 @@ def _check_redshift(env: Environment, client: Any) -> list[Check]:
         ]
     target = config.cluster_identifier or f"workgroup {config.workgroup_name}"
     first = Check("warehouse", "ok" if str(value) == "1" else "FAIL", f"Redshift {target} answers select 1")
-    return [first, _check_redshift_role(config, client or _redshift_client(wh, config))]
+    checks = [first, _check_redshift_role(config, client or _redshift_client(wh, config))]
+    from mlbatch.doctor.redshift import check_redshift_access
+
+    # The probes are short statements: poll for them every second, not at the stages' pace.
+    wh.poll_interval = min(wh.poll_interval, 1.0)
+    return checks + check_redshift_access(wh, specs)
 
 
 def _redshift_client(wh: Any, config: Any) -> Any:
@@ -292,7 +297,7 @@ def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
     results: list[Check] = []
     steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("connections", lambda: check_connections(env, specs)),
-        ("warehouse", lambda: check_warehouse(env)),
+        ("warehouse", lambda: check_warehouse(env, specs=specs)),
         ("object store", lambda: check_object_store(env, specs)),
         ("app DB", lambda: check_appdb(env)),
         ("ECS", lambda: check_ecs(env)),
