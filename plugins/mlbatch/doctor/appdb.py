@@ -1,5 +1,7 @@
 """``mlbatch doctor``'s app DB checks: it connects, and on MySQL (Aurora) the user's privileges
-and what a publish needs to load data (``local_infile``, or Aurora's role for LOAD DATA FROM S3).
+and what a publish needs to load data (``local_infile``, or Aurora's role for LOAD DATA FROM S3:
+the cluster's S3 role here, the database role that grants the load in
+:mod:`mlbatch.doctor.aurora_role`).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
+from mlbatch.doctor.aurora_role import load_role_check
 from mlbatch.doctor.checks import Check, _error
 from mlbatch.env import LOAD_FROM_S3_ENV, Environment
 
@@ -50,7 +53,10 @@ def _mysql_checks(db: AppDbHook) -> list[Check]:
                 "('local_infile', 'aurora_load_from_s3_role', 'aws_default_s3_role', 'lock_wait_timeout')"
             ).fetchall()
         )
-    return [privileges_check(grants, database, user), load_check(variables)]
+    checks = [privileges_check(grants, database, user), load_check(variables)]
+    if os.environ.get(LOAD_FROM_S3_ENV) == "1":
+        checks.append(load_role_check(db, grants, user))
+    return checks
 
 
 _GRANT = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<scope>\S+) TO ", re.IGNORECASE)
