@@ -178,17 +178,22 @@ class RedshiftWarehouse:
         """Whether a statement (e.g. one an earlier task attempt submitted) is still running."""
         return self.hook.conn.describe_statement(Id=statement_id)["Status"] in _RUNNING
 
-    @staticmethod
-    def check_event(event: dict[str, Any] | None, what: str) -> None:
-        """A RedshiftDataTrigger's event: success, or raise with Redshift's error."""
+    def check_event(self, event: dict[str, Any] | None, what: str) -> None:
+        """A RedshiftDataTrigger's event: success, or raise with Redshift's error.
+
+        The trigger's failure message is the provider's dump of the whole DescribeStatement
+        response; the statement is described again here so the error says FAILED or ABORTED and
+        Redshift's own text (the trigger's message stays the fallback when that call fails)."""
         if event is None or event.get("status") == "success":
             return
-        raise RedshiftStatementError(
-            str(event.get("statement_id", "?")),
-            str(event.get("status", "failed")).upper(),
-            str(event.get("message", "no message")),
-            what,
-        )
+        statement_id = str(event.get("statement_id", "?"))
+        status, error = str(event.get("type") or event.get("status") or "failed").upper(), str(event.get("message"))
+        try:
+            desc = self.hook.conn.describe_statement(Id=statement_id)
+            status, error = desc["Status"], _statement_error(desc) or error
+        except Exception as exc:  # the event alone still names the statement and says it failed
+            log.warning("Redshift statement %s: could not describe it after a failed wait: %s", statement_id, exc)
+        raise RedshiftStatementError(statement_id, status, error, what)
 
     def wait(self, statement_id: str, sql: str = "") -> dict[str, Any]:
         """Poll ``describe_statement`` until it finishes; FAILED/ABORTED raise with Redshift's error."""
@@ -199,9 +204,7 @@ class RedshiftWarehouse:
             if status == "FINISHED":
                 return desc
             if status not in _RUNNING:
-                errors = [desc.get("Error")] + [s.get("Error") for s in desc.get("SubStatements", [])]
-                error = "; ".join(e for e in errors if e) or "no error message"
-                raise RedshiftStatementError(statement_id, status, error, sql)
+                raise RedshiftStatementError(statement_id, status, _statement_error(desc) or "no error message", sql)
             if time.monotonic() > deadline:
                 self.hook.conn.cancel_statement(Id=statement_id)
                 raise RedshiftStatementError(
@@ -335,6 +338,12 @@ class RedshiftWarehouse:
             {"schema": schema_name, "name": name},
         )
         return int(found) > 0
+
+
+def _statement_error(desc: dict[str, Any]) -> str:
+    """Redshift's error of a described statement: a batch repeats its failed sub-statement's."""
+    errors = [desc.get("Error")] + [s.get("Error") for s in desc.get("SubStatements", [])]
+    return "; ".join(dict.fromkeys(e for e in errors if e))
 
 
 def _check_table(table: str) -> None:
