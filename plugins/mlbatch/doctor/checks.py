@@ -291,6 +291,7 @@ def _airflow_pool(name: str) -> Any:
 def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
     """Every boundary, in the order data flows; a check that crashes is a FAIL, not a traceback."""
     from mlbatch.doctor.appdb import check_appdb
+    from mlbatch.doctor.iam import check_iam
     from mlbatch.doctor.s3 import check_object_store
     from mlbatch.doctor.sheets import check_sheets
 
@@ -301,6 +302,7 @@ def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
         ("object store", lambda: check_object_store(env, specs)),
         ("app DB", lambda: check_appdb(env)),
         ("ECS", lambda: check_ecs(env)),
+        ("IAM", lambda: check_iam(env)),
         ("label sheet", lambda: check_sheets(specs)),
         ("GPU pool", lambda: check_gpu_pool(specs, env.launcher_kind)),
     ]
