@@ -2,9 +2,10 @@
 against botocore's model): EXPLAIN of each rendered query, SELECT on the tables they read, CREATE
 on the export schema; each fault FAILs with the GRANT that fixes it.
 
-The Data API here is a test-local stand-in with a grants model: the Redshift Data API double
-(devtools/devservers/redshift_data_double.py) was not committed when these probes were written;
-the integration test of ``mlbatch doctor`` is where the double replaces it once it lands.
+The Data API here is a test-local stand-in with a grants model, fast and without servers; the
+same probes run against the Redshift Data API double over the wire in
+tests/integration/doctor/test_probe_redshift_wire.py. The stand-in keeps the cases the double
+does not model: CREATE on the database while the export schema does not exist, IAMR: users.
 """
 
 from __future__ import annotations
