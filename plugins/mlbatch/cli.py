@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from mlbatch import pipeline, runparams
 from mlbatch.env import Environment
@@ -80,6 +79,7 @@ def run(
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    ctx = _publishing(ctx, chosen, run_id is not None)
     for name, thunk, skipped in steps(ctx, chosen):
         if skipped:
             out.print(f"[yellow]skip[/yellow] {model.name} {ctx.ds} {name}: dry run", highlight=False)
@@ -97,6 +97,22 @@ def run(
         out.print(f"[green]ok[/green] {model.name} {ctx.ds} {name}: {_short(result)}", highlight=False)
 
 
+def _publishing(ctx: Any, chosen: list[str], named: bool) -> Any:
+    """Publish/export without score in this run: the day's predictions of the run that scored it."""
+    from mlbatch.runs import NoScoredRun, publishing_context
+
+    if named:  # --run-id names the run to publish from
+        return ctx
+    try:
+        found, run_id = publishing_context(ctx, chosen)
+    except NoScoredRun as exc:
+        err.print(f"error: {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    if run_id is not None:
+        out.print(f"{ctx.model} {ctx.ds}: publishing the predictions of run {run_id}", highlight=False)
+    return found
+
+
 def _short(result: Any) -> str:
     if isinstance(result, dict):
         return ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, list | dict))
@@ -104,20 +120,15 @@ def _short(result: Any) -> str:
 
 
 def realized_cell(r: dict[str, Any] | None) -> str:
-    """``roc_auc 0.712 [0.68, 0.74] n=1,200 on 2026-11-22 (offline 0.861) DEGRADED``."""
-    if not r:
-        return "-"
-    value = "n/a" if r["value"] is None else f"{r['value']:.3f}"
-    lo, hi = r["ci"]
-    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
-    offline = f" (offline {r['offline']:.3f})" if r["offline"] is not None else ""
-    flag = " DEGRADED" if r["degraded"] else ""
-    return f"{r['metric']} {value}{ci} n={r['n_labelled']:,} on {r['ds']}{offline}{flag}"
+    """The realized cell of ``mlbatch status`` (kept here for devtools/demo.py, which prints it)."""
+    from mlbatch.status_view import realized_cell as cell
+
+    return cell(r)
 
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Labels, production model, latest predictions and export of every model."""
+    """Labels, production model, predictions, export, realized metric, retraining decision and cost of every model."""
     from mlbatch.status import collect
 
     env = Environment.from_env()
@@ -129,18 +140,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     if as_json:
         print(json.dumps(report, indent=2, default=str))
         return
-    table = Table("model", "labels", "production model", "predictions", "export", "realized (late labels)")
-    for m in report["models"]:
-        lab, prod, pred, exp = m["labels"], m["production_model"], m["predictions"], m["export"]
-        table.add_row(
-            m["name"],
-            f"{lab['rows']:,} (sync {lab['sync_id']})" if lab else "-",
-            f"{prod['version']} {prod['metric']}={prod['value']:.4f}" if prod else "-",
-            f"{pred['rows']:,} on {pred['latest_ds']}" if pred else "-",
-            f"{exp['rows']:,} on {exp['latest_ds']}" if exp else "-",
-            realized_cell(m.get("realized")),
-        )
-    out.print(table)
+    from mlbatch.status_view import render
+
+    # Wrapped, unlike `out`: the blocks fit the terminal instead of running past its edge.
+    Console().print(render(report))
 
 
 @app.command()

@@ -28,7 +28,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, task
 
-from mlbatch import callbacks, pipeline, runparams
+from mlbatch import callbacks, pipeline, pools, runparams
 from mlbatch.approval import PromotionApprovalOperator
 from mlbatch.operators import ExternalWorkOperator, StageOperator
 from mlbatch.pools import GPU_POOL
@@ -65,11 +65,17 @@ def cron(expr: str) -> str:
     return PRESET_CRON.get(expr, expr)
 
 
-def timetable(expr: str | None) -> Any:
-    """The DAG schedule of a spec schedule: None (manual only), "@once", or a cron trigger."""
+def timetable(expr: str | None, model: str = "") -> Any:
+    """The DAG schedule of a spec schedule: None (manual only), "@once", or a cron trigger (moved by
+    the model's offset within ``MLBATCH_SCHEDULE_WINDOW_MINUTES``: a fleet's runs spread out)."""
     if expr is None or expr == "@once":
         return expr
-    return CronTriggerTimetable(cron(expr), timezone=TIMEZONE)
+    return CronTriggerTimetable(spread_cron(expr, model), timezone=TIMEZONE)
+
+
+def spread_cron(expr: str, model: str) -> str:
+    """The cron a model's schedule runs on: the spec's, moved by :func:`mlbatch.pools.spread`."""
+    return pools.spread(cron(expr), model, pools.window_minutes()) if model else cron(expr)
 
 
 def _params(kind: str) -> dict[str, Param]:
@@ -113,7 +119,8 @@ def _task_doc(writes: bool, doc: str, task_kwargs: dict[str, Any], report: str |
     if task_kwargs.get("retries") == 0:
         notes.append("A gate: never retried; its log and error list every check with value and threshold.")
     if "pool" in task_kwargs:
-        notes.append(f"Pool `{task_kwargs['pool']}`, {task_kwargs['pool_slots']} slot(s) (one per GPU).")
+        per = " (one per GPU)" if task_kwargs["pool"] == GPU_POOL else ""
+        notes.append(f"Pool `{task_kwargs['pool']}`, {task_kwargs['pool_slots']} slot(s){per}.")
     if report:
         notes.append(f"Writes the {report.replace('_', ' ')} afterwards; its URI is in the log and the XCom.")
     return doc + ("\n\n" + " ".join(notes) if notes else "")
@@ -148,7 +155,7 @@ def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
         ("export gate", "warehouse count for the day = published count"),
         (
             "all schedules",
-            f"labels `{labels.schedule}`, train `{spec.train.schedule}` or on new labels, "
+            f"labels `{labels.schedule}`, train `{spec.train.schedule}` or when decide_retrain says so, "
             f"score `{spec.score.schedule}` ({spec.score.shards} shards)",
         ),
         ("train job", _sizing(spec.train.resources)),
@@ -196,15 +203,15 @@ def _schedule(spec: ModelSpec, kind: str) -> tuple[Any, str]:
     of the DAG's declared triggers (training: on its cron OR when labels changed)."""
     when = getattr(spec, kind).schedule
     timed = when not in (None, "@once")
-    text = f"`{when}`" + (f" (cron `{cron(when)}`, UTC)" if timed else "")
+    text = f"`{when}`" + (f" (cron `{spread_cron(when, spec.name)}`, UTC)" if timed else "")
     triggers = [assets(spec.name)[t.asset] for t in pipeline.DAGS[kind].triggers if t.when(spec)]
     if not triggers:
-        return timetable(when), text
+        return timetable(when, spec.name), text
     events: Any = functools.reduce(operator.or_, triggers)
     changed = f"when `{triggers[0].name}` changes"
     if not timed:
         return events, changed
-    return AssetOrTimeSchedule(timetable=timetable(when), assets=events), f"{text} or {changed}"
+    return AssetOrTimeSchedule(timetable=timetable(when, spec.name), assets=events), f"{text} or {changed}"
 
 
 def _task_kwargs(spec: ModelSpec, step: pipeline.Step) -> dict[str, Any]:
@@ -214,6 +221,8 @@ def _task_kwargs(spec: ModelSpec, step: pipeline.Step) -> dict[str, Any]:
         kwargs["retries"] = 0
     if step.job is not None:
         kwargs.update(_gpu(getattr(spec, step.job).resources))
+    elif step.pool is not None and pools.shared_pools_on():
+        kwargs.update(pool=step.pool, pool_slots=1)
     if step.outlets:
         kinds = step.outlets if step.outlets_when(spec) else ()
         kwargs["outlets"] = [assets(spec.name)[kind] for kind in kinds]

@@ -6,8 +6,7 @@
 ``call`` names the callable (``"module:attribute"`` of :mod:`mlbatch.stages`) instead of
 importing it: DAG files must parse cheaply and the stage modules import pandas and pyarrow. The
 name is checked when the step is declared, against the stage module's source (read, not
-imported: under a millisecond), so a typo is an import error of every DAG file, naming the step;
-``tests/unit/test_pipeline.py`` imports every declared callable and checks its kind.
+imported: under a millisecond), so a typo is an import error of every DAG file, naming the step.
 """
 
 from __future__ import annotations
@@ -20,14 +19,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlbatch.pools import APPDB_POOL, HEAVY_POOL, WAREHOUSE_POOL
+from mlbatch.step_docs import approval_doc, model_gate_doc, realized_doc, retrain_doc
+
 if TYPE_CHECKING:
     from mlbatch.spec import ModelSpec
 
 STAGES_DIR = Path(__file__).parent / "stages"
 
-# stage: a function returning its small summary; gate: the same, never retried (a failed check
-# is a verdict); external: an ExternalWork class (job, warehouse statement) that the task stops
-# when it is stopped; approval: a person's decision in Airflow (no CLI equivalent).
+# stage: a function returning its summary; gate: the same, never retried (a failed check is a verdict);
+# external: an ExternalWork class (job, warehouse statement) stopped with its task; approval: a person's.
 Kind = Literal["stage", "external", "gate", "approval"]
 DagKind = Literal["labels", "train", "score"]
 
@@ -46,6 +47,12 @@ def _approval(spec: ModelSpec) -> bool:
 
 def _no_approval(spec: ModelSpec) -> bool:
     return not spec.train.approval.required
+
+
+def _retrains(spec: ModelSpec) -> bool:
+    """Labels or drift may start training (``train.retrain``)."""
+    policy = spec.train.retrain
+    return policy.on_labels is not False or policy.on_drift is not None
 
 
 def _retrain_on_degradation(spec: ModelSpec) -> bool:
@@ -100,6 +107,7 @@ class Step:
     trigger_rule: str = "all_success"  # a failed or skipped step stops what follows
     when: Callable[[ModelSpec], bool] = _always  # in the DAG only when this holds for the spec
     announce: Announce | None = None
+    pool: str | None = None  # the shared pool it takes a slot of (mlbatch.pools); GPU jobs: by resources
 
     def __post_init__(self) -> None:
         if (self.call is None) != (self.kind == "approval"):
@@ -140,31 +148,6 @@ def resolve(call: str) -> Any:
     return getattr(importlib.import_module(f"mlbatch.stages.{module}"), attribute)
 
 
-def _realized_doc(spec: ModelSpec) -> str:
-    m = spec.monitoring
-    return (
-        f"Measure each published day of the last {m.lookback_days} against the labels that "
-        "arrived after its version was trained (gate metric, labelled rows, 95% interval) into "
-        f"`ml_realized_performance`; below `train.gate.min` on >= {m.min_rows} rows: "
-        + ("alert on the failure webhook and flag the version `degraded`." if m.alert else "")
-        + (" Then request a retrain." if m.retrain_on_degradation else "")
-    )
-
-
-def _model_gate_doc(spec: ModelSpec) -> str:
-    return "Pass the candidate if the metric clears the spec's minimum and does not regress production; " + (
-        "it then waits for a person's approval." if spec.train.approval.required else "promote it."
-    )
-
-
-def _approval_doc(spec: ModelSpec) -> str:
-    return (
-        "A person approves the candidate (Required actions): it against production, with its "
-        f"report. Approve promotes; Reject, or no answer within {spec.train.approval.timeout_hours:g} h, keeps the "
-        "champion. The registry records who decided, when, and why."
-    )
-
-
 LABELS = DagSteps(
     "labels",
     "sync the label sheet",
@@ -190,21 +173,31 @@ LABELS = DagSteps(
             call="labels:apply_labels",
             stage="labels",
             writes=True,
+        ),
+        Step(
+            "decide_retrain",
+            "stage",
+            retrain_doc,
+            call="retrain:decide_retrain",
+            stage="labels",
             announce=Announce(
                 "announce_labels",
                 "labels",
-                "Emit `{asset}` with the sync id in its extra: training runs on that sync's labels.",
-                check="labels_changed",
-                check_doc="Skip the asset event when nothing changed.",
-                key="changed",
-                extra=("sync_id",),
+                "Emit `{asset}` with the label sync to train on and the reason: it starts the train DAG.",
+                check="retrain_needed",
+                check_doc="Skip the asset event unless the retraining policy says train now (the reason is in "
+                "decide_retrain's log and XCom).",
+                key="retrain",
+                extra=("sync_id", "reason"),
+                when=_retrains,
             ),
         ),
         Step(
             "realized_performance",
             "stage",
-            _realized_doc,
+            realized_doc,
             call="realized:realized_performance",
+            pool=HEAVY_POOL,
             stage="labels",
             writes=True,
             announce=Announce(
@@ -230,6 +223,7 @@ TRAIN = DagSteps(
             "external",
             "UNLOAD the training query to parquet parts + manifest.",
             call="features:Unload",
+            pool=WAREHOUSE_POOL,
             stage="unload",
             args=("train",),
         ),
@@ -238,6 +232,7 @@ TRAIN = DagSteps(
             "gate",
             "Rows, null fraction per column, key uniqueness.",
             call="features:features_gate",
+            pool=HEAVY_POOL,
             stage="unload",
             args=("train",),
         ),
@@ -262,7 +257,7 @@ TRAIN = DagSteps(
         Step(
             "model_gate",
             "gate",
-            _model_gate_doc,
+            model_gate_doc,
             call="train:model_gate",
             stage="train",
             writes=True,
@@ -273,13 +268,14 @@ TRAIN = DagSteps(
         Step(
             "approve_promotion",
             "approval",
-            _approval_doc,
+            approval_doc,
             when=_approval,
             announce=Announce("announce_model", "model", "Emit `{asset}`: the approved version is live."),
         ),
     ),
-    # New labels (announce_labels), and a retrain request when production degraded on late labels.
-    triggers=(Trigger("labels"), Trigger("retrain", when=_retrain_on_degradation)),
+    # A material label change or drift (announce_labels, train.retrain), and a retrain request when
+    # production degraded on late labels.
+    triggers=(Trigger("labels", when=_retrains), Trigger("retrain", when=_retrain_on_degradation)),
 )
 
 SCORE = DagSteps(
@@ -298,6 +294,7 @@ SCORE = DagSteps(
             "external",
             "UNLOAD the day's scoring query to parquet parts + manifest.",
             call="features:Unload",
+            pool=WAREHOUSE_POOL,
             stage="unload",
             args=("score",),
         ),
@@ -306,6 +303,7 @@ SCORE = DagSteps(
             "gate",
             "Rows, nulls, key uniqueness, and the model's feature schema.",
             call="features:features_gate",
+            pool=HEAVY_POOL,
             stage="score",
             args=("score",),
         ),
@@ -323,6 +321,7 @@ SCORE = DagSteps(
             "gate",
             "Count equals the scoring input, no nulls, scores in range, one row per key.",
             call="score:predictions_gate",
+            pool=HEAVY_POOL,
             stage="score",
         ),
         # One publish and one export of a model at a time, across all its runs (a backfill runs
@@ -334,6 +333,7 @@ SCORE = DagSteps(
             "stage",
             "Publish the day to the app DB atomically; never replace a newer day. One at a time per model.",
             call="publish:publish",
+            pool=APPDB_POOL,
             stage="publish",
             writes=True,
             report="scoring_summary",
@@ -344,6 +344,7 @@ SCORE = DagSteps(
             "external",
             "Replace the day in the warehouse. One at a time per model.",
             call="publish:Export",
+            pool=WAREHOUSE_POOL,
             stage="export",
             writes=True,
             one_at_a_time=True,

@@ -1,25 +1,77 @@
-"""Airflow pools of mlbatch: GPU jobs queue in ``mlbatch_gpu`` instead of over-booking GPUs.
+"""Airflow pools of mlbatch, sized in one place: what a fleet of models shares is protected.
 
-A train task with ``train.resources.gpu: N`` (a score task with ``score.resources.gpu: N``) takes
-N slots of the pool; jobs with ``gpu: 0`` (scoring, by default) never enter it. So
-the pool's size is the number of GPUs the job runner may use at once. The size comes from
-``MLBATCH_GPU_POOL_SLOTS``; unset, it is the largest job's GPU count (one job at a time).
-A task whose pool does not exist, or asks for more slots than the pool has, is never scheduled:
-create the pool before unpausing the DAGs (``make airflow`` does, as does
-``python -m mlbatch.pools``, which runs ``airflow pools set``).
+* ``mlbatch_gpu``: GPU jobs, one slot per GPU (``train.resources.gpu: N`` takes N slots; jobs with
+  ``gpu: 0``, scoring by default, never enter it). Size ``MLBATCH_GPU_POOL_SLOTS``; unset, the
+  largest job's GPU count (one job at a time).
+* ``mlbatch_warehouse``: warehouse statements (UNLOADs, the export's replace of a day), one slot
+  each: the cluster's WLM queue, not the scheduler, sets how many can run at once.
+* ``mlbatch_appdb``: app-DB publishes (each loads a day with ``publish.sessions`` sessions).
+* ``mlbatch_heavy``: in-worker tasks that stream a day or a training profile (the features and
+  prediction gates, realized performance): they share a worker's memory.
 
-Imported at DAG parse time for :data:`GPU_POOL`: nothing heavy at the top.
+Each size is :data:`POOLS`' default unless ``MLBATCH_<NAME>_POOL_SLOTS`` says otherwise. A task
+whose pool does not exist, or asks for more slots than the pool has, is never scheduled: create
+the pools before unpausing the DAGs (``make airflow`` does, as does ``python -m mlbatch.pools``,
+which runs ``airflow pools set`` for each).
+
+Schedules of many models are spread over a window (:func:`spread`): a stable per-model offset,
+a hash of the model's name, so a fleet's daily runs do not all start at midnight.
+
+Imported at DAG parse time: nothing heavy at the top.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 GPU_POOL = "mlbatch_gpu"
+WAREHOUSE_POOL = "mlbatch_warehouse"
+APPDB_POOL = "mlbatch_appdb"
+HEAVY_POOL = "mlbatch_heavy"
 SLOTS_ENV = "MLBATCH_GPU_POOL_SLOTS"
+WINDOW_ENV = "MLBATCH_SCHEDULE_WINDOW_MINUTES"
+# Which pools the DAGs' tasks use: "gpu" (the default: GPU jobs only, as before these pools) or
+# "all". A task in a pool that does not exist is never scheduled, so "all" comes after every
+# deployment creates the pools (`python -m mlbatch.pools`); then the default can become "all".
+USE_ENV = "MLBATCH_POOLS"
+DEFAULT_WINDOW_MINUTES = 0  # 0: every model on its spec's exact time (set e.g. 60 for a fleet)
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    default: int
+    description: str
+
+    @property
+    def env(self) -> str:
+        return f"MLBATCH_{self.name.removeprefix('mlbatch_').upper()}_POOL_SLOTS"
+
+
+#: The pools besides the GPU's (whose default follows the specs), with their default sizes.
+POOLS: tuple[Pool, ...] = (
+    Pool(WAREHOUSE_POOL, 4, "mlbatch warehouse statements (UNLOAD, export): one slot each"),
+    Pool(APPDB_POOL, 2, "mlbatch app-DB publishes: one slot each"),
+    Pool(HEAVY_POOL, 4, "mlbatch in-worker tasks that stream a day (gates, realized performance)"),
+)
+
+
+def _slots(env: str, default: int, least: int = 1) -> int:
+    raw = os.environ.get(env)
+    if raw is None or raw == "":
+        return max(least, default)
+    try:
+        slots = int(raw)
+    except ValueError:
+        raise ValueError(f"{env}={raw!r} is not a whole number of slots") from None
+    if slots < least:
+        raise ValueError(f"{env}={slots} is below {least}: tasks needing {least} slot(s) would never be scheduled")
+    return slots
 
 
 def gpu_pool_slots(specs_dir: Path | None = None) -> int:
@@ -40,6 +92,11 @@ def gpu_pool_slots(specs_dir: Path | None = None) -> int:
     return slots
 
 
+def pool_sizes(specs_dir: Path | None = None) -> dict[str, int]:
+    """Every mlbatch pool and its size (GPU first)."""
+    return {GPU_POOL: gpu_pool_slots(specs_dir)} | {p.name: _slots(p.env, p.default) for p in POOLS}
+
+
 def _largest_gpu_job(specs_dir: Path | None) -> int:
     from mlbatch.env import Environment
     from mlbatch.spec import load_all
@@ -48,26 +105,66 @@ def _largest_gpu_job(specs_dir: Path | None) -> int:
     return max((r.gpu for s in specs for r in (s.train.resources, s.score.resources)), default=0)
 
 
-def pools_set_command(slots: int) -> list[str]:
-    """The ``airflow pools set`` command line that creates or resizes the GPU pool."""
-    return [
-        sys.executable,
-        "-m",
-        "airflow",
-        "pools",
-        "set",
-        GPU_POOL,
-        str(slots),
-        "mlbatch GPU jobs (train, score): one slot per GPU; size from MLBATCH_GPU_POOL_SLOTS",
-    ]
+def pools_set_command(slots: int, name: str = GPU_POOL) -> list[str]:
+    """The ``airflow pools set`` command line that creates or resizes a pool."""
+    descriptions = {p.name: p.description for p in POOLS}
+    description = descriptions.get(name, "mlbatch GPU jobs (train, score): one slot per GPU; size from " + SLOTS_ENV)
+    return [sys.executable, "-m", "airflow", "pools", "set", name, str(slots), description]
 
 
-def ensure_pools(specs_dir: Path | None = None) -> int:
-    """Create or resize the GPU pool in the Airflow metadata DB; returns its size."""
-    slots = gpu_pool_slots(specs_dir)
-    subprocess.run(pools_set_command(slots), check=True, stdout=subprocess.DEVNULL)
-    return slots
+def ensure_pools(specs_dir: Path | None = None) -> dict[str, int]:
+    """Create or resize every mlbatch pool in the Airflow metadata DB; returns their sizes."""
+    sizes = pool_sizes(specs_dir)
+    for name, slots in sizes.items():
+        subprocess.run(pools_set_command(slots, name), check=True, stdout=subprocess.DEVNULL)
+    return sizes
+
+
+def shared_pools_on() -> bool:
+    """Whether tasks use the warehouse, app-DB and heavy pools (``MLBATCH_POOLS=all``)."""
+    value = os.environ.get(USE_ENV, "gpu").strip().lower() or "gpu"
+    if value not in ("gpu", "all"):
+        raise ValueError(f"{USE_ENV}={value!r}: use gpu (GPU jobs only) or all")
+    return value == "all"
+
+
+def window_minutes() -> int:
+    """The schedule window (``MLBATCH_SCHEDULE_WINDOW_MINUTES``, 0..1440)."""
+    minutes = _slots(WINDOW_ENV, DEFAULT_WINDOW_MINUTES, 0)
+    if minutes > 1440:
+        raise ValueError(f"{WINDOW_ENV}={minutes}: a window longer than a day would move runs to another day")
+    return minutes
+
+
+def offset_minutes(model: str, window: int) -> int:
+    """The model's stable offset within the window: a hash of its name (the same on every parse)."""
+    if window <= 0:
+        return 0
+    return int.from_bytes(hashlib.sha256(model.encode()).digest()[:4], "big") % window
+
+
+def spread(cron: str, model: str, window: int) -> str:
+    """A 5-field cron moved by the model's offset, when its minute and hour are fixed numbers.
+
+    ``0 0 * * *`` with an offset of 97 minutes is ``37 1 * * *``. Hourly schedules (``0 * * * *``)
+    move within the hour (offset mod 60). Anything else (lists, ranges, steps) stays as written: it
+    was set by hand.
+    """
+    offset = offset_minutes(model, window)
+    fields = cron.split()
+    if not offset or len(fields) != 5 or not fields[0].isdigit():
+        return cron
+    minute = int(fields[0])
+    if fields[1] == "*":
+        return " ".join([str((minute + offset) % 60), *fields[1:]])
+    if not fields[1].isdigit():
+        return cron
+    total = int(fields[1]) * 60 + minute + offset
+    if total >= 24 * 60:  # never past midnight: that would be the next day's run
+        total = 24 * 60 - 1
+    return " ".join([str(total % 60), str(total // 60), *fields[2:]])
 
 
 if __name__ == "__main__":
-    print(f"pool {GPU_POOL}: {ensure_pools()} slot(s)")
+    for pool_name, size in ensure_pools().items():
+        print(f"pool {pool_name}: {size} slot(s)")

@@ -41,6 +41,7 @@ _TRAINING = _ENV.from_string(
 <p>Status <b class="{{ 'ok' if status == 'production' else 'fail' if status == 'rejected' else '' }}">{{ status }}</b>
  &middot; {{ family }} &middot; gate metric <b>{{ metric }} = {{ "%.4f"|format(value) }}</b>
  &middot; trained for ds {{ lineage.get("ds", "?") }} in run <code>{{ lineage.get("run_id", "?") }}</code></p>
+<p>Cost: {{ cost }}</p>
 
 <h2>Model gate</h2>
 <p>Bar: {{ metric }} {{ ">=" if not lower else "<=" }} {{ gate.min }}, no worse than production by more than
@@ -304,7 +305,12 @@ def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[st
 
 def training_report(ctx: RunContext) -> str:
     """Write ``report.html`` next to the model this run trained; returns its URI."""
+    from mlbatch import costs
+
     st = ctx.load_state("train", "run the train stage first")
+    store = ctx.env.store
+    # The run's cost line beside the model: every later rewrite of its report still shows it.
+    store.put_json(store.key(st["artifact_uri"]) + "cost.json", {"run_id": ctx.run_id, **costs.record(ctx, "train")})
     return version_report(ctx, st["version"], st["artifact_uri"])
 
 
@@ -341,8 +347,19 @@ def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
         lineage={k: v if isinstance(v, str | int | float) else str(v) for k, v in lineage.items()},
         realized=_realized(ctx, version, metrics),
         artifact_uri=st["artifact_uri"],
+        cost=_cost_line(store, prefix),
     )
     return store.put_bytes(prefix + "report.html", html.encode())
+
+
+def _cost_line(store: Any, prefix: str) -> str:
+    """The training run's cost line (mlbatch.costs), or why there is none."""
+    from mlbatch import costs
+
+    if not store.exists(prefix + "cost.json"):
+        return "not recorded (a version trained before runs recorded their cost)"
+    cost = store.get_json(prefix + "cost.json")
+    return f"{costs.line(cost)} (run {cost.get('run_id', '?')})"
 
 
 def _offline(metrics: dict[str, Any], metric: str) -> float | None:

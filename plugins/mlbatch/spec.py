@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-# The metric and family names are the jobs' (jobs/contract.py): a spec can name only what the
-# train job computes and trains.
+# The metric and family names are the jobs' (jobs/contract.py): a spec names only what they train.
 from jobs.contract import BINARY_METRICS, FAMILIES, MULTICLASS_METRICS
 from mlbatch.labels.text import class_index, fold
+from mlbatch.spec_base import Strict
+from mlbatch.spec_retrain import OnDrift, OnLabels, Retrain  # noqa: F401 - re-exported: the spec's sections
 
 # MySQL identifiers are at most 64 characters; `<name>_predictions` must fit.
 MODEL_NAME = r"^[a-z][a-z0-9_]{0,51}$"
@@ -41,11 +42,6 @@ class SpecError(ValueError):
         super().__init__(f"invalid model spec {self.path}:\n  " + "\n  ".join(lines))
 
 
-class _Strict(BaseModel):
-    # Unknown fields are errors: a typo in a threshold must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _check_schedule(value: str | None) -> str | None:
     if value is None or value in _SCHEDULE_PRESETS:
         return value
@@ -55,30 +51,30 @@ def _check_schedule(value: str | None) -> str | None:
     raise ValueError(f"{value!r} is neither a preset ({', '.join(sorted(_SCHEDULE_PRESETS))}) nor a 5-field cron")
 
 
-class Entity(_Strict):
+class Entity(Strict):
     key: Identifier = Field(description="Entity key column, in the warehouse and in predictions.")
     type: Literal["integer", "string"] = Field("integer", description="Type of the key values.")
 
 
-class SheetSource(_Strict):
+class SheetSource(Strict):
     sheet: str = Field(min_length=10, description="Google spreadsheet key (from its URL).")
     worksheet: str = Field("labels", min_length=1, description="Worksheet (tab) title.")
     conn_id: str = Field("google_cloud_default", description="Airflow connection holding the service account JSON.")
 
 
-class FileSource(_Strict):
+class FileSource(Strict):
     file: str = Field(
         min_length=1,
         description="CSV export of the sheet; a relative path is under MLBATCH_HOME (the demo writes it).",
     )
 
 
-class LabelColumns(_Strict):
+class LabelColumns(Strict):
     key: str = Field(min_length=1, description="Sheet header of the key column.")
     label: str = Field(min_length=1, description="Sheet header of the label column.")
 
 
-class Labels(_Strict):
+class Labels(Strict):
     source: SheetSource | FileSource = Field(description="Where analysts keep the labels.")
     columns: LabelColumns = Field(description="Which sheet columns hold the key and the label.")
     classes: list[str] = Field(min_length=2, description="Allowed labels; matched case-insensitively.")
@@ -118,7 +114,7 @@ class Labels(_Strict):
         return self
 
 
-class FeatureChecks(_Strict):
+class FeatureChecks(Strict):
     min_rows: int = Field(1000, ge=1, description="Fewest rows an unload may return.")
     max_null_fraction: float = Field(0.05, ge=0, le=1, description="Highest null share allowed in any column.")
     psi_warn: float = Field(
@@ -137,7 +133,7 @@ class FeatureChecks(_Strict):
         return self
 
 
-class Features(_Strict):
+class Features(Strict):
     training_sql: str = Field(
         description="Redshift SQL (Jinja) for training rows, relative to the project root "
         "(MLBATCH_PROJECT_DIR, default: the repo root). Must exist and render when the spec loads."
@@ -151,7 +147,7 @@ class Features(_Strict):
     checks: FeatureChecks = Field(default_factory=FeatureChecks, description="The features gate's thresholds.")
 
 
-class Gate(_Strict):
+class Gate(Strict):
     metric: str = Field("roc_auc", description="Held-out metric that decides promotion.")
     min: float = Field(description="Lowest acceptable value (highest, for log_loss).")
     max_regression: float = Field(
@@ -159,13 +155,13 @@ class Gate(_Strict):
     )
 
 
-class Resources(_Strict):
+class Resources(Strict):
     gpu: int = Field(0, ge=0, le=8, description="GPUs per job; also its slots in the mlbatch_gpu pool.")
     vcpu: float = Field(2, gt=0, description="vCPUs per job: ECS task size, Docker quota, its thread pools.")
     memory_gib: float = Field(4, gt=0, description="Memory per job in GiB (ECS task size).")
 
 
-class Approval(_Strict):
+class Approval(Strict):
     """A person's approval between the model gate and production (off by default)."""
 
     required: bool = Field(
@@ -186,13 +182,17 @@ class ScoreResources(Resources):
     memory_gib: float = Field(8, gt=0, description="Memory per scoring job in GiB (ECS task size).")
 
 
-class Train(_Strict):
-    schedule: str | None = Field("@monthly", description="Retraining schedule.")
+class Train(Strict):
+    schedule: str | None = Field("@monthly", description="Retraining schedule (train.retrain adds runs).")
     family: Literal[FAMILIES] = Field(description="Model family in jobs/families (jobs.contract.FAMILIES).")
     params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
     gate: Gate = Field(description="When a trained version may replace production.")
     resources: Resources = Field(default_factory=Resources, description="What the training job asks for.")
     approval: Approval = Field(default_factory=Approval, description="Whether a person approves each promotion.")
+    retrain: Retrain = Field(
+        default_factory=Retrain,
+        description="When label changes or drift start training (besides the schedule): decided by the labels DAG.",
+    )
     timeout_minutes: float = Field(
         360,
         gt=0,
@@ -203,7 +203,7 @@ class Train(_Strict):
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
 
 
-class Score(_Strict):
+class Score(Strict):
     schedule: str | None = Field("@daily", description="Scoring schedule.")
     shards: int = Field(1, ge=1, le=256, description="Scoring jobs per run, one per manifest shard.")
     timeout_minutes: float = Field(
@@ -219,7 +219,7 @@ class Score(_Strict):
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
 
 
-class Publish(_Strict):
+class Publish(Strict):
     """Prediction-gate thresholds: today's predictions against the last published day's."""
 
     max_psi: float = Field(
@@ -257,7 +257,7 @@ class Publish(_Strict):
     )
 
 
-class Monitoring(_Strict):
+class Monitoring(Strict):
     """Realized performance: published predictions measured against labels that arrive later."""
 
     lookback_days: int = Field(
@@ -284,7 +284,7 @@ class Monitoring(_Strict):
     )
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     name: str = Field(pattern=MODEL_NAME, description="Model id: DAG ids, table names, object prefixes.")
     owner: str = Field(min_length=1, description="Team or person answering for the model.")
     description: str = Field("", description="Shown in the DAGs' docs.")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
-from mlbatch import registry
+from mlbatch import costs, registry
 from mlbatch.appdb import schema
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec, load_all
@@ -68,8 +69,25 @@ def _realized(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
     }
 
 
+def _retrain(env: Environment, spec: ModelSpec) -> dict[str, Any]:
+    """Would labels or drift start training now, and why (the labels DAG's decision, read live)."""
+    from mlbatch.retrain import decide
+    from mlbatch.stages.context import RunContext
+    from mlbatch.stages.retrain import inputs
+
+    ctx = RunContext(env=env, spec=spec, ds=datetime.now(UTC).date().isoformat(), run_id="status")
+    found = inputs(ctx)
+    decision = decide(spec.train.retrain, found)
+    return {
+        "retrain": decision.retrain,
+        "reason": decision.reason,
+        "last_training_started": found.last_started_at.isoformat() + "Z" if found.last_started_at else None,
+    }
+
+
 def collect(env: Environment) -> dict[str, Any]:
     models = []
+    month = datetime.now(UTC).strftime("%Y-%m")  # runs' cost lines summed over this month
     have_db = env.appdb.has_table(schema.label_syncs.name)
     for spec in load_all(env.specs_dir):
         prod = registry.production(env.appdb, spec.name) if have_db else None
@@ -83,6 +101,8 @@ def collect(env: Environment) -> dict[str, Any]:
                 "predictions": _predictions(env, spec) if have_db else None,
                 "export": _export(env, spec),
                 "realized": _realized(env, spec) if have_db else None,
+                "retrain": _retrain(env, spec),
+                "cost": costs.month(env.store, spec.name, month),
             }
         )
     return {"models": models}

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlbatch import drift
+from mlbatch import costs, drift
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.score import PredictionStats, iter_predictions
 
@@ -107,5 +107,7 @@ def scoring_summary(ctx: RunContext) -> str:
             "histogram": histogram,
         },
         "drift": _drift(ctx, histogram, mean) if rows else None,
+        # What the run used (mlbatch.costs): written after the publish, so its rows count.
+        "cost": costs.record(ctx, "score"),
     }
     return ctx.env.store.put_json(summary_key(ctx.model, ctx.ds), summary)

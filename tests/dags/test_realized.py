@@ -10,7 +10,9 @@ gate's minimum: the labels DAG posts the alert to the webhook, flags the version
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -105,6 +107,14 @@ def _labels_dag(home: Path, day: str, conn: dict) -> dict[str, str]:
     return states
 
 
+def _run_dir(home: Path, ds: str, run_id: str) -> Path:
+    """A run's scratch state folder (RunContext.state_key)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "", run_id)[:60]
+    return (
+        home / "objects" / "runs" / "device_gender" / ds / f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:6]}"
+    )
+
+
 def _realized_rows(home: Path) -> list[tuple]:
     db = sqlite3.connect(home / "app.db")
     rows = db.execute(
@@ -135,7 +145,7 @@ def test_late_labels_measure_production_and_a_flipped_segment_raises_the_alert(h
     # 1. Honest late labels: realized close to offline, no alert, no flag.
     honest = keys[::2][:HONEST]
     assert synth.append_late_labels("device_gender", warehouse, spec_sheet, honest) == HONEST
-    _labels_dag(home, "2026-11-23", conn)
+    _labels_dag(home, "2026-11-24", conn)
     [(v, ds, metric, value, n, lo, hi, _sync)] = _realized_rows(home)
     assert (v, ds, metric, n) == (version, DS, "roc_auc", n0 + HONEST)
     assert lo < value < hi and abs(value - offline) < 0.06 and value >= 0.75
@@ -144,7 +154,7 @@ def test_late_labels_measure_production_and_a_flipped_segment_raises_the_alert(h
     # 2. A segment's labels flipped (three devices in four): realized AUC far below the gate.
     flipped = keys[1::2][:FLIPPED]
     synth.append_late_labels("device_gender", warehouse, spec_sheet, flipped, flip=lambda k: k % 4 != 0)
-    states = _labels_dag(home, "2026-11-24", conn)
+    states = _labels_dag(home, "2026-11-25", conn)
     assert states["apply_labels"] == "success"
     [(v, ds, metric, value, n, lo, hi, sync_id)] = _realized_rows(home)
     assert (v, ds, n) == (version, DS, n0 + HONEST + FLIPPED)
@@ -176,7 +186,17 @@ def test_late_labels_measure_production_and_a_flipped_segment_raises_the_alert(h
     summary = json.loads((home / "objects" / "predictions" / "device_gender" / DS / "summary.json").read_text())
     assert summary["realized"]["value"] == pytest.approx(value) and summary["realized"]["n_labelled"] == n
 
-    # 3. The CLI's labels stage measures too, and a rerun replaces the row instead of adding one.
-    mlbatch(home, "run", "device_gender", "--ds", "2026-11-24", "--stage", "labels")
+    # 3. The CLI's labels stage on a day already measured measures nothing (once a day at most).
+    proc = mlbatch(home, "run", "device_gender", "--ds", "2026-11-25", "--stage", "labels")
+    assert "realized_performance: sync_id=" in proc.stdout and "skipped=measured for 2026-11-25 already" in proc.stdout
     [(v2, ds2, _m, value2, n2, *_rest)] = _realized_rows(home)
     assert (v2, ds2, n2) == (version, DS, n) and value2 == pytest.approx(value)
+
+    # 4. The next day, 100 new labels: only those entities are looked up, the day is not re-read.
+    more = keys[1::2][FLIPPED : FLIPPED + 100]
+    assert synth.append_late_labels("device_gender", warehouse, spec_sheet, more) == 100
+    proc = mlbatch(home, "run", "device_gender", "--ds", "2026-11-26", "--stage", "labels")
+    read = json.loads((_run_dir(home, "2026-11-26", "cli__2026-11-26") / "realized.json").read_text())["read"]
+    assert read == {"label_changes": 100, "history_rows": 100, "days_scanned": 0, "days_updated": 1}
+    [(_v, _ds, _m, _value, n3, *_rest)] = _realized_rows(home)
+    assert n3 == n + 100

@@ -69,6 +69,7 @@ def test_mlbatch_run_walks_the_dags_in_order_with_cli_names() -> None:
         "check_sheet",
         "labels_gate",
         "apply_labels",
+        "decide_retrain",
         "realized_performance",
         "unload_training",
         "features_gate[train]",
@@ -106,8 +107,9 @@ def test_a_dry_run_skips_the_writers_and_what_follows_them_in_their_dag() -> Non
         "export",
     }
     skipped = {s.name for s in cli_steps(pipeline.STAGES, shards=1) if s.after_writer}
-    # In Airflow the default trigger rule skips export_gate after the skipped export; the CLI too.
-    assert skipped == pipeline.WRITERS | {"export_gate"}
+    # In Airflow the default trigger rule skips export_gate after the skipped export, and
+    # decide_retrain after the skipped apply_labels; the CLI too.
+    assert skipped == pipeline.WRITERS | {"export_gate", "decide_retrain"}
     assert runparams.skipped({"dry_run": True}, writes=True)
     assert not runparams.skipped({"dry_run": True}, writes=False)
     assert not runparams.skipped({}, writes=True)

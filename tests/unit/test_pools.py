@@ -19,3 +19,53 @@ def test_cpu_only_specs_still_get_a_one_slot_pool(tmp_path, monkeypatch):
     monkeypatch.delenv(SLOTS_ENV, raising=False)
     write_spec(tmp_path, lambda r: r["train"].update(resources={"gpu": 0}))
     assert gpu_pool_slots(tmp_path) == 1
+
+
+def test_every_pool_is_sized_in_one_place_and_env_overrides(tmp_path, monkeypatch):
+    from mlbatch.pools import APPDB_POOL, GPU_POOL, HEAVY_POOL, WAREHOUSE_POOL, pool_sizes, pools_set_command
+
+    monkeypatch.delenv(SLOTS_ENV, raising=False)
+    write_spec(tmp_path, lambda r: None)
+    assert pool_sizes(tmp_path) == {GPU_POOL: 1, WAREHOUSE_POOL: 4, APPDB_POOL: 2, HEAVY_POOL: 4}
+    monkeypatch.setenv("MLBATCH_WAREHOUSE_POOL_SLOTS", "8")
+    assert pool_sizes(tmp_path)[WAREHOUSE_POOL] == 8
+    monkeypatch.setenv("MLBATCH_APPDB_POOL_SLOTS", "0")
+    with pytest.raises(ValueError, match="MLBATCH_APPDB_POOL_SLOTS=0 is below 1"):
+        pool_sizes(tmp_path)
+    assert pools_set_command(8, WAREHOUSE_POOL)[-3:-1] == [WAREHOUSE_POOL, "8"]
+
+
+def test_schedules_spread_by_a_stable_per_model_offset():
+    from mlbatch.pools import offset_minutes, spread
+
+    offsets = {f"model_{i}": offset_minutes(f"model_{i}", 60) for i in range(20)}
+    assert offsets == {m: offset_minutes(m, 60) for m in offsets}  # stable
+    assert all(0 <= o < 60 for o in offsets.values()) and len(set(offsets.values())) > 10  # spread
+    assert offset_minutes("device_gender", 0) == 0 and spread("0 0 * * *", "device_gender", 0) == "0 0 * * *"
+    o = offset_minutes("device_gender", 180)
+    assert spread("0 0 * * *", "device_gender", 180) == f"{o % 60} {o // 60} * * *"
+    assert spread("0 * * * *", "device_gender", 180) == f"{o % 60} * * * *"  # hourly: within the hour
+    assert spread("0 23 * * *", "device_gender", 1440).split()[1] in {"23"}  # never past midnight
+    assert spread("*/5 * * * *", "device_gender", 180) == "*/5 * * * *"  # written by hand: left alone
+
+
+def test_dags_use_the_shared_pools_when_asked(tmp_path, monkeypatch):
+    from mlbatch.dag_factory import labels_dag, score_dag, train_dag
+    from mlbatch.spec import load_spec
+
+    spec = load_spec(write_spec(tmp_path, lambda r: r["train"].update(resources={"gpu": 1})))
+    monkeypatch.delenv("MLBATCH_POOLS", raising=False)
+    assert score_dag(spec).get_task("publish").pool == "default_pool"
+    monkeypatch.setenv("MLBATCH_POOLS", "all")
+    score, train = score_dag(spec), train_dag(spec)
+    pools = {t.task_id: (t.pool, t.pool_slots) for t in [*score.tasks, *train.tasks]}
+    assert pools["unload_scoring"] == pools["export"] == pools["unload_training"] == ("mlbatch_warehouse", 1)
+    assert pools["publish"] == ("mlbatch_appdb", 1) and pools["predictions_gate"] == ("mlbatch_heavy", 1)
+    assert pools["features_gate"] == ("mlbatch_heavy", 1) and pools["train"] == ("mlbatch_gpu", 1)
+    assert pools["score"][0] == "default_pool"  # a CPU job waits for no pool
+    assert labels_dag(spec).get_task("realized_performance").pool == "mlbatch_heavy"
+    monkeypatch.setenv("MLBATCH_SCHEDULE_WINDOW_MINUTES", "120")
+    from mlbatch.pools import offset_minutes
+
+    o = offset_minutes(spec.name, 120)
+    assert f"{o % 60} {o // 60} * * *" in score_dag(spec).doc_md  # the cron the doc names is the timetable's

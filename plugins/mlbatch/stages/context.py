@@ -18,6 +18,7 @@ from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec
 
 Purpose = str  # "train" or "score"
+RUN_STATE = "run"  # runs/<model>/<ds>/<run_key>/run.json: the run's id
 
 
 def check_ds(ds: str) -> str:
@@ -70,7 +71,15 @@ class RunContext:
         return f"runs/{self.model}/{self.ds}/{self.run_key}/{name}.json"
 
     def save_state(self, name: str, value: dict[str, Any]) -> None:
+        self._note_run()
         self.env.store.put_json(self.state_key(name), value)
+
+    def _note_run(self) -> None:
+        """``run.json`` beside the run's state names the run (its key cannot be turned back into its
+        id): ``mlbatch run --stage publish`` finds the run that scored a day by it."""
+        key = self.state_key(RUN_STATE)
+        if not self.env.store.exists(key):
+            self.env.store.put_json(key, {"run_id": self.run_id, "dag_id": self.dag_id})
 
     def load_state(self, name: str, hint: str) -> dict[str, Any]:
         key = self.state_key(name)

@@ -1,8 +1,11 @@
 """Realized performance: each published day measured against the labels that arrived later.
 
-Analysts keep labelling after a day was scored. After every label sync (the labels DAG's
-``realized_performance`` task, after ``apply_labels``; ``mlbatch run --stage labels``), for
-each day of the last ``monitoring.lookback_days`` in ``ml_publish_log``:
+Analysts keep labelling after a day was scored. After a label sync (the labels DAG's
+``realized_performance`` task; ``mlbatch run --stage labels``), at most once per day (the run's
+``ds``) and only when a label changed or a day was published since the last measurement, each day
+of the last ``monitoring.lookback_days`` in ``ml_publish_log`` that needs it is measured
+(incrementally: :mod:`mlbatch.stages.realized_days`; a day already measured costs only its new
+labels):
 
 1. the day's published predictions: the prediction shards of the run that published it
    (``predictions/<model>/<ds>/<run>/``, named by the log's ``run_id``), else the day's export
@@ -23,23 +26,17 @@ status is left alone). The result's ``retrain`` tells the DAG to emit the retrai
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlalchemy import delete, select
 
 from jobs.contract import LOWER_IS_BETTER
 from mlbatch import realized_metrics, registry
 from mlbatch.appdb import schema
-from mlbatch.labels import sync
 from mlbatch.spec import ModelSpec
+from mlbatch.stages import realized_days
 from mlbatch.stages.context import RunContext
-from mlbatch.store import iter_parquet
 
 log = logging.getLogger(__name__)
 
@@ -57,69 +54,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def _day_sources(ctx: RunContext, ds: str, run_id: str) -> list[str] | None:
-    """The files holding the predictions the publishing run wrote for ``ds``: its shards, else the
-    day's export; None when both are gone."""
-    from mlbatch.stages.publish import export_key
-    from mlbatch.stages.score import shard_uris
-
-    day = replace(ctx, ds=ds, run_id=run_id)
-    store = ctx.env.store
-    uris = shard_uris(day)
-    if all(store.exists(store.key(u)) for u in uris):
-        return uris
-    exported = export_key(day)
-    if store.exists(exported):
-        return [store.uri(exported)]
-    log.warning("%s %s: neither the shards of run %s nor %s exist; day not measured", ctx.model, ds, run_id, exported)
-    return None
-
-
-def _trained_keys(ctx: RunContext, version: str, cache: dict[str, set[str]]) -> set[str]:
-    """Keys of the label snapshot ``version`` was trained on (empty when it names none)."""
-    if version in cache:
-        return cache[version]
-    from mlbatch.stages.labels import snapshot_of
-
-    keys: set[str] = set()
-    with ctx.env.appdb.connect() as conn:
-        mv = registry.get(conn, ctx.model, version)
-    sync_id = (mv.lineage if mv else {}).get("label_sync_id")
-    if sync_id:
-        snap = snapshot_of(ctx, sync_id)
-        table = pq.read_table(
-            pa.BufferReader(ctx.env.store.get_bytes(ctx.env.store.key(snap["uri"]))), columns=["entity_key"]
-        )
-        keys = {str(k) for k in table["entity_key"].to_pylist()}
-    cache[version] = keys
-    return keys
-
-
-def _labelled(
-    spec: ModelSpec, sources: list[str], labels: dict[str, str], exclude: set[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(true class, predicted class, score) of the day's predictions that have a late label.
-
-    The day streams batch by batch (a day can hold tens of millions of rows); only the labelled
-    rows, a few per cent of a day at most, are kept."""
-    classes = {c.casefold(): i for i, c in enumerate(spec.labels.classes)}
-    late = {k: v for k, v in labels.items() if k not in exclude}
-    wanted = pa.array(list(late), pa.string())
-    y: list[int] = []
-    pred: list[int] = []
-    scores: list[np.ndarray] = []
-    for batch in iter_parquet(sources, ["entity_key", "label", "score"], what="published predictions"):
-        keys = pc.cast(batch.column("entity_key"), pa.string())
-        rows = batch.filter(pc.is_in(keys, value_set=wanted))
-        if not rows.num_rows:
-            continue
-        y.extend(classes[late[k].casefold()] for k in pc.cast(rows.column("entity_key"), pa.string()).to_pylist())
-        pred.extend(classes[str(v).casefold()] for v in rows.column("label").to_pylist())
-        scores.append(rows.column("score").to_numpy(zero_copy_only=False).astype(np.float64))
-    score = np.concatenate(scores) if scores else np.empty(0, dtype=np.float64)
-    return np.array(y, dtype=np.int64), np.array(pred, dtype=np.int64), score
-
-
 def _worse(metric: str, value: float, bar: float) -> bool:
     return value > bar if metric in LOWER_IS_BETTER else value < bar
 
@@ -130,22 +64,26 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
     sync_id = ctx.load_state("labels_check", "run the labels check first")["sync_id"]
     db.ensure_schema()
     first = date.fromisoformat(ctx.ds) - timedelta(days=mon.lookback_days - 1)
-    p = schema.publish_log
+    p, store = schema.publish_log, ctx.env.store
     with db.connect() as conn:
         days = conn.execute(
             select(p.c.ds, p.c.model_version, p.c.run_id)
             .where(p.c.model == spec.name, p.c.ds >= first, p.c.ds <= date.fromisoformat(ctx.ds))
             .order_by(p.c.ds)
         ).all()
-        labels = sync.current_labels(conn, spec.name)
+    key = realized_days.state_key(spec.name)
+    prior = store.get_json(key) if store.exists(key) else None
     metric = realized_metric(spec)
-    trained: dict[str, set[str]] = {}
+    skipped = realized_days.skip_reason(ctx, days, prior)
+    if skipped:
+        log.info("%s: realized performance not measured: %s", spec.name, skipped)
+        result = {"sync_id": sync_id, "metric": metric, "skipped": skipped, "days": 0, "retrain": False}
+        ctx.save_state("realized", result)
+        return result
+    out, read = realized_days.measure_days(ctx, days, prior)
     measured: list[dict[str, Any]] = []
-    for day in days:
-        sources = _day_sources(ctx, day.ds.isoformat(), day.run_id)
-        if sources is None:
-            continue
-        y, pred, score = _labelled(spec, sources, labels, _trained_keys(ctx, day.model_version, trained))
+    for day, rows in out:
+        y, pred, score = realized_days.arrays(rows)
         m = realized_metrics.measure(metric, y, pred, score, len(spec.labels.classes))
         measured.append(
             {
@@ -174,6 +112,7 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
             measured,
             update=["value", "n_labelled", "ci_low", "ci_high", "measured_at", "label_sync_id"],
         )
+    store.put_json(key, read.pop("state"))  # after the rows: a failed upsert is measured again
     degraded = [
         r
         for r in measured
@@ -205,15 +144,18 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
                 _mark_alerted(ctx, fresh)
         else:
             log.info("%s: every degraded day was alerted on before; no new alert", spec.name)
-    return {
+    result = {
         "sync_id": sync_id,
         "metric": metric,
         "days": len(measured),
+        "read": read,
         "labelled": sum(r["n_labelled"] for r in measured),
         "degraded": [{"ds": r["ds"].isoformat(), "model_version": r["model_version"]} for r in degraded],
         "alerted": alerted,
         "retrain": bool(degraded) and mon.retrain_on_degradation,
     }
+    ctx.save_state("realized", result)
+    return result
 
 
 def _refresh_reports(ctx: RunContext, measured: list[dict[str, Any]]) -> None:

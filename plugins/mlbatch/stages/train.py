@@ -21,6 +21,7 @@ from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import LaunchedJob
 from mlbatch.stages.labels import latest_snapshot, snapshot_of
+from mlbatch.stages.retrain import record_training_start
 
 SEED = 7
 
@@ -48,6 +49,8 @@ def run_labels(ctx: RunContext) -> dict[str, Any]:
     event = ctx.triggered_by.get("labels") or {}
     chosen = snapshot_of(ctx, event["sync_id"]) if event.get("sync_id") else latest_snapshot(ctx)
     ctx.save_state("labels", chosen)
+    # train.retrain's min_interval counts from here: the start of the last training run.
+    record_training_start(ctx, chosen["sync_id"], by=f"{ctx.dag_id or 'train'} run {ctx.run_id}")
     return chosen
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlbatch.pipeline import cli_steps
 from mlbatch.spec import ModelSpec, SpecError, load_spec
-from mlbatch.stages import realized
+from mlbatch.stages import realized, realized_days
 
 from tests.support.paths import REPO
 
@@ -56,6 +56,7 @@ def test_labels_stage_measures_after_apply() -> None:
         "check_sheet",
         "labels_gate",
         "apply_labels",
+        "decide_retrain",
         "realized_performance",
     ]
 
@@ -68,12 +69,13 @@ def test_labels_dag_keeps_its_order_and_adds_the_retrain_request_only_when_asked
         "check_sheet",
         "labels_gate",
         "apply_labels",
+        "decide_retrain",
         "realized_performance",
-        "labels_changed",
+        "retrain_needed",
         "announce_labels",
     }
-    assert dag.get_task("realized_performance").upstream_task_ids == {"apply_labels"}
-    assert dag.get_task("labels_changed").upstream_task_ids == {"apply_labels"}
+    assert dag.get_task("realized_performance").upstream_task_ids == {"decide_retrain"}
+    assert dag.get_task("retrain_needed").upstream_task_ids == {"decide_retrain"}
 
     on = _spec(tmp_path, monitoring={"retrain_on_degradation": True})
     dag = labels_dag(on)
@@ -96,7 +98,9 @@ def test_labelled_rows_leave_out_the_keys_the_version_trained_on(tmp_path: Path)
         pq.write_table(table, path, row_group_size=2)  # batches within a file, and two files
         shards.append(path.as_uri())
     labels = {"1": "male", "2": "Male", "3": "female", "9": "male", "5": "female"}
-    y, pred, score = realized._labelled(spec, shards, labels, exclude={"1"})
+    rows = realized_days.scan_day(spec, shards, labels, exclude={"1"})
+    y, pred, score = realized_days.arrays(rows)
+    assert rows.column("entity_key").to_pylist() == ["2", "3", "5"]
     # keys 2, 3 and 5 are late; 1 was trained on, 4 has no label, 9 was not scored
     assert y.tolist() == [1, 0, 0] and pred.tolist() == [0, 1, 1] and score.tolist() == [0.2, 0.7, 0.6]
 

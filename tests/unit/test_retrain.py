@@ -1,0 +1,112 @@
+"""train.retrain: the spec's policy and the decision (material, min_interval, drift) with its reason."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from mlbatch.retrain import Inputs, decide, human_duration
+from mlbatch.spec import OnLabels, Retrain, SpecError, load_spec
+
+from tests.support.paths import REPO
+from tests.support.specs import write_spec
+
+NOW = datetime(2026, 11, 22, 12, 0)
+
+
+def _inputs(**kw: object) -> Inputs:
+    base = {
+        "now": NOW,
+        "latest_sync_id": "s2",
+        "production_version": "20261101-abc",
+        "production_sync_id": "s1",
+        "production_rows": 30_000,
+        "changed_rows": 120,
+    }
+    return Inputs(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_defaults_are_the_issue_s_values() -> None:
+    policy = load_spec(REPO / "dags" / "specs" / "device_gender.yaml").train.retrain
+    assert policy.on_labels == OnLabels(min_changed_rows=5000, min_changed_fraction=0.05, min_interval="1d")
+    assert policy.on_labels.min_interval_seconds == 86400 and policy.on_drift is None
+
+
+def test_the_spec_takes_false_thresholds_and_drift(tmp_path) -> None:
+    def edit(raw: dict) -> None:
+        raw["train"]["retrain"] = {
+            "on_labels": {"min_changed_rows": 10, "min_interval": "12h"},
+            "on_drift": {"psi": 0.3, "days": 2},
+        }
+
+    policy = load_spec(write_spec(tmp_path, edit)).train.retrain
+    assert policy.on_labels.min_changed_rows == 10 and policy.on_labels.min_changed_fraction == 0.05
+    assert policy.on_labels.min_interval_seconds == 12 * 3600 and policy.on_drift.days == 2
+    off = load_spec(write_spec(tmp_path, lambda r: r["train"].update(retrain={"on_labels": False})))
+    assert off.train.retrain.on_labels is False
+
+
+@pytest.mark.parametrize(
+    ("retrain", "field"),
+    [
+        ({"on_labels": {"min_interval": "soon"}}, "train.retrain.on_labels.min_interval"),
+        ({"on_labels": {"min_changed_row": 5}}, "train.retrain.on_labels.min_changed_row"),
+        ({"on_drift": {"days": 0}}, "train.retrain.on_drift.days"),
+    ],
+)
+def test_a_bad_policy_names_its_field(tmp_path, retrain: dict, field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write_spec(tmp_path, lambda r: r["train"].update(retrain=retrain)))
+    assert any(f.startswith(field) for f, _ in err.value.problems), err.value.problems
+
+
+def test_a_small_change_is_not_material_and_says_so() -> None:
+    d = decide(Retrain(), _inputs(changed_rows=120))
+    assert not d.retrain
+    assert d.reason == (
+        "not material: 120 changed rows (0.4%) since the production model's snapshot < 5,000 rows and < 5%"
+    )
+
+
+@pytest.mark.parametrize(("changed", "met"), [(5_000, ">= 5,000 rows"), (1_500, ">= 5%")])
+def test_either_threshold_is_material(changed: int, met: str) -> None:
+    d = decide(Retrain(), _inputs(changed_rows=changed))
+    assert d.retrain and d.trigger == "labels" and d.sync_id == "s2" and d.reason.endswith(met)
+    assert d.reason.startswith(f"material: {changed:,} changed rows")
+
+
+def test_min_interval_counts_from_the_last_training_start() -> None:
+    d = decide(Retrain(), _inputs(changed_rows=9_000, last_started_at=NOW - timedelta(hours=3), last_sync_id="s1"))
+    assert not d.retrain
+    assert d.reason.startswith("within min_interval: last training started 3 h ago < 1 d (material: 9,000")
+    later = decide(Retrain(), _inputs(changed_rows=9_000, last_started_at=NOW - timedelta(days=1, minutes=1)))
+    assert later.retrain
+
+
+def test_labels_already_trained_on_are_not_requested_again() -> None:
+    d = decide(Retrain(), _inputs(changed_rows=9_000, last_started_at=NOW - timedelta(days=3), last_sync_id="s2"))
+    assert not d.retrain and "training already started on sync s2" in d.reason
+
+
+def test_no_production_model_trains_and_no_snapshot_does_not() -> None:
+    assert decide(Retrain(), _inputs(production_version=None, changed_rows=0)).retrain
+    assert not decide(Retrain(), _inputs(latest_sync_id=None)).retrain
+
+
+def test_on_labels_false_never_trains_on_labels_but_drift_does() -> None:
+    off = Retrain(on_labels=False)
+    d = decide(off, _inputs(changed_rows=50_000))
+    assert not d.retrain and d.reason == "on_labels is false: label changes never start training"
+    drifted = [("2026-11-22", 0.4), ("2026-11-21", 0.3), ("2026-11-20", 0.5)]
+    with_drift = Retrain(on_labels=False, on_drift={"psi": 0.25, "days": 3})
+    d = decide(with_drift, _inputs(drifted_days=drifted))
+    assert d.retrain and d.trigger == "drift"
+    assert (
+        d.reason
+        == "drift: prediction PSI > 0.25 on 3 consecutive day(s) (2026-11-22 0.400, 2026-11-21 0.300, 2026-11-20 0.500)"
+    )
+    assert not decide(with_drift, _inputs(drifted_days=drifted[:2])).retrain
+
+
+def test_human_durations() -> None:
+    assert [human_duration(s) for s in (600, 3 * 3600, 86400, 36 * 3600)] == ["10 min", "3 h", "1 d", "1.5 d"]
