@@ -23,7 +23,9 @@
 # Air-gapped builds (tests: no registry) pass the debootstrap base from docker/build-base.sh
 # (--build-arg BASE_IMAGE=mlbatch/debian-base:12). A CA bundle for pip (a proxy's) is used when
 # the context has docker/build/ca.crt; `mlbatch images build` puts it there.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest (the tag moves with every Debian point release); refresh with
+# `docker buildx imagetools inspect python:3.11-slim-bookworm`.
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 FROM ${BASE_IMAGE} AS runtime
 ARG PYTHON=python3.11

@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
 # Build a Debian 12 base image without a registry: debootstrap a root filesystem, `docker import` it.
 #
-#   docker/build-base.sh [IMAGE]        default IMAGE: mlbatch/debian-base:12
+#   docker/build-base.sh [IMAGE]                     default IMAGE: mlbatch/debian-base:12
+#   docker/build-base.sh --cuda-standin [IMAGE]      default IMAGE: mlbatch/cuda-standin:13.0.3
 #
 # For air-gapped builds (tests, machines with no registry): the train and score images take it as
 # `--build-arg BASE_IMAGE=mlbatch/debian-base:12`. It holds python3 (3.11, the version the jobs'
 # wheels are pinned for), python3-venv, python3-pip and ca-certificates; nothing else.
+#
+# --cuda-standin: what train.Dockerfile's production base (nvidia/cuda:13.0.3-base-ubuntu22.04,
+# which cannot be pulled here) looks like to the Dockerfile: no Python (so the Dockerfile's apt
+# step installs python3.11 and its venv module, as it does on Ubuntu), ca-certificates only, and
+# the CUDA image's environment (NVIDIA_VISIBLE_DEVICES=all, NVIDIA_REQUIRE_CUDA, CUDA_VERSION), so
+# a test can see what the train image overrides. No CUDA libraries: the wheels bring their own.
 # Skips the work when the image already exists. Needs root (debootstrap, chroot).
 # DEBIAN_MIRROR picks the mirror, e.g. a snapshot for a byte-for-byte repeatable base:
 #   DEBIAN_MIRROR=http://snapshot.debian.org/archive/debian/20250520T000000Z docker/build-base.sh
 set -euo pipefail
 
-IMAGE="${1:-mlbatch/debian-base:12}"
 SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES=python3,python3-venv,python3-pip,ca-certificates
+if [ "${1:-}" = "--cuda-standin" ]; then
+    IMAGE="${2:-mlbatch/cuda-standin:13.0.3}"
+    PACKAGES=ca-certificates
+    # The environment nvidia/cuda:13.0.3-base-ubuntu22.04 declares (NVIDIA's Dockerfile).
+    CHANGES=(--change 'ENV CUDA_VERSION=13.0.3'
+        --change 'ENV NVIDIA_VISIBLE_DEVICES=all'
+        --change 'ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility'
+        --change 'ENV NVIDIA_REQUIRE_CUDA=cuda>=13.0'
+        --change 'LABEL org.opencontainers.image.title=mlbatch-cuda-standin')
+else
+    IMAGE="${1:-mlbatch/debian-base:12}"
+    PACKAGES=python3,python3-venv,python3-pip,ca-certificates
+    CHANGES=()
+fi
 
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "build-base: $IMAGE exists; nothing to do"
@@ -47,6 +66,7 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
     --change 'ENV LANG=C.UTF-8' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["/bin/bash"]' \
+    "${CHANGES[@]}" \
     --message "debootstrap $SUITE ($PACKAGES) from $MIRROR" \
     - "$IMAGE" >/dev/null
 

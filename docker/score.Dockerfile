@@ -8,7 +8,9 @@
 # Context and CA handling as in train.Dockerfile (`mlbatch images build score` assembles it).
 # The pins come from requirements/jobs.txt: numpy, pyarrow, scipy and xgboost's version, installed
 # as xgboost-cpu (the same library without CUDA, so every model the train image made loads here).
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest (the tag moves with every Debian point release); refresh with
+# `docker buildx imagetools inspect python:3.11-slim-bookworm`.
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 FROM ${BASE_IMAGE} AS runtime
 ARG PYTHON=python3.11

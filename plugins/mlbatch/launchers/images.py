@@ -96,7 +96,9 @@ def context_files(kind: str) -> list[Path]:
             Path("jobs/contract.py"),
             Path("jobs/cpus.py"),
         ]
-    return [Path(f"docker/{kind}.Dockerfile"), Path("requirements/jobs.txt"), *_tree("jobs")]
+    # train-cuda.txt: the CUDA wheels torch's PyPI build pulls, pinned (the train image's TORCH=pypi).
+    extra = [Path("docker/train-cuda.txt")] if kind == "train" else []
+    return [Path(f"docker/{kind}.Dockerfile"), Path("requirements/jobs.txt"), *extra, *_tree("jobs")]
 
 
 def content_hash(kind: str, build_args: dict[str, str], base_id: str, wheel: Path | None) -> str:

@@ -128,3 +128,43 @@ def test_lifecycle_expires_scratch_only():
     assert f"mlbatch/{PROBE_PREFIX}" in expired
     assert all(r["Status"] == "Enabled" for r in rules)
     assert any("AbortIncompleteMultipartUpload" in r for r in rules)
+
+
+# The Permissions section's placeholders, as deploy/ fills them in (the Helm values' names).
+PLACEHOLDERS = {
+    "<bucket>": "mlbatch-prod",
+    "<root>": "mlbatch",
+    "<region>": "eu-west-1",
+    "<account>": "123456789012",
+    "<cluster>": "mlbatch",
+    "<worker-role>": "mlbatch-airflow",
+}
+
+
+def documented_workers_policy() -> dict:
+    import re
+
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    start = doc.index("<!-- doctor-tested: worker-policy -->")
+    block = re.search(r"```json\n(.*?)```", doc[start:], re.S).group(1)
+    for placeholder, value in PLACEHOLDERS.items():
+        block = block.replace(placeholder, value)
+    return json.loads(block)
+
+
+def test_workers_policy_is_the_documented_one():
+    """deploy/iam/airflow-workers.json is docs/deploy.md's workers' policy (the one the doctor's IAM
+    simulation is tested against), but RunTask covers every model's families: <base>-<model>-<compat>."""
+    documented, shipped = documented_workers_policy(), load("iam/airflow-workers.json")
+    for statement in documented["Statement"]:
+        if statement["Sid"] == "RunJobs":
+            statement["Resource"] = [
+                r if r.endswith("-*:*") else r.removesuffix(":*") + "-*:*" for r in statement["Resource"]
+            ]
+    assert shipped == documented
+    (run_jobs,) = [s for s in shipped["Statement"] if s["Sid"] == "RunJobs"]
+    from mlbatch.deploy_checks import task_definition_family
+
+    family = task_definition_family("mlbatch-train", "device_gender", "ec2")
+    assert "arn:aws:ecs:eu-west-1:123456789012:task-definition/mlbatch-train-*:*" in run_jobs["Resource"]
+    assert family.startswith("mlbatch-train-")
