@@ -91,6 +91,9 @@ def _describe(statement_id: str) -> dict:
 def _until(statement_id: str, *states: str, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while (desc := _describe(statement_id))["Status"] not in states:
+        assert desc["Status"] in ("SUBMITTED", "PICKED", "STARTED"), (
+            f"{statement_id} {desc['Status']}: {desc.get('Error')}"
+        )
         assert time.monotonic() < deadline, f"{statement_id} still {desc['Status']}, expected one of {states}"
         time.sleep(0.05)
     return desc
@@ -165,6 +168,15 @@ def test_replace_day_is_one_batch_idempotent_and_transactional(wh, double, store
     assert [s["Status"] for s in subs] == ["FINISHED", "FINISHED", "FINISHED", "FAILED"]
     assert "replace ml_exports.device_gender_predictions ds=2026-11-22" in str(failed.value)
 
+    # No fault injected: a file whose columns do not match the table's fails in COPY itself.
+    narrow = pa.table({"entity_key": pa.array([1, 2], pa.int64()), "ds": pa.array([date(2026, 11, 22)] * 2)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(narrow, sink)
+    store.put_bytes(f"export/device_gender/{DS}/part-0000.parquet", sink.getvalue().to_pybytes())
+    with pytest.raises(RedshiftStatementError, match="incompatible Parquet schema"):
+        wh.replace_day(TABLE, DS, [store.uri(f"export/device_gender/{DS}/part-0000.parquet")], store)
+    assert wh.count_day(TABLE, DS) == 80
+
 
 def test_count_and_latest_day_bind_their_values(wh, double) -> None:
     assert wh.count_day("ml_exports.no_such_table", DS) == 0
@@ -188,7 +200,8 @@ def test_trigger_yields_success_then_the_worker_finishes_the_unload(wh, double, 
     assert events == [{"status": "success", "statement_id": statement_id}]
     wh.check_event(events[0], "UNLOAD")
     assert read_manifest(store, wh.finish_unload(store, prefix, statement_id)).record_count > 1000
-    assert len(double.calls("DescribeStatement")) >= 2
+    polls = [c for c in double.calls("DescribeStatement") if c["Id"] == statement_id]
+    assert len(polls) >= 3  # polled while STARTED, polled once ended, then the finished check
 
 
 def test_trigger_yields_the_failure_and_check_event_raises_redshift_s_error(wh, double) -> None:
@@ -295,6 +308,12 @@ def test_results_are_typed_as_the_data_api_types_them(double) -> None:
     _until(plan_id, "FINISHED")
     plan = client.get_statement_result(Id=plan_id)
     assert plan["ColumnMetadata"][0]["name"] == "QUERY PLAN" and plan["TotalNumRows"] >= 1
+    many = client.execute_statement(Sql="SELECT device_id FROM analytics.devices ORDER BY 1 LIMIT 2500", **target)
+    _until(many["Id"], "FINISHED")
+    pages = [client.get_statement_result(Id=many["Id"])]
+    while "NextToken" in pages[-1]:  # the client pages through a large result as with Redshift
+        pages.append(client.get_statement_result(Id=many["Id"], NextToken=pages[-1]["NextToken"]))
+    assert len(pages) == 3 and sum(len(p["Records"]) for p in pages) == pages[0]["TotalNumRows"] == 2500
     listed = client.list_statements(Status="FINISHED")["Statements"]
     assert {statement_id, plan_id} <= {s["Id"] for s in listed}
     with pytest.raises(client.exceptions.ResourceNotFoundException):
