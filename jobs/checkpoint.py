@@ -38,7 +38,8 @@ from jobs import io
 from jobs.io import JobInputError
 
 MAGIC = b"MLBCKPT1"
-NAME = "checkpoint/checkpoint.bin"
+FOLDER = "checkpoint"
+NAME = f"{FOLDER}/checkpoint.bin"
 PARAM = "checkpoint"  # the key in the train config's params
 DEFAULT_SECONDS = 60.0
 DEFAULT_MAX_FRACTION = 0.05
@@ -208,7 +209,7 @@ class Checkpointer:
     def clear(self) -> None:
         """Remove the checkpoint (the job succeeded); a leftover is harmless, so errors are not."""
         try:
-            io.delete(self.uri, prune=True)
+            io.delete_folder(self.uri.rsplit("/", 1)[0])
         except OSError as exc:
             log(f"checkpoint {self.uri} not removed ({exc}); the success marker makes it moot")
 

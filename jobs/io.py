@@ -50,15 +50,19 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def delete(uri: str, prune: bool = False) -> None:
-    """Remove the object at ``uri``; one that is not there is fine. ``prune``: also remove its
-    folder if that is left empty (local only; S3 has no folders)."""
+def delete(uri: str) -> None:
+    """Remove the object at ``uri``; one that is not there is fine."""
     fs, path = filesystem_for(uri)
     if fs.get_file_info(path).type == pafs.FileType.File:
         fs.delete_file(path)
-    parent = os.path.dirname(path)
-    if prune and isinstance(fs, pafs.LocalFileSystem) and os.path.isdir(parent) and not os.listdir(parent):
-        os.rmdir(parent)
+
+
+def delete_folder(uri: str) -> None:
+    """Remove the folder (S3: every object under the prefix) at ``uri``; none there is fine.
+    Not ``delete`` of its last file: on S3 pyarrow then leaves an empty ``folder/`` object."""
+    fs, path = filesystem_for(uri)
+    if fs.get_file_info(path.rstrip("/")).type == pafs.FileType.Directory:
+        fs.delete_dir(path.rstrip("/"))
 
 
 def read_bytes(uri: str) -> bytes:

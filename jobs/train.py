@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import importance, io
-from jobs.checkpoint import NAME as CHECKPOINT_NAME
+from jobs.checkpoint import FOLDER as CHECKPOINT_FOLDER
 from jobs.checkpoint import PARAM, Checkpointer, Window, fingerprint
 from jobs.contract import ConfigError, TrainConfig
 from jobs.families.columns import size_thread_pools
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if io.exists(marker):
             log(f"{marker} exists: this model version is complete; not retraining")
-            io.delete(io.join_uri(out, CHECKPOINT_NAME), prune=True)  # a kill between marker and removal left it
+            io.delete_folder(io.join_uri(out, CHECKPOINT_FOLDER))  # a kill between marker and removal left it
             print(json.dumps({"status": "already_done", "output": out, "marker": io.read_json(marker)}))
             return 0
         summary = train(args.config, args.features, args.labels, out)
