@@ -152,7 +152,9 @@ def test_only_a_material_change_starts_training_once_per_interval(home: Path) ->
     assert re.fullmatch(
         r"material: 2,0\d\d changed rows \(6\.\d%\) since the production model's snapshot >= 5%", reasons[5]
     )
-    assert re.match(r"within min_interval: last training started \d+ min ago < 1 d \(material: 4,0\d\d changed rows", reasons[6])
+    assert re.match(
+        r"within min_interval: last training started \d+ min ago < 1 d \(material: 4,0\d\d changed rows", reasons[6]
+    )
     decided = _state(home, runs[3]["run_id"], "retrain")
     assert decided["retrain"] and decided["trigger"] == "labels" and decided["sync_id"].startswith("device_gender-")
 
@@ -164,3 +166,26 @@ def test_only_a_material_change_starts_training_once_per_interval(home: Path) ->
     status = json.loads(mlbatch(home, "status", "--json").stdout)
     model = {m["name"]: m for m in status["models"]}["device_gender"]
     assert model["retrain"]["retrain"] is False and model["retrain"]["reason"].startswith("within min_interval")
+
+
+def test_the_cost_line_is_in_the_run_reports_and_in_status(home: Path) -> None:
+    summary = json.loads((home / "objects" / "predictions" / "device_gender" / DS / "summary.json").read_text())
+    cost = summary["cost"]
+    assert cost["job_vcpu_seconds"] > 0 and cost["job_gpu_seconds"] == 0 and cost["bytes_unloaded"] > 0
+    assert cost["rows_published"] == summary["rows"]
+    status = json.loads(mlbatch(home, "status", "--json").stdout)
+    month = {m["name"]: m for m in status["models"]}["device_gender"]["cost"]
+    assert month["runs"] >= 2 and month["rows_published"] >= summary["rows"]  # the train run and the score run
+    assert month["job_vcpu_seconds"] > cost["job_vcpu_seconds"]  # training's share
+    [version] = [v for v in (home / "objects" / "models" / "device_gender").iterdir() if v.is_dir()]
+    assert "<p>Cost: vCPU " in (version / "report.html").read_text()
+
+    text = mlbatch(home, "status", COLUMNS="80").stdout
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80 and "…" not in text
+    assert version.name in text and "rows published" in text
+
+
+def test_run_stage_publish_publishes_a_day_the_score_dag_scored(home: Path) -> None:
+    proc = mlbatch(home, "run", "device_gender", "--ds", DS, "--stage", "publish")
+    assert f"publishing the predictions of run manual__{DS}T00:00:00+00:00" in proc.stdout
+    assert f"ok device_gender {DS} publish: rows=" in proc.stdout

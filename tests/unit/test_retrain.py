@@ -110,3 +110,26 @@ def test_on_labels_false_never_trains_on_labels_but_drift_does() -> None:
 
 def test_human_durations() -> None:
     assert [human_duration(s) for s in (600, 3 * 3600, 86400, 36 * 3600)] == ["10 min", "3 h", "1 d", "1.5 d"]
+
+
+def test_drifted_days_are_the_production_version_s_consecutive_days(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from mlbatch.env import Environment
+    from mlbatch.stages import retrain as stage
+    from mlbatch.stages.context import RunContext
+    from mlbatch.summary import summary_key
+
+    monkeypatch.setenv("MLBATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLBATCH_OBJECT_STORE", (tmp_path / "objects").as_uri())
+    spec = load_spec(write_spec(tmp_path, lambda r: r["train"].update(retrain={"on_drift": {"psi": 0.25, "days": 2}})))
+    ctx = RunContext(env=Environment.from_env(), spec=spec, ds="2026-11-24", run_id="r")
+    for ds, psi, version in (("2026-11-24", 0.4, "v1"), ("2026-11-23", 0.3, "v1"), ("2026-11-22", 0.9, "v0")):
+        ctx.env.store.put_json(summary_key(spec.name, ds), {"model_version": [version], "drift": {"score_psi": psi}})
+    assert stage._drifted_days(ctx, "v1") == [("2026-11-24", 0.4), ("2026-11-23", 0.3)]
+    assert stage._drifted_days(ctx, "v0") == []  # not today's version
+    ctx.env.store.put_json(summary_key(spec.name, "2026-11-23"), {"model_version": ["v1"], "drift": {"score_psi": 0.1}})
+    assert stage._drifted_days(ctx, "v1") == [("2026-11-24", 0.4)]
+    monkeypatch.setattr(stage.registry, "production", lambda db, m: SimpleNamespace(version="v1", lineage={}))
+    found = stage.inputs(ctx)
+    assert found.latest_sync_id is None and found.last_started_at is None  # no labels yet: the DB is empty
