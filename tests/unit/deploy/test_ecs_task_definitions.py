@@ -108,6 +108,7 @@ def test_cpu_jobs_are_checked_against_ec2_types_when_there_is_no_fargate():
     # score: 4 vCPU / 8 GiB; c7i.xlarge has 8 GiB nominal, less registered.
     assert any("score" in w for w in placement_warnings(spec, ["c7i.xlarge"], fargate=False))
     assert not any("score" in w for w in placement_warnings(spec, ["c7i.xlarge"], fargate=True))
+    assert not any("score" in w for w in placement_warnings(spec, ["m7i.xlarge"], fargate=False))
 
 
 def test_cli_renders_every_models_families(monkeypatch, tmp_path):
