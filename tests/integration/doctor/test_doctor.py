@@ -1,5 +1,5 @@
-"""`mlbatch doctor` on the test stack (MariaDB, moto S3) and with one boundary broken at a time:
-exit 1, and the FAIL line names the boundary and the fix."""
+"""`mlbatch doctor` on the test stack (MariaDB; S3 and IAM's policy simulator on one AwsEndpoint)
+and with one boundary broken at a time: exit 1, and the FAIL line names the boundary and the fix."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -15,10 +16,40 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from devtools.devservers import MariaDB, start_mariadb
+from devtools.devservers.aws_wire import AwsEndpoint
+from devtools.devservers.iam_double import iam_query_handlers
+from tests.integration.doctor.deploy_docs import worker_policy
 from tests.support.paths import REPO
 
 MLBATCH = Path(sys.executable).parent / "mlbatch"
 BUCKET = "mlbatch-doctor"
+WORKER = "arn:aws:iam::123456789012:role/airflow/mlbatch-worker"
+RUN_PREFIXES = ("labels/", "unload/", "models/", "predictions/", "runs/", "export/")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """S3 and IAM (its policy simulator too) on one endpoint; the workers' role holds the policy
+    docs/deploy.md gives, so the doctor's IAM line is green as a deployment following it would be."""
+    with AwsEndpoint([], query_handlers=iam_query_handlers()) as endpoint:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106
+        )
+        iam.create_role(RoleName="mlbatch-worker", Path="/airflow/", AssumeRolePolicyDocument="{}")
+        policy = worker_policy(
+            account="123456789012",
+            region="us-east-1",
+            cluster="mlbatch",
+            bucket=BUCKET,
+            root="mlbatch",
+            worker_role="airflow/mlbatch-worker",
+        )
+        iam.put_role_policy(RoleName="mlbatch-worker", PolicyName="workers", PolicyDocument=json.dumps(policy))
+        yield endpoint.endpoint
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +115,7 @@ def stack_env(s3_endpoint: str, bucket: str, appdb_url: str) -> dict[str, str]:
         "MLBATCH_APPDB_CONN_ID": "mlbatch_appdb",
         "MLBATCH_AWS_CONN_ID": "aws_test",
         "MLBATCH_OBJECT_STORE": f"s3://{bucket}/mlbatch",
+        "MLBATCH_DOCTOR_PRINCIPAL_ARN": WORKER,
     }
 
 
@@ -97,16 +129,17 @@ def test_green_on_the_test_stack_with_credentials_from_connections(tmp_path, s3_
     assert statuses(checks) == {
         "connections": "ok",
         "warehouse": "ok",
-        "object store": "ok",
+        **{f"S3 {prefix}": "ok" for prefix in RUN_PREFIXES},
         "app DB": "ok",
         "app DB grants": "ok",
         "app DB load": "ok",
         "ECS": "skip",
+        "S3 IAM": "ok",
         "label sheet": "skip",
         "GPU pool": "warn",
     }, output
     assert "mlbatch_appdb" in checks["connections"]["detail"] and "aws_test" in checks["connections"]["detail"]
-    # The probe object was deleted again.
+    # The probe objects were deleted again, and nothing else was left.
     s3 = boto3.client(
         "s3",
         endpoint_url=s3_endpoint,
@@ -114,7 +147,7 @@ def test_green_on_the_test_stack_with_credentials_from_connections(tmp_path, s3_
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )  # noqa: S106
-    assert s3.list_objects_v2(Bucket=bucket, Prefix="mlbatch/_mlbatch_doctor/").get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="mlbatch/").get("KeyCount", 0) == 0
 
 
 def test_wrong_aurora_password(tmp_path, s3_endpoint, bucket, mariadb_url):
@@ -133,9 +166,11 @@ def test_unwritable_bucket(tmp_path, s3_endpoint, bucket, mariadb_url):
     env = stack_env(s3_endpoint, bucket, mariadb_url) | {"MLBATCH_OBJECT_STORE": "s3://no-such-bucket-here/mlbatch"}
     code, checks, output = doctor(tmp_path, **env)
     assert code == 1
-    assert {n for n, s in statuses(checks).items() if s == "FAIL"} == {"object store"}, output
-    assert "not writable" in checks["object store"]["detail"]
-    assert "create the bucket" in checks["object store"]["fix"]
+    # The IAM line fails too: the workers' policy names the configured bucket, not this one.
+    failed = {n for n, s in statuses(checks).items() if s == "FAIL"}
+    assert failed == {f"S3 {p}" for p in RUN_PREFIXES} | {"S3 IAM"}, output
+    assert "put of s3://no-such-bucket-here/mlbatch/labels/" in checks["S3 labels/"]["detail"]
+    assert "create the bucket" in checks["S3 labels/"]["fix"]
 
 
 @pytest.fixture
