@@ -175,8 +175,16 @@ class RedshiftWarehouse:
         )
 
     def is_running(self, statement_id: str) -> bool:
-        """Whether a statement (e.g. one an earlier task attempt submitted) is still running."""
-        return self.hook.conn.describe_statement(Id=statement_id)["Status"] in _RUNNING
+        """Whether a statement (e.g. one an earlier task attempt submitted) is still running.
+
+        The Data API forgets statements (24 hours after they end): an id it no longer knows
+        names nothing that runs, and a retry starts afresh instead of failing on the lookup."""
+        conn = self.hook.conn
+        try:
+            return conn.describe_statement(Id=statement_id)["Status"] in _RUNNING
+        except conn.exceptions.ResourceNotFoundException:
+            log.info("Redshift statement %s is unknown to the Data API (expired): not running", statement_id)
+            return False
 
     def check_event(self, event: dict[str, Any] | None, what: str) -> None:
         """A RedshiftDataTrigger's event: success, or raise with Redshift's error.
@@ -206,7 +214,7 @@ class RedshiftWarehouse:
             if status not in _RUNNING:
                 raise RedshiftStatementError(statement_id, status, _statement_error(desc) or "no error message", sql)
             if time.monotonic() > deadline:
-                self.hook.conn.cancel_statement(Id=statement_id)
+                self.cancel(statement_id)  # it may end meanwhile: a refused cancel is logged, not raised
                 raise RedshiftStatementError(
                     statement_id, "TIMED OUT", f"still {status} after {self.timeout:.0f} s", sql
                 )

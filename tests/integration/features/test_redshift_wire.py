@@ -178,6 +178,24 @@ def test_replace_day_is_one_batch_idempotent_and_transactional(wh, double, store
     assert wh.count_day(TABLE, DS) == 80
 
 
+def test_copy_from_an_unload_manifest_loads_what_the_unload_wrote(wh, double, store) -> None:
+    query = "SELECT device_id, country FROM analytics.devices WHERE device_id % 10 = 0"
+    manifest = wh.unload(query, store, "unload/roundtrip/")
+    wh.run(
+        [
+            "CREATE SCHEMA IF NOT EXISTS ml_scratch",
+            "CREATE TABLE ml_scratch.roundtrip (device_id BIGINT NOT NULL, country VARCHAR(2))",
+            f"COPY ml_scratch.roundtrip FROM '{manifest}' IAM_ROLE '{ROLE}' FORMAT AS PARQUET MANIFEST",
+        ]
+    )
+    ((unloaded,),) = double.query(f"SELECT count(*) FROM ({to_duckdb(query)})")
+    assert (
+        wh.query_value("SELECT COUNT(*) FROM ml_scratch.roundtrip")
+        == unloaded
+        == read_manifest(store, manifest).record_count
+    )
+
+
 def test_count_and_latest_day_bind_their_values(wh, double) -> None:
     assert wh.count_day("ml_exports.no_such_table", DS) == 0
     sent = double.calls("ExecuteStatement")[-1]
@@ -233,6 +251,24 @@ def test_cancel_aborts_a_running_statement_within_seconds(wh, double) -> None:
     wh.cancel(statement_id)  # already ended: Redshift refuses, the warehouse logs it and goes on
 
 
+def test_a_wait_past_its_timeout_cancels_the_statement(wh, double) -> None:
+    double.min_duration = 30
+    wh.timeout = 0.5
+    with pytest.raises(RedshiftStatementError, match="TIMED OUT: still STARTED after 0 s") as info:
+        wh.run("SELECT 1")
+    assert _until(info.value.statement_id, "ABORTED")["Status"] == "ABORTED"
+
+
+def test_a_retry_asks_whether_the_earlier_statement_still_runs(wh, double) -> None:
+    double.min_duration = 30
+    running = wh.submit("SELECT 1")
+    assert wh.is_running(running) is True  # its worker died: the retry waits for it, submits nothing
+    wh.cancel(running)
+    _until(running, "ABORTED")
+    assert wh.is_running(running) is False  # cancelled by on_kill: start afresh
+    assert wh.is_running("4b9c5c6e-0000-4000-8000-000000000000") is False  # expired (24 h): forgotten
+
+
 def test_an_interrupted_wait_cancels_its_statement(wh, double, monkeypatch) -> None:
     double.min_duration = 30
 
@@ -265,6 +301,25 @@ def test_the_trigger_s_on_kill_cancels_the_statement(wh, double, store) -> None:
     assert event["status"] == "error" and event["type"] == "ABORTED"
     assert time.monotonic() - started < 10 and _describe(statement_id)["Status"] == "ABORTED"
     assert store.list("unload/killed/") == []  # cancelled before it wrote anything
+
+
+def test_close_interrupts_and_joins_running_statements(tmp_path) -> None:
+    import duckdb
+
+    path = tmp_path / "small.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE t AS SELECT range AS n FROM range(100000)")
+    rsd = RedshiftDataDouble(path, endpoint_url="http://127.0.0.1:9")  # no HTTP: the operations called directly
+    sql = "SELECT COUNT(*) FROM t a, t b, t c"
+    slow = rsd.handle("ExecuteStatement", {"Sql": sql, "WorkgroupName": "analytics", "Database": "dev"})["Id"]
+    deadline = time.monotonic() + 10
+    while rsd.handle("DescribeStatement", {"Id": slow})["Status"] != "STARTED":
+        assert time.monotonic() < deadline
+    time.sleep(0.3)
+    started = time.monotonic()
+    rsd.close()
+    assert time.monotonic() - started < 5 and rsd.statement(slow).status == "ABORTED"
+    assert rsd.history[-1].sql == sql and rsd.history[-1].status == "ABORTED" and rsd.invalid == []
 
 
 # --- (e) privileges --------------------------------------------------------------------------
