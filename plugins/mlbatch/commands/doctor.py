@@ -1,4 +1,8 @@
-"""``mlbatch doctor [MODEL]``: check every boundary of the configured environment, one line each.
+"""``mlbatch doctor [MODEL]``: check every boundary of the configured environment, one line each,
+probing each write path the first run will take (sheet verdict column, EXPLAIN of each rendered
+query and the Redshift grants, every S3 prefix, the Aurora load role, IAM's policy simulator for
+the ECS, Redshift and S3 calls). ``docs/deploy.md`` ("Permissions and settings, per AWS service")
+names the line that checks each permission.
 
 Exit 0 when nothing failed (``warn`` and ``skip`` lines do not fail), 1 when any check failed,
 2 for a bad spec. With MODEL only that model's label sheet and GPU needs are checked.
@@ -25,11 +29,13 @@ def register(app: typer.Typer) -> None:
 
 
 def doctor(
-    model: Annotated[str | None, typer.Argument(help="Only this model's sheet and GPU needs (default: all).")] = None,
+    model: Annotated[
+        str | None, typer.Argument(help="Only this model's sheet, queries, prefixes and GPU needs (default: all).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Check connections, warehouse, object store, app DB, ECS, label sheets and the GPU pool."""
+    """Probe connections, warehouse (EXPLAIN, grants), S3 prefixes, app DB, ECS, IAM, label sheets, GPU pool."""
     _logging(verbose)
     env = Environment.from_env()
     if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") and env.appdb_url.startswith("sqlite"):
