@@ -20,7 +20,12 @@ variable                   meaning                                      default
 
 The app DB's backend also decides how a day is published (:attr:`Environment.publisher`);
 ``MLBATCH_AURORA_LOAD_FROM_S3=1`` makes Aurora load the day with ``LOAD DATA FROM S3`` from the
-object store instead of ``LOAD DATA LOCAL INFILE`` streamed from the worker.
+object store instead of ``LOAD DATA LOCAL INFILE`` streamed from the worker. Aurora MySQL 3 grants
+that load through a role a session does not have active by default: ``MLBATCH_AURORA_LOAD_ROLE``
+(or the app DB connection's extra ``aurora_load_role``, which wins) names it, and each load session
+runs ``SET ROLE`` with it first; the alternative is the cluster parameter
+``activate_all_roles_on_login=1``. Only the publish's sessions may read client files
+(``local_infile``); every other app DB session is opened without it.
 
 Launcher settings (read by ``mlbatch.launchers`` when ``MLBATCH_LAUNCHER`` picks that backend):
 

@@ -279,23 +279,27 @@ class Blocker:
 def aurora_env(folder: Path, appdb_url: str, monkeypatch, bucket: str) -> tuple[Environment, list[str]]:
     """An environment that publishes as Aurora does with MLBATCH_AURORA_LOAD_FROM_S3=1, and the
     list of S3 objects its loads read. MariaDB has no ``LOAD DATA FROM S3``: the double fetches
-    the object Aurora would read and loads it LOCAL. Needs the ``s3_env`` fixture."""
+    the object Aurora would read and has the server read it (``LOAD DATA INFILE``, no LOCAL: the
+    session needs no client file access, and the server's FILE privilege stands for Aurora's
+    AWS_LOAD_S3_ACCESS, so a role can grant it). Needs the ``s3_env`` fixture."""
     import dataclasses
 
     import boto3
     from mlbatch.appdb.mysql_load import LoadSource
+    from mlbatch.appdb.mysql_sql import load_data_sql
 
     boto3.client("s3").create_bucket(Bucket=bucket)
     env = dataclasses.replace(make_env(folder, appdb_url), object_store=f"s3://{bucket}/root", appdb_load_from_s3=True)
     loaded_from: list[str] = []
-    real_load = LoadSource.load
 
     def load_as_aurora(self, conn, table):
         assert self.path is None and self.s3_uri is not None
         loaded_from.append(self.s3_uri)
         local = folder / f"fetched-{len(loaded_from)}.tsv"
         local.write_bytes(env.store.get_bytes(env.store.key(self.s3_uri)))
-        return real_load(LoadSource(path=str(local)), conn, table)
+        local.chmod(0o644)  # the server reads it
+        sql = load_data_sql(table).replace("LOAD DATA LOCAL INFILE", "LOAD DATA INFILE", 1)
+        return conn.exec_driver_sql(sql, (str(local),)).rowcount
 
     monkeypatch.setattr(LoadSource, "load", load_as_aurora)
     return env, loaded_from

@@ -16,7 +16,16 @@ extra                                      effect (PyMySQL connect argument)
                                            connection with ``rds.generate_db_auth_token``
 ``aws_conn_id`` (provider), ``region_name``  the AWS connection (and region) making that token
 ``charset``                                default ``utf8mb4``
+``aurora_load_role``                       Aurora MySQL 3: the role that grants ``LOAD DATA FROM
+                                           S3`` (``AWS_LOAD_S3_ACCESS``), activated with ``SET
+                                           ROLE`` in each load session (default: env
+                                           ``MLBATCH_AURORA_LOAD_ROLE``, else none)
 =========================================  =====================================================
+
+Aurora MySQL 3 grants ``LOAD DATA FROM S3`` through a role, and a granted role is not active in a
+session until ``SET ROLE``: with ``MLBATCH_AURORA_LOAD_FROM_S3=1``, set ``aurora_load_role`` (or
+``MLBATCH_AURORA_LOAD_ROLE``) to it, or set the cluster parameter ``activate_all_roles_on_login``
+to 1. Without either the load is refused, with an error that says so.
 
 ``apache-airflow-providers-mysql`` is not a dependency (it builds mysqlclient from C): the
 connection is read with :meth:`airflow.sdk.BaseHook.get_connection`, which also reads
@@ -90,6 +99,7 @@ class AppDbSettings:
     connect_args: dict[str, Any]
     password: PasswordSource | None
     source: str  # for messages: "Airflow connection 'x'" or "MLBATCH_APPDB_URL"
+    load_role: str | None = None  # extra aurora_load_role: SET ROLE before LOAD DATA FROM S3
 
 
 def from_connection(conn_id: str) -> AppDbSettings:
@@ -147,7 +157,8 @@ def settings_for(
     else:
         source = StaticPassword(password) if password else None
     url = URL.create("mysql+pymysql", username=login, host=host, port=port or 3306, database=schema)
-    return AppDbSettings(url=url, connect_args=args, password=source, source=where)
+    role = str(extra.get("aurora_load_role") or "").strip() or None
+    return AppDbSettings(url=url, connect_args=args, password=source, source=where, load_role=role)
 
 
 def tls_args(extra: dict[str, Any], where: str) -> dict[str, Any]:

@@ -8,6 +8,9 @@ with bound parameters and quoted identifiers only.
 Credentials: in Airflow, an Airflow connection (``MLBATCH_APPDB_CONN_ID``, see
 :mod:`mlbatch.appdb.connection`: TLS and IAM auth from its extras); for the CLI and tests, a
 URL (``MLBATCH_APPDB_URL``) with the password in it or in ``MLBATCH_APPDB_PASSWORD``.
+
+Sessions read no client files (``local_infile`` off), except the publish's
+(:attr:`AppDbHook.publish_engine`), which stream the day with ``LOAD DATA LOCAL INFILE``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from mlbatch.appdb import schema
 from mlbatch.appdb.connection import AppDbSettings, PasswordSource, from_connection
 from mlbatch.redaction import redact
 
+# Aurora MySQL 3: the role that grants LOAD DATA FROM S3 (see mlbatch.appdb.connection).
+LOAD_ROLE_ENV = "MLBATCH_AURORA_LOAD_ROLE"
+
 
 class AppDbHook:
     def __init__(
@@ -33,17 +39,22 @@ class AppDbHook:
         *,
         connect_args: dict[str, Any] | None = None,
         password: PasswordSource | None = None,
+        load_role: str | None = None,
     ):
         # ``url`` may carry a password (CLI, tests); ``password`` supplies it at each connect instead
         # (a connection's password or a fresh IAM token), so it is never part of the URL.
         self.url = url if isinstance(url, str) else url.render_as_string(hide_password=False)
         self.connect_args = dict(connect_args or {})
         self.password = password
+        self._load_role = load_role
         self._engine: Engine | None = None
+        self._publish_engine: Engine | None = None
 
     @classmethod
     def from_settings(cls, settings: AppDbSettings) -> AppDbHook:
-        return cls(settings.url, connect_args=settings.connect_args, password=settings.password)
+        return cls(
+            settings.url, connect_args=settings.connect_args, password=settings.password, load_role=settings.load_role
+        )
 
     @classmethod
     def from_connection(cls, conn_id: str) -> AppDbHook:
@@ -83,15 +94,26 @@ class AppDbHook:
                 dbapi_conn.isolation_level = None
 
             return engine
+        return self.mysql_engine(local_files=False, pool_pre_ping=True, pool_recycle=3600)
+
+    @property
+    def publish_engine(self) -> Engine:
+        """The engine of the publish's sessions: like :attr:`engine`, plus ``local_infile`` (the
+        day is streamed with ``LOAD DATA LOCAL INFILE``). No other session may read client files:
+        a statement anywhere else that asked the driver for a local file would be refused."""
+        if self._publish_engine is None:
+            self._publish_engine = self.mysql_engine(local_files=True, pool_pre_ping=True, pool_recycle=3600)
+        return self._publish_engine
+
+    def mysql_engine(self, *, local_files: bool, connect_args: dict[str, Any] | None = None, **kwargs: Any) -> Engine:
+        """A MySQL engine on this hook's URL and credentials; ``local_files`` lets the server ask
+        the driver for client files (LOAD DATA LOCAL INFILE). ``connect_args`` add PyMySQL
+        arguments (e.g. short timeouts), ``kwargs`` go to :func:`create_engine` (e.g. a pool)."""
+        url = make_url(self.url)
         if url.password is None and self.password is None and os.environ.get("MLBATCH_APPDB_PASSWORD"):
             url = url.set(password=os.environ["MLBATCH_APPDB_PASSWORD"])
-        engine = create_engine(
-            url,
-            pool_pre_ping=True,
-            pool_recycle=3600,
-            # local_infile: bulk loads of predictions (LOAD DATA LOCAL INFILE).
-            connect_args={"charset": "utf8mb4", **self.connect_args, "local_infile": True},
-        )
+        args = {"charset": "utf8mb4", **self.connect_args, **(connect_args or {}), "local_infile": local_files}
+        engine = create_engine(url, connect_args=args, **kwargs)
         if self.password is not None:
             source = self.password
 
@@ -100,6 +122,12 @@ class AppDbHook:
                 cparams["password"] = source()  # an IAM token is made fresh for each connection
 
         return engine
+
+    @property
+    def load_role(self) -> str | None:
+        """The role each ``LOAD DATA FROM S3`` session activates first (``SET ROLE``): the
+        connection's extra ``aurora_load_role``, else ``MLBATCH_AURORA_LOAD_ROLE``; None: none."""
+        return self._load_role or os.environ.get(LOAD_ROLE_ENV) or None
 
     def __repr__(self) -> str:
         return f"AppDbHook({redact(self.url)})"
@@ -174,6 +202,7 @@ class AppDbHook:
             raise NotImplementedError(f"app DB dialect {self.dialect!r} is not supported")
 
     def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        for engine in (self._engine, self._publish_engine):
+            if engine is not None:
+                engine.dispose()
+        self._engine = self._publish_engine = None

@@ -1,10 +1,9 @@
 """Publishing a day into Aurora MySQL / MariaDB: the :class:`MySqlPublisher`, and the load-exchange-
 upsert (:func:`publish_mysql`) that it and the benchmark's fused pipeline share.
 
-Two tables per model: ``<model>_predictions`` (the newest prediction per entity: what the
-application reads by key) and ``<model>_history`` (every published day, partitioned by day, for
-"an entity's predictions by day"; kept ``publish.history_days``). One session, under a
-per-model named lock, plus loading sessions:
+Two tables per model: ``<model>_predictions`` (the newest prediction per entity, read by key)
+and ``<model>_history`` (every published day, partitioned by day; kept
+``publish.history_days``). One session, under a per-model named lock, plus loading sessions:
 
 * the day arrives as TSV (:mod:`mlbatch.appdb.tsv`) streamed out of the prediction shards in key
   order, cut into key ranges (:mod:`mlbatch.appdb.key_ranges`) that parallel sessions load
@@ -27,16 +26,17 @@ Why a crash at any point is safe. Before the transaction only the staging table 
 history partition have changed; the partition is exchanged back if the upsert fails, and a run
 killed in between leaves a history day without its log row, which the rerun replaces. The
 transaction is InnoDB's: a killed session is rolled back by the server, and its named lock is
-freed, so the retry just runs. Reruns are idempotent: the partition is replaced whole, the
-upsert rewrites the same values, the log row is upserted.
+freed. A stopped task kills its sessions (:meth:`MySqlPublisher.stop`, its ``on_kill``), so the
+retry just runs. Reruns are idempotent: the partition is replaced whole, the upsert rewrites the
+same values, the log row is upserted.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +45,9 @@ from sqlalchemy import Connection, Table, func, select
 from mlbatch.appdb import key_ranges, locks, schema
 from mlbatch.appdb.checksum import RowChecksum
 from mlbatch.appdb.hook import AppDbHook
-from mlbatch.appdb.mysql_load import LoadSource, in_sessions, load_all, session
+from mlbatch.appdb.mysql_load import LoadSource, in_sessions, load_all
+from mlbatch.appdb.mysql_sessions import PublishSessions, named_lock, transaction
 from mlbatch.appdb.mysql_sql import (
-    LOCK_TIMEOUT_S,
     add_partition_sql,
     exchange_sql,
     expired_partitions,
@@ -61,7 +61,7 @@ from mlbatch.appdb.mysql_sql import (
     staging_ddl,
 )
 from mlbatch.appdb.pipes import piped_sources
-from mlbatch.appdb.publisher import HISTORY_DAYS, Day, Published, PublishError, step
+from mlbatch.appdb.publisher import HISTORY_DAYS, Day, Published, PublishError, PublishStopped, step
 from mlbatch.appdb.tsv import tsv_writer
 
 if TYPE_CHECKING:
@@ -82,18 +82,39 @@ class MySqlPublisher:
     """The :class:`~mlbatch.appdb.publisher.Publisher` of Aurora MySQL and MariaDB.
 
     ``load_from``: an ``s3://`` object store to stage the TSV in for Aurora's ``LOAD DATA FROM
-    S3`` (the cluster needs an IAM role for S3); None streams it from the worker instead.
+    S3`` (the cluster needs an IAM role for S3, and the session the role that grants the load:
+    :attr:`AppDbHook.load_role`); None streams it from the worker instead. :meth:`stop` kills a
+    running publish's sessions (:mod:`mlbatch.appdb.mysql_sessions`).
     """
 
     def __init__(self, db: AppDbHook, *, sessions: int = LOAD_SESSIONS, load_from: ObjectStore | None = None):
         if load_from is not None and load_from.is_local:
             raise ValueError(f"LOAD DATA FROM S3 needs an s3:// object store, not {load_from.root}")
         self.db, self.sessions, self.load_from = db, sessions, load_from
+        self._running: PublishSessions | None = None
 
     def publish(self, day: Day) -> Published:
         self.db.ensure_schema([(day.model, day.key_type)])
-        if self.load_from is not None:
-            return self._publish_from_s3(day, self.load_from)
+        local = self.load_from is None  # FROM S3: the server reads the object, no client file
+        running = self._running = PublishSessions(self.db, local_files=local, load_role=self.db.load_role)
+        try:
+            if self.load_from is not None:
+                return self._publish_from_s3(day, self.load_from, running)
+            return self._publish_streamed(day, running)
+        except Exception as exc:
+            if running.stopped and not isinstance(exc, PublishStopped):
+                what = f"{day.table.name}: the publish of {day.ds} was stopped (on_kill), its app DB sessions killed"
+                raise PublishStopped(f"{what}; nothing was committed after the stop ({exc})") from exc
+            raise
+        finally:
+            running.dispose()
+
+    def stop(self) -> None:
+        """Kill the running publish's sessions (KILL QUERY, then KILL): see :mod:`mlbatch.appdb.mysql_sessions`."""
+        if self._running is not None:
+            self._running.stop()
+
+    def _publish_streamed(self, day: Day, running: PublishSessions) -> Published:
         checksum = RowChecksum()
         with key_ranges.sorted_ranges(day, self._sessions(day)) as shares:
             lock = threading.Lock()
@@ -113,10 +134,11 @@ class MySqlPublisher:
                     day.ds,
                     history_days=day.history_days,
                     commit=day.commit,
+                    sessions=running,
                 )
         return Published(checksum.rows, checksum.hexdigest(), path)
 
-    def _publish_from_s3(self, day: Day, store: ObjectStore) -> Published:
+    def _publish_from_s3(self, day: Day, store: ObjectStore, running: PublishSessions) -> Published:
         """Aurora's LOAD DATA FROM S3: the day's key ranges are written to the object store
         first, one TSV object per session, then loaded (and, with ``commit: key_range``,
         upserted) by the sessions in parallel, as the streamed path does."""
@@ -134,6 +156,7 @@ class MySqlPublisher:
                 day.ds,
                 history_days=day.history_days,
                 commit=day.commit,
+                sessions=running,
             )
         finally:
             with suppress(OSError):
@@ -165,6 +188,7 @@ def publish_mysql(
     *,
     history_days: int = HISTORY_DAYS,
     commit: str = "day",
+    sessions: PublishSessions | None = None,
 ) -> str:
     """Publish the day in ``source`` into ``table`` (and its history) with its log row; return
     ``daily`` (no newer day exists) or ``backfill``: the same steps, named for the log.
@@ -181,6 +205,7 @@ def publish_mysql(
        ``commit="key_range"`` each key range is upserted and committed by its own session, in
        parallel, and the log row is written once every range has committed;
     5. history partitions older than ``history_days`` before the newest day are dropped.
+    ``sessions`` opens every session (default: on ``db``) and can kill them from another thread.
 
     Readers of ``table`` see the old rows until the COMMIT and all of the day after it; the
     table is never the target of DDL, so point lookups never queue on a metadata lock. Each DDL
@@ -194,42 +219,24 @@ def publish_mysql(
         day = log_row["ds"]
     if commit not in ("day", "key_range"):
         raise ValueError(f"publish commit must be 'day' or 'key_range', not {commit!r}")
-    with session(db) as conn, named_lock(conn, model_lock(table.name)):
-        return _DayPublish(db, conn, table, day, per_range=commit == "key_range").run(
-            sources, rows, log_row, history_days
-        )
-
-
-@contextmanager
-def transaction(conn: Connection) -> Iterator[None]:
-    """An explicit transaction in an autocommit session: COMMIT at the end, ROLLBACK on any error."""
-    conn.exec_driver_sql("START TRANSACTION")
+    own = sessions or PublishSessions(db)
     try:
-        yield
-        conn.exec_driver_sql("COMMIT")
-    except BaseException:
-        with suppress(Exception):  # a dead session is rolled back by the server anyway
-            conn.exec_driver_sql("ROLLBACK")
-        raise
-
-
-@contextmanager
-def named_lock(conn: Connection, name: str, timeout_s: int = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """A MySQL named lock for this session; the server frees it if the session dies."""
-    got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, timeout_s)).scalar()
-    if got != 1:
-        raise PublishError(f"could not take the app DB lock {name!r} within {timeout_s} s (another publish holds it)")
-    try:
-        yield
+        with own.open() as conn, named_lock(conn, model_lock(table.name)):
+            return _DayPublish(own, conn, table, day, per_range=commit == "key_range").run(
+                sources, rows, log_row, history_days
+            )
     finally:
-        conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
+        if sessions is None:
+            own.dispose()
 
 
 class _DayPublish:
     """One publish of ``day`` into ``table``, in ``conn``: a session holding the model's named lock."""
 
-    def __init__(self, db: AppDbHook, conn: Connection, table: Table, day: date, *, per_range: bool = False):
-        self.db, self.conn, self.table, self.day, self.per_range = db, conn, table, day, per_range
+    def __init__(
+        self, sessions: PublishSessions, conn: Connection, table: Table, day: date, *, per_range: bool = False
+    ):
+        self.sessions, self.conn, self.table, self.day, self.per_range = sessions, conn, table, day, per_range
         self.name = table.name
         self.history = schema.history_for(table).name
         self.stage = side_name(self.history, "stage")
@@ -246,7 +253,7 @@ class _DayPublish:
         newest = self._newest_day()  # stable: every writer of the tables holds the model lock
         self._ddl("staging table", staging_ddl(schema.history_for(self.table), self.stage))
         try:
-            load_all(self.db, self.conn, sources, self.stage, rows)
+            load_all(self.sessions, self.conn, sources, self.stage, rows)
             row = log_row() if callable(log_row) else log_row
             self._exchange_and_upsert(sources, row)
         finally:
@@ -256,6 +263,7 @@ class _DayPublish:
         return "daily" if newest is None or newest <= self.day else "backfill"
 
     def _ddl(self, what: str, sql: str) -> None:
+        self.sessions.check(what)
         with step(what, self.name):
             locks.retrying(
                 self.conn, f"{self.name}: {what}", lambda: self.conn.exec_driver_sql(sql), own_sessions=self.own
@@ -287,6 +295,7 @@ class _DayPublish:
         """The day's partition into the table and the log row, in one transaction (batched by key
         range: each statement's progress is logged; the transaction makes the day visible at once)."""
         ranges = [(s.key_from, s.key_to) for s in sources] if len(sources) > 1 else [(None, None)]
+        self.sessions.check(f"the upsert of {self.day}")
         with transaction(self.conn):
             for lo, hi in ranges:
                 bounds = f" keys [{lo}, {hi})" if (lo, hi) != (None, None) else ""
@@ -327,7 +336,7 @@ class _DayPublish:
                 what = f"{self.name}: upsert of {self.day} keys [{lo}, {hi})"
                 locks.retrying(own, what, committed, own_sessions=self.own)
 
-        futures = in_sessions(self.db, sources, upsert, "mlbatch-upsert")
+        futures = in_sessions(self.sessions, sources, upsert, "mlbatch-upsert")
         failed = {s: f.exception() for s, f in zip(sources, futures, strict=True) if f.exception() is not None}
         if failed:
             done = [f"[{s.key_from}, {s.key_to})" for s in sources if s not in failed]

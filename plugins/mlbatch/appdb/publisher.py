@@ -10,7 +10,8 @@ its shards hold, the run that made them) and keeps the same promises on every ba
   row (count, checksum, run: what the export gate reconciles the warehouse against) change in
   one transaction, and an entity's row is replaced only by a day the same or newer;
 * ``<model>_history`` holds the day (kept ``history_days``);
-* a rerun gives the same tables, and a killed publish leaves nothing half-written.
+* a rerun gives the same tables, and a killed publish leaves nothing half-written;
+* :meth:`Publisher.stop` (the task's ``on_kill``) ends a running publish's work in the database.
 
 Implementations: :class:`mlbatch.appdb.mysql_publish.MySqlPublisher` (Aurora MySQL, MariaDB)
 and :class:`mlbatch.appdb.sqlite_publish.SqlitePublisher` (the embedded stack). Which one runs
@@ -44,6 +45,10 @@ UPDATE = ("model_version", "label", "score", "ds")  # what a newer day replaces;
 
 class PublishError(RuntimeError):
     """The app DB refused or altered the day's rows; the message names the table and the numbers."""
+
+
+class PublishStopped(PublishError):
+    """The publish was stopped from outside (its task's ``on_kill``): nothing was committed after."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,12 @@ class Publisher(Protocol):
     def publish(self, day: Day) -> Published:
         """Publish ``day`` (see the module's promises); raise and leave the tables readers read
         as they were if any of them cannot be kept."""
+        ...
+
+    def stop(self) -> None:
+        """Stop a publish running in another thread now (Airflow's ``on_kill``: within a few
+        seconds, SIGKILL follows): its statements end, its locks are freed, nothing is committed
+        after; the publish raises :class:`PublishStopped`. No publish running: nothing to do."""
         ...
 
 

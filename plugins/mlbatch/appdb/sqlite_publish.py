@@ -40,6 +40,10 @@ class SqlitePublisher:
             _expire_history(conn, history, day.ds, day.history_days)
         return Published(checksum.rows, checksum.hexdigest(), "upsert")
 
+    def stop(self) -> None:
+        """Nothing to stop: the publish runs in this process, in one transaction of the database
+        file; the process's end (SIGKILL follows on_kill) rolls it back and frees the file."""
+
 
 def _expire_history(conn: Connection, history: Table, day: date, history_days: int) -> None:
     """Delete the history's days more than ``history_days`` before the newest one."""
