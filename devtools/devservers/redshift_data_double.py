@@ -186,6 +186,8 @@ class RedshiftDataDouble(JsonService):
             raise AwsError(
                 "ValidationException", "Query does not have result. Please check query status with DescribeStatement."
             )
+        if NextToken is not None and not NextToken.isdigit():
+            raise AwsError("ValidationException", f"NextToken {NextToken!r} was not issued for query {Id}.")
         start = int(NextToken or 0)
         page = sub.rows[start : start + self.page_rows]
         out: dict[str, Any] = {
@@ -219,11 +221,14 @@ class RedshiftDataDouble(JsonService):
     # -- submission ----------------------------------------------------------
 
     def _submit(self, sqls: list[str], *, batch: bool, **p: Any) -> dict[str, Any]:
-        targets = [k for k in ("ClusterIdentifier", "WorkgroupName", "SessionId") if p.get(k)]
-        if len(targets) != 1:
-            raise AwsError(
-                "ValidationException", "Exactly one of ClusterIdentifier, WorkgroupName or SessionId must be set."
+        if p.get("SessionId") or p.get("SessionKeepAliveSeconds") is not None:
+            operation = "BatchExecuteStatement" if batch else "ExecuteStatement"
+            self.invalid.append(
+                (operation, "valid, but this double keeps no sessions (SessionId, SessionKeepAliveSeconds)")
             )
+            raise AwsError("UnsupportedOperation", "the redshift-data double keeps no sessions")
+        if bool(p.get("ClusterIdentifier")) == bool(p.get("WorkgroupName")):
+            raise AwsError("ValidationException", "Exactly one of ClusterIdentifier or WorkgroupName must be set.")
         if not p.get("Database"):
             raise AwsError("ValidationException", "Database must be set when ClusterIdentifier or WorkgroupName is.")
         if p.get("ClusterIdentifier") and not (p.get("DbUser") or p.get("SecretArn")):
