@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -200,5 +201,11 @@ def copy(c: Copy, cursor: Any, s3: Any, user: str, grants: Grants) -> int:
             paths.append(str(path))
         files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
         columns = ", ".join('"' + name.replace('"', '""') + '"' for name in target)
-        cursor.execute(f'INSERT INTO "{c.schema}"."{c.table}" ({columns}) SELECT * FROM read_parquet([{files}])')
+        try:
+            cursor.execute(f'INSERT INTO "{c.schema}"."{c.table}" ({columns}) SELECT * FROM read_parquet([{files}])')
+        except duckdb.ConstraintException as exc:  # a NULL or an over-long string: Redshift's load error
+            raise RedshiftSqlError(
+                f"Load into table '{c.table}' failed. Check 'sys_load_error_detail' system table for details. "
+                f"(the double: {exc})"
+            ) from exc
         return int(cursor.fetchone()[0])

@@ -295,6 +295,23 @@ def _rewrite(tree: exp.Expression, user: str, database: str) -> exp.Expression:
     return tree.transform(current_user).transform(node)
 
 
+def _enforce_lengths(tree: exp.Expression) -> exp.Expression:
+    """CREATE TABLE: VARCHAR(n)/CHAR(n) hold at most n BYTES in Redshift; DuckDB ignores the
+    length, so each becomes a CHECK and a longer value fails here as it would there."""
+    if not (isinstance(tree, exp.Create) and (tree.kind or "").upper() == "TABLE"):
+        return tree
+    for column in tree.find_all(exp.ColumnDef):
+        kind = column.args.get("kind")
+        sized = kind is not None and kind.this in (exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR)
+        if sized and kind.expressions and kind.expressions[0].name.isdigit():
+            size = exp.Anonymous(this="strlen", expressions=[exp.column(column.name, quoted=True)])
+            check = exp.CheckColumnConstraint(
+                this=exp.LTE(this=size, expression=exp.Literal.number(kind.expressions[0].name))
+            )
+            column.append("constraints", exp.ColumnConstraint(kind=check))
+    return tree
+
+
 def translate(
     sql: str,
     *,
@@ -322,6 +339,6 @@ def translate(
             continue
         grants.check(user, privilege, schema, table)
     try:
-        return _rewrite(tree, user, database).sql("duckdb", unsupported_level=ErrorLevel.RAISE)
+        return _enforce_lengths(_rewrite(tree, user, database)).sql("duckdb", unsupported_level=ErrorLevel.RAISE)
     except SqlglotError as exc:
         raise RedshiftSqlError(f"this double cannot run the statement on DuckDB: {exc}") from None

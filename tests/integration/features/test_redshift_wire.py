@@ -176,6 +176,17 @@ def test_replace_day_is_one_batch_idempotent_and_transactional(wh, double, store
     with pytest.raises(RedshiftStatementError, match="incompatible Parquet schema"):
         wh.replace_day(TABLE, DS, [store.uri(f"export/device_gender/{DS}/part-0000.parquet")], store)
     assert wh.count_day(TABLE, DS) == 80
+    # A label over the table's VARCHAR(256) (bytes, as Redshift counts them) fails the load.
+    long_label = pa.table({"entity_key": pa.array([1], pa.int64()), "ds": pa.array([date(2026, 11, 22)])})
+    long_label = long_label.append_column("model_version", pa.array(["v4"])).append_column(
+        "label", pa.array(["é" * 129])
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(long_label.append_column("score", pa.array([0.5])), sink)
+    store.put_bytes(f"export/device_gender/{DS}/part-0000.parquet", sink.getvalue().to_pybytes())
+    with pytest.raises(RedshiftStatementError, match="Load into table 'device_gender_predictions' failed"):
+        wh.replace_day(TABLE, DS, [store.uri(f"export/device_gender/{DS}/part-0000.parquet")], store)
+    assert wh.count_day(TABLE, DS) == 80
 
 
 def test_copy_from_an_unload_manifest_loads_what_the_unload_wrote(wh, double, store) -> None:
