@@ -16,8 +16,9 @@ from mlbatch.doctor.checks import PROBE_PREFIX, Check, _error
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec
 
-# What writes under each prefix (mlbatch.stages.context and friends); publish/ only when Aurora
-# loads the day FROM S3 (MLBATCH_AURORA_LOAD_FROM_S3=1).
+# What writes under each prefix (mlbatch.stages.context, mlbatch.costs and friends); publish/ only
+# when Aurora loads the day FROM S3 (MLBATCH_AURORA_LOAD_FROM_S3=1). The probe folder sits beside
+# what the pipeline lists there (versions, days, months), never inside one of them.
 RUN_PREFIXES = {
     "labels/": "label sync snapshots",
     "unload/": "features unloads (Redshift writes, workers clear failed attempts)",
@@ -25,6 +26,7 @@ RUN_PREFIXES = {
     "predictions/": "scoring shards",
     "runs/": "per-run state",
     "export/": "the warehouse export",
+    "costs/": "per-run cost lines",
 }
 PUBLISH_PREFIX = "publish/"
 

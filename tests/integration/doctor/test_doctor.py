@@ -24,7 +24,7 @@ from tests.support.paths import REPO
 MLBATCH = Path(sys.executable).parent / "mlbatch"
 BUCKET = "mlbatch-doctor"
 WORKER = "arn:aws:iam::123456789012:role/airflow/mlbatch-worker"
-RUN_PREFIXES = ("labels/", "unload/", "models/", "predictions/", "runs/", "export/")
+RUN_PREFIXES = ("labels/", "unload/", "models/", "predictions/", "runs/", "export/", "costs/")
 
 
 @pytest.fixture(scope="module")

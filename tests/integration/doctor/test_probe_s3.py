@@ -49,7 +49,7 @@ def left_behind(gate: S3Gate) -> list[str]:
 def test_every_prefix_is_probed_and_nothing_is_left(gate):
     checks = doctor.check_object_store(Environment.from_env(), [])
     assert {c.boundary: c.status for c in checks} == {
-        f"S3 {p}": "ok" for p in ("labels/", "unload/", "models/", "predictions/", "runs/", "export/")
+        f"S3 {p}": "ok" for p in ("labels/", "unload/", "models/", "predictions/", "runs/", "export/", "costs/")
     }
     assert left_behind(gate) == []
 
