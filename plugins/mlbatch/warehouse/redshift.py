@@ -190,18 +190,22 @@ class RedshiftWarehouse:
         """A RedshiftDataTrigger's event: success, or raise with Redshift's error.
 
         The trigger's failure message is the provider's dump of the whole DescribeStatement
-        response; the statement is described again here so the error says FAILED or ABORTED and
-        Redshift's own text (the trigger's message stays the fallback when that call fails)."""
+        response, and an error of the trigger's own polling reads the same: the statement is
+        described again here, so a FINISHED one is a success and a failed one raises with FAILED
+        or ABORTED and Redshift's own text (the event's message when that call fails too)."""
         if event is None or event.get("status") == "success":
             return
         statement_id = str(event.get("statement_id", "?"))
         status, error = str(event.get("type") or event.get("status") or "failed").upper(), str(event.get("message"))
         try:
             desc = self.hook.conn.describe_statement(Id=statement_id)
-            status, error = desc["Status"], _statement_error(desc) or error
         except Exception as exc:  # the event alone still names the statement and says it failed
             log.warning("Redshift statement %s: could not describe it after a failed wait: %s", statement_id, exc)
-        raise RedshiftStatementError(statement_id, status, error, what)
+            raise RedshiftStatementError(statement_id, status, error, what) from None
+        if desc["Status"] == "FINISHED":  # the trigger's polling failed (e.g. the network), not the statement
+            log.warning("Redshift statement %s FINISHED although its trigger reported: %s", statement_id, error)
+            return
+        raise RedshiftStatementError(statement_id, desc["Status"], _statement_error(desc) or error, what)
 
     def wait(self, statement_id: str, sql: str = "") -> dict[str, Any]:
         """Poll ``describe_statement`` until it finishes; FAILED/ABORTED raise with Redshift's error."""

@@ -101,6 +101,8 @@ def test_a_failed_trigger_event_raises_with_redshift_s_error() -> None:
     described = _describing({"Id": "st-3", "Status": "FAILED", "Error": "ERROR: S3 access denied"})
     with pytest.raises(RedshiftStatementError, match="st-3 FAILED: ERROR: S3 access denied"):
         described.check_event(event, "UNLOAD")
+    # The trigger's own polling failed (its event reads the same), the statement did not: no error.
+    _describing({"Id": "st-3", "Status": "FINISHED"}).check_event({**event, "message": "Connect timeout"}, "UNLOAD")
     # The describe failing too: the event still names the statement and how it ended.
     with pytest.raises(RedshiftStatementError, match=r"st-3 FAILED: Statement st-3 \.\.\. \{dump\}"):
         _describing(ConnectionError("endpoint unreachable")).check_event(event, "UNLOAD")
