@@ -27,6 +27,7 @@ CLASSES = ["female", "male"]
 # process, so sampled rounds after a resume would be other draws; see xgboost_family.boost).
 XGB = {"n_estimators": 80, "max_depth": 3, "learning_rate": 0.3, "early_stopping_rounds": 8}
 XGB |= {"subsample": 1.0, "colsample_bytree": 1.0}
+MLP_LR = 2e-3  # torch_mlp's default
 MLP = {"max_epochs": 14, "patience": 4, "lr_patience": 2, "hidden": [16], "batch_size": 64}
 
 
@@ -113,29 +114,40 @@ def test_xgboost_with_sampling_resumes_to_a_model_as_good(data, tmp_path: Path) 
     assert _auc(resumed, data) == pytest.approx(_auc(whole, data), abs=0.02)
 
 
-def test_torch_mlp_resumes_after_a_kill_with_the_same_model(data, tmp_path: Path, capfd) -> None:
+@pytest.fixture(scope="module")
+def whole_mlp(data) -> Any:
     from jobs.families.torch_mlp import TorchMLPFamily
 
-    whole = _fit(TorchMLPFamily, data, MLP, None)
+    return _fit(TorchMLPFamily, data, MLP, None)
+
+
+# Killed at epoch 5 (the plateau's learning-rate cut comes after the resume: the restored
+# early-stopping counters decide it) and at 13 (after the cut: the optimizers' restored
+# learning rate carries it).
+@pytest.mark.parametrize("kill_at", [5, 13])
+def test_torch_mlp_resumes_after_a_kill_with_the_same_model(data, whole_mlp, kill_at, tmp_path, capfd) -> None:
+    from jobs.families.torch_mlp import TorchMLPFamily
+
+    whole = whole_mlp
     epochs = whole.meta["epochs_run"]
-    assert epochs > 6
+    assert epochs == 14 and [h["epoch"] for h in whole.meta["history"] if h["lr"] < MLP_LR] == [14]
     prefix = (tmp_path / "model").as_uri() + "/"
     with pytest.raises(Interrupted):
-        _fit(TorchMLPFamily, data, MLP, Dying(prefix, IDENTITY, "fp", _every(1), after=5))
+        _fit(TorchMLPFamily, data, MLP, Dying(prefix, IDENTITY, "fp", _every(1), after=kill_at))
     capfd.readouterr()
 
     resumed = _fit(TorchMLPFamily, data, MLP, again := Checkpointer(prefix, IDENTITY, "fp", _every(1)))
     log = capfd.readouterr().err
-    assert "resuming from checkpoint at epoch 5 of 14 (written 20" in log
+    assert f"resuming from checkpoint at epoch {kill_at} of 14 (written 20" in log
     trained = [line for line in log.splitlines() if line.startswith("train: epoch ")]
-    assert trained[0].startswith("train: epoch 6:") and len(trained) == epochs - 5  # only the epochs left
+    assert trained[0].startswith(f"train: epoch {kill_at + 1}:") and len(trained) == epochs - kill_at  # the rest only
     # The whole history, learning-rate cuts and early stopping included, is the uninterrupted one.
     assert resumed.meta["history"] == whole.meta["history"]
     assert resumed.meta["best_iteration"] == whole.meta["best_iteration"]
     x_test = data["test"][0]
     assert np.abs(resumed.predict_proba(x_test) - whole.predict_proba(x_test)).max() <= 1e-4
     assert _auc(resumed, data) == pytest.approx(_auc(whole, data), abs=1e-4)
-    assert again.resumed_from == 5
+    assert again.resumed_from == kill_at
 
 
 def test_torch_text_resumes_with_its_sparse_optimizer(tmp_path: Path) -> None:
@@ -238,3 +250,27 @@ def test_window_parse(raw: Any, expected: Window) -> None:
 def test_window_parse_rejects(raw: Any) -> None:
     with pytest.raises(JobInputError, match="params.checkpoint"):
         Window.parse(raw)
+
+
+def test_the_train_jobs_fingerprint_follows_params_and_data_not_the_window() -> None:
+    import pyarrow as pa
+
+    from jobs.contract import TrainConfig
+    from jobs.train import Matched, checkpointer
+
+    raw = {"model": "m", "version": "v1", "entity_key": "k", "classes": CLASSES, "family": "xgboost"}
+    manifest = {"entries": [{"url": "s3://b/unload/0000_part_00.parquet", "meta": {"record_count": 3}}]}
+    data = Matched(pa.table({"x": [1.0, 2.0, 3.0]}), np.array([0, 1, 0]), 3)
+
+    def fp(params: dict[str, Any], m: dict = manifest, d: Matched = data) -> str:
+        cfg = TrainConfig.parse({**raw, "params": params})
+        return checkpointer(cfg, m, "s3://b/labels.parquet", d, "s3://b/models/m/v1/").fingerprint
+
+    base = fp({"max_depth": 4})
+    assert fp({"max_depth": 4, "checkpoint": {"every": 5}}) == base  # the window is not the model
+    assert fp({"max_depth": 5}) != base
+    other_unload = {"entries": [{**manifest["entries"][0], "url": "s3://b/unload2/0000_part_00.parquet"}]}
+    assert fp({"max_depth": 4}, m=other_unload) != base
+    assert fp({"max_depth": 4}, d=Matched(data.x, np.array([0, 1, 1]), 3)) != base  # other labels
+    with pytest.raises(JobInputError, match="params.checkpoint"):
+        fp({"checkpoint": "often"})
