@@ -65,6 +65,12 @@ def task_definition_family(base: str, model: str, compatibility: str) -> str:
     return family
 
 
+def job_task_definition_family(base: str, model: str, capacity_provider: str | None) -> str:
+    """The family RunTask should name for a job of ``model`` on ``capacity_provider``: what the ECS
+    launcher passes as ``taskDefinition`` (the family's latest ACTIVE revision runs)."""
+    return task_definition_family(base, model, compatibility_for(capacity_provider))
+
+
 def fargate_size(res: Resources) -> bool:
     """Whether ``res`` is one of Fargate's task sizes (and asks no GPU: Fargate has none)."""
     bounds = FARGATE_SIZES.get(res.vcpu)
@@ -119,11 +125,12 @@ def places_on(res: Resources, instance: InstanceType) -> bool:
 
 
 def placement_warnings(spec: ModelSpec, instance_types: Iterable[str], *, fargate: bool = False) -> list[str]:
-    """One line per job of ``spec`` that fits none of ``instance_types`` (empty: every job places).
+    """One line per job of ``spec`` that cannot place (empty: every job places).
 
-    GPU jobs are checked against the GPU instance types, the others against every type, or pass
-    when ``fargate`` (the CPU capacity provider is Fargate) and their size is a Fargate size. Unknown names raise
-    ValueError: a warning about an instance type nobody checked would mislead.
+    GPU jobs are checked against the GPU instance types among ``instance_types``. CPU jobs: with
+    ``fargate`` (the CPU capacity provider is FARGATE or FARGATE_SPOT) their size must be a Fargate
+    size; without, they are checked against every type. Unknown names raise ValueError: a warning
+    about an instance type nobody checked would mislead.
     """
     names = list(instance_types)
     unknown = [n for n in names if n not in INSTANCE_TYPES]
@@ -132,15 +139,16 @@ def placement_warnings(spec: ModelSpec, instance_types: Iterable[str], *, fargat
     instances = [INSTANCE_TYPES[n] for n in names]
     warnings = []
     for kind, res in (("train", spec.train.resources), ("score", spec.score.resources)):
-        candidates = [i for i in instances if i.gpu] if res.gpu else instances
-        if fargate and fargate_size(res):
+        asks = f"{spec.name} {kind} asks {res.gpu} GPU / {res.vcpu:g} vCPU / {res.memory_gib:g} GiB"
+        if fargate and not res.gpu:
+            if not fargate_size(res):
+                warnings.append(f"{asks}, which is no Fargate size (the CPU capacity provider is Fargate)")
             continue
+        candidates = [i for i in instances if i.gpu] if res.gpu else instances
         if not any(places_on(res, i) for i in candidates):
-            largest = ", ".join(
+            registered = ", ".join(
                 f"{i.name} registers {i.vcpu} vCPU / {i.registered_memory_mib} MiB / {i.gpu} GPU" for i in candidates
             )
-            warnings.append(
-                f"{spec.name} {kind} asks {res.gpu} GPU / {res.vcpu:g} vCPU / {res.memory_gib:g} GiB "
-                f"({int(res.memory_gib * 1024)} MiB), which places on none of: {largest or 'no GPU instance type'}"
-            )
+            mib = int(res.memory_gib * 1024)
+            warnings.append(f"{asks} ({mib} MiB), which places on none of: {registered or 'no GPU instance type'}")
     return warnings

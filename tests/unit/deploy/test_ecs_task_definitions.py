@@ -12,6 +12,7 @@ from mlbatch.commands.ecs import TaskDefinitionSettings, task_definitions
 from mlbatch.deploy_checks import (
     INSTANCE_TYPES,
     compatibility_for,
+    job_task_definition_family,
     placement_warnings,
     task_definition_family,
 )
@@ -84,6 +85,17 @@ def test_the_launcher_family_rule():
     assert task_definition_family(arn, "m", "fargate") == "mlbatch-score-m-fargate"
     with pytest.raises(ValueError, match="compatibility"):
         task_definition_family("mlbatch-train", "m", "gpu")
+    assert job_task_definition_family("mlbatch-score", "m", "FARGATE") == "mlbatch-score-m-fargate"
+    assert job_task_definition_family("mlbatch-train", "m", "mlbatch-gpu") == "mlbatch-train-m-ec2"
+
+
+def test_the_launcher_family_is_one_the_command_renders(rendered):
+    """For each shipped spec, the family a job would run on each provider of deploy/ exists."""
+    for path in SPECS:
+        spec = load_spec(path)
+        train = job_task_definition_family("mlbatch-train", spec.name, "mlbatch-gpu")
+        score = job_task_definition_family("mlbatch-score", spec.name, "FARGATE")
+        assert train in rendered and score in rendered, (train, score)
 
 
 def test_every_shipped_spec_places_on_the_instance_type_deploy_launches():
@@ -109,6 +121,12 @@ def test_cpu_jobs_are_checked_against_ec2_types_when_there_is_no_fargate():
     assert any("score" in w for w in placement_warnings(spec, ["c7i.xlarge"], fargate=False))
     assert not any("score" in w for w in placement_warnings(spec, ["c7i.xlarge"], fargate=True))
     assert not any("score" in w for w in placement_warnings(spec, ["m7i.xlarge"], fargate=False))
+    # On Fargate, a CPU job must have one of Fargate's sizes (4 vCPU takes 8 to 30 GiB).
+    odd = spec.model_copy(
+        update={"score": spec.score.model_copy(update={"resources": type(spec.score.resources)(vcpu=4, memory_gib=6)})}
+    )
+    (warning,) = placement_warnings(odd, ["g5.2xlarge"], fargate=True)
+    assert "score" in warning and "no Fargate size" in warning
 
 
 def test_cli_renders_every_models_families(monkeypatch, tmp_path):
