@@ -189,6 +189,17 @@ def test_replace_day_is_one_batch_idempotent_and_transactional(wh, double, store
     assert wh.count_day(TABLE, DS) == 80
 
 
+def test_a_stray_file_in_the_day_s_folder_is_refused_before_anything_is_sent(wh, double, store) -> None:
+    """COPY from the day's folder would load every object in it: a file that is not one of the
+    day's is refused before the batch is submitted."""
+    uri = _export_file(store, DS, 10, "v1")
+    store.put_bytes(f"export/device_gender/{DS}/part-0099.parquet", b"not the day's")
+    sent = len(double.calls("BatchExecuteStatement"))
+    with pytest.raises(ValueError, match=r"part-0099.parquet.*besides the day's files"):
+        wh.replace_day(TABLE, DS, [uri], store)
+    assert len(double.calls("BatchExecuteStatement")) == sent
+
+
 def test_copy_from_an_unload_manifest_loads_what_the_unload_wrote(wh, double, store) -> None:
     query = "SELECT device_id, country FROM analytics.devices WHERE device_id % 10 = 0"
     manifest = wh.unload(query, store, "unload/roundtrip/")

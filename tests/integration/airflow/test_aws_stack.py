@@ -1,0 +1,384 @@
+"""mlbatch in its AWS mode on a distributed Airflow stack, with doubles only at the wire.
+
+The stack of test_distributed_stack.py (CeleryExecutor, two workers, PostgreSQL, Redis, the
+scheduler, the DAG processor, a real ``airflow triggerer`` process), configured as production is:
+
+- object store ``s3://``, launcher ``ecs``, warehouse ``redshift://<conn>`` (the Redshift Data
+  API), the app DB through its Airflow connection with ``LOAD DATA FROM S3``;
+- the AWS connection's ``endpoint_url`` points every real client (boto3 in the workers,
+  aiobotocore in the triggerer, pyarrow's S3) at one :class:`AwsEndpoint` in this process:
+  moto for S3 and CloudWatch Logs, the ECS double (each task a real container, its output in
+  CloudWatch), the Redshift Data API double (statements executed on the embedded warehouse);
+- Aurora is MariaDB behind the ``LOAD DATA FROM S3`` proxy, which refuses a load whose
+  session has not activated the granted role, as Aurora MySQL 3 does.
+
+The cycle: a label change → asset-triggered training on ECS → a score run (UNLOAD on
+Redshift, scoring shards on ECS, publish with LOAD DATA FROM S3, export with COPY), the ECS
+and Redshift waits deferred to the triggerer and resumed from it; then the stop paths: a
+deferred ECS job marked failed, and one whose deferral times out, are stopped within 60 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.devservers import MariaDB, start_postgres, start_redis
+from devtools.devservers.aurora_proxy import AuroraS3Proxy
+from devtools.devservers.aws_wire import AwsEndpoint
+from devtools.devservers.ecs_double import EcsDouble
+from devtools.devservers.redshift_data_double import RedshiftDataDouble
+from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
+from tests.integration.airflow.airflow_stack import (
+    MODEL,
+    SHEET_KEY,
+    SLOW,
+    Canaries,
+    Stack,
+    airflow_env,
+    free_port,
+    start_airflow,
+    today,
+    write_dags,
+)
+from tests.integration.airflow.rest import appdb_rows, runs, succeeded, task_states, trigger
+
+CLUSTER = "mlbatch"
+LOG_GROUP = "/ecs/mlbatch"
+LOAD_ROLE = "AWS_LOAD_S3_ACCESS"
+REDSHIFT_CONN = "redshift_default"
+STOPPED_WITHIN_S = 60
+
+
+@pytest.fixture(scope="module")
+def canaries() -> Canaries:
+    return Canaries()
+
+
+def _aurora_user(mariadb: MariaDB, canaries: Canaries) -> tuple[str, str]:
+    """A database and a user as docs/deploy.md grants them: the load privilege only through a
+    role that is not active by default (Aurora MySQL 3's AWS_LOAD_S3_ACCESS)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"aws_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(mariadb.url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+        conn.execute(text(f"CREATE USER '{name}'@'127.0.0.1' IDENTIFIED BY '{canaries.appdb_password}'"))
+        conn.execute(text(f"GRANT ALL ON `{name}`.* TO '{name}'@'127.0.0.1'"))
+        conn.execute(text(f"GRANT PROCESS ON *.* TO '{name}'@'127.0.0.1'"))
+        conn.execute(text(f"CREATE ROLE IF NOT EXISTS {LOAD_ROLE}"))
+        conn.execute(text(f"GRANT {LOAD_ROLE} TO '{name}'@'127.0.0.1'"))  # granted, not a default role
+    admin.dispose()
+    return name, f"mysql+pymysql://{name}:{canaries.appdb_password}@127.0.0.1:{mariadb.port}/{name}"
+
+
+def _register_task_definitions(aws: AwsEndpoint, images: dict[str, str]) -> dict[str, str]:
+    import boto3
+
+    ecs = boto3.client("ecs", endpoint_url=aws.endpoint, region_name="us-east-1")
+    boto3.client("logs", endpoint_url=aws.endpoint, region_name="us-east-1").create_log_group(logGroupName=LOG_GROUP)
+    arns = {}
+    for kind in ("train", "score"):
+        arns[kind] = ecs.register_task_definition(
+            family=f"mlbatch-{kind}",
+            requiresCompatibilities=["EC2"],
+            networkMode="host",
+            containerDefinitions=[
+                {
+                    "name": "job",
+                    "image": images[kind],
+                    "essential": True,
+                    "stopTimeout": 5,
+                    "logConfiguration": {
+                        "logDriver": "awslogs",
+                        "options": {
+                            "awslogs-group": LOG_GROUP,
+                            "awslogs-region": "us-east-1",
+                            "awslogs-stream-prefix": kind,
+                        },
+                    },
+                }
+            ],
+            cpu="1024",
+            memory="2048",
+        )["taskDefinition"]["taskDefinitionArn"]
+    return arns
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -> Iterator[Stack]:
+    import boto3
+
+    from devtools import synth
+
+    home = tmp_path_factory.mktemp("aws-stack")
+    pg = start_postgres(home, password=canaries.metadb_password)
+    redis = start_redis(home, password=canaries.redis_password)
+    warehouse = home / "warehouse.duckdb"  # what the Redshift double executes on: its own process's
+    synth.build_warehouse(warehouse, ref_date=today())
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    ecs = EcsDouble(docker_client, endpoint_url=endpoint, clusters=[CLUSTER])
+    redshift = RedshiftDataDouble(warehouse, endpoint_url=endpoint)
+    aws = AwsEndpoint([ecs, redshift], port=port).start()
+    bucket = f"aws-stack-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    definitions = _register_task_definitions(aws, images)
+    db_name, appdb_url = _aurora_user(mariadb, canaries)
+    proxy = AuroraS3Proxy(mariadb.port, endpoint, required_role=LOAD_ROLE).start()
+    dags = home / "dags"
+    write_dags(dags)
+    api_port = free_port()
+    with FakeSheetsApi() as sheets:
+        rows = _label_rows(warehouse, home)
+        sheets.add_spreadsheet(SHEET_KEY)
+        sheets.add_worksheet(SHEET_KEY, MODEL, rows, row_count=len(rows) + 10, column_count=10)
+        sheets.add_worksheet(SHEET_KEY, SLOW, rows[:5000], row_count=5010, column_count=10)
+        env = airflow_env(
+            home,
+            api_port,
+            dags,
+            pg.url(),
+            redis.url,
+            "db+" + pg.url("postgresql+psycopg2"),
+            canaries.ui_password,
+        )
+        key = service_account_key(f"{sheets.endpoint}/token", canaries.google_key_id, "mlbatch-aws-stack")
+        env.update(_aws_mode(endpoint, bucket, definitions, canaries))
+        env.update(
+            MLBATCH_APPDB_CONN_ID="mlbatch_appdb",
+            AIRFLOW_CONN_MLBATCH_APPDB=json.dumps(
+                {
+                    "conn_type": "mysql",
+                    "host": "127.0.0.1",
+                    "port": proxy.port,
+                    "schema": db_name,
+                    "login": db_name,
+                    "password": canaries.appdb_password,
+                    "extra": {"aurora_load_role": LOAD_ROLE},
+                }
+            ),
+            MLBATCH_SHEETS_ENDPOINT=sheets.endpoint,
+            AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT=json.dumps(
+                {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
+            ),
+        )
+        st = Stack(home, f"http://127.0.0.1:{api_port}", env, canaries.ui_password, appdb_url=appdb_url)
+        try:
+            start_airflow(st, [f"{MODEL}__labels", f"{MODEL}__train", f"{SLOW}__labels", f"{SLOW}__train"])
+            st.aws, st.proxy, st.sheets = aws, proxy, sheets  # type: ignore[attr-defined]
+            yield st
+        finally:
+            st.stop()
+            proxy.stop()
+            aws.stop()
+            redis.stop()
+            pg.stop()
+
+
+def _aws_mode(endpoint: str, bucket: str, definitions: dict[str, str], canaries: Canaries) -> dict[str, str]:
+    """Production's settings, with the AWS connection's endpoint_url at the doubles."""
+    aws_conn = {"region_name": "us-east-1", "endpoint_url": endpoint}
+    return {
+        "MLBATCH_OBJECT_STORE": f"s3://{bucket}/mlbatch",
+        "MLBATCH_LAUNCHER": "ecs",
+        "MLBATCH_ECS_CLUSTER": CLUSTER,
+        "MLBATCH_ECS_TRAIN_TASK_DEFINITION": definitions["train"],
+        "MLBATCH_ECS_SCORE_TASK_DEFINITION": definitions["score"],
+        "MLBATCH_ECS_POLL_S": "2",  # waits: seconds here, not production's 30 s
+        "MLBATCH_ECS_TRIGGER_POLL_S": "2",
+        "MLBATCH_WAREHOUSE": f"redshift://{REDSHIFT_CONN}",
+        "MLBATCH_AURORA_LOAD_FROM_S3": "1",
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {"conn_type": "aws", "login": "AKIASTACKTESTS", "password": canaries.aws_secret, "extra": aws_conn}
+        ),
+        f"AIRFLOW_CONN_{REDSHIFT_CONN.upper()}": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIASTACKTESTS",
+                "password": canaries.aws_secret,
+                "extra": {
+                    **aws_conn,
+                    "cluster_identifier": "mlbatch-dw",
+                    "database": "dev",
+                    "db_user": "mlbatch",
+                    "iam_role": "arn:aws:iam::123456789012:role/mlbatch-redshift",
+                },
+            }
+        ),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def _label_rows(warehouse: Path, tmp: Path) -> list[list[str]]:
+    from devtools import synth
+
+    path = tmp / "labels.csv"
+    synth.write_label_sheet_for(MODEL, warehouse, path)
+    with path.open(newline="", encoding="utf-8") as f:
+        return [row for row in csv.reader(f)]
+
+
+def _triggerer_log(stack: Stack) -> str:
+    return stack.logs["triggerer"].read_text(errors="replace")
+
+
+# --- 1. labels → asset event → training on ECS, its wait deferred ---------------------------------
+@pytest.fixture(scope="module")
+def trained(stack: Stack) -> dict[str, Any]:
+    with stack.client() as api:
+        labels = trigger(api, f"{MODEL}__labels")
+        stack.wait("the label sync", lambda: succeeded(api, f"{MODEL}__labels", [labels["dag_run_id"]]))
+        train = stack.wait(
+            "a training run started by the labels asset",
+            lambda: [r for r in runs(api, f"{MODEL}__train") if r["run_type"] == "asset_triggered"],
+        )[0]
+        stack.wait(
+            "the asset-triggered training run",
+            lambda: succeeded(api, f"{MODEL}__train", [train["dag_run_id"]]),
+            timeout=900,
+        )
+        states = task_states(api, f"{MODEL}__train", train["dag_run_id"])
+    return {"train": train, "states": states}
+
+
+def test_training_ran_as_an_ecs_task_and_its_wait_resumed_from_the_triggerer(stack: Stack, trained) -> None:
+    ecs = stack.aws["ecs"]  # type: ignore[attr-defined]
+    started = [c for c in ecs.calls("RunTask") if c["overrides"]["containerOverrides"][0]["command"][0] == "jobs.train"]
+    assert started, "no training task was started on ECS"
+    assert ecs.invalid == []
+    [(version,)] = appdb_rows(
+        stack, "SELECT version FROM ml_model_versions WHERE model = :m AND status = 'production'", m=MODEL
+    )
+    assert version.startswith(today().strftime("%Y%m%d"))
+    log = _triggerer_log(stack)
+    assert re.search(r"EcsJobDoneTrigger.*fired|fired.*EcsJobDoneTrigger", log) or "TaskDoneTrigger" in log, log[-3000:]
+
+
+# --- 2. a score run: UNLOAD, shards on ECS, LOAD DATA FROM S3, COPY ---------------------------------
+@pytest.fixture(scope="module")
+def scored(stack: Stack, trained) -> dict[str, Any]:
+    dag_id = f"{MODEL}__score"
+    with stack.client() as api:
+        stack.wait(f"{dag_id} to be parsed", lambda: api.get(f"/dags/{dag_id}").is_success)
+        run_ = trigger(api, dag_id)
+        [done] = stack.wait("today's score run", lambda: succeeded(api, dag_id, [run_["dag_run_id"]]), timeout=900)
+        states = task_states(api, dag_id, run_["dag_run_id"])
+    return {"run": done, "states": states}
+
+
+def test_scoring_publishes_with_load_from_s3_and_exports_with_copy(stack: Stack, scored) -> None:
+    [(rows, run_id)] = appdb_rows(
+        stack, "SELECT rows_published, run_id FROM ml_publish_log WHERE model = :m AND ds = :d", m=MODEL, d=today()
+    )
+    assert rows > 1000 and run_id == scored["run"]["dag_run_id"]
+    [(count,)] = appdb_rows(stack, f"SELECT count(*) FROM {MODEL}_predictions WHERE ds = :d", d=today())
+    assert count == rows
+    proxy = stack.proxy  # type: ignore[attr-defined]
+    assert proxy.loaded and not proxy.refused  # every load through FROM S3, each with its role active
+    redshift = stack.aws["redshift-data"]  # type: ignore[attr-defined]
+    sql = [s.upper() for s in redshift.executed_sql()]
+    assert any(s.lstrip().startswith("UNLOAD") for s in sql) and any(s.lstrip().startswith("COPY") for s in sql)
+    assert redshift.invalid == [] and stack.aws["ecs"].invalid == []  # type: ignore[attr-defined]
+    shards = [
+        c
+        for c in stack.aws["ecs"].calls("RunTask")
+        if c["overrides"]["containerOverrides"][0]["command"][0] == "jobs.score"
+    ]  # type: ignore[attr-defined]
+    assert len(shards) >= 2  # the spec's shards, each its own ECS task
+
+
+def test_ecs_and_redshift_waits_were_deferred_and_resumed(stack: Stack, scored) -> None:
+    log = _triggerer_log(stack)
+    assert "RedshiftDataTrigger" in log, log[-3000:]
+    assert "EcsJobDoneTrigger" in log, log[-3000:]
+
+
+# --- 3. stops: a deferred ECS job marked failed, and one whose deferral timed out -------------------
+def _ecs_client(stack: Stack) -> Any:
+    import boto3
+
+    return boto3.client("ecs", endpoint_url=stack.aws.endpoint, region_name="us-east-1")  # type: ignore[attr-defined]
+
+
+def _gone(stack: Stack, arn: str) -> bool:
+    task = stack.aws["ecs"].tasks.get(arn)  # type: ignore[attr-defined]
+    return task is None or not task.container_running()
+
+
+@pytest.fixture(scope="module")
+def slow_labels(stack: Stack, scored) -> None:
+    with stack.client() as api:
+        labels = trigger(api, f"{SLOW}__labels")
+        stack.wait("the slow model's label sync", lambda: succeeded(api, f"{SLOW}__labels", [labels["dag_run_id"]]))
+
+
+def _deferred_job(stack: Stack, api, dag_id: str, run_id: str) -> str:
+    def deferred() -> str | None:
+        states = task_states(api, dag_id, run_id)
+        assert states.get("train") not in ("failed", "success"), states
+        arns = [
+            arn
+            for arn, task in stack.aws["ecs"].tasks.items()  # type: ignore[attr-defined]
+            if task.started_by and task.container_running() and dag_id in json.dumps(task.tags)
+        ]
+        return arns[-1] if arns and states.get("train") == "deferred" else None
+
+    return stack.wait(f"the training job of {run_id} to be deferred", deferred, timeout=300)
+
+
+def test_marking_a_deferred_ecs_job_failed_stops_its_task(stack: Stack, slow_labels) -> None:
+    dag_id = f"{SLOW}__train"
+    with stack.client() as api:
+        train = stack.wait(
+            "the slow model's asset-triggered training",
+            lambda: [r for r in runs(api, dag_id) if r["run_type"] == "asset_triggered"],
+        )[0]
+        arn = _deferred_job(stack, api, dag_id, train["dag_run_id"])
+        r = api.patch(f"/dags/{dag_id}/dagRuns/{train['dag_run_id']}/taskInstances/train", json={"new_state": "failed"})
+        assert r.is_success, r.text
+        stack.wait("the ECS task to stop", lambda: _gone(stack, arn), timeout=STOPPED_WITHIN_S, every=1)
+    [described] = _ecs_client(stack).describe_tasks(cluster=CLUSTER, tasks=[arn])["tasks"]
+    assert described["desiredStatus"] == "STOPPED" and "on_kill" in described.get("stoppedReason", ""), described
+
+
+def test_a_deferral_that_times_out_stops_its_ecs_task(stack: Stack, slow_labels) -> None:
+    dag_id = f"{SLOW}__train"
+    with stack.client() as api:
+        run_ = trigger(api, dag_id, dag_run_id=f"timeout_{uuid.uuid4().hex[:6]}")
+        arn = _deferred_job(stack, api, dag_id, run_["dag_run_id"])
+        started = time.monotonic()
+        # train.timeout_minutes is 1: the deferral times out, the task resumes to fail and stops the job.
+        stack.wait("the timed-out job's ECS task to stop", lambda: _gone(stack, arn), timeout=60 + STOPPED_WITHIN_S)
+        assert time.monotonic() - started < 60 + STOPPED_WITHIN_S
+        stack.wait(
+            "the train task to be up for retry",
+            lambda: task_states(api, dag_id, run_["dag_run_id"])["train"] in ("up_for_retry", "failed"),
+            timeout=60,
+        )
+        r = api.patch(f"/dags/{dag_id}/dagRuns/{run_['dag_run_id']}", json={"state": "failed"})
+        assert r.is_success, r.text
+
+
+def test_no_credential_reaches_any_log(stack: Stack, canaries: Canaries, scored) -> None:
+    from tests.integration.airflow.airflow_stack import iter_files
+
+    logs = list(iter_files(stack.home / "logs")) + list(iter_files(stack.home / "airflow" / "logs"))
+    for i in (1, 2):
+        logs += list(iter_files(stack.home / f"worker{i}" / "logs"))
+    texts = {p: p.read_text(errors="replace") for p in logs}
+    leaks = {
+        name: sorted(str(p.relative_to(stack.home)) for p, t in texts.items() if value in t)
+        for name, value in canaries.values().items()
+    }
+    assert not {k: v for k, v in leaks.items() if v}
+    assert len(texts) > 20  # component logs and both workers' task logs were read
