@@ -32,11 +32,15 @@ PUBLISH_PREFIX = "publish/"
 
 
 def check_object_store(env: Environment, specs: list[ModelSpec] | None = None) -> list[Check]:
+    """The store's root first (a missing bucket is one FAIL, not one per prefix), then each prefix."""
+    root = _root_check(env)
+    if root.status != "ok":
+        return [root]
     models = sorted({s.name for s in specs or []}) or ["_any"]
     prefixes = dict(RUN_PREFIXES)
     if env.appdb_load_from_s3:
         prefixes[PUBLISH_PREFIX] = "Aurora's LOAD DATA FROM S3 staging"
-    checks = []
+    checks = [root]
     for prefix, what in prefixes.items():
         failure = next(filter(None, (_probe(env, f"{prefix}{m}/{PROBE_PREFIX}") for m in models)), None)
         where = env.store.uri(prefix)
@@ -45,6 +49,23 @@ def check_object_store(env: Environment, specs: list[ModelSpec] | None = None) -
         else:
             checks.append(Check(f"S3 {prefix}", "FAIL", f"{where} ({what}): {failure[0]}", failure[1]))
     return checks
+
+
+def _root_check(env: Environment) -> Check:
+    store = env.store
+    try:
+        if store.is_local:
+            store.list("")
+        else:
+            from mlbatch.store import s3_client
+
+            parsed = urlparse(store.root)
+            s3_client().list_objects_v2(Bucket=parsed.netloc, Prefix=parsed.path.strip("/") + "/", MaxKeys=1)
+    except Exception as exc:  # noqa: BLE001
+        return Check(
+            "object store", "FAIL", f"cannot list {store.root}: {_error(exc)}", _fix(env, "", "s3:ListBucket", exc)
+        )
+    return Check("object store", "ok", f"{store.root} answers (its prefixes follow)")
 
 
 def _probe(env: Environment, folder: str) -> tuple[str, str] | None:
@@ -91,7 +112,7 @@ def _fix(env: Environment, folder: str, action: str, exc: BaseException | None =
         return f"make {root} writable by the user running Airflow (or fix MLBATCH_OBJECT_STORE)"
     parsed = urlparse(root)
     top = folder.split("/", 1)[0]
-    resource = f"arn:aws:s3:::{parsed.netloc}{parsed.path.rstrip('/')}/{top}/*"
+    resource = f"arn:aws:s3:::{parsed.netloc}{parsed.path.rstrip('/')}/{top + '/' if top else ''}*"
     if exc is None or any(s in text for s in ("AccessDenied", "Forbidden", "ACCESS_DENIED", "403")):
         return (
             f"allow {action} (the workers need s3:PutObject, s3:GetObject, s3:DeleteObject on {resource} and "

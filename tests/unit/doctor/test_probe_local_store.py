@@ -9,7 +9,7 @@ from mlbatch.env import Environment
 def test_local_store_prefixes_are_probed_and_cleaned(tmp_path, monkeypatch):
     monkeypatch.setenv("MLBATCH_OBJECT_STORE", (tmp_path / "objects").as_uri())
     checks = doctor.check_object_store(Environment.from_env(), [])
-    assert [c.status for c in checks] == ["ok"] * 7
+    assert [c.status for c in checks] == ["ok"] * 8
     assert not any(p.is_file() for p in (tmp_path / "objects").rglob("*"))
     assert not list((tmp_path / "objects").rglob("_mlbatch_doctor"))
 
