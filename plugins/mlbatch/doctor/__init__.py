@@ -1,7 +1,11 @@
 """``mlbatch doctor``: every boundary of the configured environment, one result each.
 
-:mod:`mlbatch.doctor.checks` holds the checks and :func:`run_checks`; the app DB's are in
-:mod:`mlbatch.doctor.appdb`. The names below are what the command and the tests use.
+:mod:`mlbatch.doctor.checks` holds the checks and :func:`run_checks`; the probes of each write
+path the first run takes are beside it: :mod:`~mlbatch.doctor.appdb` and
+:mod:`~mlbatch.doctor.aurora_role` (the app DB), :mod:`~mlbatch.doctor.redshift` (EXPLAIN and
+grants), :mod:`~mlbatch.doctor.s3` (every prefix), :mod:`~mlbatch.doctor.sheets` (the verdict
+column), :mod:`~mlbatch.doctor.iam` (IAM's policy simulator). The names below are what the
+command and the tests use.
 """
 
 from mlbatch.doctor.appdb import (
@@ -23,6 +27,8 @@ from mlbatch.doctor.checks import (
     named_connections,
     run_checks,
 )
+from mlbatch.doctor.iam import check_iam
+from mlbatch.doctor.redshift import check_redshift_access
 from mlbatch.doctor.s3 import check_object_store
 from mlbatch.doctor.sheets import check_sheets
 
@@ -36,7 +42,9 @@ __all__ = [
     "check_connections",
     "check_ecs",
     "check_gpu_pool",
+    "check_iam",
     "check_object_store",
+    "check_redshift_access",
     "check_sheets",
     "check_warehouse",
     "granted_privileges",
