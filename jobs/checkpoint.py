@@ -18,6 +18,10 @@ resume from.
   but never while the checkpoints so far would have cost more than ``max_fraction`` of the
   training time (tiny epochs would otherwise spend most of their time writing checkpoints).
 - Removed by the train job once its success marker is written (a marker makes any leftover moot).
+- On notice: ECS stops a task on a Spot instance being reclaimed with SIGTERM, and SIGKILL up to
+  2 minutes later. After :func:`save_on_sigterm`, a SIGTERM during training makes the next step
+  end write a checkpoint and exit 143, so the interruption costs seconds, not the window; outside
+  training SIGTERM ends the job at once, as it always did.
 
 Configured by the train config's ``params["checkpoint"]``: ``false`` (off), or a mapping of
 ``every``, ``seconds``, ``max_fraction``. Standard library and jobs.io only.
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import struct
 import sys
 import time
@@ -46,8 +52,25 @@ DEFAULT_MAX_FRACTION = 0.05
 _HEADER = struct.Struct(">I")
 
 
+TERMINATED = 128 + signal.SIGTERM  # the exit code of a job stopped by SIGTERM
+_notice = {"training": False, "asked": False}  # set by the SIGTERM handler; read at step ends
+
+
 def log(msg: str) -> None:
     print(f"train: {msg}", file=sys.stderr, flush=True)
+
+
+def save_on_sigterm() -> None:
+    """Install the SIGTERM handler (the train job's main does; in-process callers do not)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if _notice["training"]:
+        _notice["asked"] = True  # only a flag: the training loop saves at its next step end
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not training: die of it, as without a handler
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,9 @@ class Checkpointer:
         self.save_seconds = 0.0
         self.bytes_written = 0
         self.resumed_from: int | None = None  # the step this run resumed after, if it did
+        # From here to finish(), a SIGTERM waits for the next step end (the fit's set-up included:
+        # it ends at the first step, with that step's checkpoint).
+        _notice["training"] = True
         self._last_step = 0
         self._last_time = self._started = time.monotonic()
 
@@ -136,7 +162,16 @@ class Checkpointer:
         self._last_step = step
         self._last_time = self._started = time.monotonic()
 
+    def finish(self) -> None:
+        """Training is over: SIGTERM ends the job at once again."""
+        _notice["training"] = False
+
     def due(self, step: int) -> bool:
+        if _notice["asked"]:
+            if not self.window.enabled:
+                log(f"SIGTERM at step {step}: checkpoints are off; exiting")
+                raise SystemExit(TERMINATED)
+            return True
         if not self.window.enabled:
             return False
         now = time.monotonic()
@@ -171,6 +206,9 @@ class Checkpointer:
         self.save_seconds += took
         self.bytes_written = len(blob)
         log(f"checkpoint at {step} of {total}: {len(blob) / 2**20:.2f} MiB in {took:.3f} s ({self.uri})")
+        if _notice["asked"]:
+            log(f"SIGTERM: stopping after the checkpoint at {step} of {total}; a rerun resumes from it")
+            raise SystemExit(TERMINATED)
 
     def resume(self, unit: str = "round") -> Resume | None:
         """This job's checkpoint, or None (none, unreadable, or another job's: the log says why)."""

@@ -10,6 +10,9 @@ roc.png and pr.png (one-vs-rest curves per class for multiclass; skipped only wh
 missing) and, last, _SUCCESS.
 A prefix that already holds _SUCCESS is finished: the job exits 0 without retraining, so a
 launcher retry never produces a second, different model under the same version.
+While it trains, the job keeps a checkpoint in OUTPUT_PREFIX/checkpoint/ (jobs.checkpoint;
+``params.checkpoint`` sets its window); a rerun of an unfinished job resumes from it, and it is
+removed once _SUCCESS is written.
 Exit codes: 0 done (or already done); 2 bad input or config (stderr names it); 1 a crash.
 """
 
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 
 from jobs import importance, io
 from jobs.checkpoint import FOLDER as CHECKPOINT_FOLDER
-from jobs.checkpoint import PARAM, Checkpointer, Window, fingerprint
+from jobs.checkpoint import PARAM, Checkpointer, Window, fingerprint, save_on_sigterm
 from jobs.contract import ConfigError, TrainConfig
 from jobs.families.columns import size_thread_pools
 from jobs.io import JobInputError
@@ -254,7 +257,10 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
     labels = read_labels(labels_uri, cfg.classes)
     data = match_labels(cfg, features, feature_keys, labels, (features_uri, labels_uri))
     checkpoint = checkpointer(cfg, manifest, labels_uri, data, out)
-    fitted = fit_and_evaluate(cfg, data, out, checkpoint)
+    try:
+        fitted = fit_and_evaluate(cfg, data, out, checkpoint)
+    finally:
+        checkpoint.finish()
     model, metrics, (train_idx, valid_idx, test_idx) = fitted.model, fitted.metrics, fitted.split
     meta = {
         **fitted.meta,
@@ -361,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             io.delete_folder(io.join_uri(out, CHECKPOINT_FOLDER))  # a kill between marker and removal left it
             print(json.dumps({"status": "already_done", "output": out, "marker": io.read_json(marker)}))
             return 0
+        save_on_sigterm()  # a Spot interruption's notice: checkpoint at the next step end, exit 143
         summary = train(args.config, args.features, args.labels, out)
     except JobInputError as exc:
         print(f"train: error: {exc}", file=sys.stderr)

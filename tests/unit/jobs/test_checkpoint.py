@@ -9,6 +9,7 @@ process and ``docker kill``, are in tests/integration/launchers/test_train_resum
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,52 @@ def test_the_train_jobs_fingerprint_follows_params_and_data_not_the_window() -> 
     assert fp({"max_depth": 4}, d=Matched(data.x, np.array([0, 1, 1]), 3)) != base  # other labels
     with pytest.raises(JobInputError, match="params.checkpoint"):
         fp({"checkpoint": "often"})
+
+
+def test_sigterm_during_training_checkpoints_at_once_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """ECS stops a task on a reclaimed Spot instance with SIGTERM (SIGKILL up to 2 min later):
+    the job checkpoints at the next round's end, outside its window, and exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.jobs import run_job, write_config, write_labels, write_unload
+    from tests.support.paths import REPO
+
+    table, truth = features_table(n=3000, seed=2)
+    manifest = write_unload(table, tmp_path / "unload")
+    labels = write_labels(tmp_path / "labels.parquet", np.arange(1000, 4000), [CLASSES[t] for t in truth])
+    params = {**XGB, "n_estimators": 300, "early_stopping_rounds": 300, "learning_rate": 0.01, "max_depth": 6}
+    config = write_config(tmp_path / "config.json", CLASSES, params={**params, "checkpoint": {"every": 10_000}})
+    out = (tmp_path / "model").as_uri() + "/"
+    args = ["--config", config, "--features", manifest, "--labels", labels, "--output", out]
+    env = {**os.environ, "MLBATCH_CODE_VERSION": "test-sha", "MLBATCH_XGB_DEVICE": "cpu", "MLBATCH_JOB_VCPU": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # until boosting has begun
+        lines.append(line)
+        if "fitting xgboost" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=60)
+    log = "".join(lines) + rest
+    assert proc.returncode == 143, log
+    assert "SIGTERM: stopping after the checkpoint at " in log
+    assert (tmp_path / "model" / "checkpoint" / "checkpoint.bin").exists()
+    assert not (tmp_path / "model" / "_SUCCESS").exists()
+
+    again = run_job("train", *args, env={"MLBATCH_JOB_VCPU": "1"})
+    assert again.returncode == 0, again.stderr
+    assert "resuming from checkpoint at round " in again.stderr
+    marker = json.loads((tmp_path / "model" / "_SUCCESS").read_text())
+    assert 0 < marker["checkpoint"]["resumed_from"] < 300
+    assert not (tmp_path / "model" / "checkpoint").exists()
