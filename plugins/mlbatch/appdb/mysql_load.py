@@ -112,8 +112,10 @@ def in_sessions(
     sessions: PublishSessions, items: Sequence[T], work: Callable[[T, Connection], R], name: str
 ) -> list[Future[R]]:
     """``work(item, session)`` for every item at once, each in a session of its own
-    (:meth:`PublishSessions.open`); returns each item's future, in order, once every session has ended, so the
-    caller may drop what the sessions used and sees every failure, not only the first."""
+    (:meth:`PublishSessions.open`); returns each item's future, in order, once every session has
+    ended, so the caller may drop what the sessions used and sees every failure, not only the first.
+    Interrupted while waiting (``execution_timeout``'s exception, a signal), it stops the publish's
+    sessions first: leaving the pool waits for its threads, which would load on to the end."""
 
     def run(item: T) -> R:
         with sessions.open() as own:
@@ -121,5 +123,9 @@ def in_sessions(
 
     with ThreadPoolExecutor(len(items), thread_name_prefix=name) as pool:
         futures = [pool.submit(run, item) for item in items]
-        wait(futures)
+        try:
+            wait(futures)
+        except BaseException:
+            sessions.stop(why="interrupted")
+            raise
     return futures

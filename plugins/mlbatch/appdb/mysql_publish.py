@@ -102,7 +102,9 @@ class MySqlPublisher:
                 return self._publish_from_s3(day, self.load_from, running)
             return self._publish_streamed(day, running)
         except Exception as exc:
-            if running.stopped and not isinstance(exc, PublishStopped):
+            # Whatever a killed session raised, said plainly; an interruption (a timeout's own
+            # exception, which stopped the sessions itself) stays itself.
+            if running.stopped_by == "on_kill" and not isinstance(exc, PublishStopped):
                 what = f"{day.table.name}: the publish of {day.ds} was stopped (on_kill), its app DB sessions killed"
                 raise PublishStopped(f"{what}; nothing was committed after the stop ({exc})") from exc
             raise

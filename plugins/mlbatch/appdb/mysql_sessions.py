@@ -55,8 +55,10 @@ class PublishSessions:
         self.db, self.load_role = db, load_role
         self.engine = db.publish_engine if local_files else db.engine
         self._open: dict[int, str] = {}  # connection id -> the thread using it
-        self._lock = threading.Lock()
+        # Re-entrant: stop() may run in a signal handler on the main thread while that thread holds it.
+        self._lock = threading.RLock()
         self._stopped = threading.Event()
+        self.stopped_by: str | None = None  # why stop() was first called: "on_kill", "interrupted"
         # Made now, not in stop(): stop() may run in a signal handler that interrupted the main
         # thread anywhere, even inside a pool's lock; a NullPool engine shares no lock with it.
         self._killer = db.mysql_engine(
@@ -111,11 +113,13 @@ class PublishSessions:
                 conn.invalidate()  # never back into the pool: the session is gone
             conn.close()
 
-    def stop(self, grace_s: float = GRACE_S) -> list[int]:
+    def stop(self, grace_s: float = GRACE_S, *, why: str = "on_kill") -> list[int]:
         """Stop the publish: KILL QUERY its open sessions, then KILL those still open after
         ``grace_s``; no session opens afterwards. Returns the ids found open. Returns within
         about ``grace_s`` plus a few ``KILL_TIMEOUT_S``, whatever the server does."""
         with self._lock:
+            if not self._stopped.is_set():
+                self.stopped_by = why
             self._stopped.set()
             running = list(self._open)
         if not running:

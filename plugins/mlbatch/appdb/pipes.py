@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO
 
+from sqlalchemy.exc import DBAPIError
+
 from mlbatch.appdb.mysql_load import LoadSource
+from mlbatch.appdb.publisher import PublishError
 
 F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's buffer size
 Writer = Callable[[BinaryIO], None]
@@ -43,7 +46,9 @@ def piped_sources(
                 [LoadSource(path=f, key_from=lo, key_to=hi) for f, (lo, hi) in zip(pipes.fifos, ranges, strict=True)],
                 pipes.finish,
             )
-        except BaseException as exc:
+        except (DBAPIError, PublishError) as exc:
+            # Only a failed or short load: an interruption (a timeout's exception) stays itself,
+            # even though the writers it stopped failed too.
             if pipes.failure:
                 raise pipes.failure[0] from exc
             raise

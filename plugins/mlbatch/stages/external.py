@@ -11,8 +11,11 @@ Such a step has four phases, so that the same code serves three callers:
   or ``None`` when the backend cannot defer;
 - ``finish(event)`` checks the outcome and returns the step's small result.
 
-``stop()`` stops the outside work (Airflow's ``on_kill``: mark failed, clear, a timeout, SIGTERM).
-It must return within a few seconds: the task supervisor follows SIGTERM with SIGKILL after 5 s.
+``stop()`` stops the outside work (Airflow's ``on_kill``: mark failed, clear, a timeout, SIGTERM;
+and a deferral that timed out or whose trigger failed). It must return within a few seconds: the
+task supervisor follows SIGTERM with SIGKILL after 5 s. Work once stopped is never waited on
+again: the operator records the stop with the handle in the run's state, and a retry starts
+afresh instead of offering the handle to :meth:`ExternalWork.reattach`.
 
 :meth:`run` is the synchronous composition the CLI uses. The operator that runs these steps in
 Airflow is :class:`mlbatch.operators.ExternalWorkOperator`.
@@ -59,7 +62,10 @@ class ExternalWork(ABC):
         """Take over work an earlier attempt started (its handle) if it is still running.
 
         For work whose backend cannot find it again by itself: a Redshift statement is known by
-        its id alone. Launchers find their jobs by the job's token, so jobs answer False here.
+        its id alone. Launchers find their jobs by the job's token, so jobs answer False here (a
+        stopped ECS task is not among them: StopTask sets its desired status to STOPPED at once,
+        and the launcher lists ``desiredStatus=RUNNING`` tasks only). Never offered a handle
+        whose work was stopped.
         """
         return False
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -144,6 +145,33 @@ def test_on_kill_stops_a_running_publish_and_frees_its_lock(env, spec, mariadb_u
     rows = {r[0]: r for r in table_rows(env)}
     assert len(rows) == 30_000 and rows[9_999][1] == "2026-11-20" and rows[10_000][1:3] == ("2026-11-21", "v2")
     assert [(r[1], r[3]) for r in log_rows(env)] == [("2026-11-20", 20_000), ("2026-11-21", 20_000)]
+
+
+def test_execution_timeout_in_the_worker_stops_the_publish(env, spec, mariadb_url, monkeypatch):
+    """The task runner's own timeout wrapper (SIGALRM raises AirflowTaskTimeout in the main thread,
+    here while it waits for the parallel loads; then on_kill): the loads are killed instead of
+    streaming on, and the timeout stays the task's error."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.task_runner import _run_execute_callable
+
+    run_day(fabricate(env, spec, "2026-11-20", list(range(0, 20_000)), [0.21] * 20_000))
+    before, before_log = table_rows(env), log_rows(env)
+    ctx = fabricate(env, spec, "2026-11-21", list(range(10_000, 30_000)), [0.27] * 20_000, version="v2")
+    predictions_gate(ctx)
+    trickling_load(monkeypatch)  # about 15 s of loading
+    monkeypatch.setattr(operators, "run_context", lambda spec_path, context: ctx)
+    op = operators.StageOperator(
+        task_id="publish", spec_path="unused.yaml", target="publish:publish", execution_timeout=timedelta(seconds=4)
+    )
+    started = time.monotonic()
+    with pytest.raises(AirflowTaskTimeout):
+        _run_execute_callable(CONTEXT, op.execute, op)
+    assert time.monotonic() - started < 12, "the loads were waited for instead of killed"
+    wait_for("no statement of the publish in the processlist", lambda: not statements(mariadb_url))
+    assert lock_is_free(mariadb_url)
+    assert table_rows(env) == before and log_rows(env) == before_log
+    monkeypatch.undo()
+    assert run_day(ctx)["rows"] == 20_000
 
 
 def test_stop_without_a_running_publish_does_nothing(env, spec):
