@@ -6,12 +6,12 @@ Taken afterwards from what the run left, so no task measures anything extra:
   train job's ``_SUCCESS``, each score shard's ``part-NNNN.parquet._SUCCESS``) times the spec's
   ``resources`` of that job (what the job asked for and was billed);
 * bytes unloaded: the ``content_length`` of the run's UNLOAD manifests (train and score);
-* warehouse statement seconds: ``seconds`` of the run's ``statement__*.json`` state (written by
-  warehouse statements that record it; None when none did);
+* warehouse statement seconds: ``seconds`` of the run's ``statement__<kind>*.json`` state
+  (written by warehouse statements that record it; None when none did);
 * rows published: the app-DB publish of the day (``ml_publish_log``), for a score run.
 
-Each cost line is also kept in ``costs/<model>/<YYYY-MM>/<run_key>.json`` (one per run: a rerun
-replaces its own), which :func:`month` sums.
+Each cost line is also kept in ``costs/<model>/<YYYY-MM>/<kind>-<run_key>.json`` (one per run: a
+rerun replaces its own), which :func:`month` sums.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from mlbatch.stages.context import RunContext
 FIELDS = ("job_seconds", "job_vcpu_seconds", "job_gpu_seconds", "warehouse_seconds", "bytes_unloaded", "rows_published")
 
 
-def ledger_key(model: str, month: str, run_key: str) -> str:
-    return f"costs/{model}/{month}/{run_key}.json"
+def ledger_key(model: str, month: str, kind: str, run_key: str) -> str:
+    return f"costs/{model}/{month}/{kind}-{run_key}.json"
 
 
 def _marker_seconds(store: Any, uri: str) -> float | None:
@@ -37,15 +37,15 @@ def _marker_seconds(store: Any, uri: str) -> float | None:
     return float(seconds) if isinstance(seconds, int | float) else None
 
 
-def _jobs(ctx: RunContext) -> list[tuple[float, Resources]]:
+def _jobs(ctx: RunContext, kind: str) -> list[tuple[float, Resources]]:
     """(wall seconds, resources) of each job the run ran."""
     store, found = ctx.env.store, []
-    if store.exists(ctx.state_key("train")):
+    if kind == "train" and store.exists(ctx.state_key("train")):
         artifact = ctx.load_state("train", "")["artifact_uri"]
         seconds = _marker_seconds(store, artifact + "_SUCCESS")
         if seconds is not None:
             found.append((seconds, ctx.spec.train.resources))
-    if store.exists(ctx.state_key("model")):
+    if kind == "score" and store.exists(ctx.state_key("model")):
         for shard in range(ctx.spec.score.shards):
             seconds = _marker_seconds(store, store.uri(ctx.shard_key(shard)) + "._SUCCESS")
             if seconds is not None:
@@ -53,19 +53,18 @@ def _jobs(ctx: RunContext) -> list[tuple[float, Resources]]:
     return found
 
 
-def _unloaded(ctx: RunContext) -> int:
-    store, total = ctx.env.store, 0
-    for purpose in ("train", "score"):
-        key = ctx.manifest_key(purpose)
-        if store.exists(key):
-            total += sum(int(e.get("meta", {}).get("content_length", 0)) for e in store.get_json(key)["entries"])
-    return total
+def _unloaded(ctx: RunContext, kind: str) -> int:
+    store, key = ctx.env.store, ctx.manifest_key(kind)
+    if not store.exists(key):
+        return 0
+    return sum(int(e.get("meta", {}).get("content_length", 0)) for e in store.get_json(key)["entries"])
 
 
-def _warehouse_seconds(ctx: RunContext) -> float | None:
+def _warehouse_seconds(ctx: RunContext, kind: str) -> float | None:
     store = ctx.env.store
     folder = ctx.state_key("run").rsplit("/", 1)[0] + "/"
-    names = [k for k in store.list(folder) if k.rsplit("/", 1)[-1].startswith("statement__") and k.endswith(".json")]
+    mine = f"statement__{kind}"  # e.g. statement__train_unload.json; the other DAG's are not this run's
+    names = [k for k in store.list(folder) if k.rsplit("/", 1)[-1].startswith(mine) and k.endswith(".json")]
     seconds = [store.get_json(k).get("seconds") for k in names]
     values = [float(s) for s in seconds if isinstance(s, int | float)]
     return round(sum(values), 3) if values else None
@@ -88,25 +87,28 @@ def _published(ctx: RunContext) -> int:
     return int(row.rows_published) if row and row.run_id == ctx.run_id else 0
 
 
-def run_cost(ctx: RunContext) -> dict[str, Any]:
-    """The run's cost line (see the module doc)."""
-    jobs = _jobs(ctx)
+def run_cost(ctx: RunContext, kind: str) -> dict[str, Any]:
+    """The cost line of the run's ``kind`` DAG (``train`` or ``score``; see the module doc).
+
+    By kind: a model's train and score DAG runs of one logical date have the same run id, so they
+    share a state folder (``runs/<model>/<ds>/<run_key>/``); each counts only its own work."""
+    jobs = _jobs(ctx, kind)
     return {
         "job_seconds": round(sum(s for s, _ in jobs), 3),
         "job_vcpu_seconds": round(sum(s * r.vcpu for s, r in jobs), 3),
         "job_gpu_seconds": round(sum(s * r.gpu for s, r in jobs), 3),
-        "warehouse_seconds": _warehouse_seconds(ctx),
-        "bytes_unloaded": _unloaded(ctx),
-        "rows_published": _published(ctx),
+        "warehouse_seconds": _warehouse_seconds(ctx, kind),
+        "bytes_unloaded": _unloaded(ctx, kind),
+        "rows_published": _published(ctx) if kind == "score" else 0,
     }
 
 
 def record(ctx: RunContext, kind: str, now: datetime | None = None) -> dict[str, Any]:
     """Compute the run's cost line and keep it in the model's ledger for the month; returns it."""
-    cost = run_cost(ctx)
+    cost = run_cost(ctx, kind)
     month = (now or datetime.now(UTC)).strftime("%Y-%m")
     entry = {"run_id": ctx.run_id, "ds": ctx.ds, "kind": kind, **cost}
-    ctx.env.store.put_json(ledger_key(ctx.model, month, ctx.run_key), entry)
+    ctx.env.store.put_json(ledger_key(ctx.model, month, kind, ctx.run_key), entry)
     return cost
 
 

@@ -30,6 +30,9 @@ def ctx(tmp_path: Path, monkeypatch) -> RunContext:
 def test_a_score_run_costs_its_shards_and_its_unload(ctx: RunContext) -> None:
     store = ctx.env.store
     ctx.save_state("model", {"version": "v1"})
+    # The train DAG's run of the same date shares the state folder: its job is not this run's.
+    ctx.save_state("train", {"artifact_uri": store.uri("models/device_gender/v1/")})
+    store.put_json("models/device_gender/v1/_SUCCESS", {"seconds": 100.0})
     for shard, seconds in ((0, 10.0), (1, 20.0)):
         store.put_json(ctx.shard_key(shard) + "._SUCCESS", {"seconds": seconds})
     entries = [{"url": "x", "meta": {"content_length": n, "record_count": 1}} for n in (1_000, 2_500)]
@@ -50,7 +53,8 @@ def test_a_train_run_costs_gpu_seconds_and_the_month_sums_runs(ctx: RunContext) 
     store = ctx.env.store
     ctx.save_state("train", {"artifact_uri": store.uri("models/device_gender/v1/")})
     store.put_json("models/device_gender/v1/_SUCCESS", {"seconds": 100.0})
-    store.put_json(ctx.state_key("statement__unload_training"), {"seconds": 7.5})
+    store.put_json(ctx.state_key("statement__train_unload"), {"seconds": 7.5})
+    store.put_json(ctx.state_key("statement__score_export"), {"seconds": 99.0})  # the score DAG's
     cost = costs.record(ctx, "train", now=datetime(2026, 11, 22))
     assert (cost["job_vcpu_seconds"], cost["job_gpu_seconds"], cost["warehouse_seconds"]) == (800.0, 100.0, 7.5)
     again = costs.record(ctx, "train", now=datetime(2026, 11, 23))  # a rerun replaces its own line

@@ -242,7 +242,8 @@ def measure_days(ctx: RunContext, days: list[Any], prior: dict[str, Any] | None)
     state = {
         "history_id": upto,
         "measured_ds": ctx.ds,
-        "days": {d.ds.isoformat(): [d.model_version, d.run_id] for d in days},
+        # A day whose files are gone is left out: the next run tries it again.
+        "days": {d.ds.isoformat(): [d.model_version, d.run_id] for d in known + [d for d, _ in out if d in fresh]},
     }
     return out, read | {"state": state}
 
