@@ -51,8 +51,7 @@ def _no_approval(spec: ModelSpec) -> bool:
 
 def _retrains(spec: ModelSpec) -> bool:
     """Labels or drift may start training (``train.retrain``)."""
-    policy = spec.train.retrain
-    return policy.on_labels is not False or policy.on_drift is not None
+    return spec.train.retrain.on_labels is not False or spec.train.retrain.on_drift is not None
 
 
 def _retrain_on_degradation(spec: ModelSpec) -> bool:
