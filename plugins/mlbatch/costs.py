@@ -129,4 +129,6 @@ def month(store: Any, model: str, when: str) -> dict[str, Any]:
     for name in FIELDS:
         values = [e[name] for e in entries if isinstance(e.get(name), int | float)]
         total[name] = round(sum(values), 3) if values or name != "warehouse_seconds" else None
+    # Each DAG kind's newest run of the month, with its own cost line.
+    total["latest_runs"] = {e["kind"]: e for e in sorted(entries, key=lambda e: (e.get("ds", ""), e.get("run_id", "")))}
     return total

@@ -64,4 +64,5 @@ def test_a_train_run_costs_gpu_seconds_and_the_month_sums_runs(ctx: RunContext) 
     costs.record(other, "train", now=datetime(2026, 11, 30))
     total = costs.month(store, "device_gender", "2026-11")
     assert total["runs"] == 2 and total["job_gpu_seconds"] == 200.0 and total["warehouse_seconds"] == 7.5
+    assert total["latest_runs"]["train"]["run_id"] == "r2" and total["latest_runs"]["train"]["job_gpu_seconds"] == 100
     assert costs.month(store, "device_gender", "2026-12")["runs"] == 0
