@@ -11,6 +11,8 @@ publish the day.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -167,6 +169,42 @@ def test_execution_timeout_in_the_worker_stops_the_publish(env, spec, mariadb_ur
     with pytest.raises(AirflowTaskTimeout):
         _run_execute_callable(CONTEXT, op.execute, op)
     assert time.monotonic() - started < 12, "the loads were waited for instead of killed"
+    wait_for("no statement of the publish in the processlist", lambda: not statements(mariadb_url))
+    assert lock_is_free(mariadb_url)
+    assert table_rows(env) == before and log_rows(env) == before_log
+    monkeypatch.undo()
+    assert run_day(ctx)["rows"] == 20_000
+
+
+def test_sigterm_to_the_worker_stops_the_publish_running_in_its_main_thread(env, spec, mariadb_url, monkeypatch):
+    """Mark-failed or clear of a running task: the supervisor sends SIGTERM, the task runner's
+    handler calls on_kill in the main thread, where the publish itself waits (SIGKILL 5 s later)."""
+    run_day(fabricate(env, spec, "2026-11-20", list(range(0, 20_000)), [0.21] * 20_000))
+    before, before_log = table_rows(env), log_rows(env)
+    ctx = fabricate(env, spec, "2026-11-21", list(range(10_000, 30_000)), [0.27] * 20_000, version="v2")
+    predictions_gate(ctx)
+    trickling_load(monkeypatch)
+    monkeypatch.setattr(operators, "run_context", lambda spec_path, context: ctx)
+    op = operators.StageOperator(task_id="publish", spec_path="unused.yaml", target="publish:publish")
+    handled: list[float] = []
+
+    def on_term(signum: int, frame: Any) -> None:  # the task runner's _on_term
+        started = time.monotonic()
+        op.on_kill()
+        handled.append(time.monotonic() - started)
+
+    def terminate_once_loading() -> None:
+        wait_for("the load", lambda: any("LOAD DATA" in sql for _, sql in statements(mariadb_url)))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        threading.Thread(target=terminate_once_loading, daemon=True).start()
+        with pytest.raises(PublishStopped):
+            op.execute(CONTEXT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert handled and handled[0] < 5, handled
     wait_for("no statement of the publish in the processlist", lambda: not statements(mariadb_url))
     assert lock_is_free(mariadb_url)
     assert table_rows(env) == before and log_rows(env) == before_log
