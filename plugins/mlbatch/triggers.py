@@ -12,10 +12,12 @@ Imported by the triggerer from its serialised classpath; nothing heavy at the to
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 from airflow.providers.amazon.aws.triggers.ecs import TaskDoneTrigger
+from airflow.triggers.base import TriggerEvent
 
 
 class EcsJobDoneTrigger(TaskDoneTrigger):
@@ -29,16 +31,40 @@ class EcsJobDoneTrigger(TaskDoneTrigger):
         _, kwargs = super().serialize()
         return f"{type(self).__module__}.{type(self).__qualname__}", {**kwargs, "stop_reason": self.stop_reason}
 
+    def _hook(self) -> EcsHook:
+        return EcsHook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """The provider's wait, plus an answer for a task ECS does not describe: DescribeTasks then
+        returns no task (``failures``: MISSING) and the provider's loop fails on ``tasks[0]`` with a
+        bare IndexError. It happens with a wrong cluster, or when the triggerer comes back later than
+        ECS keeps stopped tasks (about an hour): the event says so, and the task fails naming it."""
+        try:
+            async for event in super().run():
+                yield event
+        except IndexError:
+            async with await self._hook().get_async_conn() as client:
+                response = await client.describe_tasks(cluster=self.cluster, tasks=[self.task_arn])
+            if response.get("tasks"):
+                raise  # not the missing task: a failure of its own
+            reasons = ", ".join(f.get("reason", "?") for f in response.get("failures", [])) or "no task returned"
+            yield TriggerEvent(
+                {
+                    "status": "error",
+                    "task_arn": self.task_arn,
+                    "cluster": self.cluster,
+                    "message": f"ECS does not describe task {self.task_arn} in cluster {self.cluster} ({reasons}): "
+                    "a wrong cluster, or the task stopped longer ago than ECS keeps stopped tasks; "
+                    "its outcome is unknown, clear the task to run the job again",
+                }
+            )
+
     async def on_kill(self) -> None:
         self.log.info("Stopping ECS task %s: %s", self.task_arn, self.stop_reason)
         try:
-            hook = EcsHook(
-                aws_conn_id=self.aws_conn_id,
-                region_name=self.region_name,
-                verify=self.verify,
-                config=self.botocore_config,
-            )
-            async with await hook.get_async_conn() as client:
+            async with await self._hook().get_async_conn() as client:
                 await client.stop_task(cluster=self.cluster, task=self.task_arn, reason=self.stop_reason)
         except Exception:
             # The task may have stopped on its own meanwhile; the log says what could not be done.

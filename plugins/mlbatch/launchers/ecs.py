@@ -2,7 +2,8 @@
 
 Clients come from the amazon provider's hooks (``EcsHook``, ``AwsLogsHook``) for the Airflow
 connection ``MLBATCH_AWS_CONN_ID``, so credentials are the connection's (or the worker's role).
-Tests pass their own clients at the boto3 boundary.
+Tests give the connection the endpoint of the ECS double (devtools/devservers/ecs_double.py), so
+the same clients, waiters and trigger talk HTTP to real containers.
 
 The contract, for ECS:
 
@@ -43,6 +44,20 @@ log = logging.getLogger(__name__)
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _seconds(environ: Any, name: str, default: float) -> float:
+    """A positive number of seconds from ``name``, else ``default``; ValueError naming the variable."""
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r}: expected a positive number of seconds (unset: {default:g})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,9 @@ class EcsConfig:
             region=e.get("MLBATCH_AWS_REGION") or None,
             log_group=e.get("MLBATCH_ECS_LOG_GROUP") or None,
             log_stream_prefix=e.get("MLBATCH_ECS_LOG_STREAM_PREFIX") or None,
+            # Test stacks poll in seconds; production keeps the defaults.
+            poll_s=_seconds(e, "MLBATCH_ECS_POLL_S", cls.poll_s),
+            trigger_poll_s=_seconds(e, "MLBATCH_ECS_TRIGGER_POLL_S", cls.trigger_poll_s),
         )
 
     def task_definition_for(self, module: str) -> str:
@@ -231,7 +249,10 @@ class EcsLauncher(Launcher):
         code = container.get("exitCode")
         if code != 0:
             why = task.get("stoppedReason") or container.get("reason") or "no reason given"
-            raise JobFailed(request, f"ECS task {arn} stopped ({why}); container exit code {code}", tail)
+            if task.get("stopCode"):  # e.g. TaskFailedToStart: the image or the log group is wrong, not the job
+                why = f"{task['stopCode']}: {why}"
+            ending = f"container exit code {code}" if code is not None else "the container has no exit code (never ran)"
+            raise JobFailed(request, f"ECS task {arn} stopped ({why}); {ending}", tail)
         if not self._marker_exists(request):
             raise JobFailed(request, f"ECS task {arn} exited 0 but wrote no marker {request.success_uri}", tail)
         return JobResult(request.job_id, reused=False, log_tail=tail)
@@ -251,7 +272,8 @@ class EcsLauncher(Launcher):
         return EcsJobDoneTrigger(
             cluster=self.config.cluster,
             task_arn=handle,
-            waiter_delay=int(self.config.trigger_poll_s),
+            # Whole seconds (the provider's int()); 0 would poll DescribeTasks without a pause.
+            waiter_delay=max(1, round(self.config.trigger_poll_s)),
             waiter_max_attempts=self.config.trigger_max_attempts,
             aws_conn_id=self.config.aws_conn_id,
             region_name=self.config.region,
