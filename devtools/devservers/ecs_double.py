@@ -201,25 +201,21 @@ class EcsDouble(JsonService):
     # -- the container behind a task ---------------------------------------------------------------
 
     def _lifecycle(self, task: Task) -> None:
-        """PROVISIONING -> PENDING -> RUNNING -> STOPPED, in the task's own thread."""
+        """PROVISIONING -> PENDING -> RUNNING -> STOPPED, in the task's own thread. Every path ends
+        STOPPED: a task that never does would hold its waiter (and the test) for ever."""
         from docker.errors import ImageNotFound
 
         try:
             self.docker.images.get(task.image)
-        except ImageNotFound:
+            self._run_container(task, self._log_pump(task))
+        except ImageNotFound:  # not there, or removed between the check and the create
             task.failed_to_start(
                 "CannotPullContainerError",
                 f"pull image manifest has been retried 1 time(s): {task.image}: not found",
             )
-            return
-        try:
-            pump = self._log_pump(task)
         except LogSetupError as exc:
             task.failed_to_start("ResourceInitializationError", str(exc))
-            return
-        try:
-            self._run_container(task, pump)
-        except Exception as exc:  # noqa: BLE001 - a Docker failure is the task's, reported by DescribeTasks
+        except Exception as exc:  # noqa: BLE001 - a Docker or CloudWatch failure is the task's, as on ECS
             log.exception("ECS double: task %s failed", task.arn)
             task.failed_to_start("CannotStartContainerError", f"{type(exc).__name__}: {exc}")
 

@@ -192,6 +192,8 @@ class Task:
 
     def failed_to_start(self, error: str, message: str) -> None:
         with self._lock:
+            if self.last_status == "STOPPED":
+                return  # it ended before the failure was seen: the first outcome stands
             self.stopped_reason = self.container_reason = f"{error}: {message}"
             self.stop_code = "TaskFailedToStart"
             self._stopped()
