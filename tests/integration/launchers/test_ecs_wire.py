@@ -371,3 +371,25 @@ def test_trigger_on_kill_stops_the_container(aws: AwsEndpoint, store: ObjectStor
     assert stop == {"cluster": CLUSTER, "task": arn, "reason": stop_reason(request)}
     task = describe(aws, arn)
     assert (task["lastStatus"], task["stoppedReason"]) == ("STOPPED", stop_reason(request))
+
+
+# --- the double answers what ECS answers to a request it cannot run --------------------------------------
+
+
+def test_the_double_rejects_what_ecs_rejects(aws: AwsEndpoint, launcher: EcsLauncher) -> None:
+    from botocore.exceptions import ClientError
+
+    run = launcher.run_task_kwargs(replace(sleeper(launcher.store, "reject"), gpu=0))
+    cases = {
+        "ClusterNotFoundException": {**run, "cluster": "no-such-cluster"},
+        "ClientException": {**run, "taskDefinition": "mlbatch-score:99"},
+        "InvalidParameterException": {**run, "networkConfiguration": None},  # awsvpc needs one
+    }
+    renamed = json.loads(json.dumps(run["overrides"]))
+    renamed["containerOverrides"][0]["name"] = "main"  # not the task definition's container
+    before = len(aws["ecs"].tasks)
+    for code, params in [*cases.items(), ("InvalidParameterException", {**run, "overrides": renamed})]:
+        with pytest.raises(ClientError) as err:
+            ecs(aws).run_task(**{k: v for k, v in params.items() if v is not None})
+        assert err.value.response["Error"]["Code"] == code, params
+    assert len(aws["ecs"].tasks) == before  # nothing was started
