@@ -53,6 +53,7 @@ class JobRequest:
     # Jobs of this task that run at once (a mapped task's shards): on one host (the local and
     # Docker launchers) they share its cores; an ECS task has vCPUs of its own.
     side_by_side: int = 1
+    model: str = ""  # the spec's name: ECS runs each model's own task-definition family
 
     def environment(self) -> dict[str, str]:
         """What every launcher puts in the job's environment: ``env`` and the CPUs it was given.

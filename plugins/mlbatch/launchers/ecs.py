@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlbatch.deploy_checks import family_base, job_task_definition_family
 from mlbatch.launchers.base import (
     LOG_TAIL_LINES,
     JobFailed,
@@ -112,7 +113,20 @@ class EcsConfig:
         )
 
     def task_definition_for(self, module: str) -> str:
+        """The configured task definition of a job kind: its family is the BASE of each model's."""
         return self.train_task_definition if module == "jobs.train" else self.score_task_definition
+
+    def capacity_provider_for(self, request: JobRequest) -> str | None:
+        return self.gpu_capacity_provider if request.gpu > 0 else self.cpu_capacity_provider
+
+    def family_for(self, request: JobRequest) -> str:
+        """The task-definition family RunTask names: ``<base>-<model>-<ec2|fargate>``, one per
+        model and compatibility (as ``mlbatch ecs task-definitions`` registers them), so that a
+        model's size and ``requiresCompatibilities`` never follow another model's registration.
+        The family's latest ACTIVE revision runs."""
+        base = family_base(self.task_definition_for(request.module))
+        model = request.model or request.job_id.dag_id.split("__", 1)[0]
+        return job_task_definition_family(base, model, self.capacity_provider_for(request))
 
 
 class EcsLauncher(Launcher):
@@ -180,7 +194,7 @@ class EcsLauncher(Launcher):
             container["resourceRequirements"] = [{"type": "GPU", "value": str(request.gpu)}]
         kwargs: dict[str, Any] = {
             "cluster": cfg.cluster,
-            "taskDefinition": cfg.task_definition_for(request.module),
+            "taskDefinition": cfg.family_for(request),
             "count": 1,
             "startedBy": jid.token,
             "overrides": {"containerOverrides": [container], "cpu": str(cpu_units), "memory": str(memory_mib)},
@@ -193,7 +207,7 @@ class EcsLauncher(Launcher):
             "enableECSManagedTags": True,
             "propagateTags": "TASK_DEFINITION",
         }
-        provider = cfg.gpu_capacity_provider if request.gpu > 0 else cfg.cpu_capacity_provider
+        provider = cfg.capacity_provider_for(request)
         if provider:
             kwargs["capacityProviderStrategy"] = [{"capacityProvider": provider, "weight": 1, "base": 0}]
         if cfg.subnets:
@@ -265,9 +279,7 @@ class EcsLauncher(Launcher):
         from mlbatch.triggers import EcsJobDoneTrigger
 
         task = self._describe(request, handle)
-        group, prefix = self._log_location(
-            task.get("taskDefinitionArn", self.config.task_definition_for(request.module))
-        )
+        group, prefix = self._log_location(task.get("taskDefinitionArn", self.config.family_for(request)))
         stream = f"{prefix}/{self.config.container_name}/{handle.rsplit('/', 1)[-1]}" if group and prefix else None
         return EcsJobDoneTrigger(
             cluster=self.config.cluster,
@@ -292,9 +304,7 @@ class EcsLauncher(Launcher):
         return self._outcome(request, task, self._last_log_lines(request, task))
 
     def _last_log_lines(self, request: JobRequest, task: dict[str, Any]) -> list[str]:
-        group, prefix = self._log_location(
-            task.get("taskDefinitionArn", self.config.task_definition_for(request.module))
-        )
+        group, prefix = self._log_location(task.get("taskDefinitionArn", self.config.family_for(request)))
         if not group or not prefix:
             return []
         stream = f"{prefix}/{self.config.container_name}/{task['taskArn'].rsplit('/', 1)[-1]}"
@@ -329,9 +339,7 @@ class EcsLauncher(Launcher):
 
     def _pull_logs(self, request: JobRequest, task: dict[str, Any], cursor: dict, tail) -> None:
         """Append the task's new CloudWatch lines to the task log and the tail buffer."""
-        group, prefix = self._log_location(
-            task.get("taskDefinitionArn", self.config.task_definition_for(request.module))
-        )
+        group, prefix = self._log_location(task.get("taskDefinitionArn", self.config.family_for(request)))
         if not group or not prefix:
             return
         stream = f"{prefix}/{self.config.container_name}/{task['taskArn'].rsplit('/', 1)[-1]}"

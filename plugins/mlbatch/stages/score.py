@@ -112,6 +112,7 @@ def _score_request(ctx: RunContext, shard: int, out: str) -> JobRequest:
         vcpu=ctx.spec.score.resources.vcpu,
         memory_gib=ctx.spec.score.resources.memory_gib,
         side_by_side=shards,  # the mapped task runs every shard at once
+        model=ctx.model,
     )
 
 

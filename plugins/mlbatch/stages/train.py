@@ -141,6 +141,7 @@ def _train_request(ctx: RunContext) -> tuple[JobRequest, str, str]:
             "--output",
             store.uri(prefix),
         ],
+        model=spec.name,
         success_uri=store.uri(prefix + "_SUCCESS"),
         gpu=spec.train.resources.gpu,
         vcpu=spec.train.resources.vcpu,

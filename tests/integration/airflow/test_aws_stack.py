@@ -81,37 +81,33 @@ def _aurora_user(mariadb: MariaDB, canaries: Canaries) -> tuple[str, str]:
     return name, f"mysql+pymysql://{name}:{canaries.appdb_password}@127.0.0.1:{mariadb.port}/{name}"
 
 
-def _register_task_definitions(aws: AwsEndpoint, images: dict[str, str]) -> dict[str, str]:
+def _register_task_definitions(endpoint: str, images: dict[str, str], specs: Path) -> list[str]:
+    """Each model's task definitions as ``mlbatch ecs task-definitions`` renders them, registered
+    through boto3 (the ECS double checks them against botocore's model and runs them)."""
     import boto3
+    from mlbatch.commands.ecs import TaskDefinitionSettings, task_definitions
+    from mlbatch.spec import load_spec
 
-    ecs = boto3.client("ecs", endpoint_url=aws.endpoint, region_name="us-east-1")
-    boto3.client("logs", endpoint_url=aws.endpoint, region_name="us-east-1").create_log_group(logGroupName=LOG_GROUP)
-    arns = {}
-    for kind in ("train", "score"):
-        arns[kind] = ecs.register_task_definition(
-            family=f"mlbatch-{kind}",
-            requiresCompatibilities=["EC2"],
-            networkMode="host",
-            containerDefinitions=[
-                {
-                    "name": "job",
-                    "image": images[kind],
-                    "essential": True,
-                    "stopTimeout": 5,
-                    "logConfiguration": {
-                        "logDriver": "awslogs",
-                        "options": {
-                            "awslogs-group": LOG_GROUP,
-                            "awslogs-region": "us-east-1",
-                            "awslogs-stream-prefix": kind,
-                        },
-                    },
-                }
-            ],
-            cpu="1024",
-            memory="2048",
-        )["taskDefinition"]["taskDefinitionArn"]
-    return arns
+    ecs = boto3.client("ecs", endpoint_url=endpoint, region_name="us-east-1")
+    settings = TaskDefinitionSettings.from_env(
+        {
+            "MLBATCH_TRAIN_IMAGE": images["train"],
+            "MLBATCH_SCORE_IMAGE": images["score"],
+            "MLBATCH_ECS_TASK_ROLE_ARN": "arn:aws:iam::123456789012:role/mlbatch-jobs",
+            "MLBATCH_ECS_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/mlbatch-ecs-execution",
+            "MLBATCH_AWS_REGION": "us-east-1",
+            "MLBATCH_ECS_LOG_GROUP": LOG_GROUP,
+        }
+    )
+    boto3.client("logs", endpoint_url=endpoint, region_name="us-east-1").create_log_group(logGroupName=LOG_GROUP)
+    families = []
+    for path in sorted(specs.glob("*.yaml")):
+        for family, definition in task_definitions(load_spec(path), settings).items():
+            # Jobs stop within 5 s of StopTask here (ECS's default stopTimeout is 30 s).
+            definition["containerDefinitions"][0]["stopTimeout"] = 5
+            ecs.register_task_definition(**definition)
+            families.append(family)
+    return families
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +128,11 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
     aws = AwsEndpoint([ecs, redshift], port=port).start()
     bucket = f"aws-stack-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    definitions = _register_task_definitions(aws, images)
-    db_name, appdb_url = _aurora_user(mariadb, canaries)
-    proxy = AuroraS3Proxy(mariadb.port, endpoint, required_role=LOAD_ROLE).start()
     dags = home / "dags"
     write_dags(dags)
+    families = _register_task_definitions(endpoint, images, dags / "specs")
+    db_name, appdb_url = _aurora_user(mariadb, canaries)
+    proxy = AuroraS3Proxy(mariadb.port, endpoint, required_role=LOAD_ROLE).start()
     api_port = free_port()
     with FakeSheetsApi() as sheets:
         rows = _label_rows(warehouse, home)
@@ -153,7 +149,7 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
             canaries.ui_password,
         )
         key = service_account_key(f"{sheets.endpoint}/token", canaries.google_key_id, "mlbatch-aws-stack")
-        env.update(_aws_mode(endpoint, bucket, definitions, canaries))
+        env.update(_aws_mode(endpoint, bucket, canaries))
         env.update(
             MLBATCH_APPDB_CONN_ID="mlbatch_appdb",
             AIRFLOW_CONN_MLBATCH_APPDB=json.dumps(
@@ -175,7 +171,7 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
         st = Stack(home, f"http://127.0.0.1:{api_port}", env, canaries.ui_password, appdb_url=appdb_url)
         try:
             start_airflow(st, [f"{MODEL}__labels", f"{MODEL}__train", f"{SLOW}__labels", f"{SLOW}__train"])
-            st.aws, st.proxy, st.sheets = aws, proxy, sheets  # type: ignore[attr-defined]
+            st.aws, st.proxy, st.sheets, st.families = aws, proxy, sheets, families  # type: ignore[attr-defined]
             yield st
         finally:
             st.stop()
@@ -185,15 +181,17 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
             pg.stop()
 
 
-def _aws_mode(endpoint: str, bucket: str, definitions: dict[str, str], canaries: Canaries) -> dict[str, str]:
+def _aws_mode(endpoint: str, bucket: str, canaries: Canaries) -> dict[str, str]:
     """Production's settings, with the AWS connection's endpoint_url at the doubles."""
     aws_conn = {"region_name": "us-east-1", "endpoint_url": endpoint}
     return {
         "MLBATCH_OBJECT_STORE": f"s3://{bucket}/mlbatch",
         "MLBATCH_LAUNCHER": "ecs",
         "MLBATCH_ECS_CLUSTER": CLUSTER,
-        "MLBATCH_ECS_TRAIN_TASK_DEFINITION": definitions["train"],
-        "MLBATCH_ECS_SCORE_TASK_DEFINITION": definitions["score"],
+        "MLBATCH_ECS_TRAIN_TASK_DEFINITION": "mlbatch-train",  # family bases: RunTask names <base>-<model>-ec2
+        "MLBATCH_ECS_SCORE_TASK_DEFINITION": "mlbatch-score",
+        "MLBATCH_ECS_SUBNETS": "subnet-0a1b2c3d",  # awsvpc, as the task definitions ask
+        "MLBATCH_ECS_SECURITY_GROUPS": "sg-0a1b2c3d",
         "MLBATCH_ECS_POLL_S": "2",  # waits: seconds here, not production's 30 s
         "MLBATCH_ECS_TRIGGER_POLL_S": "2",
         "MLBATCH_WAREHOUSE": f"redshift://{REDSHIFT_CONN}",

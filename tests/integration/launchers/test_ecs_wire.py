@@ -53,9 +53,10 @@ RUN = uuid.uuid4().hex[:6]
 def aws(docker_client, images: dict[str, str]) -> Iterator[AwsEndpoint]:
     endpoint = start_ecs_double(docker_client, clusters=[CLUSTER])
     try:
+        # One family per model and compatibility, as `mlbatch ecs task-definitions` registers them.
         for kind in ("train", "score"):
-            register_job_definition(endpoint, f"mlbatch-{kind}", images[kind])
-        register_job_definition(endpoint, "mlbatch-missing", "mlbatch/score:no-such-tag")
+            register_job_definition(endpoint, f"mlbatch-{kind}-device_gender-ec2", images[kind])
+        register_job_definition(endpoint, "mlbatch-missing-device_gender-ec2", "mlbatch/score:no-such-tag")
         with pytest.MonkeyPatch.context() as mp:
             for k, v in airflow_aws_connection(endpoint.endpoint).items():
                 mp.setenv(k, v)
@@ -216,7 +217,7 @@ def test_train_task_runs_the_job_and_its_log_reaches_the_task_log(
     for name in ("model.json", "metrics.json", "lineage.json", "_SUCCESS"):
         assert store.exists(f"models/device_gender/v-ecs/{name}"), name
     [run] = trained["runs"]
-    assert run["startedBy"] == request.job_id.token and run["taskDefinition"] == "mlbatch-train"
+    assert run["startedBy"] == request.job_id.token and run["taskDefinition"] == "mlbatch-train-device_gender-ec2"
     assert run["overrides"]["containerOverrides"][0]["command"] == [request.module, *request.args]
     arn = stopped_task_of(aws, request)
     task = describe(aws, arn)

@@ -8,7 +8,7 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 from mlbatch.cli import app
-from mlbatch.commands.ecs import TaskDefinitionSettings, family_name, task_definitions
+from mlbatch.commands.ecs import TaskDefinitionSettings, task_definitions
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.launchers.ecs import EcsConfig, EcsLauncher
 from mlbatch.spec import load_spec
@@ -70,10 +70,12 @@ def test_launcher_runs_tasks_of_the_same_family_bases_and_container(tmp_path):
     launcher = EcsLauncher(ObjectStore(tmp_path.as_uri()), EcsConfig.from_env(ENV), ecs_client=object())
     for family, td in defs.items():
         kind = family.split("-")[1]
-        request = JobRequest(JobId("m__" + kind, kind, "manual__1", -1), f"jobs.{kind}", [], "file:///x", gpu=0)
+        request = JobRequest(
+            JobId("device_gender__" + kind, kind, "manual__1", -1), f"jobs.{kind}", [], "file:///x", model=spec.name
+        )
         run = launcher.run_task_kwargs(request)
-        # The families are <base>-<model>-<compat> of the launcher's base (mlbatch.deploy_checks).
-        assert td["family"].startswith(family_name(run["taskDefinition"]) + "-device_gender-")
+        # RunTask names exactly a family `mlbatch ecs task-definitions` registered for this model.
+        assert run["taskDefinition"] in defs, (run["taskDefinition"], sorted(defs))
         assert run["overrides"]["containerOverrides"][0]["name"] == td["containerDefinitions"][0]["name"]
 
 

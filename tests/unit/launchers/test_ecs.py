@@ -58,7 +58,8 @@ def test_run_task_request_for_a_gpu_job(launcher: EcsLauncher) -> None:
     validate_run_task(run)
     token = request.job_id.token
     assert run["startedBy"] == token and len(token) <= 36
-    assert run["cluster"] == CLUSTER and run["taskDefinition"] == "mlbatch-score:3"  # not jobs.train's
+    # The score family's base (not jobs.train's), this model's, on an EC2 capacity provider.
+    assert run["cluster"] == CLUSTER and run["taskDefinition"] == "mlbatch-score-device_gender-ec2"
     assert run["capacityProviderStrategy"] == [{"capacityProvider": "gpu-g5", "weight": 1, "base": 0}]
     assert "launchType" not in run  # a capacity provider strategy and a launch type exclude each other
     [container] = run["overrides"]["containerOverrides"]
