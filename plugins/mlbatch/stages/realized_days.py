@@ -258,15 +258,19 @@ def _held(store: Any, model: str, day: Any, changes: dict[str, str | None]) -> b
 
 
 def skip_reason(ctx: RunContext, days: list[Any], prior: dict[str, Any] | None) -> str:
-    """Why this run measures nothing (empty: it measures): nothing new, or measured for the day."""
+    """Why this run measures nothing (empty: it measures). Label changes are measured at most once
+    a run day; a day published (or republished, e.g. by a new version) since the last measurement
+    is measured whenever it appears: what users read changed."""
     if prior is None:
+        return ""
+    done = prior.get("days", {})
+    new_days = [d for d in days if done.get(d.ds.isoformat()) != [d.model_version, d.run_id]]
+    if new_days:
         return ""
     if prior.get("measured_ds") == ctx.ds:
         return f"measured for {ctx.ds} already (at most once a day); later labels are measured on the next day"
     with ctx.env.appdb.connect() as conn:
         upto = last_change_id(conn, ctx.model)
-    done = prior.get("days", {})
-    new_days = [d for d in days if done.get(d.ds.isoformat()) != [d.model_version, d.run_id]]
-    if upto == prior.get("history_id") and not new_days:
+    if upto == prior.get("history_id"):
         return "no label changed and no day was published since the last measurement"
     return ""

@@ -58,6 +58,15 @@ REDSHIFT_CONN = "redshift_default"
 STOPPED_WITHIN_S = 60
 
 
+def _client(service: str, endpoint: str) -> Any:
+    """The test's own boto3 client at the doubles (they accept any key)."""
+    import boto3
+
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+
+
 @pytest.fixture(scope="module")
 def canaries() -> Canaries:
     return Canaries()
@@ -84,11 +93,10 @@ def _aurora_user(mariadb: MariaDB, canaries: Canaries) -> tuple[str, str]:
 def _register_task_definitions(endpoint: str, images: dict[str, str], specs: Path) -> list[str]:
     """Each model's task definitions as ``mlbatch ecs task-definitions`` renders them, registered
     through boto3 (the ECS double checks them against botocore's model and runs them)."""
-    import boto3
     from mlbatch.commands.ecs import TaskDefinitionSettings, task_definitions
     from mlbatch.spec import load_spec
 
-    ecs = boto3.client("ecs", endpoint_url=endpoint, region_name="us-east-1")
+    ecs = _client("ecs", endpoint)
     settings = TaskDefinitionSettings.from_env(
         {
             "MLBATCH_TRAIN_IMAGE": images["train"],
@@ -99,7 +107,7 @@ def _register_task_definitions(endpoint: str, images: dict[str, str], specs: Pat
             "MLBATCH_ECS_LOG_GROUP": LOG_GROUP,
         }
     )
-    boto3.client("logs", endpoint_url=endpoint, region_name="us-east-1").create_log_group(logGroupName=LOG_GROUP)
+    _client("logs", endpoint).create_log_group(logGroupName=LOG_GROUP)
     families = []
     for path in sorted(specs.glob("*.yaml")):
         for family, definition in task_definitions(load_spec(path), settings).items():
@@ -112,7 +120,6 @@ def _register_task_definitions(endpoint: str, images: dict[str, str], specs: Pat
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -> Iterator[Stack]:
-    import boto3
 
     from devtools import synth
 
@@ -127,7 +134,7 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
     redshift = RedshiftDataDouble(warehouse, endpoint_url=endpoint)
     aws = AwsEndpoint([ecs, redshift], port=port).start()
     bucket = f"aws-stack-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    _client("s3", endpoint).create_bucket(Bucket=bucket)
     dags = home / "dags"
     write_dags(dags)
     families = _register_task_definitions(endpoint, images, dags / "specs")
@@ -303,9 +310,7 @@ def test_ecs_and_redshift_waits_were_deferred_and_resumed(stack: Stack, scored) 
 
 # --- 3. stops: a deferred ECS job marked failed, and one whose deferral timed out -------------------
 def _ecs_client(stack: Stack) -> Any:
-    import boto3
-
-    return boto3.client("ecs", endpoint_url=stack.aws.endpoint, region_name="us-east-1")  # type: ignore[attr-defined]
+    return _client("ecs", stack.aws.endpoint)  # type: ignore[attr-defined]
 
 
 def _gone(stack: Stack, arn: str) -> bool:
