@@ -4,19 +4,22 @@ With nothing set, everything is the embedded default stack under ``MLBATCH_HOME`
 the repo root): ``app.db`` (SQLite, Aurora's stand-in), ``warehouse.duckdb`` (Redshift's),
 ``objects/`` (S3's). Production and tests point single boundaries elsewhere:
 
-=========================  ===========================================  =========================
-variable                   meaning                                      default
-=========================  ===========================================  =========================
-``MLBATCH_HOME``           the embedded stack's folder                  ``<repo>/var``
-``MLBATCH_APPDB_CONN_ID``  Airflow MySQL connection of the app DB       unset: the URL below
-``MLBATCH_APPDB_URL``      SQLAlchemy URL of the app DB (Aurora)        ``sqlite:///$HOME/app.db``
-``MLBATCH_OBJECT_STORE``   root URI of the object store                 ``file://$HOME/objects``
-``MLBATCH_WAREHOUSE``      ``duckdb:///path`` or ``redshift://<conn>``  ``duckdb://$HOME/...``
-``MLBATCH_AWS_CONN_ID``    Airflow AWS connection for S3                ``aws_default`` in tasks
-``MLBATCH_LAUNCHER``       ``local`` (process), ``docker``, ``ecs``     ``local``
-``MLBATCH_PROJECT_DIR``    where specs' relative paths (SQL) start      ``<repo>``
-``MLBATCH_SPECS_DIR``      the model specs (for the CLI)                ``$PROJECT_DIR/dags/specs``
-=========================  ===========================================  =========================
+==============================  ===========================================  =========================
+variable                        meaning                                      default
+==============================  ===========================================  =========================
+``MLBATCH_HOME``                the embedded stack's folder                  ``<repo>/var``
+``MLBATCH_APPDB_CONN_ID``       Airflow MySQL connection of the app DB       unset: the URL below
+``MLBATCH_APPDB_URL``           SQLAlchemy URL of the app DB (Aurora)        ``sqlite:///$HOME/app.db``
+``MLBATCH_OBJECT_STORE``        root URI of the object store                 ``file://$HOME/objects``
+``MLBATCH_WAREHOUSE``           ``duckdb:///path`` or ``redshift://<conn>``  ``duckdb://$HOME/...``
+``MLBATCH_AWS_CONN_ID``         Airflow AWS connection for S3                ``aws_default`` in tasks
+``MLBATCH_LAUNCHER``            ``local`` (process), ``docker``, ``ecs``     ``local``
+``MLBATCH_PROJECT_DIR``         where specs' relative paths (SQL) start      ``<repo>``
+``MLBATCH_SPECS_DIR``           the model specs (for the CLI)                ``$PROJECT_DIR/dags/specs``
+``MLBATCH_AURORA_LOAD_ROLE``    role ``SET`` per ``LOAD DATA FROM S3``       unset: no ``SET ROLE``
+                                session; the app DB connection's extra
+                                ``aurora_load_role`` wins
+==============================  ===========================================  =========================
 
 The app DB's backend also decides how a day is published (:attr:`Environment.publisher`);
 ``MLBATCH_AURORA_LOAD_FROM_S3=1`` makes Aurora load the day with ``LOAD DATA FROM S3`` from the
@@ -49,6 +52,13 @@ variable                               meaning                                  
 ``MLBATCH_ECS_SECURITY_GROUPS``        comma-separated security groups (awsvpc)          none
 ``MLBATCH_ECS_ASSIGN_PUBLIC_IP``       ``true`` to assign a public IP                    ``false``
 ``MLBATCH_ECS_LOG_GROUP``              CloudWatch group (and ``_LOG_STREAM_PREFIX``)     the task definition's
+``MLBATCH_ECS_POLL_S``                 seconds between the worker's DescribeTasks        ``5``
+                                       polls (its backoff grows to 60)
+``MLBATCH_ECS_TRIGGER_POLL_S``         seconds between the triggerer's waiter polls      ``30``
+                                       (deferred waits)
+``MLBATCH_ECS_INSTANCE_TYPES``         comma-separated EC2 types of the capacity         unset: not checked
+                                       providers (``g5.xlarge,c7i.2xlarge``): only
+                                       ``mlbatch doctor``'s placement check reads it
 ``MLBATCH_ECS_TASK_ROLE_ARN``          task role of both task definitions (only read     (required there)
                                        by ``mlbatch ecs task-definitions``; so is
                                        ``MLBATCH_ECS_EXECUTION_ROLE_ARN``)
