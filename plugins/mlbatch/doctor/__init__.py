@@ -4,7 +4,8 @@
 path the first run takes are beside it: :mod:`~mlbatch.doctor.appdb` and
 :mod:`~mlbatch.doctor.aurora_role` (the app DB), :mod:`~mlbatch.doctor.redshift` (EXPLAIN and
 grants), :mod:`~mlbatch.doctor.s3` (every prefix), :mod:`~mlbatch.doctor.sheets` (the verdict
-column), :mod:`~mlbatch.doctor.iam` (IAM's policy simulator). The names below are what the
+column), :mod:`~mlbatch.doctor.iam` (IAM's policy simulator), :mod:`~mlbatch.doctor.ecs` (each model's
+task-definition families, placement). The names below are what the
 command and the tests use.
 """
 
@@ -21,12 +22,12 @@ from mlbatch.doctor.checks import (
     Check,
     _check_redshift_role,
     check_connections,
-    check_ecs,
     check_gpu_pool,
     check_warehouse,
     named_connections,
     run_checks,
 )
+from mlbatch.doctor.ecs import check_ecs
 from mlbatch.doctor.iam import check_iam
 from mlbatch.doctor.redshift import check_redshift_access
 from mlbatch.doctor.s3 import check_object_store

@@ -1,5 +1,6 @@
 """Checks behind ``mlbatch doctor``: every boundary of the configured environment, one result each
-(the app DB's in :mod:`mlbatch.doctor.appdb`).
+(the app DB's in :mod:`mlbatch.doctor.appdb`, ECS's in
+:mod:`mlbatch.doctor.ecs`).
 
 Each check touches its boundary the way the pipeline does (same hooks, same connections) and
 answers with a :class:`Check`: ``ok``, ``FAIL`` (with the fix), ``warn`` (it could not be
@@ -19,14 +20,11 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from mlbatch.env import Environment
 from mlbatch.redaction import redact
 from mlbatch.spec import ModelSpec, SheetSource
-
-if TYPE_CHECKING:
-    pass
 
 Status = Literal["ok", "FAIL", "warn", "skip"]
 
@@ -186,60 +184,6 @@ def _check_redshift_role(config: Any, client: Any) -> Check:
     return Check("warehouse role", "ok", f"{role} is attached to {where} (UNLOAD/COPY may assume it)")
 
 
-# --- ECS -------------------------------------------------------------------------------------------
-
-
-def check_ecs(env: Environment, ecs_client: Any = None) -> list[Check]:
-    if env.launcher_kind != "ecs":
-        return [Check("ECS", "skip", f"launcher is {env.launcher_kind!r}, not ecs")]
-    from mlbatch.launchers.ecs import EcsConfig
-
-    try:
-        config = EcsConfig.from_env()
-    except ValueError as exc:
-        return [Check("ECS", "FAIL", str(exc), "set the MLBATCH_ECS_* variables (mlbatch.env)")]
-    client = ecs_client or _ecs_client(config)
-    try:
-        answer = client.describe_clusters(clusters=[config.cluster])
-    except Exception as exc:  # noqa: BLE001
-        return [Check("ECS", "FAIL", f"DescribeClusters {config.cluster}: {_error(exc)}", "allow ecs:DescribeClusters")]
-    active = [c for c in answer.get("clusters", []) if c.get("status") == "ACTIVE"]
-    if not active:
-        return [Check("ECS", "FAIL", f"cluster {config.cluster} not found or not ACTIVE", "create it (docs/deploy.md)")]
-    checks = [Check("ECS", "ok", f"cluster {config.cluster} is ACTIVE")]
-    for kind, name in (("train", config.train_task_definition), ("score", config.score_task_definition)):
-        checks.append(_task_definition_check(client, kind, name, config.container_name))
-    return checks
-
-
-def _ecs_client(config: Any) -> Any:
-    from airflow.providers.amazon.aws.hooks.ecs import EcsHook
-
-    return EcsHook(aws_conn_id=config.aws_conn_id, region_name=config.region).conn
-
-
-def _task_definition_check(client: Any, kind: str, name: str, container: str) -> Check:
-    fix = (
-        f"register it: mlbatch ecs task-definitions MODEL --kind {kind} > td.json; "
-        "aws ecs register-task-definition --cli-input-json file://td.json"
-    )
-    try:
-        td = client.describe_task_definition(taskDefinition=name)["taskDefinition"]
-    except Exception as exc:  # noqa: BLE001 - ClientException: "Unable to describe task definition."
-        return Check(f"ECS {kind}", "FAIL", f"task definition {name} is not registered ({_error(exc)})", fix)
-    if td.get("status") != "ACTIVE":
-        return Check(f"ECS {kind}", "FAIL", f"task definition {name} is {td.get('status')}", fix)
-    names = [c.get("name") for c in td.get("containerDefinitions", [])]
-    if container not in names:
-        return Check(
-            f"ECS {kind}",
-            "FAIL",
-            f"task definition {name} has no container {container!r} (has {names})",
-            f"name the container {container!r} or set MLBATCH_ECS_CONTAINER",
-        )
-    return Check(f"ECS {kind}", "ok", f"task definition {td.get('taskDefinitionArn', name)} is registered")
-
-
 # --- GPU pool --------------------------------------------------------------------------------------
 
 
@@ -291,6 +235,7 @@ def _airflow_pool(name: str) -> Any:
 def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
     """Every boundary, in the order data flows; a check that crashes is a FAIL, not a traceback."""
     from mlbatch.doctor.appdb import check_appdb
+    from mlbatch.doctor.ecs import check_ecs
     from mlbatch.doctor.iam import check_iam
     from mlbatch.doctor.s3 import check_object_store
     from mlbatch.doctor.sheets import check_sheets
@@ -301,8 +246,8 @@ def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
         ("warehouse", lambda: check_warehouse(env, specs=specs)),
         ("object store", lambda: check_object_store(env, specs)),
         ("app DB", lambda: check_appdb(env)),
-        ("ECS", lambda: check_ecs(env)),
-        ("IAM", lambda: check_iam(env)),
+        ("ECS", lambda: check_ecs(env, specs=specs)),
+        ("IAM", lambda: check_iam(env, specs=specs)),
         ("label sheet", lambda: check_sheets(specs)),
         ("GPU pool", lambda: check_gpu_pool(specs, env.launcher_kind)),
     ]

@@ -2,8 +2,10 @@
 whether the Airflow worker's principal may make the AWS calls a run makes, on the resources it
 makes them on, without making any of them (the other lines probe what can be probed for real):
 
-* ECS launcher: ``ecs:RunTask`` on both task definitions (the ARN with its revision, as
-  DescribeTaskDefinition returns it; ``ecs:cluster`` in the context) and ``ecs:TagResource`` on
+* ECS launcher: ``ecs:RunTask`` on each model's train and score family the launcher runs
+  (:func:`mlbatch.doctor.ecs.job_family`; the ARN of its latest revision, as
+  DescribeTaskDefinition returns it; ``ecs:cluster`` in the context; a family not registered is
+  left out, its ``ECS <kind> <model>`` line FAILs) and ``ecs:TagResource`` on
   the task it creates (its tags name the Airflow task); ``iam:PassRole`` on their task and
   execution roles, passed to ``ecs-tasks.amazonaws.com`` (RunTask fails without it, after a green
   DescribeTaskDefinition); ``ecs:DescribeTasks``, ``ecs:StopTask``, ``ecs:ListTasks`` (reattach),
@@ -25,6 +27,7 @@ from typing import Any
 
 from mlbatch.doctor.checks import Check, _error
 from mlbatch.env import Environment
+from mlbatch.spec import ModelSpec
 
 PRINCIPAL_ENV = "MLBATCH_DOCTOR_PRINCIPAL_ARN"
 PROBE_KEY = "_mlbatch_doctor/multipart"  # an object key the simulation names; nothing is written
@@ -35,8 +38,11 @@ _TD_ARN = re.compile(r"^arn:(aws[a-z-]*):ecs:([a-z0-9-]+):(\d{12}):task-definiti
 Probe = tuple[str, str, list[str], dict[str, str]]  # (boundary, action, resources, context)
 
 
-def check_iam(env: Environment, clients: dict[str, Any] | None = None) -> list[Check]:
-    """``clients``: {"ecs", "iam", "sts"} boto3 clients (tests); else the AWS connection's."""
+def check_iam(
+    env: Environment, clients: dict[str, Any] | None = None, specs: list[ModelSpec] | None = None
+) -> list[Check]:
+    """``clients``: {"ecs", "iam", "sts"} boto3 clients (tests); else the AWS connection's.
+    ``specs``: the models whose task-definition families RunTask is simulated on."""
     aws = env.store.root.startswith("s3://") or env.warehouse_url.startswith("redshift://")
     if not aws and env.launcher_kind != "ecs":
         return [Check("IAM", "skip", "no AWS service is configured (the embedded stack)")]
@@ -44,7 +50,7 @@ def check_iam(env: Environment, clients: dict[str, Any] | None = None) -> list[C
         clients = clients or _clients()
         principal = worker_principal(clients["sts"], clients["iam"])
         probes = _s3_probes(env, principal) + _redshift_probes(env, principal, clients["sts"])
-        probes += _ecs_probes(env, clients["ecs"])
+        probes += _ecs_probes(env, clients["ecs"], specs or [])
     except Exception as exc:  # noqa: BLE001 - the ECS lines say which task definition is missing
         return [Check("IAM", "warn", f"cannot gather what to simulate: {_error(exc)}", _SIMULATE_FIX)]
     try:
@@ -105,18 +111,25 @@ def _redshift_probes(env: Environment, principal: str, sts: Any) -> list[Probe]:
     ]
 
 
-def _ecs_probes(env: Environment, ecs: Any) -> list[Probe]:
+def _ecs_probes(env: Environment, ecs: Any, specs: list[ModelSpec]) -> list[Probe]:
     if env.launcher_kind != "ecs":
         return []
+    from mlbatch.doctor.ecs import JOB_KINDS, job_family
     from mlbatch.launchers.ecs import EcsConfig
 
     try:
         config = EcsConfig.from_env()
     except ValueError:
         return []  # the ECS line says what is missing
-    names = list(dict.fromkeys([config.train_task_definition, config.score_task_definition]))
-    tds = [ecs.describe_task_definition(taskDefinition=name)["taskDefinition"] for name in names]
-    return _probes(config, tds)
+    # The families the launcher runs (the same call as the ECS lines), each once.
+    families = list(dict.fromkeys(job_family(config, spec, kind) for spec in specs for kind in JOB_KINDS))
+    tds = []
+    for family in families:
+        try:
+            tds.append(ecs.describe_task_definition(taskDefinition=family)["taskDefinition"])
+        except Exception:  # noqa: BLE001, S112 - not registered: its ECS line FAILs with the fix
+            continue
+    return _probes(config, tds) if tds else []
 
 
 def worker_principal(sts: Any, iam: Any) -> str:

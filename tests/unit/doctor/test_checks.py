@@ -37,6 +37,8 @@ class Stub:
         def call(**params: Any) -> Any:
             validate_parameters(params, self.model.operation_model(operation).input_shape)
             answer = self.answers[operation]
+            if callable(answer):  # answers that depend on the request (one task definition per family)
+                answer = answer(**params)
             if isinstance(answer, Exception):
                 raise answer
             return answer
@@ -77,39 +79,138 @@ def test_load_from_s3_needs_the_cluster_role(monkeypatch):
     assert doctor.load_check({"aurora_load_from_s3_role": ROLE}).status == "ok"
 
 
-def ecs_env(monkeypatch) -> Environment:
+def ecs_env(monkeypatch, **extra: str) -> Environment:
     for name, value in {
         "MLBATCH_LAUNCHER": "ecs",
         "MLBATCH_ECS_CLUSTER": "ml-batch",
         "MLBATCH_ECS_TRAIN_TASK_DEFINITION": "mlbatch-train",
-        "MLBATCH_ECS_SCORE_TASK_DEFINITION": "mlbatch-score:3",
+        "MLBATCH_ECS_SCORE_TASK_DEFINITION": "mlbatch-score:3",  # a revision: the family base is still mlbatch-score
+        "MLBATCH_ECS_GPU_CAPACITY_PROVIDER": "gpu-asg",
+        "MLBATCH_ECS_CPU_CAPACITY_PROVIDER": "FARGATE",
+        **extra,
     }.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MLBATCH_ECS_INSTANCE_TYPES", raising=False)
     return Environment.from_env()
 
 
-def task_definition(family: str, container: str = "job") -> dict:
+def task_definition(family: str, container: str = "job", compat: str = "EC2") -> dict:
     arn = f"arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:3"
     return {
-        "taskDefinition": {"taskDefinitionArn": arn, "status": "ACTIVE", "containerDefinitions": [{"name": container}]}
+        "taskDefinition": {
+            "taskDefinitionArn": arn,
+            "status": "ACTIVE",
+            "containerDefinitions": [{"name": container}],
+            "requiresCompatibilities": [compat],
+        }
     }
 
 
-def test_ecs_cluster_and_task_definitions(monkeypatch):
-    env = ecs_env(monkeypatch)
-    cluster = {"clusters": [{"clusterName": "ml-batch", "status": "ACTIVE"}], "failures": []}
-    good = Stub("ecs", {"DescribeClusters": cluster, "DescribeTaskDefinition": task_definition("mlbatch-train")})
-    assert [c.status for c in doctor.check_ecs(env, good)] == ["ok", "ok", "ok"]
+MISSING_TD = ClientError({"Error": {"Code": "ClientException", "Message": "Unable to describe task definition."}}, "x")
+CLUSTER = {"clusters": [{"clusterName": "ml-batch", "status": "ACTIVE"}], "failures": []}
 
-    missing = ClientError({"Error": {"Code": "ClientException", "Message": "Unable to describe task definition."}}, "x")
-    bad = Stub("ecs", {"DescribeClusters": cluster, "DescribeTaskDefinition": missing})
-    checks = doctor.check_ecs(env, bad)
-    assert [c.status for c in checks] == ["ok", "FAIL", "FAIL"]
-    assert "mlbatch ecs task-definitions MODEL --kind train" in checks[1].fix
+
+def registry(**families: dict) -> Any:
+    """DescribeTaskDefinition answering the registered families, ClientException for the others."""
+    return lambda taskDefinition: families.get(taskDefinition, MISSING_TD)
+
+
+@pytest.fixture
+def device_gender():
+    return load_spec(REPO / "dags" / "specs" / "device_gender.yaml")  # train: 1 GPU, score: CPU
+
+
+def test_each_model_has_its_own_families(monkeypatch, device_gender):
+    env = ecs_env(monkeypatch)
+    tds = {
+        "mlbatch-train-device_gender-ec2": task_definition("mlbatch-train-device_gender-ec2"),  # GPU: the ASG provider
+        "mlbatch-score-device_gender-fargate": task_definition("mlbatch-score-device_gender-fargate", compat="FARGATE"),
+    }
+    good = Stub("ecs", {"DescribeClusters": CLUSTER, "DescribeTaskDefinition": registry(**tds)})
+    checks = doctor.check_ecs(env, good, [device_gender])
+    assert [(c.boundary, c.status) for c in checks] == [
+        ("ECS", "ok"),
+        ("ECS train device_gender", "ok"),
+        ("ECS score device_gender", "ok"),
+        ("ECS placement", "skip"),
+    ], checks
+    assert "task-definition/mlbatch-train-device_gender-ec2:3" in checks[1].detail
+    assert "MLBATCH_ECS_INSTANCE_TYPES is unset" in checks[3].detail
+
+
+def test_the_families_are_the_launchers(monkeypatch, device_gender):
+    """The doctor asks about the family RunTask names: the launcher's own run_task_kwargs."""
+    from mlbatch.doctor.ecs import job_family
+    from mlbatch.launchers.base import JobId, JobRequest
+    from mlbatch.launchers.ecs import EcsConfig, EcsLauncher
+
+    ecs_env(monkeypatch)
+    config = EcsConfig.from_env()
+    launcher = EcsLauncher(store=None, config=config, ecs_client=object())  # type: ignore[arg-type]
+    for kind in ("train", "score"):
+        res = getattr(device_gender, kind).resources
+        request = JobRequest(
+            JobId("device_gender__train", kind, "scheduled__2026-01-01"),
+            f"jobs.{kind}",
+            [],
+            "s3://b/_SUCCESS",
+            gpu=res.gpu,
+            vcpu=res.vcpu,
+            memory_gib=res.memory_gib,
+            model="device_gender",
+        )
+        assert launcher.run_task_kwargs(request)["taskDefinition"] == job_family(config, device_gender, kind)
+
+
+def test_an_unregistered_family_fails_naming_the_command_that_registers_it(monkeypatch, device_gender):
+    env = ecs_env(monkeypatch)
+    only_train = registry(**{"mlbatch-train-device_gender-ec2": task_definition("mlbatch-train-device_gender-ec2")})
+    checks = doctor.check_ecs(env, Stub("ecs", {"DescribeClusters": CLUSTER, "DescribeTaskDefinition": only_train}))
+    assert (
+        checks[-1].status == "skip" and "no model spec" in [c for c in checks if c.boundary == "ECS families"][0].detail
+    )
+    checks = doctor.check_ecs(
+        env, Stub("ecs", {"DescribeClusters": CLUSTER, "DescribeTaskDefinition": only_train}), [device_gender]
+    )
+    score = {c.boundary: c for c in checks}["ECS score device_gender"]
+    assert score.status == "FAIL" and "mlbatch-score-device_gender-fargate is not registered" in score.detail
+    assert "mlbatch ecs task-definitions device_gender --kind score --compat fargate" in score.fix
 
     gone = Stub("ecs", {"DescribeClusters": {"clusters": [], "failures": [{"reason": "MISSING"}]}})
-    (check,) = doctor.check_ecs(env, gone)
+    check = doctor.check_ecs(env, gone, [device_gender])[0]
     assert check.status == "FAIL" and "ml-batch not found" in check.detail
+
+
+def test_a_family_of_the_wrong_compatibility_or_container_fails(monkeypatch, device_gender):
+    env = ecs_env(monkeypatch)
+    tds = {
+        "mlbatch-train-device_gender-ec2": task_definition("mlbatch-train-device_gender-ec2", container="main"),
+        "mlbatch-score-device_gender-fargate": task_definition("mlbatch-score-device_gender-fargate", compat="EC2"),
+    }
+    stub = Stub("ecs", {"DescribeClusters": CLUSTER, "DescribeTaskDefinition": registry(**tds)})
+    checks = {c.boundary: c for c in doctor.check_ecs(env, stub, [device_gender])}
+    train, score = checks["ECS train device_gender"], checks["ECS score device_gender"]
+    assert train.status == "FAIL" and "no container 'job'" in train.detail and "MLBATCH_ECS_CONTAINER" in train.fix
+    assert score.status == "FAIL" and "requires ['EC2']" in score.detail and "(FARGATE)" in score.detail
+    assert "--compat fargate" in score.fix
+
+
+def test_a_16_gib_gpu_job_warns_on_g5_xlarge(monkeypatch, device_gender):
+    env = ecs_env(monkeypatch)
+    monkeypatch.setenv("MLBATCH_ECS_INSTANCE_TYPES", "g5.xlarge, c7i.2xlarge")
+    stub = Stub("ecs", {"DescribeClusters": CLUSTER, "DescribeTaskDefinition": registry()})
+    placement = [c for c in doctor.check_ecs(env, stub, [device_gender]) if c.boundary.startswith("ECS placement")]
+    (check,) = placement
+    assert check.boundary == "ECS placement device_gender" and check.status == "warn", check
+    assert "device_gender train asks 1 GPU / 4 vCPU / 16 GiB" in check.detail and "g5.xlarge" in check.detail
+
+    monkeypatch.setenv("MLBATCH_ECS_INSTANCE_TYPES", "g5.2xlarge")
+    (check,) = [c for c in doctor.check_ecs(env, stub, [device_gender]) if c.boundary.startswith("ECS placement")]
+    assert check.status == "ok" and "g5.2xlarge" in check.detail
+
+    monkeypatch.setenv("MLBATCH_ECS_INSTANCE_TYPES", "p9.huge")
+    (check,) = [c for c in doctor.check_ecs(env, stub, [device_gender]) if c.boundary.startswith("ECS placement")]
+    assert check.status == "warn" and "p9.huge" in check.detail and "MLBATCH_ECS_INSTANCE_TYPES" in check.fix
 
 
 def test_ecs_is_skipped_for_other_launchers(monkeypatch):
