@@ -8,7 +8,8 @@ checked; the line says what to check by hand) or ``skip`` (the boundary is not c
 e.g. ECS with the local launcher). Only ``FAIL`` makes the command exit 1.
 
 The checks only read, except the object store's, which write and delete a probe object under
-each prefix a run writes (``<prefix><model>/_mlbatch_doctor/``), and the label sheet's, which
+each prefix a run writes (``<prefix><model>/_mlbatch_doctor/``, tagged ``mlbatch:probe=doctor``
+for the bucket's lifecycle rule), and the label sheet's, which
 rewrites one header cell with the text it holds (:mod:`mlbatch.doctor.sheets`).
 AWS clients are arguments so tests can hand in a stub validated
 against botocore's models (ECS and Redshift cannot run here).

@@ -5,6 +5,13 @@ IAM policies are often written per prefix (``unload/*``, ``models/*``): a bucket
 probe object at its root can still refuse a run's first write three stages in. So each prefix
 gets its own probe object, ``<prefix><model>/_mlbatch_doctor/<random>``, under every model the
 specs name; one line per prefix.
+
+Each probe object on S3 is tagged ``mlbatch:probe=doctor`` right after its put: the bucket's
+lifecycle rule (deploy/s3/lifecycle.json) expires objects with that tag after a day, so a doctor
+killed between put and delete leaves nothing for long (a lifecycle filter takes one prefix, and the
+probes sit under every ``<prefix><model>/``). The tag is a separate PutObjectTagging call, not the
+put's ``x-amz-tagging`` header: that header needs ``s3:PutObjectTagging`` on the put itself, and the
+probe's put must succeed exactly when the stages' untagged puts do. A refused tag only notes it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ RUN_PREFIXES = {
     "costs/": "per-run cost lines",
 }
 PUBLISH_PREFIX = "publish/"
+PROBE_TAG = {"Key": "mlbatch:probe", "Value": "doctor"}  # deploy/s3/lifecycle.json expires it (a test keeps them equal)
 
 
 def check_object_store(env: Environment, specs: list[ModelSpec] | None = None) -> list[Check]:
@@ -42,10 +50,12 @@ def check_object_store(env: Environment, specs: list[ModelSpec] | None = None) -
         prefixes[PUBLISH_PREFIX] = "Aurora's LOAD DATA FROM S3 staging"
     checks = [root]
     for prefix, what in prefixes.items():
-        failure = next(filter(None, (_probe(env, f"{prefix}{m}/{PROBE_PREFIX}") for m in models)), None)
+        notes: list[str] = []
+        failure = next(filter(None, (_probe(env, f"{prefix}{m}/{PROBE_PREFIX}", notes) for m in models)), None)
         where = env.store.uri(prefix)
         if failure is None:
-            checks.append(Check(f"S3 {prefix}", "ok", f"{where} put, list, get and delete ({what})"))
+            note = f"; {notes[0]}" if notes else ""
+            checks.append(Check(f"S3 {prefix}", "ok", f"{where} put, list, get and delete ({what}){note}"))
         else:
             checks.append(Check(f"S3 {prefix}", "FAIL", f"{where} ({what}): {failure[0]}", failure[1]))
     return checks
@@ -68,14 +78,16 @@ def _root_check(env: Environment) -> Check:
     return Check("object store", "ok", f"{store.root} answers (its prefixes follow)")
 
 
-def _probe(env: Environment, folder: str) -> tuple[str, str] | None:
+def _probe(env: Environment, folder: str, notes: list[str]) -> tuple[str, str] | None:
     """None when a probe object under ``folder`` could be written, listed, read and deleted;
-    else (what failed, the fix)."""
+    else (what failed, the fix). A probe that could not be tagged appends why to ``notes``."""
     store = env.store
     key = f"{folder}{uuid.uuid4().hex}"
     step = "put"
     try:
         store.put_bytes(key, b"mlbatch doctor probe")
+        if not store.is_local:
+            notes.extend(filter(None, [_tag(env, key)]))
         step = "list"
         if key not in store.list(folder):
             return f"{key} was written but is not listed", _fix(env, folder, "s3:ListBucket")
@@ -88,6 +100,24 @@ def _probe(env: Environment, folder: str) -> tuple[str, str] | None:
         action = {"put": "s3:PutObject", "list": "s3:ListBucket", "get": "s3:GetObject", "delete": "s3:DeleteObject"}
         return f"{step} of {store.uri(key)} failed: {_error(exc)}", _fix(env, folder, action[step], exc)
     return None
+
+
+def _tag(env: Environment, key: str) -> str:
+    """Tag the probe object for the lifecycle rule; "" when tagged, else a note naming the permission."""
+    from mlbatch.store import s3_client
+
+    parsed = urlparse(env.store.uri(key))
+    try:
+        s3_client().put_object_tagging(
+            Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Tagging={"TagSet": [dict(PROBE_TAG)]}
+        )
+    except Exception as exc:  # noqa: BLE001 - the probe still tests what a run needs; the tag is a safety net
+        tag = f"{PROBE_TAG['Key']}={PROBE_TAG['Value']}"
+        return (
+            f"the probe could not be tagged {tag} ({_error(exc)}): allow s3:PutObjectTagging so the lifecycle "
+            "rule expires a probe a killed doctor leaves"
+        )
+    return ""
 
 
 def _delete(env: Environment, key: str, folder: str) -> None:

@@ -77,3 +77,52 @@ def test_a_missing_bucket_says_to_create_it(gate, monkeypatch):
     (check,) = doctor.check_object_store(Environment.from_env(), [])
     assert check.boundary == "object store" and check.status == "FAIL"
     assert check.fix.startswith("create the bucket of s3://no-such-bucket-here/root"), check
+
+
+class TagsBeforeDelete:
+    """The store's boto3 client, reading each probe's tags (over the wire) just before its delete."""
+
+    def __init__(self, client, refuse_tagging: bool = False) -> None:
+        self.client, self.refuse_tagging, self.tags = client, refuse_tagging, {}
+
+    def put_object_tagging(self, **kwargs):
+        if self.refuse_tagging:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObjectTagging")
+        return self.client.put_object_tagging(**kwargs)
+
+    def delete_object(self, **kwargs):
+        self.tags[kwargs["Key"]] = self.client.get_object_tagging(**kwargs)["TagSet"]
+        return self.client.delete_object(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_every_probe_is_tagged_for_the_lifecycle_rule(gate, monkeypatch):
+    import json
+
+    from mlbatch.doctor.s3 import PROBE_TAG
+
+    from tests.support.paths import REPO
+
+    spy = TagsBeforeDelete(store_mod.s3_client())
+    monkeypatch.setattr(store_mod, "s3_client", lambda: spy)
+    checks = doctor.check_object_store(Environment.from_env(), [])
+    assert {c.status for c in checks} == {"ok"} and not any("tagged" in c.detail for c in checks)
+    assert len(spy.tags) == 7 and all(tags == [PROBE_TAG] for tags in spy.tags.values()), spy.tags
+    assert all("/_any/_mlbatch_doctor/" in key for key in spy.tags)
+    assert left_behind(gate) == []
+    # The tag the bucket's lifecycle rule expires (deploy/s3/lifecycle.json) is the one put here.
+    rules = json.loads((REPO / "deploy" / "s3" / "lifecycle.json").read_text())["LifecycleConfiguration"]["Rules"]
+    assert any(PROBE_TAG in r["Filter"].get("And", {}).get("Tags", []) for r in rules)
+
+
+def test_a_refused_tag_is_noted_not_failed(gate, monkeypatch):
+    spy = TagsBeforeDelete(store_mod.s3_client(), refuse_tagging=True)
+    monkeypatch.setattr(store_mod, "s3_client", lambda: spy)
+    checks = {c.boundary: c for c in doctor.check_object_store(Environment.from_env(), [])}
+    assert {c.status for c in checks.values()} == {"ok"}
+    assert "allow s3:PutObjectTagging" in checks["S3 models/"].detail
+    assert all(tags == [] for tags in spy.tags.values()) and left_behind(gate) == []

@@ -119,15 +119,31 @@ def test_log_group_is_the_one_the_task_definitions_write():
 
 def test_lifecycle_expires_scratch_only():
     """unload/ (the warehouse's extracts), publish/ (Aurora's staged TSVs) and the doctor's probes are
-    scratch; models/, labels/ and runs/ are what the pipeline keeps and are never expired."""
+    scratch; models/, labels/ and runs/ are what the pipeline keeps and are never expired. The probes
+    sit under every <prefix><model>/_mlbatch_doctor/, which no one lifecycle prefix covers: the rule
+    matches the tag the doctor puts on each probe object instead."""
     rules = load("s3/lifecycle.json")["LifecycleConfiguration"]["Rules"]
-    expired = {r["Filter"]["Prefix"] for r in rules if "Expiration" in r}
-    assert expired == {"mlbatch/unload/", "mlbatch/publish/", "mlbatch/_mlbatch_doctor/"}
-    from mlbatch.doctor.checks import PROBE_PREFIX
-
-    assert f"mlbatch/{PROBE_PREFIX}" in expired
+    expired = {r["Filter"]["Prefix"] for r in rules if "Expiration" in r and "Prefix" in r["Filter"]}
+    assert expired == {"mlbatch/unload/", "mlbatch/publish/"}
     assert all(r["Status"] == "Enabled" for r in rules)
-    assert any("AbortIncompleteMultipartUpload" in r for r in rules)
+    (abort,) = [r for r in rules if "AbortIncompleteMultipartUpload" in r]
+    # A killed checkpoint or publish upload: its parts are billed until aborted.
+    assert (
+        abort["Filter"] == {"Prefix": "mlbatch/"}
+        and abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+    )
+
+
+def test_lifecycle_expires_the_doctors_tagged_probes_after_a_day():
+    from mlbatch.doctor.s3 import PROBE_TAG
+
+    rules = load("s3/lifecycle.json")["LifecycleConfiguration"]["Rules"]
+    tagged = [r for r in rules if "Tags" in r["Filter"].get("And", {}) or "Tag" in r["Filter"]]
+    (rule,) = tagged
+    assert rule["Filter"] == {"And": {"Prefix": "mlbatch/", "Tags": [PROBE_TAG]}}  # only the probes: no other tag
+    assert rule["Expiration"] == {"Days": 1}
+    # S3 refuses AbortIncompleteMultipartUpload in a rule filtered by tags: it stays a rule of its own.
+    assert "AbortIncompleteMultipartUpload" not in rule
 
 
 # The Permissions section's placeholders, as deploy/ fills them in (the Helm values' names).
