@@ -1,11 +1,13 @@
 """``mlbatch doctor [MODEL]``: check every boundary of the configured environment, one line each,
 probing each write path the first run will take (sheet verdict column, EXPLAIN of each rendered
-query and the Redshift grants, every S3 prefix, the Aurora load role, IAM's policy simulator for
-the ECS, Redshift and S3 calls). ``docs/deploy.md`` ("Permissions and settings, per AWS service")
+query and the Redshift grants, every S3 prefix, the Aurora load role, each model's ECS
+task-definition families and whether its jobs place on ``MLBATCH_ECS_INSTANCE_TYPES``, IAM's
+policy simulator for the ECS, Redshift and S3 calls). ``docs/deploy.md`` ("Permissions and settings, per AWS service")
 names the line that checks each permission.
 
 Exit 0 when nothing failed (``warn`` and ``skip`` lines do not fail), 1 when any check failed,
-2 for a bad spec. With MODEL only that model's label sheet and GPU needs are checked.
+2 for a bad spec. With MODEL only that model's queries, prefixes, ECS families, placement, label
+sheet and GPU needs are checked.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ def register(app: typer.Typer) -> None:
 
 def doctor(
     model: Annotated[
-        str | None, typer.Argument(help="Only this model's sheet, queries, prefixes and GPU needs (default: all).")
+        str | None,
+        typer.Argument(help="Only this model's queries, prefixes, ECS families, sheet and GPU needs (default: all)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Probe connections, warehouse (EXPLAIN, grants), S3 prefixes, app DB, ECS, IAM, label sheets, GPU pool."""
+    """Probe connections, warehouse (EXPLAIN, grants), S3 prefixes, app DB, ECS families and placement, IAM, label
+    sheets, GPU pool."""
     _logging(verbose)
     env = Environment.from_env()
     if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") and env.appdb_url.startswith("sqlite"):
