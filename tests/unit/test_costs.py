@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -66,3 +66,24 @@ def test_a_train_run_costs_gpu_seconds_and_the_month_sums_runs(ctx: RunContext) 
     assert total["runs"] == 2 and total["job_gpu_seconds"] == 200.0 and total["warehouse_seconds"] == 7.5
     assert total["latest_runs"]["train"]["run_id"] == "r2" and total["latest_runs"]["train"]["job_gpu_seconds"] == 100
     assert costs.month(store, "device_gender", "2026-12")["runs"] == 0
+
+
+def test_an_unload_records_its_warehouse_seconds_for_the_cost_line(tmp_path: Path, monkeypatch) -> None:
+    """The embedded warehouse's UNLOAD (the real step, on the synthetic warehouse) keeps its
+    seconds in the run's state, and the run's cost line sums them."""
+    from mlbatch.stages.features import Unload
+
+    from devtools.synth import build_warehouse
+    from tests.support.paths import REPO
+
+    build_warehouse(tmp_path / "wh.duckdb", n_devices=2_000, ref_date=date(2026, 11, 22))
+    monkeypatch.setenv("MLBATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLBATCH_WAREHOUSE", f"duckdb://{tmp_path / 'wh.duckdb'}")
+    spec = load_spec(REPO / "dags" / "specs" / "device_gender.yaml")
+    ctx = RunContext(env=Environment.from_env(), spec=spec, ds="2026-11-22", run_id="r1")
+    result = Unload(ctx, "score").run()
+    assert result["rows"] > 0
+    recorded = ctx.env.store.get_json(ctx.state_key("statement__score_unload"))
+    assert recorded["seconds"] > 0 and recorded["what"].startswith("UNLOAD into ")
+    assert costs.run_cost(ctx, "score")["warehouse_seconds"] == recorded["seconds"]
+    assert costs.run_cost(ctx, "train")["warehouse_seconds"] is None  # the score run's, not the train run's

@@ -23,6 +23,7 @@ Airflow is :class:`mlbatch.operators.ExternalWorkOperator`.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -134,13 +135,31 @@ class WarehouseStatement(ExternalWork):
 
     #: What the statement does, for messages: "UNLOAD into <prefix>", "replace <table> ds=<day>".
     what: str = "statement"
+    #: The run-state name its warehouse seconds are kept under for the run's cost line
+    #: (:mod:`mlbatch.costs` sums ``statement__<dag kind>*``), e.g. ``statement__score_export``.
+    cost_name: str = ""
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self._started = time.monotonic()  # the embedded warehouse works inside start()
 
     def submit(self, statement_id: str | None) -> dict[str, Any] | None:
         """Record a started statement; an embedded warehouse (no id) has already done the work."""
         if statement_id is None:
+            self.record_seconds(time.monotonic() - self._started)
             return self.finish()
         self.handle = {"statement_id": statement_id}
         return None
+
+    def record_seconds(self, seconds: float | None) -> None:
+        """Keep the statement's warehouse seconds for the run's cost line (a rerun replaces them)."""
+        if seconds is not None and self.cost_name:
+            self.ctx.save_state(self.cost_name, {"seconds": round(seconds, 3), "what": self.what})
+
+    def record_statement_seconds(self, statement_id: str | None) -> None:
+        """After a warehouse statement ended: its own duration, as the warehouse reports it."""
+        if statement_id is not None:
+            self.record_seconds(self.ctx.env.warehouse.statement_seconds(statement_id))
 
     def reattach(self, handle: dict[str, Any]) -> bool:
         """An earlier attempt's statement still running (its worker died): wait for it instead of

@@ -45,6 +45,7 @@ class Unload(WarehouseStatement):
         self.purpose = purpose
         self.prefix, self.manifest_key = ctx.unload_prefix(purpose), ctx.manifest_key(purpose)
         self.what = f"UNLOAD into {self.prefix}"
+        self.cost_name = f"statement__{purpose}_unload"
 
     def start(self) -> dict[str, Any] | None:
         store = self.ctx.env.store
@@ -58,6 +59,7 @@ class Unload(WarehouseStatement):
     def finish(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
         statement_id = self.check(event)
         self.ctx.env.warehouse.finish_unload(self.ctx.env.store, self.prefix, statement_id)
+        self.record_statement_seconds(statement_id)
         return self._summary()
 
     def _summary(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Everything streams in record batches from the run's prediction shards; no stage 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import Any
@@ -106,6 +107,7 @@ class Export(WarehouseStatement):
         super().__init__(ctx)
         self.table = export_table(ctx)
         self.what = f"replace {self.table} ds={ctx.ds}"
+        self.cost_name = "statement__score_export"
 
     def start(self) -> dict[str, Any] | None:
         ctx, store = self.ctx, self.ctx.env.store
@@ -113,11 +115,13 @@ class Export(WarehouseStatement):
         key = export_key(ctx)
         checksum = _write_export_file(ctx, version, key)
         ctx.save_state("export_file", {"rows": checksum.rows, "checksum": checksum.hexdigest(), "uri": store.uri(key)})
+        self._started = time.monotonic()  # the warehouse's part starts here (embedded: in-process)
         return self.submit(ctx.env.warehouse.start_replace_day(self.table, ctx.ds, [store.uri(key)], store))
 
     def finish(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
         statement_id = self.check(event)
         rows = self.ctx.env.warehouse.finish_replace_day(self.table, self.ctx.ds, statement_id)
+        self.record_statement_seconds(statement_id)
         written = self.ctx.load_state("export_file", "the export file is written when the export starts")
         self.ctx.save_state("export", {**written, "warehouse_rows": rows})
         return {"rows": rows, "uri": written["uri"], "table": self.table}

@@ -70,6 +70,11 @@ class Warehouse(Protocol):
 
     def cancel(self, statement_id: str) -> None: ...
 
+    def statement_seconds(self, statement_id: str) -> float | None:
+        """How long the warehouse spent on an ended statement (the run's cost line); None when
+        it cannot say."""
+        ...
+
 
 def check_unload_prefix(store: ObjectStore, prefix: str) -> None:
     """An unload writes into a fresh folder of its own: ``prefix`` ends in ``/`` and holds nothing.

@@ -197,6 +197,9 @@ class DuckDBWarehouse:
     def is_running(self, statement_id: str) -> bool:
         return False
 
+    def statement_seconds(self, statement_id: str) -> float | None:
+        return None  # statements run in the task's process: the step times them itself
+
     def trigger(self, statement_id: str) -> None:
         return None
 

@@ -186,6 +186,16 @@ class RedshiftWarehouse:
             log.info("Redshift statement %s is unknown to the Data API (expired): not running", statement_id)
             return False
 
+    def statement_seconds(self, statement_id: str) -> float | None:
+        """The Data API's own ``Duration`` of the statement (nanoseconds): warehouse time, not
+        the polling around it."""
+        conn = self.hook.conn
+        try:
+            duration = conn.describe_statement(Id=statement_id).get("Duration")
+        except conn.exceptions.ResourceNotFoundException:
+            return None
+        return duration / 1e9 if isinstance(duration, int) and duration >= 0 else None
+
     def check_event(self, event: dict[str, Any] | None, what: str) -> None:
         """A RedshiftDataTrigger's event: success, or raise with Redshift's error.
 

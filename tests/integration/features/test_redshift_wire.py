@@ -189,6 +189,15 @@ def test_replace_day_is_one_batch_idempotent_and_transactional(wh, double, store
     assert wh.count_day(TABLE, DS) == 80
 
 
+def test_statement_seconds_are_the_data_api_s_duration(wh, double) -> None:
+    """The run's cost line takes a statement's warehouse seconds from DescribeStatement's
+    Duration, not from the polling around it."""
+    double.min_duration = 0.4
+    statement_id = wh.run("SELECT 1")
+    assert 0.4 <= wh.statement_seconds(statement_id) < 5
+    assert wh.statement_seconds("00000000-0000-0000-0000-000000000000") is None  # unknown: nothing to say
+
+
 def test_a_stray_file_in_the_day_s_folder_is_refused_before_anything_is_sent(wh, double, store) -> None:
     """COPY from the day's folder would load every object in it: a file that is not one of the
     day's is refused before the batch is submitted."""
