@@ -12,6 +12,7 @@ appear in any log.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -262,6 +264,34 @@ def start_airflow(st: Stack, unpaused: list[str], workers: int = 2) -> None:
         for dag_id in unpaused:
             st.wait(f"{dag_id} to be parsed", lambda d=dag_id: api.get(f"/dags/{d}").is_success)
             assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).is_success
+
+
+@contextmanager
+def label_sheets(warehouse: Path, home: Path, canaries: Canaries, account: str) -> Iterator[tuple[Any, dict[str, str]]]:
+    """The Sheets API double holding both models' label sheets (the slow model's the first 5,000
+    rows), and the environment that reaches it: its endpoint and a Google connection whose
+    service-account key carries a canary."""
+    from devtools import synth
+    from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
+
+    path = home / "labels.csv"
+    synth.write_label_sheet_for(MODEL, warehouse, path)
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    with FakeSheetsApi() as sheets:
+        sheets.add_spreadsheet(SHEET_KEY)
+        sheets.add_worksheet(SHEET_KEY, MODEL, rows, row_count=len(rows) + 10, column_count=10)
+        sheets.add_worksheet(SHEET_KEY, SLOW, rows[:5000], row_count=5010, column_count=10)
+        key = service_account_key(f"{sheets.endpoint}/token", canaries.google_key_id, account)
+        yield (
+            sheets,
+            {
+                "MLBATCH_SHEETS_ENDPOINT": sheets.endpoint,
+                "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(
+                    {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
+                ),
+            },
+        )
 
 
 def days_before(n: int) -> str:

@@ -20,7 +20,6 @@ deferred ECS job marked failed, and one whose deferral times out, are stopped wi
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import uuid
@@ -35,15 +34,14 @@ from devtools.devservers.aurora_proxy import AuroraS3Proxy
 from devtools.devservers.aws_wire import AwsEndpoint
 from devtools.devservers.ecs_double import EcsDouble
 from devtools.devservers.redshift_data_double import RedshiftDataDouble
-from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
 from tests.integration.airflow.airflow_stack import (
     MODEL,
-    SHEET_KEY,
     SLOW,
     Canaries,
     Stack,
     airflow_env,
     free_port,
+    label_sheets,
     start_airflow,
     today,
     write_dags,
@@ -142,11 +140,7 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
     db_name, appdb_url = _aurora_user(mariadb, canaries)
     proxy = AuroraS3Proxy(mariadb.port, endpoint, required_role=LOAD_ROLE).start()
     api_port = free_port()
-    with FakeSheetsApi() as sheets:
-        rows = _label_rows(warehouse, home)
-        sheets.add_spreadsheet(SHEET_KEY)
-        sheets.add_worksheet(SHEET_KEY, MODEL, rows, row_count=len(rows) + 10, column_count=10)
-        sheets.add_worksheet(SHEET_KEY, SLOW, rows[:5000], row_count=5010, column_count=10)
+    with label_sheets(warehouse, home, canaries, "mlbatch-aws-stack") as (sheets, sheets_env):
         env = airflow_env(
             home,
             api_port,
@@ -156,7 +150,7 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
             "db+" + pg.url("postgresql+psycopg2"),
             canaries.ui_password,
         )
-        key = service_account_key(f"{sheets.endpoint}/token", canaries.google_key_id, "mlbatch-aws-stack")
+        env.update(sheets_env)
         env.update(_aws_mode(endpoint, bucket, canaries))
         env.update(
             MLBATCH_APPDB_CONN_ID="mlbatch_appdb",
@@ -170,10 +164,6 @@ def stack(tmp_path_factory, mariadb, dockerd, docker_client, images, canaries) -
                     "password": canaries.appdb_password,
                     "extra": {"aurora_load_role": LOAD_ROLE},
                 }
-            ),
-            MLBATCH_SHEETS_ENDPOINT=sheets.endpoint,
-            AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT=json.dumps(
-                {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
             ),
         )
         st = Stack(home, f"http://127.0.0.1:{api_port}", env, canaries.ui_password, appdb_url=appdb_url)
@@ -231,15 +221,6 @@ def _no_approval(spec: Path) -> None:
     doc = yaml.safe_load(spec.read_text())
     doc["train"].pop("approval", None)
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def _label_rows(warehouse: Path, tmp: Path) -> list[list[str]]:
-    from devtools import synth
-
-    path = tmp / "labels.csv"
-    synth.write_label_sheet_for(MODEL, warehouse, path)
-    with path.open(newline="", encoding="utf-8") as f:
-        return [row for row in csv.reader(f)]
 
 
 def _fired(stack: Stack, dag_id: str, task_id: str) -> list[dict[str, Any]]:

@@ -27,18 +27,15 @@ One stack per module: starting it is most of the cost.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools.devservers import MariaDB, start_postgres, start_redis
-from tests.fakes.sheets_api import FakeSheetsApi, service_account_key
 from tests.integration.airflow.airflow_stack import (
     MODEL,
     REPO,
@@ -51,6 +48,7 @@ from tests.integration.airflow.airflow_stack import (
     days_before,
     free_port,
     iter_files,
+    label_sheets,
     start_airflow,
     today,
     write_dags,
@@ -89,15 +87,6 @@ def _appdb(mariadb: MariaDB, canaries: Canaries) -> tuple[str, str]:
     return f"mysql+pymysql://{name}@127.0.0.1:{mariadb.port}/{name}", name
 
 
-def _label_rows(warehouse: Path, tmp: Path) -> list[list[str]]:
-    from devtools import synth
-
-    path = tmp / "labels.csv"
-    synth.write_label_sheet_for(MODEL, warehouse, path)
-    with path.open(newline="", encoding="utf-8") as f:
-        return [row for row in csv.reader(f)]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> Iterator[Stack]:
     import boto3
@@ -117,11 +106,7 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
     dags = home / "dags"
     write_dags(dags)
     port = free_port()
-    with FakeSheetsApi() as sheets:
-        rows = _label_rows(warehouse, home)
-        sheets.add_spreadsheet(SHEET_KEY)
-        sheets.add_worksheet(SHEET_KEY, MODEL, rows, row_count=len(rows) + 10, column_count=10)
-        sheets.add_worksheet(SHEET_KEY, SLOW, rows[:5000], row_count=5010, column_count=10)
+    with label_sheets(warehouse, home, canaries, "mlbatch-stack") as (sheets, sheets_env):
         env = airflow_env(
             home,
             port,
@@ -131,7 +116,7 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
             "db+" + pg.url("postgresql+psycopg2"),  # SQLAlchemy 2.1 defaults to psycopg 3
             canaries.ui_password,
         )
-        key = service_account_key(f"{sheets.endpoint}/token", canaries.google_key_id, "mlbatch-stack")
+        env.update(sheets_env)
         env.update(
             MLBATCH_APPDB_URL=appdb_url,
             MLBATCH_APPDB_PASSWORD=canaries.appdb_password,
@@ -142,7 +127,6 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
             MLBATCH_SCORE_IMAGE=images["score"],
             MLBATCH_DOCKER_NETWORK="host",  # moto listens on 127.0.0.1
             MLBATCH_DOCKER_PASS_ENV="AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY",  # the jobs' S3 keys (moto)
-            MLBATCH_SHEETS_ENDPOINT=sheets.endpoint,
             DOCKER_HOST=dockerd.host,
             AWS_ENDPOINT_URL=s3_endpoint,
             AWS_ENDPOINT_URL_S3=s3_endpoint,
@@ -156,9 +140,6 @@ def stack(tmp_path_factory, mariadb, s3_endpoint, dockerd, images, canaries) -> 
                     "password": canaries.aws_secret,
                     "extra": {"region_name": "us-east-1", "endpoint_url": s3_endpoint},
                 }
-            ),
-            AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT=json.dumps(
-                {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}
             ),
             # An unreachable webhook whose URL carries its token (as Slack's do) and a secret header.
             AIRFLOW_CONN_MLBATCH_ALERTS=json.dumps(
