@@ -33,6 +33,9 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Gate]:
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
+        # boto3's default session keeps the credentials it first resolved: an earlier test's keys
+        # would be sent to the gate. A fresh one reads this environment.
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
         boto3.client("s3", endpoint_url=gate.endpoint).create_bucket(Bucket=BUCKET)
         store_mod._S3_CACHE.clear()
         store_mod._BOTO_CACHE.clear()

@@ -79,6 +79,7 @@ def test_run_with_dry_run_checks_and_gates_the_labels_and_writes_nothing(env, ap
         "ok device_gender 2026-11-22 check_sheet",
         "ok device_gender 2026-11-22 labels_gate",
         "skip device_gender 2026-11-22 apply_labels",
+        "skip device_gender 2026-11-22 decide_retrain",  # follows the writer: a dry run changes nothing to decide on
         "skip device_gender 2026-11-22 realized_performance",
     ]
     # Nothing written: no labels, no sync log row, no verdicts in the sheet's status column.
