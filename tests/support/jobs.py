@@ -105,3 +105,48 @@ def write_config(path: Path, classes: list[str], **extra: object) -> str:
     }
     path.write_text(json.dumps(cfg))
     return path.as_uri()
+
+
+def put_parquet(store, key: str, table: pa.Table) -> str:
+    """Write ``table`` to ``key`` of an object store (any root: file:// or s3://); its URI."""
+    from mlbatch.store import filesystem_for
+
+    uri = store.uri(key)
+    fs, path = filesystem_for(uri)
+    pq.write_table(table, path, filesystem=fs)
+    return uri
+
+
+def put_train_inputs(store, *, n: int, unload_prefix: str, version: str) -> dict[str, str]:
+    """What a launcher test's train job reads, in an object store: a two-part UNLOAD (parquet + a
+    Redshift manifest) under ``unload_prefix``, a labels snapshot of 2,400 keys and the job config
+    of ``version``; the URIs by argument (``manifest``, ``labels``, ``config``, ``model``)."""
+    table, truth = features_table(n=n, seed=5)
+    entries = []
+    for i, part in enumerate((table.slice(0, n // 2), table.slice(n // 2))):
+        uri = put_parquet(store, f"{unload_prefix}{i:04d}_part_00.parquet", part)
+        entries.append({"url": uri, "meta": {"content_length": 0, "record_count": part.num_rows}})
+    manifest = {"entries": entries, "meta": {"record_count": n}, "schema": {"elements": []}}
+    store.put_bytes(f"{unload_prefix}manifest", json.dumps(manifest).encode())
+    classes = ["female", "male"]
+    labels = pa.table(
+        {"entity_key": pa.array(np.arange(1000, 3400), pa.int64()), "label": [classes[t] for t in truth[:2400]]}
+    )
+    config = {
+        "model": "device_gender",
+        "version": version,
+        "entity_key": "device_id",
+        "classes": classes,
+        "family": "xgboost",
+        "params": FAST,
+        "metric": "roc_auc",
+        "seed": 7,
+        "lineage": {"label_sync_id": 9},
+    }
+    store.put_bytes(f"models/device_gender/{version}/job_config.json", json.dumps(config).encode())
+    return {
+        "manifest": store.uri(f"{unload_prefix}manifest"),
+        "labels": put_parquet(store, "labels/device_gender/9.parquet", labels),
+        "config": store.uri(f"models/device_gender/{version}/job_config.json"),
+        "model": store.uri(f"models/device_gender/{version}") + "/",
+    }

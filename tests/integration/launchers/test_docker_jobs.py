@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,7 +22,7 @@ from mlbatch.launchers.docker import DockerConfig, DockerLauncher
 from mlbatch.store import ObjectStore, filesystem_for
 
 from devtools.devservers import s3_environment
-from tests.support.jobs import FAST, features_table
+from tests.support.jobs import put_train_inputs
 
 if TYPE_CHECKING:
     pass
@@ -57,45 +56,10 @@ def launcher(s3: ObjectStore, images: dict[str, str], docker_client) -> DockerLa
     return DockerLauncher(s3, config, client=docker_client)
 
 
-def write_parquet(store: ObjectStore, key: str, table: pa.Table) -> str:
-    uri = store.uri(key)
-    fs, path = filesystem_for(uri)
-    pq.write_table(table, path, filesystem=fs)
-    return uri
-
-
 @pytest.fixture(scope="module")
 def inputs(s3: ObjectStore) -> dict[str, str]:
     """A two-part UNLOAD (parquet + Redshift manifest), a labels snapshot and a job config on S3."""
-    table, truth = features_table(n=N, seed=5)
-    entries = []
-    for i, part in enumerate((table.slice(0, N // 2), table.slice(N // 2))):
-        uri = write_parquet(s3, f"unload/device_gender/train/{DS}/{i:04d}_part_00.parquet", part)
-        entries.append({"url": uri, "meta": {"content_length": 0, "record_count": part.num_rows}})
-    manifest = {"entries": entries, "meta": {"record_count": N}, "schema": {"elements": []}}
-    s3.put_bytes(f"unload/device_gender/train/{DS}/manifest", json.dumps(manifest).encode())
-    classes = ["female", "male"]
-    labels = pa.table(
-        {"entity_key": pa.array(np.arange(1000, 3400), pa.int64()), "label": [classes[t] for t in truth[:2400]]}
-    )
-    config = {
-        "model": "device_gender",
-        "version": "v-docker",
-        "entity_key": "device_id",
-        "classes": classes,
-        "family": "xgboost",
-        "params": FAST,
-        "metric": "roc_auc",
-        "seed": 7,
-        "lineage": {"label_sync_id": 9},
-    }
-    s3.put_bytes("models/device_gender/v-docker/job_config.json", json.dumps(config).encode())
-    return {
-        "manifest": s3.uri(f"unload/device_gender/train/{DS}/manifest"),
-        "labels": write_parquet(s3, "labels/device_gender/9.parquet", labels),
-        "config": s3.uri("models/device_gender/v-docker/job_config.json"),
-        "model": s3.uri("models/device_gender/v-docker") + "/",
-    }
+    return put_train_inputs(s3, n=N, unload_prefix=f"unload/device_gender/train/{DS}/", version="v-docker")
 
 
 def train_request(inputs: dict[str, str], run_id: str) -> JobRequest:

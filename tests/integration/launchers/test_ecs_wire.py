@@ -18,13 +18,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from mlbatch.launchers import JobFailed, JobId, JobRequest
 from mlbatch.launchers.ecs import EcsConfig, EcsLauncher, stop_reason
-from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.store import ObjectStore
 from mlbatch.triggers import EcsJobDoneTrigger
 
 from devtools.devservers.aws_wire import AwsEndpoint
@@ -41,7 +38,7 @@ from tests.support.ecs import (
     register_job_definition,
     wait_for,
 )
-from tests.support.jobs import FAST, features_table
+from tests.support.jobs import put_train_inputs
 
 CLUSTER = "ml-batch"
 N = 4000
@@ -99,44 +96,10 @@ def launcher(store: ObjectStore) -> EcsLauncher:
     return EcsLauncher(store, config())  # no clients: the provider's hooks, from the connection
 
 
-def _parquet(store: ObjectStore, key: str, table: pa.Table) -> str:
-    fs, path = filesystem_for(store.uri(key))
-    pq.write_table(table, path, filesystem=fs)
-    return store.uri(key)
-
-
 @pytest.fixture(scope="module")
 def inputs(store: ObjectStore) -> dict[str, str]:
     """A two-part UNLOAD with its manifest, a labels snapshot and a train config, on the endpoint's S3."""
-    table, truth = features_table(n=N, seed=5)
-    entries = []
-    for i, part in enumerate((table.slice(0, N // 2), table.slice(N // 2))):
-        uri = _parquet(store, f"unload/{DS}/{i:04d}_part_00.parquet", part)
-        entries.append({"url": uri, "meta": {"content_length": 0, "record_count": part.num_rows}})
-    manifest = {"entries": entries, "meta": {"record_count": N}, "schema": {"elements": []}}
-    store.put_bytes(f"unload/{DS}/manifest", json.dumps(manifest).encode())
-    classes = ["female", "male"]
-    labels = pa.table(
-        {"entity_key": pa.array(np.arange(1000, 3400), pa.int64()), "label": [classes[t] for t in truth[:2400]]}
-    )
-    job_config = {
-        "model": "device_gender",
-        "version": "v-ecs",
-        "entity_key": "device_id",
-        "classes": classes,
-        "family": "xgboost",
-        "params": FAST,
-        "metric": "roc_auc",
-        "seed": 7,
-        "lineage": {"label_sync_id": 9},
-    }
-    store.put_bytes("models/device_gender/v-ecs/job_config.json", json.dumps(job_config).encode())
-    return {
-        "manifest": store.uri(f"unload/{DS}/manifest"),
-        "labels": _parquet(store, "labels/device_gender/9.parquet", labels),
-        "config": store.uri("models/device_gender/v-ecs/job_config.json"),
-        "model": store.uri("models/device_gender/v-ecs") + "/",
-    }
+    return put_train_inputs(store, n=N, unload_prefix=f"unload/{DS}/", version="v-ecs")
 
 
 def train_request(inputs: dict[str, str]) -> JobRequest:

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 from mlbatch.launchers import JobFailed, JobId, JobRequest
 from mlbatch.launchers.base import Launcher
@@ -30,7 +29,7 @@ from mlbatch.launchers.local import LocalProcessLauncher
 from mlbatch.store import ObjectStore, filesystem_for
 
 from devtools.devservers import s3_environment
-from tests.support.jobs import features_table
+from tests.support.jobs import features_table, put_parquet
 
 N = 8000  # about 3 s of boosting on one core: time to kill it after its first checkpoint
 EVERY = 20
@@ -58,26 +57,20 @@ def s3(s3_endpoint: str) -> Iterator[ObjectStore]:
         yield ObjectStore(f"s3://{bucket}/root")
 
 
-def _put_parquet(store: ObjectStore, key: str, table: pa.Table) -> str:
-    fs, path = filesystem_for(store.uri(key))
-    pq.write_table(table, path, filesystem=fs)
-    return store.uri(key)
-
-
 @pytest.fixture(scope="module")
 def inputs(s3: ObjectStore) -> dict[str, str]:
     """A two-part UNLOAD and its manifest, and a labels snapshot, on S3."""
     table, truth = features_table(n=N, seed=5)
     entries = []
     for i, part in enumerate((table.slice(0, N // 2), table.slice(N // 2))):
-        uri = _put_parquet(s3, f"unload/train/{i:04d}_part_00.parquet", part)
+        uri = put_parquet(s3, f"unload/train/{i:04d}_part_00.parquet", part)
         entries.append({"url": uri, "meta": {"content_length": 0, "record_count": part.num_rows}})
     s3.put_bytes("unload/train/manifest", json.dumps({"entries": entries, "meta": {"record_count": N}}).encode())
     classes = ["female", "male"]
     labels = pa.table(
         {"entity_key": pa.array(np.arange(1000, 1000 + N), pa.int64()), "label": [classes[t] for t in truth]}
     )
-    return {"manifest": s3.uri("unload/train/manifest"), "labels": _put_parquet(s3, "labels/1.parquet", labels)}
+    return {"manifest": s3.uri("unload/train/manifest"), "labels": put_parquet(s3, "labels/1.parquet", labels)}
 
 
 def train_request(s3: ObjectStore, inputs: dict[str, str], version: str) -> JobRequest:
