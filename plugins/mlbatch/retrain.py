@@ -37,7 +37,9 @@ class Inputs:
     changed_rows: int  # keys changed since it (inserted, updated or deleted)
     last_started_at: datetime | None = None  # the last training start (wall clock, UTC)
     last_sync_id: str | None = None  # the snapshot that training read (or was requested on)
-    drifted_days: list[tuple[str, float]] = field(default_factory=list)  # consecutive, newest first
+    # Consecutive drifted days, newest first: (day, its largest PSI, what drifted: "predictions" or
+    # "feature NAME").
+    drifted_days: list[tuple[str, float, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def _material(policy: OnLabels, x: Inputs) -> tuple[bool, str, float | None]:
 def _drift(policy: OnDrift | None, x: Inputs) -> str:
     if policy is None or len(x.drifted_days) < policy.days:
         return ""
-    days = ", ".join(f"{ds} {psi:.3f}" for ds, psi in x.drifted_days[: policy.days])
-    return f"drift: prediction PSI > {policy.psi:g} on {policy.days} consecutive day(s) ({days})"
+    days = ", ".join(f"{ds} {what} {psi:.3f}" for ds, psi, what in x.drifted_days[: policy.days])
+    return f"drift: PSI > {policy.psi:g} on {policy.days} consecutive day(s) ({days})"
 
 
 def decide(policy: Retrain, x: Inputs) -> Decision:

@@ -51,13 +51,14 @@ class OnLabels(Strict):
 
 
 class OnDrift(Strict):
-    """Retrain when the predictions drift for days in a row (optional)."""
+    """Retrain when the predictions or a feature drift for days in a row (optional)."""
 
     psi: float = Field(
         0.25,
         gt=0,
-        description="Prediction PSI (a day's scores against the day before, mlbatch.drift, as the scoring "
-        "summary reports it) above which a day counts as drifted.",
+        description="PSI above which a day counts as drifted: the predictions' (a day's scores against the day "
+        "before) or any numeric feature's (the day against the production model's training data), both as "
+        "the day's summary.json reports them (mlbatch.drift).",
     )
     days: int = Field(
         3,
@@ -75,7 +76,9 @@ class Retrain(Strict):
         default_factory=OnLabels,
         description="Thresholds of a material label change, or false: label changes never start training.",
     )
-    on_drift: OnDrift | None = Field(None, description="Retrain on sustained prediction drift; unset: never.")
+    on_drift: OnDrift | None = Field(
+        None, description="Retrain on sustained prediction or feature drift; unset: never."
+    )
 
     @field_validator("on_labels", mode="before")
     @classmethod

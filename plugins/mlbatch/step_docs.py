@@ -29,7 +29,11 @@ def retrain_doc(spec: ModelSpec) -> str:
         f"or {on.min_changed_fraction:.0%}, at most once per {on.min_interval} (from the last training start)"
     )
     drift = policy.on_drift
-    drifted = f"; or when the prediction PSI exceeds {drift.psi:g} {drift.days} days in a row" if drift else ""
+    drifted = (
+        f"; or when the predictions' or a feature's PSI exceeds {drift.psi:g} {drift.days} days in a row"
+        if drift
+        else ""
+    )
     return f"Decide whether this sync starts training (`train.retrain`): {labels}{drifted}. Logs the reason."
 
 

@@ -1,7 +1,8 @@
 """A scored day's ``predictions/<model>/<ds>/summary.json``, written after the publish: rows,
 counts per label, the score distribution (min, max, mean, quantiles, a 10-bin histogram) and its
 drift against the latest earlier day that has a summary, computed by :mod:`mlbatch.drift` as the
-prediction gate computes it. The day streams batch by batch like the gate and the publish.
+prediction gate computes it; and each feature's PSI against the training data, as the features gate
+computed it. The day streams batch by batch like the gate and the publish.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from mlbatch import costs, drift
 from mlbatch.stages.context import RunContext
+from mlbatch.stages.features import FEATURE_DRIFT_STATE
 from mlbatch.stages.score import PredictionStats, iter_predictions
 
 DRIFT_LOOKBACK_DAYS = 7
@@ -41,6 +43,12 @@ def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any]
                 "mean_shift": round(mean - ref["score"]["mean"], 6),
             }
     return None
+
+
+def _feature_drift(ctx: RunContext) -> dict[str, Any] | None:
+    """The features gate's PSI per feature against the training data (None when it had no profile)."""
+    key = ctx.state_key(FEATURE_DRIFT_STATE)
+    return ctx.env.store.get_json(key) if ctx.env.store.exists(key) else None
 
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -107,6 +115,7 @@ def scoring_summary(ctx: RunContext) -> str:
             "histogram": histogram,
         },
         "drift": _drift(ctx, histogram, mean) if rows else None,
+        "feature_drift": _feature_drift(ctx),
         # What the run used (mlbatch.costs): written after the publish, so its rows count.
         "cost": costs.record(ctx, "score"),
     }

@@ -167,6 +167,13 @@ def test_scoring_summary_counts_distribution_and_drift_against_an_earlier_day(en
     first, second = _ctx(env, "2026-11-20"), _ctx(env, "2026-11-22")
     _write_predictions(first, rng.uniform(0, 1, 5000))
     _write_predictions(second, rng.beta(5, 2, 4000))  # shifted towards 1
+    # What the second day's features gate measured against the training data (stages.features).
+    gate_kept = {
+        "reference": f"training data of {VERSION}",
+        "psi": {"age": 0.41},
+        "max": {"feature": "age", "psi": 0.41},
+    }
+    second.save_state("feature_drift", gate_kept)
 
     reports.scoring_summary(first)
     reports.scoring_summary(second)
@@ -175,6 +182,7 @@ def test_scoring_summary_counts_distribution_and_drift_against_an_earlier_day(en
     b = json.loads((env.home / "objects" / "predictions" / "device_gender" / "2026-11-22" / "summary.json").read_text())
     assert a["rows"] == sum(a["score"]["histogram"]) == sum(a["labels"].values()) == 5000
     assert a["drift"] is None  # no earlier day
+    assert a["feature_drift"] is None and b["feature_drift"] == gate_kept  # the first run's gate kept none
     assert b["rows"] == 4000 and b["model_version"] == [VERSION]
     assert 0.0 <= b["score"]["min"] <= b["score"]["quantiles"]["p50"] <= b["score"]["max"] <= 1.0
     assert b["drift"]["reference_ds"] == "2026-11-20"

@@ -97,13 +97,17 @@ def test_on_labels_false_never_trains_on_labels_but_drift_does() -> None:
     off = Retrain(on_labels=False)
     d = decide(off, _inputs(changed_rows=50_000))
     assert not d.retrain and d.reason == "on_labels is false: label changes never start training"
-    drifted = [("2026-11-22", 0.4), ("2026-11-21", 0.3), ("2026-11-20", 0.5)]
+    drifted = [
+        ("2026-11-22", 0.4, "predictions"),
+        ("2026-11-21", 0.3, "feature os_version"),
+        ("2026-11-20", 0.5, "predictions"),
+    ]
     with_drift = Retrain(on_labels=False, on_drift={"psi": 0.25, "days": 3})
     d = decide(with_drift, _inputs(drifted_days=drifted))
     assert d.retrain and d.trigger == "drift"
     assert (
-        d.reason
-        == "drift: prediction PSI > 0.25 on 3 consecutive day(s) (2026-11-22 0.400, 2026-11-21 0.300, 2026-11-20 0.500)"
+        d.reason == "drift: PSI > 0.25 on 3 consecutive day(s) (2026-11-22 predictions 0.400, "
+        "2026-11-21 feature os_version 0.300, 2026-11-20 predictions 0.500)"
     )
     assert not decide(with_drift, _inputs(drifted_days=drifted[:2])).retrain
 
@@ -126,10 +130,23 @@ def test_drifted_days_are_the_production_version_s_consecutive_days(tmp_path, mo
     ctx = RunContext(env=Environment.from_env(), spec=spec, ds="2026-11-24", run_id="r")
     for ds, psi, version in (("2026-11-24", 0.4, "v1"), ("2026-11-23", 0.3, "v1"), ("2026-11-22", 0.9, "v0")):
         ctx.env.store.put_json(summary_key(spec.name, ds), {"model_version": [version], "drift": {"score_psi": psi}})
-    assert stage._drifted_days(ctx, "v1") == [("2026-11-24", 0.4), ("2026-11-23", 0.3)]
+    assert stage._drifted_days(ctx, "v1") == [("2026-11-24", 0.4, "predictions"), ("2026-11-23", 0.3, "predictions")]
     assert stage._drifted_days(ctx, "v0") == []  # not today's version
-    ctx.env.store.put_json(summary_key(spec.name, "2026-11-23"), {"model_version": ["v1"], "drift": {"score_psi": 0.1}})
-    assert stage._drifted_days(ctx, "v1") == [("2026-11-24", 0.4)]
+    calm = {"model_version": ["v1"], "drift": {"score_psi": 0.1}}
+    ctx.env.store.put_json(summary_key(spec.name, "2026-11-23"), calm)
+    assert stage._drifted_days(ctx, "v1") == [("2026-11-24", 0.4, "predictions")]
+    # Calm predictions but a feature far from the training data: the day drifted, and says which.
+    features = {"max": {"feature": "screen_hours", "psi": 0.61}, "psi": {"screen_hours": 0.61, "age": 0.02}}
+    ctx.env.store.put_json(summary_key(spec.name, "2026-11-23"), {**calm, "feature_drift": features})
+    assert stage._drifted_days(ctx, "v1") == [
+        ("2026-11-24", 0.4, "predictions"),
+        ("2026-11-23", 0.61, "feature screen_hours"),
+    ]
+    # A first day with no earlier summary has no prediction PSI; its feature PSI still counts.
+    ctx.env.store.put_json(
+        summary_key(spec.name, "2026-11-23"), {"model_version": ["v1"], "drift": None, "feature_drift": features}
+    )
+    assert stage._drifted_days(ctx, "v1")[1] == ("2026-11-23", 0.61, "feature screen_hours")
     monkeypatch.setattr(stage.registry, "production", lambda db, m: SimpleNamespace(version="v1", lineage={}))
     found = stage.inputs(ctx)
     assert found.latest_sync_id is None and found.last_started_at is None  # no labels yet: the DB is empty

@@ -34,6 +34,7 @@ QUERY_STAGE = {"train": "training", "score": "scoring"}
 PROFILE_FILE = "feature_profile.json"
 GATE_READ_THREADS = 2
 GATE_READ_AHEAD = 64 * 2**20
+FEATURE_DRIFT_STATE = "feature_drift"  # the run state the score gate keeps: PSI per feature vs training
 
 
 class Unload(WarehouseStatement):
@@ -141,19 +142,32 @@ def features_gate(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
         fraction = p["nulls"].get(name, 0) / p["rows"] if p["rows"] else 0.0
         checks.append(gates.at_most(f"null_fraction[{name}]", fraction, limit))
     if training is not None and bins is not None:
-        checks += _drift_checks(ctx, training, bins, features, model["version"])
+        psis = {name: drift.psi(training["features"][name]["proportions"], bins.proportions(name)) for name in features}
+        # Kept before the gate decides: the day's summary carries it and train.retrain.on_drift
+        # counts a day whose feature PSI passed its level (mlbatch.stages.retrain).
+        ctx.save_state(FEATURE_DRIFT_STATE, feature_drift(psis, model["version"]))
+        checks += _drift_checks(ctx, psis, model["version"])
     summary = gates.evaluate(gate, checks)
     return {"rows": p["rows"], "passed": summary["passed"]}
 
 
-def _drift_checks(
-    ctx: RunContext, training: dict[str, Any], bins: BinCounter, features: list[str], version: str
-) -> list[gates.Check]:
+def feature_drift(psis: dict[str, float], version: str) -> dict[str, Any]:
+    """The day's PSI per numeric feature against the training data of ``version``, and the largest."""
+    finite = {name: round(value, 6) for name, value in psis.items() if not math.isnan(value)}
+    top = max(finite.items(), key=lambda kv: kv[1], default=None)
+    return {
+        "reference": f"training data of {version}",
+        "model_version": version,
+        "psi": finite,
+        "max": {"feature": top[0], "psi": top[1]} if top else None,
+    }
+
+
+def _drift_checks(ctx: RunContext, psis: dict[str, float], version: str) -> list[gates.Check]:
     """PSI per numeric feature: above ``psi_fail`` blocks, above ``psi_warn`` logs a warning."""
     cfg = ctx.spec.features.checks
     checks = []
-    for name in features:
-        value = drift.psi(training["features"][name]["proportions"], bins.proportions(name))
+    for name, value in psis.items():
         detail = f"scoring {ctx.ds} vs training data of {version}"
         if cfg.psi_warn < value <= cfg.psi_fail:
             log.warning(

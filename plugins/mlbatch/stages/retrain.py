@@ -40,7 +40,20 @@ def _changed_since(conn: Any, model: str, sync_id: str | None) -> tuple[int, int
     return int(changed.scalar_one()), int(base.accepted) if base else 0
 
 
-def _drifted_days(ctx: RunContext, version: str | None) -> list[tuple[str, float]]:
+def day_drift(summary: dict[str, Any]) -> tuple[float, str] | None:
+    """A day's largest PSI and what drifted: the predictions against the day before, or a feature
+    against the training data (both kept in the day's summary.json); None when neither was measured."""
+    found: list[tuple[float, str]] = []
+    score_psi = (summary.get("drift") or {}).get("score_psi")
+    if score_psi is not None:
+        found.append((float(score_psi), "predictions"))
+    top = (summary.get("feature_drift") or {}).get("max")
+    if top:
+        found.append((float(top["psi"]), f"feature {top['feature']}"))
+    return max(found) if found else None
+
+
+def _drifted_days(ctx: RunContext, version: str | None) -> list[tuple[str, float, str]]:
     """The production version's consecutive drifted days up to the run's day, newest first."""
     policy = ctx.spec.train.retrain.on_drift
     if policy is None or version is None:
@@ -52,10 +65,12 @@ def _drifted_days(ctx: RunContext, version: str | None) -> list[tuple[str, float
         ds = (day - timedelta(days=back)).isoformat()
         key = summary_key(ctx.model, ds)
         summary = store.get_json(key) if store.exists(key) else None
-        psi = ((summary or {}).get("drift") or {}).get("score_psi")
-        if summary is None or version not in summary.get("model_version", []) or psi is None or psi <= policy.psi:
+        if summary is None or version not in summary.get("model_version", []):
             break
-        found.append((ds, float(psi)))
+        worst = day_drift(summary)
+        if worst is None or worst[0] <= policy.psi:
+            break
+        found.append((ds, *worst))
     return found
 
 

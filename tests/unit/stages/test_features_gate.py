@@ -100,6 +100,11 @@ def test_shifted_day_fails_naming_the_column_and_its_psi(ctx: RunContext) -> Non
     assert failed["psi[x1]"].observed > 0.25
     assert f"FAIL psi[x1]: observed {failed['psi[x1]'].observed:.4g}, threshold <= 0.25" in str(info.value)
     assert "training data of v1" in str(info.value)
+    # A blocked day still keeps what it measured: the summary and on_drift read it.
+    kept = ctx.load_state(features.FEATURE_DRIFT_STATE, "the gate keeps it")
+    assert kept["max"] == {"feature": "x1", "psi": round(failed["psi[x1]"].observed, 6)}
+    assert kept["model_version"] == "v1" and sorted(kept["psi"]) == ["flag", "x1", "x2"]
+    assert max(kept["psi"]["flag"], kept["psi"]["x2"]) < 0.1
 
 
 def test_mild_shift_warns_and_passes(ctx: RunContext, caplog: pytest.LogCaptureFixture) -> None:
