@@ -10,9 +10,17 @@
   prediction gates, realized performance): they share a worker's memory.
 
 Each size is :data:`POOLS`' default unless ``MLBATCH_<NAME>_POOL_SLOTS`` says otherwise. A task
-whose pool does not exist, or asks for more slots than the pool has, is never scheduled: create
-the pools before unpausing the DAGs (``make airflow`` does, as does ``python -m mlbatch.pools``,
-which runs ``airflow pools set`` for each).
+whose pool does not exist, or asks for more slots than the pool has, is never scheduled: every
+deployment creates the pools before the DAGs run. ``python -m mlbatch.pools`` runs ``airflow pools
+set`` for each (``make airflow``; the Helm chart's migration job, deploy/helm/values.yaml);
+``python -m mlbatch.pools --json`` prints the Airflow REST API's bulk upsert of them
+(``PATCH /api/v2/pools``), which deploy/mwaa/create-pools.sh sends through MWAA's InvokeRestApi
+and the stack tests send to their API server. ``MLBATCH_POOLS=gpu`` limits the DAGs to the GPU pool
+(an Airflow whose other pools cannot be created yet).
+
+The GPU and warehouse pools count deferred tasks (``include_deferred``): an ECS job or a Redshift
+statement keeps running while its task waits in the triggerer, so a deferred task still holds the
+GPU or the WLM slot it took.
 
 Schedules of many models are spread over a window (:func:`spread`): a stable per-model offset,
 a hash of the model's name, so a fleet's daily runs do not all start at midnight.
@@ -23,11 +31,13 @@ Imported at DAG parse time: nothing heavy at the top.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 GPU_POOL = "mlbatch_gpu"
 WAREHOUSE_POOL = "mlbatch_warehouse"
@@ -35,9 +45,8 @@ APPDB_POOL = "mlbatch_appdb"
 HEAVY_POOL = "mlbatch_heavy"
 SLOTS_ENV = "MLBATCH_GPU_POOL_SLOTS"
 WINDOW_ENV = "MLBATCH_SCHEDULE_WINDOW_MINUTES"
-# Which pools the DAGs' tasks use: "gpu" (the default: GPU jobs only, as before these pools) or
-# "all". A task in a pool that does not exist is never scheduled, so "all" comes after every
-# deployment creates the pools (`python -m mlbatch.pools`); then the default can become "all".
+# Which pools the DAGs' tasks use: "all" (the default: every deployment creates them, see above)
+# or "gpu" (GPU jobs only).
 USE_ENV = "MLBATCH_POOLS"
 DEFAULT_WINDOW_MINUTES = 0  # 0: every model on its spec's exact time (set e.g. 60 for a fleet)
 
@@ -47,6 +56,7 @@ class Pool:
     name: str
     default: int
     description: str
+    include_deferred: bool = False  # a deferred task still holds its slot (its work runs elsewhere)
 
     @property
     def env(self) -> str:
@@ -55,10 +65,13 @@ class Pool:
 
 #: The pools besides the GPU's (whose default follows the specs), with their default sizes.
 POOLS: tuple[Pool, ...] = (
-    Pool(WAREHOUSE_POOL, 4, "mlbatch warehouse statements (UNLOAD, export): one slot each"),
+    Pool(WAREHOUSE_POOL, 4, "mlbatch warehouse statements (UNLOAD, export): one slot each", include_deferred=True),
     Pool(APPDB_POOL, 2, "mlbatch app-DB publishes: one slot each"),
     Pool(HEAVY_POOL, 4, "mlbatch in-worker tasks that stream a day (gates, realized performance)"),
 )
+GPU_DESCRIPTION = f"mlbatch GPU jobs (train, score): one slot per GPU; size from {SLOTS_ENV}"
+_INCLUDE_DEFERRED = {GPU_POOL: True} | {p.name: p.include_deferred for p in POOLS}
+_DESCRIPTIONS = {GPU_POOL: GPU_DESCRIPTION} | {p.name: p.description for p in POOLS}
 
 
 def _slots(env: str, default: int, least: int = 1) -> int:
@@ -107,9 +120,8 @@ def _largest_gpu_job(specs_dir: Path | None) -> int:
 
 def pools_set_command(slots: int, name: str = GPU_POOL) -> list[str]:
     """The ``airflow pools set`` command line that creates or resizes a pool."""
-    descriptions = {p.name: p.description for p in POOLS}
-    description = descriptions.get(name, "mlbatch GPU jobs (train, score): one slot per GPU; size from " + SLOTS_ENV)
-    return [sys.executable, "-m", "airflow", "pools", "set", name, str(slots), description]
+    command = [sys.executable, "-m", "airflow", "pools", "set", name, str(slots), _DESCRIPTIONS[name]]
+    return command + (["--include-deferred"] if _INCLUDE_DEFERRED[name] else [])
 
 
 def ensure_pools(specs_dir: Path | None = None) -> dict[str, int]:
@@ -120,9 +132,24 @@ def ensure_pools(specs_dir: Path | None = None) -> dict[str, int]:
     return sizes
 
 
+def counts_deferred(name: str) -> bool:
+    """Whether the pool counts its deferred tasks (``include_deferred``)."""
+    return _INCLUDE_DEFERRED[name]
+
+
+def rest_upsert(specs_dir: Path | None = None) -> dict[str, Any]:
+    """The body of Airflow's bulk pools endpoint (``PATCH /api/v2/pools``) that creates every mlbatch
+    pool or overwrites it with its size here: for deployments reached only through the REST API."""
+    entities = [
+        {"name": name, "slots": slots, "description": _DESCRIPTIONS[name], "include_deferred": _INCLUDE_DEFERRED[name]}
+        for name, slots in pool_sizes(specs_dir).items()
+    ]
+    return {"actions": [{"action": "create", "entities": entities, "action_on_existence": "overwrite"}]}
+
+
 def shared_pools_on() -> bool:
-    """Whether tasks use the warehouse, app-DB and heavy pools (``MLBATCH_POOLS=all``)."""
-    value = os.environ.get(USE_ENV, "gpu").strip().lower() or "gpu"
+    """Whether tasks use the warehouse, app-DB and heavy pools (``MLBATCH_POOLS``, ``all`` unless ``gpu``)."""
+    value = os.environ.get(USE_ENV, "all").strip().lower() or "all"
     if value not in ("gpu", "all"):
         raise ValueError(f"{USE_ENV}={value!r}: use gpu (GPU jobs only) or all")
     return value == "all"
@@ -166,5 +193,10 @@ def spread(cron: str, model: str, window: int) -> str:
 
 
 if __name__ == "__main__":
-    for pool_name, size in ensure_pools().items():
-        print(f"pool {pool_name}: {size} slot(s)")
+    if sys.argv[1:] == ["--json"]:
+        print(json.dumps(rest_upsert()))
+    elif sys.argv[1:]:
+        sys.exit("usage: python -m mlbatch.pools [--json]  (--json: print the REST API's upsert instead of running it)")
+    else:
+        for pool_name, size in ensure_pools().items():
+            print(f"pool {pool_name}: {size} slot(s)")

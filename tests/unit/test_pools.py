@@ -32,7 +32,30 @@ def test_every_pool_is_sized_in_one_place_and_env_overrides(tmp_path, monkeypatc
     monkeypatch.setenv("MLBATCH_APPDB_POOL_SLOTS", "0")
     with pytest.raises(ValueError, match="MLBATCH_APPDB_POOL_SLOTS=0 is below 1"):
         pool_sizes(tmp_path)
-    assert pools_set_command(8, WAREHOUSE_POOL)[-3:-1] == [WAREHOUSE_POOL, "8"]
+    assert pools_set_command(8, WAREHOUSE_POOL)[5:7] == [WAREHOUSE_POOL, "8"]
+    # A deferred ECS job or Redshift statement still runs: its pool must count it.
+    assert pools_set_command(8, WAREHOUSE_POOL)[-1] == pools_set_command(1, GPU_POOL)[-1] == "--include-deferred"
+    assert "--include-deferred" not in pools_set_command(2, APPDB_POOL)
+
+
+def test_the_rest_upsert_is_what_airflow_s_bulk_pools_endpoint_takes(tmp_path, monkeypatch):
+    """The body deploy/mwaa/create-pools.sh sends: validated by the API server's own request model."""
+    from airflow.api_fastapi.core_api.datamodels.common import BulkBody
+    from airflow.api_fastapi.core_api.datamodels.pools import PoolBody
+    from mlbatch.pools import rest_upsert
+
+    monkeypatch.delenv(SLOTS_ENV, raising=False)
+    monkeypatch.setenv("MLBATCH_HEAVY_POOL_SLOTS", "3")
+    write_spec(tmp_path, lambda r: r["train"].update(resources={"gpu": 2}))
+    body = BulkBody[PoolBody].model_validate(rest_upsert(tmp_path))
+    (action,) = body.actions
+    assert action.action_on_existence.value == "overwrite"
+    assert {(e.pool, e.slots, e.include_deferred) for e in action.entities} == {
+        ("mlbatch_gpu", 2, True),
+        ("mlbatch_warehouse", 4, True),
+        ("mlbatch_appdb", 2, False),
+        ("mlbatch_heavy", 3, False),
+    }
 
 
 def test_schedules_spread_by_a_stable_per_model_offset():
@@ -49,14 +72,14 @@ def test_schedules_spread_by_a_stable_per_model_offset():
     assert spread("*/5 * * * *", "device_gender", 180) == "*/5 * * * *"  # written by hand: left alone
 
 
-def test_dags_use_the_shared_pools_when_asked(tmp_path, monkeypatch):
+def test_dags_use_the_shared_pools_unless_told_gpu_only(tmp_path, monkeypatch):
     from mlbatch.dag_factory import labels_dag, score_dag, train_dag
     from mlbatch.spec import load_spec
 
     spec = load_spec(write_spec(tmp_path, lambda r: r["train"].update(resources={"gpu": 1})))
-    monkeypatch.delenv("MLBATCH_POOLS", raising=False)
+    monkeypatch.setenv("MLBATCH_POOLS", "gpu")
     assert score_dag(spec).get_task("publish").pool == "default_pool"
-    monkeypatch.setenv("MLBATCH_POOLS", "all")
+    monkeypatch.delenv("MLBATCH_POOLS", raising=False)  # the default: every pool
     score, train = score_dag(spec), train_dag(spec)
     pools = {t.task_id: (t.pool, t.pool_slots) for t in [*score.tasks, *train.tasks]}
     assert pools["unload_scoring"] == pools["export"] == pools["unload_training"] == ("mlbatch_warehouse", 1)

@@ -185,7 +185,7 @@ def _check_redshift_role(config: Any, client: Any) -> Check:
     return Check("warehouse role", "ok", f"{role} is attached to {where} (UNLOAD/COPY may assume it)")
 
 
-# --- GPU pool --------------------------------------------------------------------------------------
+# --- pools ------------------------------------------------------------------------------------------
 
 
 def check_gpu_pool(
@@ -196,32 +196,61 @@ def check_gpu_pool(
     needed = max((r.gpu for s in specs for r in (s.train.resources, s.score.resources)), default=0)
     if needed == 0:
         return Check("GPU pool", "skip", "no job asks for a GPU")
+    return _pool_check(
+        "GPU pool", GPU_POOL, launcher_kind, get_pool, least=needed, what=f"the largest GPU job needs {needed}"
+    )
+
+
+def check_pools(
+    specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], Any] | None = None
+) -> list[Check]:
+    """The GPU pool, and the shared servers' pools the DAGs' tasks take (mlbatch.pools)."""
+    from mlbatch.pools import POOLS, shared_pools_on
+
+    checks = [check_gpu_pool(specs, launcher_kind, get_pool)]
+    if shared_pools_on():
+        for pool in POOLS:
+            label = f"pool {pool.name.removeprefix('mlbatch_')}"
+            checks.append(_pool_check(label, pool.name, launcher_kind, get_pool, least=1, what=pool.description))
+    return checks
+
+
+def _pool_check(
+    label: str, name: str, launcher_kind: str, get_pool: Callable[[str], Any] | None, least: int, what: str
+) -> Check:
+    """One pool: it exists, has at least ``least`` slots, and counts deferred tasks when it should."""
+    from mlbatch.pools import counts_deferred
+
+    fix = "python -m mlbatch.pools (runs `airflow pools set`; --json: the REST API's upsert)"
     try:
-        pool = (get_pool or _airflow_pool)(GPU_POOL)
+        pool = (get_pool or _airflow_pool)(name)
     except Exception as exc:  # noqa: BLE001 - no metadata DB here (a CLI on a laptop): cannot check
         return Check(
-            "GPU pool",
+            label,
             "warn",
-            f"Airflow's metadata DB is not reachable, cannot check pool {GPU_POOL} ({_error(exc)})",
-            "run where Airflow's DB is configured, or check with `airflow pools get mlbatch_gpu`",
+            f"Airflow's metadata DB is not reachable, cannot check pool {name} ({_error(exc)})",
+            f"run where Airflow's DB is configured, or check with `airflow pools get {name}`",
         )
     if pool is None:
         # `mlbatch demo` runs DAGs with dag.test(), which ignores pools: only a scheduler needs it.
         return Check(
-            "GPU pool",
+            label,
             "warn" if launcher_kind == "local" else "FAIL",
-            f"pool {GPU_POOL} does not exist: a scheduler would never run GPU tasks"
+            f"pool {name} does not exist: a scheduler would never run its tasks"
             + (" (mlbatch demo's dag.test ignores pools)" if launcher_kind == "local" else ""),
-            "python -m mlbatch.pools (runs `airflow pools set`)",
+            fix,
         )
-    if pool.slots < needed:
+    if pool.slots < least:
+        return Check(label, "FAIL", f"pool {name} has {pool.slots} slot(s), {what}", fix)
+    if counts_deferred(name) and not getattr(pool, "include_deferred", True):
         return Check(
-            "GPU pool",
+            label,
             "FAIL",
-            f"pool {GPU_POOL} has {pool.slots} slot(s), the largest GPU job needs {needed}",
-            "python -m mlbatch.pools (MLBATCH_GPU_POOL_SLOTS sets the size)",
+            f"pool {name} does not count deferred tasks: a job or statement waiting in the triggerer would "
+            "free its slot while it still runs",
+            fix,
         )
-    return Check("GPU pool", "ok", f"pool {GPU_POOL} has {pool.slots} slot(s) (largest GPU job: {needed})")
+    return Check(label, "ok", f"pool {name} has {pool.slots} slot(s) ({what})")
 
 
 def _airflow_pool(name: str) -> Any:
@@ -250,7 +279,7 @@ def run_checks(env: Environment, specs: list[ModelSpec]) -> list[Check]:
         ("ECS", lambda: check_ecs(env, specs=specs)),
         ("IAM", lambda: check_iam(env, specs=specs)),
         ("label sheet", lambda: check_sheets(specs)),
-        ("GPU pool", lambda: check_gpu_pool(specs, env.launcher_kind)),
+        ("pools", lambda: check_pools(specs, env.launcher_kind)),
     ]
     for boundary, step in steps:
         try:

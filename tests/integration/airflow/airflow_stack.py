@@ -261,9 +261,20 @@ def start_airflow(st: Stack, unpaused: list[str], workers: int = 2) -> None:
         )
     st.wait("the API server", lambda: httpx.get(f"{st.url}/api/v2/monitor/health", timeout=5).is_success)
     with st.client() as api:
+        create_pools(api, Path(st.env["AIRFLOW__CORE__DAGS_FOLDER"]) / "specs")
         for dag_id in unpaused:
             st.wait(f"{dag_id} to be parsed", lambda d=dag_id: api.get(f"/dags/{d}").is_success)
             assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).is_success
+
+
+def create_pools(api: httpx.Client, specs: Path) -> dict[str, int]:
+    """mlbatch's pools, made as deploy/mwaa/create-pools.sh makes them: the bulk upsert of
+    ``python -m mlbatch.pools --json`` sent to the REST API. Returns every pool's slots."""
+    from mlbatch.pools import rest_upsert
+
+    response = api.patch("/pools", json=rest_upsert(specs))
+    assert response.is_success and not response.json()["create"]["errors"], response.text
+    return {p["name"]: p["slots"] for p in api.get("/pools").json()["pools"]}
 
 
 @contextmanager

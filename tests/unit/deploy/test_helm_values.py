@@ -153,3 +153,24 @@ def test_every_connection_the_code_reads_is_in_the_secret(rendered_env, values):
     assert Path(appdb["extra"]["ssl_ca"]).parent == Path(mount), "ssl_ca must name a file in the mounted CA folder"
     ca_volume = {v["name"]: v for v in values["volumes"]}["rds-ca"]
     assert ca_volume["configMap"]["name"] == "rds-ca"
+
+
+@pytest.mark.parametrize("migrate_exit", [0, 1])
+def test_the_migration_job_creates_the_pools_after_a_successful_migration(values, tmp_path, migrate_exit):
+    """The job's shell line, run with stand-ins for ``airflow`` and ``python`` that record their
+    arguments: the pools (python -m mlbatch.pools) come after the migration and only if it worked."""
+    import subprocess
+
+    job = helm_merge(yaml.safe_load((CHART / "values.yaml").read_text()), values)["migrateDatabaseJob"]
+    assert job["applyCustomEnv"] is True  # the job gets `env` (MLBATCH_GPU_POOL_SLOTS, ...) too
+    calls = tmp_path / "calls"
+    for name, code in (("airflow", migrate_exit), ("python", 0)):
+        stand_in = tmp_path / name
+        stand_in.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\nexit {code}\n')
+        stand_in.chmod(0o755)
+    proc = subprocess.run(job["args"], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=False)
+    recorded = calls.read_text().splitlines()
+    if migrate_exit:
+        assert proc.returncode == 1 and recorded == ["airflow db migrate"]
+    else:
+        assert proc.returncode == 0 and recorded == ["airflow db migrate", "python -m mlbatch.pools"]

@@ -266,6 +266,34 @@ def test_gpu_pool_exists_and_is_big_enough():
     assert doctor.check_gpu_pool(specs, "ecs", unreachable).status == "warn"
 
 
+def test_the_shared_servers_pools_exist_and_the_warehouse_s_counts_deferred_tasks(monkeypatch):
+    specs = [load_spec(REPO / "dags" / "specs" / "device_gender.yaml")]
+    monkeypatch.delenv("MLBATCH_POOLS", raising=False)  # the default: every pool
+    made = {  # as `python -m mlbatch.pools` makes them
+        "mlbatch_gpu": SimpleNamespace(slots=2, include_deferred=True),
+        "mlbatch_warehouse": SimpleNamespace(slots=4, include_deferred=True),
+        "mlbatch_appdb": SimpleNamespace(slots=2, include_deferred=False),
+        "mlbatch_heavy": SimpleNamespace(slots=4, include_deferred=False),
+    }
+    checks = doctor.check_pools(specs, "ecs", made.get)
+    assert [(c.boundary, c.status) for c in checks] == [
+        ("GPU pool", "ok"),
+        ("pool warehouse", "ok"),
+        ("pool appdb", "ok"),
+        ("pool heavy", "ok"),
+    ]
+    # Made by hand without --include-deferred: a deferred UNLOAD would free its slot while it runs.
+    by_hand = made | {"mlbatch_warehouse": SimpleNamespace(slots=4, include_deferred=False)}
+    (warehouse,) = [c for c in doctor.check_pools(specs, "ecs", by_hand.get) if c.boundary == "pool warehouse"]
+    assert warehouse.status == "FAIL" and "does not count deferred tasks" in warehouse.detail
+    missing = made | {"mlbatch_appdb": None}
+    (appdb,) = [c for c in doctor.check_pools(specs, "ecs", missing.get) if c.boundary == "pool appdb"]
+    assert appdb.status == "FAIL" and "mlbatch_appdb does not exist" in appdb.detail
+    assert "python -m mlbatch.pools" in appdb.fix
+    monkeypatch.setenv("MLBATCH_POOLS", "gpu")
+    assert [c.boundary for c in doctor.check_pools(specs, "ecs", missing.get)] == ["GPU pool"]
+
+
 def test_cpu_only_models_need_no_gpu_pool(tmp_path):
     spec = load_spec(write_spec(tmp_path, lambda r: r["train"].update(resources={"gpu": 0})))
     assert doctor.check_gpu_pool([spec], "ecs", lambda name: None).status == "skip"
