@@ -5,7 +5,7 @@ In one run, against a real MariaDB that the benchmark starts itself (Aurora's st
 * **optimised**: parquet parts + manifest → parallel reader → xgboost ``inplace_predict`` in
   batches → streaming prediction gate → ``LOAD DATA LOCAL INFILE`` fed through one named pipe per
   key range into parallel sessions (so reading and predicting overlap the load) → the publish of
-  :mod:`mlbatch.appdb.bulk` (partition exchange, guarded upsert) → export to DuckDB;
+  :mod:`mlbatch.appdb.mysql_publish` (partition exchange, guarded upsert) → export to DuckDB;
 * **naive**, what a team writes first: ``pandas.read_parquet`` of every part → ``DMatrix``
   predict → ``DataFrame.to_sql``;
 * each **component** alone at the same N (read, predict, publish), to find the ceiling.
@@ -84,7 +84,7 @@ class _FusedRun:
     def __init__(self, work: Path, db_url: str) -> None:
         import queue
 
-        from mlbatch.appdb import bulk
+        from mlbatch.appdb.checksum import RowChecksum
         from mlbatch.features.reader import read_manifest
 
         self.work = work
@@ -96,7 +96,7 @@ class _FusedRun:
         # which is the slowest component; predicting is not.
         self.booster.set_param({"nthread": 1})
         self.db, self.table = _fresh_table(db_url, MODEL)
-        self.checksum = bulk.RowChecksum()
+        self.checksum = RowChecksum()
         self.stats = {"null_keys": 0, "bad_scores": 0}
         self.failure: list[BaseException] = []
         self.verdict = threading.Event()
@@ -112,16 +112,17 @@ class _FusedRun:
         self.pipes: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in self.ranges]
 
     def run(self) -> int:
-        from mlbatch.appdb import bulk
+        from mlbatch.appdb.mysql_publish import publish_mysql
+        from mlbatch.appdb.pipes import piped_sources
 
         exporter = threading.Thread(target=self.export, name="bench-export", daemon=True)
         exporter.start()
         self.producer = threading.Thread(target=self.produce, name="bench-produce", daemon=True)
         self.producer.start()
-        with bulk.piped_sources([self.writer(p) for p in self.pipes], self.ranges) as (sources, finish):
+        with piped_sources([self.writer(p) for p in self.pipes], self.ranges) as (sources, finish):
             self.finish = finish
             try:
-                bulk.publish_mysql(self.db, self.table, sources, self.expected, self.gate_then_log_row, day=self.day)
+                publish_mysql(self.db, self.table, sources, self.expected, self.gate_then_log_row, day=self.day)
             finally:
                 self.verdict.set()  # a failed load is a failed gate for the export: it rolls back
         exporter.join(timeout=60)
@@ -257,7 +258,8 @@ def run_predict(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
 
 def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
     """Publish alone: the day's TSV is written first (not timed), then loaded and published."""
-    from mlbatch.appdb import bulk
+    from mlbatch.appdb.mysql_load import LoadSource
+    from mlbatch.appdb.mysql_publish import publish_mysql
     from mlbatch.features.reader import read_manifest
 
     rows = read_manifest(None, (work / "manifest").as_uri()).record_count
@@ -271,7 +273,7 @@ def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
     db, table = _fresh_table(db_url, MODEL)
 
     def publish() -> int:
-        bulk.publish_mysql(db, table, bulk.LoadSource(path=str(path)), rows, _log_row(rows, "0" * 64))
+        publish_mysql(db, table, LoadSource(path=str(path)), rows, _log_row(rows, "0" * 64))
         return rows
 
     return 0, publish
@@ -290,7 +292,7 @@ def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
     """Run one path in this process and measure it; ``(0, fn)`` results time only ``fn``."""
     # Libraries are imported before the clock starts: the figures compare work, not imports.
     import duckdb  # noqa: F401
-    import mlbatch.appdb.bulk  # noqa: F401
+    import mlbatch.appdb.mysql_publish  # noqa: F401
     import mlbatch.features.reader  # noqa: F401
     import mlbatch.warehouse.duckdb_warehouse  # noqa: F401
     import pandas  # noqa: F401

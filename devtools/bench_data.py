@@ -98,11 +98,11 @@ def _prediction_batch(keys: pa.Array, scores: np.ndarray) -> pa.RecordBatch:
 
 
 def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
-    from mlbatch.appdb import bulk
+    from mlbatch.appdb.tsv import tsv_chunk
 
     day = pa.repeat(pa.scalar(DS), pred.num_rows)
     cols = [pred.column("entity_key"), day, pred.column("model_version"), pred.column("label"), pred.column("score")]
-    return bulk.tsv_chunk(cols)
+    return tsv_chunk(cols)
 
 
 def _fresh_table(db_url: str, name: str) -> Any:

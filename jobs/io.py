@@ -123,12 +123,6 @@ def write_json(uri: str, obj: Any) -> str:
     return write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode() + b"\n")
 
 
-def write_parquet(table: pa.Table, uri: str) -> str:
-    with open_output(uri) as out:
-        pq.write_table(table, out)
-    return uri
-
-
 # --- Redshift UNLOAD manifest (MANIFEST VERBOSE) ---------------------------------------------
 
 
@@ -153,11 +147,6 @@ def read_manifest(uri: str) -> dict[str, Any]:
     if listed != total:
         raise JobInputError(f"{uri}: entries hold {listed} records but meta.record_count says {total}")
     return manifest
-
-
-def manifest_columns(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, Redshift base type) of each column the manifest declares."""
-    return [(el["name"], el["type"]["base"]) for el in manifest.get("schema", {}).get("elements", [])]
 
 
 def open_parquet(uri: str) -> pq.ParquetFile:

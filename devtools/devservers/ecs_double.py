@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABEL_TASK_ARN = "com.amazonaws.ecs.task-arn"  # the ECS agent's own label
-LABEL_STARTED_BY = "io.mlbatch.ecs-double.started-by"
 LABEL_OWNER = "io.mlbatch.ecs-double.owner"  # which double started it: close() removes its own
 LOG_DRAIN_S = 30  # after the container exits, the most its log stream may take to end
 

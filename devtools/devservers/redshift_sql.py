@@ -195,10 +195,6 @@ class Grants:
         with self._lock:
             self._revoked.add((user, privilege, schema.lower(), table.lower() if table else None))
 
-    def grant(self, privilege: str, schema: str, table: str | None = None, user: str | None = None) -> None:
-        with self._lock:
-            self._revoked.discard((user, privilege.upper(), schema.lower(), table.lower() if table else None))
-
     def reset(self) -> None:
         """Everything granted again (between tests)."""
         with self._lock:
@@ -227,10 +223,6 @@ class Grants:
         error = self.denied(user, privilege, schema, table)
         if error:
             raise RedshiftSqlError(error)
-
-    def revoke_database(self, privilege: str, user: str | None = None) -> None:
-        """Revoke a database privilege (CREATE: new schemas; TEMP)."""
-        self.revoke(privilege, DATABASE, user=user)
 
     # The SQL functions (registered on the DuckDB connection under PRIVILEGE_UDFS' names).
     def has_database_privilege(self, user: str, database: str, privileges: str) -> bool:

@@ -90,14 +90,25 @@ def run_context(spec_path: str, context: Mapping[str, Any]) -> Any:
     )
 
 
+def _report_io_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a report's I/O, not of its code: the file system or S3 (``OSError``, the store's
+    ``StoreError``), the app DB's connection (SQLAlchemy's ``OperationalError``)."""
+    from sqlalchemy.exc import OperationalError
+
+    from mlbatch.store import StoreError
+
+    return (OSError, StoreError, OperationalError)
+
+
 class StageOperator(BaseOperator):
     """Run ``mlbatch.stages.<module>.<function>(ctx, *stage_args)``; return its small summary.
 
     A gate's verdict (:class:`mlbatch.gates.GateFailed`) fails the task without retries: the
     same data gives the same verdict. A task that ``writes`` (what users see: a writer step of
     :mod:`mlbatch.pipeline`) is skipped in a dry run (:func:`mlbatch.runparams.skipped`).
-    ``report`` names a function of :mod:`mlbatch.reports` written after the stage, also when it
-    raised (a rejected model gets its report); its URI joins the XCom.
+    ``report`` names a function of :mod:`mlbatch.reports` (one of :data:`mlbatch.pipeline.REPORTS`,
+    checked when the task is made) written after the stage, also when it raised (a rejected model
+    gets its report); its URI joins the XCom. How a failing report ends: :meth:`_write_report`.
     """
 
     ui_color = "#e8f4fd"
@@ -121,8 +132,10 @@ class StageOperator(BaseOperator):
         self.writes = writes
         self._ctx: Any = None  # the running stage's RunContext, for on_kill
         if report is not None:
+            from mlbatch.pipeline import check_report
             from mlbatch.ui import ReportLink
 
+            check_report(self.task_id, report)  # a typo fails the DAG file's parse, not silently the report
             self.operator_extra_links = (ReportLink(),)
 
     def execute(self, context: Any) -> Any:
@@ -166,35 +179,56 @@ class StageOperator(BaseOperator):
         try:
             result = stage()
         except GateFailed as exc:
-            self._write_report(ctx, context)
+            self._report_after_failure(ctx, context, exc)
             from airflow.sdk.exceptions import AirflowFailException
 
             # The same data gives the same verdict: retrying a blocked gate only delays the alert.
             raise AirflowFailException(str(exc)) from exc
-        except Exception:
-            self._write_report(ctx, context)
+        except Exception as exc:
+            self._report_after_failure(ctx, context, exc)
             raise
         uri = self._write_report(ctx, context)
         return {**result, "report": uri} if isinstance(result, dict) and uri else result
 
     def _write_report(self, ctx: Any, context: Any = None) -> str | None:
-        """Run ``mlbatch.reports.<report>(ctx)`` and give the task its Report button
-        (:mod:`mlbatch.ui`); a report never changes the task's outcome."""
+        """Run ``mlbatch.reports.<report>(ctx)`` and give the task its Report button (:mod:`mlbatch.ui`).
+
+        Decision: the report is written after the step's work is done (the day published, the
+        gate's verdict recorded), so an I/O failure while writing it (:func:`_report_io_errors`:
+        the object store or the app DB out of reach) is logged with its traceback and the task
+        keeps its outcome: failing it would make Airflow retry the whole step for a page, which
+        the next run rewrites anyway. Anything else (an unknown report, a TypeError, an
+        AttributeError, a KeyError) is a bug and raises: the task fails instead of the report
+        silently never appearing.
+        """
         if self.report is None:
             return None
-        try:
-            from mlbatch import reports
+        from mlbatch.pipeline import resolve_report
 
-            uri = getattr(reports, self.report)(ctx)
+        write = resolve_report(self.task_id, self.report)
+        try:
+            uri = write(ctx)
             if context is not None:
                 from mlbatch.ui import record
 
                 record(context, uri)
-        except Exception:
+        except _report_io_errors():
             log.exception("%s: could not write the %s for run %s", ctx.model, self.report, ctx.run_id)
             return None
         log.info("%s: %s written to %s", ctx.model, self.report.replace("_", " "), uri)
         return uri
+
+    def _report_after_failure(self, ctx: Any, context: Any, failure: BaseException) -> None:
+        """Write the report of a step that failed: the step's own error stays the task's error.
+
+        A report that fails too (even by a bug) never replaces it, which would turn a gate's
+        verdict into a retried error; it is logged with its traceback and noted on the step's error.
+        """
+        try:
+            self._write_report(ctx, context)
+        except Exception as exc:
+            log.exception("%s: the %s failed too, after the step failed", ctx.model, self.report)
+            failure.add_note(f"the {self.report} could not be written either: {exc!r} (traceback in the task log)")
 
 
 class ExternalWorkOperator(StageOperator):

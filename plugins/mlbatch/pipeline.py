@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlbatch.errors import UsageError
 from mlbatch.pools import APPDB_POOL, HEAVY_POOL, WAREHOUSE_POOL
 from mlbatch.step_docs import approval_doc, model_gate_doc, realized_doc, retrain_doc
 
@@ -33,7 +34,7 @@ Kind = Literal["stage", "external", "gate", "approval"]
 DagKind = Literal["labels", "train", "score"]
 
 
-class PipelineError(ValueError):
+class PipelineError(UsageError, ValueError):
     """A step of the declaration is wrong (names the step)."""
 
 
@@ -65,6 +66,26 @@ def _defined(module: str) -> frozenset[str]:
     if not path.is_file():
         return frozenset()
     return frozenset(re.findall(r"^(?:def|class)\s+(\w+)", path.read_text(encoding="utf-8"), re.MULTILINE))
+
+
+#: The run reports a step may name (``Step.report``): functions of :mod:`mlbatch.reports` that take
+#: the RunContext and return the URI they wrote. Named, not imported, as ``call`` is (the reports
+#: import jinja2 and pyarrow); tests/unit/test_pipeline.py imports each for real.
+REPORTS: frozenset[str] = frozenset({"training_report", "scoring_summary"})
+
+
+def check_report(step: str, report: str) -> None:
+    """Raise :class:`PipelineError`, naming the step, unless ``report`` is one of :data:`REPORTS`."""
+    if report not in REPORTS:
+        raise PipelineError(
+            f"step {step!r}: report {report!r} is no run report of mlbatch.reports: one of {', '.join(sorted(REPORTS))}"
+        )
+
+
+def resolve_report(step: str, report: str) -> Callable[[Any], str]:
+    """The function of :mod:`mlbatch.reports` a step's ``report`` names (imports it: at run time only)."""
+    check_report(step, report)
+    return getattr(importlib.import_module("mlbatch.reports"), report)
 
 
 @dataclass(frozen=True)
@@ -99,7 +120,7 @@ class Step:
     writes: bool = False  # writes what users see: skipped in a dry run
     per_shard: bool = False  # fan-out: one task (CLI step) per score shard, the shard last in args
     job: Literal["train", "score"] | None = None  # the spec section whose resources size the job
-    report: str | None = None  # a function of mlbatch.reports run after the step
+    report: str | None = None  # one of REPORTS (mlbatch.reports), written after a stage or gate step
     outlets: tuple[str, ...] = ()  # the model's assets updated when the step succeeds
     outlets_when: Callable[[ModelSpec], bool] = _always
     one_at_a_time: bool = False  # across all runs of the model (max_active_tis_per_dag=1)
@@ -118,6 +139,18 @@ class Step:
                     f"step {self.name!r}: call {self.call!r} names nothing: "
                     f"mlbatch/stages/{module}.py defines no function or class {attribute!r}"
                 )
+        if self.report is not None:
+            self._check_report(self.report)
+
+    def _check_report(self, report: str) -> None:
+        check_report(self.name, report)
+        # Only StageOperator writes reports: on any other step the report would silently never be written.
+        if self.kind not in ("stage", "gate") or self.per_shard:
+            what = f"a per-shard {self.kind}" if self.per_shard else f"an {self.kind}"
+            raise PipelineError(
+                f"step {self.name!r}: report {report!r} on {what} step: only a stage or gate step of one "
+                "task writes a report"
+            )
 
     def describe(self, spec: ModelSpec) -> str:
         return self.doc(spec) if callable(self.doc) else self.doc

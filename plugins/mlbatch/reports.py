@@ -6,10 +6,13 @@
 * ``predictions/<model>/<ds>/summary.json``: counts per label, the score distribution and its
   drift against the latest earlier day that has a summary (population stability index).
 
-Called by the DAG tasks after their stage (``mlbatch.dag_factory``); a report never changes a
-task's outcome. Curves: ``roc.png``/``pr.png`` from the train job when present, else an SVG
-drawn from curve points in ``metrics.json`` (``roc_curve: {fpr, tpr}``, ``pr_curve: {recall,
-precision}``), else a note saying neither exists.
+Called by the DAG tasks after their stage (``mlbatch.dag_factory``; a step names its report, one
+of ``mlbatch.pipeline.REPORTS``): a report that cannot be written for an I/O reason never changes
+a task's outcome, one that fails by a bug fails the task (``StageOperator._write_report``).
+
+Curves: ``roc.png``/``pr.png`` from the train job when present, else an SVG drawn from curve
+points in ``metrics.json`` (``roc_curve: {fpr, tpr}``, ``pr_curve: {recall, precision}``), else a
+note saying neither exists.
 """
 
 from __future__ import annotations

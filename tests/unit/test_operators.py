@@ -285,3 +285,64 @@ def test_dry_run_skips_writers_only() -> None:
     ExternalWorkOperator(task_id="unload_scoring", spec_path="x.yaml", target="features:Unload").skip_if_dry_run(
         {"params": {"dry_run": True}}
     )
+
+
+# --- StageOperator's report: checked when the task is made, never lost silently -------------------
+REPORT_CTX = SimpleNamespace(model="device_gender", run_id="manual__1")
+
+
+def _reporting(monkeypatch, report: Any) -> operators.StageOperator:
+    from mlbatch import reports
+
+    monkeypatch.setattr(reports, "training_report", report)
+    return operators.StageOperator(
+        task_id="model_gate", spec_path="x.yaml", target="train:model_gate", report="training_report"
+    )
+
+
+def test_a_task_naming_an_unknown_report_is_not_made() -> None:
+    from mlbatch.pipeline import PipelineError
+
+    with pytest.raises(PipelineError, match="step 'model_gate': report 'training_reprot' is no run report"):
+        operators.StageOperator(task_id="model_gate", spec_path="x.yaml", target="t:f", report="training_reprot")
+
+
+def test_a_report_s_bug_fails_the_task_instead_of_vanishing(monkeypatch) -> None:
+    def broken(ctx: Any) -> str:
+        return ctx.no_such_attribute
+
+    op = _reporting(monkeypatch, broken)
+    with pytest.raises(AttributeError, match="no_such_attribute"):
+        op.with_report(REPORT_CTX, lambda: {"passed": 3})
+
+
+def test_a_report_s_io_failure_keeps_the_task_s_success_and_is_logged(monkeypatch, caplog) -> None:
+    def unreachable(ctx: Any) -> str:
+        raise OSError("s3://bucket/models/x/report.html: connection reset")
+
+    op = _reporting(monkeypatch, unreachable)
+    assert op.with_report(REPORT_CTX, lambda: {"passed": 3}) == {"passed": 3}
+    assert "could not write the training_report for run manual__1" in caplog.text
+    assert "connection reset" in caplog.text  # the traceback is in the task log
+
+
+def test_a_failed_step_keeps_its_own_error_and_notes_the_report_s(monkeypatch, caplog) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+    from mlbatch.gates import Check, GateFailed
+
+    op = _reporting(monkeypatch, lambda ctx: {}["version"])
+
+    def rejected() -> Any:
+        raise GateFailed("device_gender.model", [Check("auc", False, 0.5, ">= 0.7")])
+
+    with pytest.raises(AirflowFailException) as caught:  # still the gate's verdict: no retries
+        op.with_report(REPORT_CTX, rejected)
+    assert "could not be written either: KeyError('version')" in "".join(caught.value.__cause__.__notes__)
+    assert "the training_report failed too" in caplog.text
+
+    def crashed() -> Any:
+        raise RuntimeError("the job failed")
+
+    with pytest.raises(RuntimeError, match="the job failed") as crash:
+        op.with_report(REPORT_CTX, crashed)
+    assert "KeyError('version')" in crash.value.__notes__[0]

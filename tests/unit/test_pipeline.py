@@ -44,6 +44,37 @@ def test_a_step_naming_a_missing_callable_fails_naming_the_step() -> None:
         Step("y", "gate", "doc")
 
 
+def test_every_declared_report_is_a_function_of_mlbatch_reports_taking_the_run_context() -> None:
+    """REPORTS is checked without importing the reports; here each is imported for real."""
+    from mlbatch import reports
+
+    assert {s.report for s in _declared() if s.report} <= pipeline.REPORTS
+    for name in pipeline.REPORTS:
+        function = getattr(reports, name)
+        assert inspect.isfunction(function), name
+        inspect.signature(function).bind(object())  # takes (ctx)
+        assert pipeline.resolve_report("any", name) is function
+
+
+def test_a_step_naming_an_unknown_report_fails_naming_the_step_and_the_reports() -> None:
+    with pytest.raises(PipelineError) as caught:
+        Step("model_gate", "gate", "doc", call="train:model_gate", report="training_reprot")
+    assert str(caught.value) == (
+        "step 'model_gate': report 'training_reprot' is no run report of mlbatch.reports: "
+        "one of scoring_summary, training_report"
+    )
+    with pytest.raises(PipelineError, match="step 'publish': report 'summary_key' is no run report"):
+        pipeline.resolve_report("publish", "summary_key")  # a function of mlbatch.reports, but no report
+
+
+def test_a_report_on_a_step_that_writes_none_is_an_error() -> None:
+    """Only a stage or gate task (StageOperator) writes its report: elsewhere it would never appear."""
+    with pytest.raises(PipelineError, match="step 'export': report 'scoring_summary' on an external step"):
+        Step("export", "external", "doc", call="publish:Export", report="scoring_summary")
+    with pytest.raises(PipelineError, match="step 'score': report 'scoring_summary' on a per-shard external step"):
+        Step("score", "external", "doc", call="score:ScoreShard", per_shard=True, report="scoring_summary")
+
+
 def test_a_wrong_step_is_an_import_error_of_the_dag_file(tmp_path: Path) -> None:
     """Declared steps are checked when the declaration is imported: at DAG parse, not at run time."""
     dags = tmp_path / "dags"

@@ -156,9 +156,6 @@ class AppDbHook:
     def has_table(self, name: str) -> bool:
         return inspect(self.engine).has_table(name)
 
-    def insert_statement(self, table: Table) -> Any:
-        return (mysql.insert if self.dialect == "mysql" else sqlite.insert)(table)
-
     def upsert(
         self,
         conn: Connection,

@@ -56,13 +56,6 @@ def piped_sources(
             pipes.close()
 
 
-@contextmanager
-def piped_source(write: Writer) -> Iterator[tuple[LoadSource, Callable[[], None]]]:
-    """One piped LoadSource (see :func:`piped_sources`)."""
-    with piped_sources([write]) as (sources, finish):
-        yield sources[0], finish
-
-
 class _Pipes:
     """The fifos under ``folder`` and the threads writing them."""
 

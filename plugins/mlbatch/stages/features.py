@@ -74,11 +74,6 @@ class Unload(WarehouseStatement):
         }
 
 
-def unload(ctx: RunContext, purpose: Purpose) -> dict[str, Any]:
-    """Unload the run's query, waiting in this process."""
-    return Unload(ctx, purpose).run()
-
-
 def scan(manifest_uri: str, key: str, bins: BinCounter | None = None) -> dict[str, Any]:
     """One streaming pass: rows, nulls per column, repeated keys and (given ``bins``) histograms.
 

@@ -127,11 +127,6 @@ class Export(WarehouseStatement):
         return {"rows": rows, "uri": written["uri"], "table": self.table}
 
 
-def export(ctx: RunContext) -> dict[str, Any]:
-    """Export the day and replace it in the warehouse, waiting in this process."""
-    return Export(ctx).run()
-
-
 def _write_export_file(ctx: RunContext, version: str, key: str) -> RowChecksum:
     """Stream the run's predictions into the export file; return their checksum."""
     store = ctx.env.store

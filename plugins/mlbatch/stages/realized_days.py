@@ -82,10 +82,6 @@ def scan_day(spec: ModelSpec, sources: list[str], labels: dict[str, str], exclud
     return pa.concat_tables(parts) if parts else ROWS.empty_table()
 
 
-def labels_of(batch: pa.RecordBatch) -> list[Any]:
-    return batch.column("label").to_pylist()
-
-
 def arrays(rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(true class, predicted class, score) of a day's labelled rows, for the metric."""
     return (

@@ -80,11 +80,6 @@ class ScoreShard(LaunchedJob):
         return {"shard": self.shard, "uri": self.out, "reused": reused}
 
 
-def score_shard(ctx: RunContext, shard: int) -> dict[str, Any]:
-    """Score one shard, waiting in this process."""
-    return ScoreShard(ctx, shard).run()
-
-
 def _score_request(ctx: RunContext, shard: int, out: str) -> JobRequest:
     model = ctx.load_state("model", "resolve the production model first")
     store, shards = ctx.env.store, ctx.spec.score.shards

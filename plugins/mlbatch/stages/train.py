@@ -68,11 +68,6 @@ class TrainJob(LaunchedJob):
         return state
 
 
-def train(ctx: RunContext) -> dict[str, Any]:
-    """Train (or find) the run's model version, waiting in this process."""
-    return TrainJob(ctx).run()
-
-
 def _version_and_config(ctx: RunContext, labels: dict[str, Any], manifest_uri: str) -> tuple[TrainConfig, str, str]:
     """The version this run trains (named by what determines the model), its job config and prefix."""
     spec = ctx.spec

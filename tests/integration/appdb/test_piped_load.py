@@ -1,4 +1,5 @@
-"""LOAD DATA through a named pipe (pipes.piped_source): the load overlaps the writer, errors surface."""
+"""LOAD DATA through named pipes (pipes.piped_sources, as the publish uses them): the load overlaps the
+writer, errors surface."""
 
 from datetime import date, datetime
 
@@ -7,7 +8,7 @@ import pytest
 from mlbatch.appdb import schema
 from mlbatch.appdb.hook import AppDbHook
 from mlbatch.appdb.mysql_publish import publish_mysql
-from mlbatch.appdb.pipes import piped_source, piped_sources
+from mlbatch.appdb.pipes import piped_sources
 from mlbatch.appdb.tsv import tsv_chunk
 from sqlalchemy import text
 
@@ -57,8 +58,8 @@ def test_piped_load_publishes_what_the_writer_streams(mariadb_url):
         for c in chunks:
             out.write(c)
 
-    with piped_source(write) as (source, finish):
-        path = publish_mysql(db, table, source, 50_000, lambda: (finish(), _log(50_000))[1], day=DAY)
+    with piped_sources([write]) as (sources, finish):
+        path = publish_mysql(db, table, sources, 50_000, lambda: (finish(), _log(50_000))[1], day=DAY)
     assert path == "daily" and _count(db) == 50_000
     db.dispose()
 
@@ -71,8 +72,8 @@ def test_a_writer_error_surfaces_as_itself_and_nothing_goes_live(mariadb_url):
         raise ValueError("shard 1 holds model version v2, the run used v1")
 
     with pytest.raises(ValueError, match="model version v2"):
-        with piped_source(write) as (source, finish):
-            publish_mysql(db, table, source, 2000, lambda: (finish(), _log(2000))[1], day=DAY)
+        with piped_sources([write]) as (sources, finish):
+            publish_mysql(db, table, sources, 2000, lambda: (finish(), _log(2000))[1], day=DAY)
     assert _count(db) == 0
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM ml_publish_log")).scalar() == 0

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.stages.publish import export, export_gate, publish
+from mlbatch.stages.publish import Export, export_gate, publish
 from mlbatch.stages.score import predictions_gate
 
 from tests.support.publish import (
@@ -79,13 +79,13 @@ def test_export_streams_the_day_and_reconciles(tmp_path):
     spec, env = write_spec(tmp_path), make_env(tmp_path)
     ctx = fabricate(env, spec, "2026-11-20", list(range(1000)))
     run_day(ctx)
-    assert export(ctx)["rows"] == 1000
+    assert Export(ctx).run()["rows"] == 1000
     assert export_gate(ctx)["passed"] == 3
     # A rerun replaces the day; another day sits beside it.
-    export(ctx)
+    Export(ctx).run()
     other = fabricate(env, spec, "2026-11-21", list(range(10)))
     publish(other)
-    export(other)
+    Export(other).run()
     assert env.warehouse.query(
         f"SELECT ds::VARCHAR, count(*) FROM ml_exports.{MODEL}_predictions GROUP BY 1 ORDER BY 1"
     ) == [("2026-11-20", 1000), ("2026-11-21", 10)]
@@ -99,7 +99,7 @@ def test_export_gate_blocks_when_the_warehouse_day_differs(tmp_path):
     spec, env = write_spec(tmp_path), make_env(tmp_path)
     ctx = fabricate(env, spec, "2026-11-20", list(range(100)))
     run_day(ctx)
-    export(ctx)
+    Export(ctx).run()
     env.warehouse.execute(f"DELETE FROM ml_exports.{MODEL}_predictions WHERE entity_key < 5")
     from mlbatch.gates import GateFailed
 
