@@ -17,6 +17,7 @@ OTHER_CHECKS = {
     "helm/connections-secret.example.yaml": "tests/unit/deploy/test_helm_values.py",
     "mwaa/build-bundle.sh": "tests/integration/deploy/test_mwaa_bundle.py",
     "mwaa/startup.sh": "tests/integration/deploy/test_mwaa_bundle.py",
+    "mwaa/create-pools.sh": "tests/unit/deploy/test_mwaa_pools.py",
 }
 
 
