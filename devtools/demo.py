@@ -28,6 +28,7 @@ from mlbatch.env import Environment
 from mlbatch.spec import FileSource, ModelSpec, load_all
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 log = logging.getLogger(__name__)
 DAG_KINDS = ("labels", "train", "score")
@@ -143,7 +144,7 @@ def run_dags(ds: str, specs: list[ModelSpec], console: Console) -> list[tuple[st
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         for path, error in bag.import_errors.items():
-            console.print(f"[red]import error[/red] {path}:\n{error}", highlight=False)
+            console.print(Text.assemble(("import error", "red"), f" {path}:\n{error}"))  # a Text: never markup
     results = []
     for spec in specs:
         for kind in DAG_KINDS:
@@ -152,7 +153,7 @@ def run_dags(ds: str, specs: list[ModelSpec], console: Console) -> list[tuple[st
             if dag is None:
                 results.append((dag_id, "missing", "the DAG did not load (see import errors)"))
                 break
-            console.print(f"running {dag_id} for {ds} ...", highlight=False)
+            console.print(f"running {dag_id} for {ds} ...", highlight=False, markup=False)
             # A fixed run_after makes the run id the same on every demo: reruns are idempotent.
             run = dag.test(logical_date=day, run_after=day)
             failed = [ti.task_id for ti in run.get_task_instances() if ti.state == "failed"]
@@ -171,7 +172,9 @@ def _late_label_sync(bag: Any, spec: ModelSpec, day: datetime, console: Console)
     next_day = day + timedelta(days=1)
     dag_id = f"{spec.name}__labels"
     console.print(
-        f"running {dag_id} for {next_day.date()} ({added:,} late labels for scored entities) ...", highlight=False
+        f"running {dag_id} for {next_day.date()} ({added:,} late labels for scored entities) ...",
+        highlight=False,
+        markup=False,
     )
     run = bag.get_dag(dag_id).test(logical_date=next_day, run_after=next_day)
     failed = [ti.task_id for ti in run.get_task_instances() if ti.state == "failed"]
@@ -185,32 +188,21 @@ def run_demo(ds: str, *, verbose: bool, console: Console) -> int:
     if not verbose:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     specs, skipped = plan(env, load_all(env.specs_dir))
-    console.print(f"embedded stack in {env.home}; models: {', '.join(s.name for s in specs) or 'none'}")
+    console.print(f"embedded stack in {env.home}; models: {', '.join(s.name for s in specs) or 'none'}", markup=False)
     for name, why in skipped:
-        console.print(f"[yellow]skipped[/yellow] {name}: {why}", highlight=False)
+        console.print(Text.assemble(("skipped", "yellow"), f" {name}: {why}"))
     prepare(env, specs, ds)
     migrate_airflow_db(environ)
     results = run_dags(ds, specs, console)
     table = Table("DAG", "state", "failed tasks", title=f"DAG runs for {ds}")
     for row in results:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # Text cells: a task id or state is printed as it is, never as markup
     console.print(table)
-    from mlbatch.cli import realized_cell
     from mlbatch.status import collect
+    from mlbatch.status_view import render
 
-    summary = Table(
-        "model", "labels", "production model", "predictions", "export", "realized (late labels)", title="mlbatch status"
-    )
-    for m in collect(env)["models"]:
-        lab, prod, pred, exp = m["labels"], m["production_model"], m["predictions"], m["export"]
-        summary.add_row(
-            m["name"],
-            f"{lab['rows']:,}" if lab else "-",
-            f"{prod['version']} {prod['metric']}={prod['value']:.3f}" if prod else "-",
-            f"{pred['rows']:,} ({pred['latest_ds']})" if pred else "-",
-            f"{exp['rows']:,} ({exp['latest_ds']})" if exp else "-",
-            realized_cell(m.get("realized")),
-        )
-    console.print(summary)
+    # The same per-model blocks as `mlbatch status`: readable at 80 columns, nothing elided.
+    console.print(Text("mlbatch status", style="bold"))
+    console.print(render(collect(env)))
     ok = all(state == "success" for _, state, _ in results) and len(results) == len(specs) * (len(DAG_KINDS) + 1)
     return 0 if ok else 1

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mlbatch.errors import EXIT_GATE, MlbatchError
+
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +39,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-class GateFailed(RuntimeError):
+class GateFailed(MlbatchError, RuntimeError):
     """A gate blocked the pipeline. ``str()`` lists every failed check with its numbers."""
+
+    exit_code = EXIT_GATE  # `mlbatch` exits 1: the data, not the code or the input, stopped the run
 
     def __init__(self, gate: str, checks: list[Check]):
         self.gate = gate

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, select
 
 from mlbatch.appdb import schema
 from mlbatch.appdb.hook import AppDbHook
+from mlbatch.errors import UsageError
 
 STATUSES = ("candidate", "pending_approval", "production", "rejected", "retired")
 t = schema.model_versions
@@ -119,7 +120,7 @@ def decide(db: AppDbHook, model: str, version: str, status: str, reason: str) ->
             )
 
 
-class RegistryError(ValueError):
+class RegistryError(UsageError, ValueError):
     """A manual registry change cannot be made; the message says why and what would allow it."""
 
 

@@ -11,10 +11,11 @@ from dataclasses import replace
 from datetime import date
 from typing import Any
 
+from mlbatch.errors import UsageError
 from mlbatch.stages.context import RUN_STATE, RunContext
 
 
-class NoScoredRun(LookupError):
+class NoScoredRun(UsageError, LookupError):
     """No run, or more than one, scored the day; the message says which and what to do."""
 
 

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 # The metric and family names are the jobs' (jobs/contract.py): a spec names only what they train.
 from jobs.contract import BINARY_METRICS, FAMILIES, MULTICLASS_METRICS
+from mlbatch.errors import UsageError
 from mlbatch.labels.text import class_index, fold
 from mlbatch.spec_base import Strict
 from mlbatch.spec_retrain import OnDrift, OnLabels, Retrain  # noqa: F401 - re-exported: the spec's sections
@@ -32,7 +33,7 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 Identifier = Annotated[str, Field(pattern=COLUMN_NAME)]
 
 
-class SpecError(ValueError):
+class SpecError(UsageError, ValueError):
     """A spec file is invalid. ``str()`` names the file, each bad field and why."""
 
     def __init__(self, path: str | Path, problems: list[tuple[str, str]]):

@@ -25,10 +25,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from mlbatch.errors import StageFailed
+
 _LOCAL = pafs.LocalFileSystem()
 
 
-class StoreError(RuntimeError):
+class StoreError(StageFailed, RuntimeError):
     """An object could not be read or written; the message names the URI."""
 
 

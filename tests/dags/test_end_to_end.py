@@ -46,9 +46,23 @@ def _counts(home: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("embedded")
-    proc = mlbatch(home, "demo", "--ds", DS)
+    proc = mlbatch(home, "demo", "--ds", DS, COLUMNS="80")
     assert "device_gender__score" in proc.stdout
+    (home / "demo.out").write_text(proc.stdout)
     return home
+
+
+def test_the_demo_s_summary_fits_80_columns_and_elides_nothing(demo_home):
+    out = (demo_home / "demo.out").read_text()
+    wide = [line for line in out.splitlines() if len(line) > 80]
+    assert not wide, wide
+    status = json.loads(mlbatch(demo_home, "status", "--json").stdout)
+    summary = out[out.index("mlbatch status") :]
+    for model in status["models"]:
+        assert model["name"] in summary
+        if model["production_model"]:
+            assert model["production_model"]["version"] in summary  # whole, never cut to "20261122-…"
+    assert "…" not in summary
 
 
 def test_demo_runs_every_dag_and_status_reports_the_contract(demo_home):

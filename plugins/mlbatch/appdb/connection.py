@@ -45,6 +45,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from mlbatch.errors import UsageError
+
 # The MySQL provider's ssl_mode values, as PyMySQL arguments.
 _SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
 _PROVIDER_SSL_KEYS = {"ca": "ssl_ca", "cert": "ssl_cert", "key": "ssl_key", "check_hostname": "ssl_verify_identity"}
@@ -52,7 +54,7 @@ _FLAT_SSL = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_ide
 _BOOL_SSL = ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
 
 
-class AppDbConnectionError(ValueError):
+class AppDbConnectionError(UsageError, ValueError):
     """The Airflow connection cannot describe an app database; the message names it and the field."""
 
 

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from mlbatch.errors import StageFailed
+
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 2  # seconds a DDL (or the upsert) waits for a lock before it backs off
@@ -32,7 +34,7 @@ LOCK_ERRORS = {1205, 1213}
 T = TypeVar("T")
 
 
-class LockWaitError(RuntimeError):
+class LockWaitError(StageFailed, RuntimeError):
     """A publish step stayed blocked by another session; the message names it."""
 
 

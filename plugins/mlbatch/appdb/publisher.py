@@ -32,6 +32,7 @@ import pyarrow as pa
 from sqlalchemy import Table
 
 from mlbatch.appdb.checksum import RowChecksum
+from mlbatch.errors import StageFailed
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ UPDATE = ("model_version", "label", "score", "ds")  # what a newer day replaces;
 # applies assignments left to right, so the others still compare against the old ds
 
 
-class PublishError(RuntimeError):
+class PublishError(StageFailed, RuntimeError):
     """The app DB refused or altered the day's rows; the message names the table and the numbers."""
 
 

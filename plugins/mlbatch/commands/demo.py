@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mlbatch.cli import EXIT_USAGE, err, out
+from mlbatch.cli import out
+from mlbatch.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -16,20 +17,18 @@ def register(app: typer.Typer) -> None:
 
 
 def import_devtools(module: str, command: str) -> ModuleType:
-    """``devtools.<module>``, or exit 2 saying that ``command`` is a development command: the
-    devtools package is installed with the repo (``make venv``) and is not in the Airflow image."""
+    """``devtools.<module>``, or a UsageError (exit 2) saying that ``command`` is a development
+    command: the devtools package is installed with the repo (``make venv``), not in the Airflow image."""
     try:
         return importlib.import_module(f"devtools.{module}")
     except ModuleNotFoundError as exc:
         if exc.name not in ("devtools", f"devtools.{module}"):
             raise  # devtools is there but something it imports is not: show that, not a wrong hint
-        err.print(
-            f"error: `mlbatch {command}` is a development command and needs the devtools package, which "
+        raise UsageError(
+            f"`mlbatch {command}` is a development command and needs the devtools package, which "
             "this installation does not have (a deployed image never does). Run it from a checkout "
-            "after `make venv`.",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_USAGE) from None
+            "after `make venv`."
+        ) from None
 
 
 def demo(

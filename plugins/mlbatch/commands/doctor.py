@@ -18,10 +18,12 @@ import os
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
-from mlbatch.cli import EXIT_GATE, EXIT_USAGE, _logging, err, load_spec_or_exit, out
+from mlbatch.cli import _logging, load_spec_or_exit, out
 from mlbatch.env import Environment
-from mlbatch.spec import SpecError, load_all
+from mlbatch.errors import EXIT_GATE
+from mlbatch.spec import load_all
 
 _COLOURS = {"ok": "green", "FAIL": "red", "warn": "yellow", "skip": "dim"}
 
@@ -47,14 +49,7 @@ def doctor(
         from mlbatch.embedded import airflow_environment
 
         os.environ.update(airflow_environment(env))
-    if model:
-        specs = [load_spec_or_exit(model, env)]
-    else:
-        try:
-            specs = load_all(env.specs_dir)
-        except SpecError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(EXIT_USAGE) from None
+    specs = [load_spec_or_exit(model, env)] if model else load_all(env.specs_dir)  # SpecError: exit 2
     from mlbatch.doctor import run_checks
 
     checks = run_checks(env, specs)
@@ -63,7 +58,8 @@ def doctor(
         print(json.dumps({"ok": not failed, "checks": [dataclasses.asdict(c) for c in checks]}, indent=2))
     else:
         for c in checks:
-            out.print(f"[{_COLOURS[c.status]}]{c.line()}[/]", highlight=False, markup=True)
+            # A Text: a line quotes what a server answered, brackets included (never markup).
+            out.print(Text(c.line(), style=_COLOURS[c.status]))
         counts = ", ".join(
             f"{sum(c.status == s for c in checks)} {s}" for s in _COLOURS if any(c.status == s for c in checks)
         )

@@ -34,9 +34,10 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mlbatch.cli import EXIT_USAGE, err, load_spec_or_exit
+from mlbatch.cli import err, load_spec_or_exit, usage_errors
 from mlbatch.deploy_checks import COMPATIBILITIES, family_base, fargate_size, task_definition_family
 from mlbatch.env import Environment
+from mlbatch.errors import UsageError
 from mlbatch.spec import ModelSpec
 
 ecs_app = typer.Typer(help="ECS set-up: task definitions for the train and score jobs.", no_args_is_help=True)
@@ -194,9 +195,9 @@ def task_definitions_command(
     env = Environment.from_env()
     specs = [load_spec_or_exit(model, env) for model in models]
     if kind not in (None, "train", "score") or compat not in COMPATIBILITIES:
-        err.print(f"error: --kind {kind!r} --compat {compat!r}: choose train or score, and ec2 or fargate")
-        raise typer.Exit(EXIT_USAGE)
-    try:
+        raise UsageError(f"--kind {kind!r} --compat {compat!r}: choose train or score, and ec2 or fargate")
+    # A missing role or region, a bad ARN or family name, a size Fargate has not: all the options' fault.
+    with usage_errors(ValueError):
         settings = TaskDefinitionSettings.from_env(
             train_family=train_family,
             score_family=score_family,
@@ -211,9 +212,6 @@ def task_definitions_command(
             chosen = {d["family"]: d for d in (task_definition(s, kind, settings, compat) for s in specs)}
         else:
             chosen = {family: d for s in specs for family, d in task_definitions(s, settings).items()}
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for family, definition in chosen.items():

@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mlbatch.cli import EXIT_FAILED, EXIT_USAGE, err, out
+from mlbatch.cli import out
+from mlbatch.errors import StageFailed, UsageError
 from mlbatch.launchers.images import JOB_KINDS, KINDS, TORCH_MODES, BuiltImage, ImageBuildError
 
 images_app = typer.Typer(
@@ -48,11 +49,9 @@ def _check(kinds: list[str] | None, torch: str) -> list[str]:
     chosen = kinds or list(JOB_KINDS)
     unknown = [k for k in chosen if k not in KINDS]
     if unknown:
-        err.print(f"error: unknown image {', '.join(unknown)}; choose from {', '.join(KINDS)}")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError(f"unknown image {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     if torch not in TORCH_MODES:
-        err.print(f"error: --torch {torch!r} is not one of {', '.join(TORCH_MODES)}")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError(f"--torch {torch!r} is not one of {', '.join(TORCH_MODES)}")
     return list(dict.fromkeys(chosen))
 
 
@@ -63,8 +62,7 @@ def _client() -> Any:
         client = docker.from_env(timeout=600)
         client.ping()
     except docker.errors.DockerException as exc:
-        err.print(f"error: no Docker daemon answers (DOCKER_HOST): {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise StageFailed(f"no Docker daemon answers (DOCKER_HOST): {exc}") from exc
     return client
 
 
@@ -77,9 +75,8 @@ def _build_all(client: Any, kinds: list[str], base_image: str | None, torch: str
     for kind in kinds:
         try:
             built.append(build_image(client, kind, base_image=base_image, torch=torch))
-        except (ImageBuildError, DockerException) as exc:
-            err.print(f"error: building the {kind} image failed: {exc}", highlight=False, markup=False)
-            raise typer.Exit(EXIT_FAILED) from None
+        except (ImageBuildError, DockerException) as exc:  # exit 3, saying which image first
+            raise StageFailed(f"building the {kind} image failed: {exc}") from exc
     return built
 
 
@@ -139,16 +136,14 @@ def push(
     _logging(verbose)
     chosen = _check(kinds, torch)
     if not registry.strip() or "://" in registry:
-        err.print(f"error: --registry {registry!r} must be a host, host:port or host/path, without a scheme")
-        raise typer.Exit(EXIT_USAGE)
+        raise UsageError(f"--registry {registry!r} must be a host, host:port or host/path, without a scheme")
     client = _client()
     rows = []
     for img in _build_all(client, chosen, base_image, torch):
         try:
             pushed = push_image(client, img, registry)
-        except (ImageBuildError, DockerException) as exc:
-            err.print(f"error: {exc}", highlight=False, markup=False)
-            raise typer.Exit(EXIT_FAILED) from None
+        except DockerException as exc:  # its text names the registry and why (ImageBuildError: exit 3 as is)
+            raise StageFailed(str(exc)) from exc
         rows.append({**_built_row(img), "pushed": pushed.tag, "digest": pushed.digest, "image": pushed.by_digest})
         if not as_json:
             out.print(f"{pushed.tag}\t{pushed.by_digest}", highlight=False)

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlbatch.cli import EXIT_FAILED, EXIT_GATE, EXIT_USAGE, err, load_spec_or_exit, out
+from mlbatch.cli import load_spec_or_exit, out, run_step, usage_errors
 from mlbatch.env import Environment
+from mlbatch.errors import EXIT_GATE
 
 if TYPE_CHECKING:
     from mlbatch.stages.context import RunContext
@@ -29,17 +30,14 @@ def labels_check(
     max_invalid_fraction: Annotated[float | None, typer.Option(help="Override the spec's threshold.")] = None,
 ) -> None:
     """Check a sheet export against the spec without touching any database (exit 1 if blocked)."""
-    from mlbatch.labels.check import LabelFileError, read_csv
+    from mlbatch.labels.check import read_csv
     from mlbatch.labels.source import SheetData
     from mlbatch.stages.labels import check
 
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
-    try:
+    with usage_errors(OSError):  # no such file, no permission: the --file given (LabelFileError: exit 2 too)
         header, rows = read_csv(file)
-    except (LabelFileError, OSError) as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_USAGE) from None
     report = check(model, SheetData(header, rows, str(file)), max_invalid_fraction)
     if as_json:
         print(json.dumps(report.to_contract(), indent=2, ensure_ascii=False))
@@ -70,7 +68,6 @@ def labels_sync(
     from datetime import UTC, datetime
 
     from mlbatch.cli import _logging
-    from mlbatch.gates import GateFailed
     from mlbatch.stages import steps
     from mlbatch.stages.context import RunContext
 
@@ -85,14 +82,7 @@ def labels_sync(
         return
     results: dict[str, object] = {}
     for name, thunk, _ in steps(ctx, ["labels"]):  # no dry_run param: nothing skipped
-        try:
-            results[name] = thunk()
-        except GateFailed as exc:
-            err.print(f"{name}: {exc}", highlight=False, soft_wrap=True, markup=False)
-            raise typer.Exit(EXIT_GATE) from None
-        except Exception as exc:  # noqa: BLE001 - the CLI reports any stage failure the same way
-            err.print(f"{name} failed: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True, markup=False)
-            raise typer.Exit(EXIT_FAILED) from None
+        results[name] = run_step(name, thunk)  # a gate that blocks exits 1, named like `mlbatch run` names it
     if as_json:
         print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     else:
@@ -103,11 +93,7 @@ def _sync_dry_run(ctx: RunContext, limit: int, as_json: bool) -> None:
     """``labels sync --dry-run``: the diff the sync would apply; exit 1 if its gate would block."""
     from mlbatch.stages.labels import preview
 
-    try:
-        plan = preview(ctx, limit=limit)
-    except Exception as exc:  # noqa: BLE001 - reported like a failed stage
-        err.print(f"error: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True, markup=False)
-        raise typer.Exit(EXIT_FAILED) from None
+    plan = preview(ctx, limit=limit)
     if as_json:
         print(json.dumps({"model": ctx.spec.name, **plan}, indent=2, ensure_ascii=False))
     else:

@@ -2,7 +2,8 @@
 promote one by hand, roll back production.
 
 Who made a manual change is ``MLBATCH_USER`` or, failing that, the login name; it is stored in
-the version's ``reason`` together with the ``--reason`` text.
+the version's ``reason`` together with the ``--reason`` text. A change the registry refuses
+raises :class:`~mlbatch.registry.RegistryError`, which the CLI prints and exits 2 with.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mlbatch.cli import EXIT_USAGE, err, load_spec_or_exit, out
+from mlbatch.cli import load_spec_or_exit, out
 from mlbatch.env import Environment
 
 models_app = typer.Typer(help="List, approve, reject, promote and roll back a model's versions.", no_args_is_help=True)
@@ -91,11 +92,7 @@ def models_promote(
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
     env.appdb.ensure_schema()
-    try:
-        mv = registry.promote(env.appdb, model.name, version, reason, by=_who(), force=force)
-    except registry.RegistryError as exc:
-        err.print(f"error: {exc}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    mv = registry.promote(env.appdb, model.name, version, reason, by=_who(), force=force)
     out.print(f"{model.name} {mv.version} is in production ({mv.metric}={mv.value:.4f}): {mv.reason}", highlight=False)
 
 
@@ -110,11 +107,7 @@ def models_rollback(
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
     env.appdb.ensure_schema()
-    try:
-        mv, previous = registry.rollback(env.appdb, model.name, reason, by=_who())
-    except registry.RegistryError as exc:
-        err.print(f"error: {exc}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    mv, previous = registry.rollback(env.appdb, model.name, reason, by=_who())
     was = f" (was {previous.version})" if previous else ""
     out.print(f"{model.name} rolled back to {mv.version}{was}: {mv.metric}={mv.value:.4f}", highlight=False)
 
@@ -125,11 +118,7 @@ def _decide(spec: str, version: str, comment: str, *, approved: bool) -> None:
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
     env.appdb.ensure_schema()
-    try:
-        mv = registry.decide_approval(env.appdb, model.name, version, approved=approved, by=_who(), comment=comment)
-    except registry.RegistryError as exc:
-        err.print(f"error: {exc}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    mv = registry.decide_approval(env.appdb, model.name, version, approved=approved, by=_who(), comment=comment)
     out.print(f"{model.name} {mv.version} is {mv.status}: {mv.reason}", highlight=False)
     out.print(
         "  (an approve_promotion task still waiting in Airflow follows this decision when it is answered or times out)",

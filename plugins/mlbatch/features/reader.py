@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlbatch.errors import UsageError
 from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB, Entry, Manifest
 from mlbatch.store import ObjectStore, filesystem_for, read_object
 
@@ -34,7 +35,7 @@ _ARROW_TYPES = {
 }
 
 
-class ManifestMismatch(ValueError):
+class ManifestMismatch(UsageError, ValueError):
     """A part disagrees with its manifest (row count or columns); the message names the file."""
 
 

@@ -30,13 +30,15 @@ from typing import Any, Literal
 
 import jinja2
 
+from mlbatch.errors import UsageError
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 STAGES = ("training", "scoring")
 
 
-class SqlTemplateError(ValueError):
+class SqlTemplateError(UsageError, ValueError):
     """A feature template cannot be rendered; the message names the file (or template) and line."""
 
 

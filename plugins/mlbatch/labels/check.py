@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlbatch.errors import UsageError
 from mlbatch.labels.rows import Reason, RowRules, RowVerdict, check_row, is_blank
 from mlbatch.labels.text import class_index, normalize, quote
 
@@ -28,7 +29,7 @@ _NEWLINES = re.compile(r"\r\n?")
 _MAX_ROWS_SHOWN = 5  # row numbers listed per conflicting label
 
 
-class LabelFileError(ValueError):
+class LabelFileError(UsageError, ValueError):
     """The CSV export cannot be read; ``str()`` names the file and where it went wrong."""
 
 

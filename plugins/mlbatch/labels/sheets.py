@@ -28,6 +28,7 @@ from gspread.exceptions import APIError
 from gspread.http_client import BackOffHTTPClient, HTTPClient
 from gspread.utils import a1_range_to_grid_range, absolute_range_name, rowcol_to_a1
 
+from mlbatch.errors import StageFailed
 from mlbatch.labels.source import SheetData, plan_verdicts
 from mlbatch.spec import SheetSource
 
@@ -42,7 +43,7 @@ _PATH_FIELDS = ("key_path", "extra__google_cloud_platform__key_path")
 TIMEOUT = (10, 120)  # connect, read (seconds): a 200k-row worksheet is tens of MB of JSON
 
 
-class SheetsError(RuntimeError):
+class SheetsError(StageFailed, RuntimeError):
     """The sheet cannot be read or written; ``str()`` names the spreadsheet and worksheet."""
 
 

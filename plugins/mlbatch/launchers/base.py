@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobs.cpus import VCPU_ENV
+from mlbatch.errors import StageFailed
 from mlbatch.redaction import SECRET_NAME, redact
 from mlbatch.store import ObjectStore
 
@@ -79,7 +80,7 @@ class JobResult:
     log_tail: list[str]
 
 
-class JobFailed(RuntimeError):
+class JobFailed(StageFailed, RuntimeError):
     def __init__(self, request: JobRequest, reason: str, log_tail: list[str]):
         self.request = request
         # A job's own output may echo a URL with credentials: the error text goes to logs and alerts.

@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlbatch.errors import StageFailed
 from mlbatch.spec import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ TORCH_VERSION = "2.13.0"
 DEFAULT_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(StageFailed, RuntimeError):
     pass
 
 

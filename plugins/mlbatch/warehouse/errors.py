@@ -6,8 +6,10 @@ Redshift hook, and the Redshift module never imports the embedded warehouse to g
 
 from __future__ import annotations
 
+from mlbatch.errors import StageFailed
 
-class WarehouseError(RuntimeError):
+
+class WarehouseError(StageFailed, RuntimeError):
     """Something the warehouse could not do; the message names the table, prefix or statement."""
 
 
