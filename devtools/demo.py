@@ -25,6 +25,7 @@ from typing import Any
 
 from mlbatch.embedded import airflow_environment
 from mlbatch.env import Environment
+from mlbatch.errors import UsageError
 from mlbatch.spec import FileSource, ModelSpec, load_all
 from rich.console import Console
 from rich.table import Table
@@ -181,13 +182,27 @@ def _late_label_sync(bag: Any, spec: ModelSpec, day: datetime, console: Console)
     return (f"{dag_id} (late labels)", str(run.state), ", ".join(failed))
 
 
-def run_demo(ds: str, *, verbose: bool, console: Console) -> int:
+def chosen_specs(env: Environment, models: list[str] | None) -> list[ModelSpec]:
+    """Every spec, or only the named models (``mlbatch demo --model NAME``)."""
+    specs = load_all(env.specs_dir)
+    if not models:
+        return specs
+    known = {s.name for s in specs}
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise UsageError(
+            f"no spec for model {', '.join(unknown)} in {env.specs_dir}; known: {', '.join(sorted(known))}"
+        )
+    return [s for s in specs if s.name in models]
+
+
+def run_demo(ds: str, *, verbose: bool, console: Console, models: list[str] | None = None) -> int:
     env = Environment.from_env()
     environ = airflow_environment(env)
     os.environ.update(environ)  # before Airflow is imported in this process
     if not verbose:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    specs, skipped = plan(env, load_all(env.specs_dir))
+    specs, skipped = plan(env, chosen_specs(env, models))
     console.print(f"embedded stack in {env.home}; models: {', '.join(s.name for s in specs) or 'none'}", markup=False)
     for name, why in skipped:
         console.print(Text.assemble(("skipped", "yellow"), f" {name}: {why}"))

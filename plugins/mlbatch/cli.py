@@ -183,13 +183,6 @@ def _short(result: Any) -> str:
     return str(result)
 
 
-def realized_cell(r: dict[str, Any] | None) -> str:
-    """The realized cell of ``mlbatch status`` (kept here for devtools/demo.py, which prints it)."""
-    from mlbatch.status_view import realized_cell as cell
-
-    return cell(r)
-
-
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Labels, production model, predictions, export, realized metric, retraining decision and cost of every model."""

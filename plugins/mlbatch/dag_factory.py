@@ -174,6 +174,13 @@ def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
     )
 
 
+# A label sync is short and an analyst waits for its verdicts: its tasks go ahead of the queued
+# tasks of a fleet's score and train runs (the scheduler orders queued work by priority weight,
+# summed downstream), so an hourly sync during a midnight burst of twenty score runs does not
+# wait for all of them (tests/integration/airflow/test_fleet.py measures it).
+PRIORITY = {"labels": 10}
+
+
 def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, schedule_text: str) -> DAG:
     return DAG(
         dag_id=f"{spec.name}__{kind}",
@@ -194,6 +201,7 @@ def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, schedule_text: st
             # Per DAG from its spec section (labels, train, score): timeout_minutes.
             "execution_timeout": timedelta(minutes=getattr(spec, kind).timeout_minutes),
             "on_failure_callback": [callbacks.on_task_failure],
+            "priority_weight": PRIORITY.get(kind, 1),
         },
     )
 

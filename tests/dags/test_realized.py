@@ -59,7 +59,7 @@ def webhook():
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("realized")
-    mlbatch(home, "demo", "--ds", DS)
+    mlbatch(home, "demo", "--ds", DS, "--model", "device_gender")
     return home
 
 

@@ -87,6 +87,9 @@ def test_dags_use_the_shared_pools_unless_told_gpu_only(tmp_path, monkeypatch):
     assert pools["features_gate"] == ("mlbatch_heavy", 1) and pools["train"] == ("mlbatch_gpu", 1)
     assert pools["score"][0] == "default_pool"  # a CPU job waits for no pool
     assert labels_dag(spec).get_task("realized_performance").pool == "mlbatch_heavy"
+    # An analyst waits for a label sync: its tasks go ahead of a fleet's queued score and train tasks.
+    assert {t.priority_weight for t in labels_dag(spec).tasks} == {10}
+    assert {t.priority_weight for t in [*score.tasks, *train.tasks]} == {1}
     monkeypatch.setenv("MLBATCH_SCHEDULE_WINDOW_MINUTES", "120")
     from mlbatch.pools import offset_minutes
 

@@ -34,7 +34,8 @@ def import_devtools(module: str, command: str) -> ModuleType:
 def demo(
     ds: Annotated[str, typer.Option(help="The day the demo runs.")] = "2026-11-22",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Airflow's task logs.")] = False,
+    model: Annotated[list[str] | None, typer.Option(help="Only this model (repeatable); default: every spec.")] = None,
 ) -> None:
     """Run every spec the demo can make data for through the real Airflow DAGs, on the embedded stack."""
-    code = import_devtools("demo", "demo").run_demo(ds, verbose=verbose, console=out)
+    code = import_devtools("demo", "demo").run_demo(ds, verbose=verbose, console=out, models=model)
     raise typer.Exit(code)

@@ -72,3 +72,18 @@ def test_the_demo_runs_the_models_it_has_data_for_and_says_why_it_skips_the_othe
     assert set(why) == {"no_data", "on_a_sheet"}
     assert f"no label file {home / 'sheets' / 'none.csv'}" in why["no_data"]
     assert "Google Sheet" in why["on_a_sheet"]
+
+
+def test_the_demo_runs_only_the_models_named(monkeypatch) -> None:
+    import pytest
+    from mlbatch.env import Environment
+    from mlbatch.errors import UsageError
+
+    from devtools.demo import chosen_specs
+
+    monkeypatch.setenv("MLBATCH_SPECS_DIR", str(REPO / "dags" / "specs"))
+    env = Environment.from_env()
+    assert [s.name for s in chosen_specs(env, ["device_gender"])] == ["device_gender"]
+    assert {s.name for s in chosen_specs(env, None)} == {"device_gender", "recipe_category"}
+    with pytest.raises(UsageError, match="no spec for model nope in .*; known: device_gender, recipe_category"):
+        chosen_specs(env, ["nope"])
