@@ -140,11 +140,12 @@ class _FusedRun:
             raise RuntimeError("prediction gate failed: the export is rolled back")
 
     def export(self) -> None:
+        from mlbatch.names import export_table
         from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 
         try:
             wh = DuckDBWarehouse(self.work / "warehouse.duckdb")
-            table = f"ml_exports.{MODEL}_predictions"
+            table = export_table(MODEL)
             self.exported.append(wh.replace_day_stream(table, DS, EXPORT_SCHEMA, self.export_batches()))
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.failure.append(exc)

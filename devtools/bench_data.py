@@ -106,14 +106,16 @@ def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
 
 
 def _fresh_table(db_url: str, name: str) -> Any:
+    from mlbatch import names
     from mlbatch.appdb import schema
     from mlbatch.appdb.hook import AppDbHook
     from sqlalchemy import text
 
     db = AppDbHook(db_url)
     with db.begin() as conn:
-        conn.execute(text(f"DROP TABLE IF EXISTS `{name}_predictions`, `{name}_history`"))
-        conn.execute(text("DELETE FROM ml_publish_log") if db.has_table("ml_publish_log") else text("SELECT 1"))
+        conn.execute(text(f"DROP TABLE IF EXISTS `{names.predictions_table(name)}`, `{names.history_table(name)}`"))
+        log = names.PUBLISH_LOG_TABLE
+        conn.execute(text(f"DELETE FROM {log}") if db.has_table(log) else text("SELECT 1"))
     db.ensure_schema([(name, "integer")])
     return db, schema.predictions_table(name, "integer")
 

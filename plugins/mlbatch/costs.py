@@ -19,14 +19,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from mlbatch import names
 from mlbatch.spec import Resources
 from mlbatch.stages.context import RunContext
 
 FIELDS = ("job_seconds", "job_vcpu_seconds", "job_gpu_seconds", "warehouse_seconds", "bytes_unloaded", "rows_published")
-
-
-def ledger_key(model: str, month: str, kind: str, run_key: str) -> str:
-    return f"costs/{model}/{month}/{kind}-{run_key}.json"
 
 
 def _marker_seconds(store: Any, uri: str) -> float | None:
@@ -62,10 +59,10 @@ def _unloaded(ctx: RunContext, kind: str) -> int:
 
 def _warehouse_seconds(ctx: RunContext, kind: str) -> float | None:
     store = ctx.env.store
-    folder = ctx.state_key("run").rsplit("/", 1)[0] + "/"
+    folder = ctx.run_prefix()
     mine = f"statement__{kind}"  # e.g. statement__train_unload.json; the other DAG's are not this run's
-    names = [k for k in store.list(folder) if k.rsplit("/", 1)[-1].startswith(mine) and k.endswith(".json")]
-    seconds = [store.get_json(k).get("seconds") for k in names]
+    found = [k for k in store.list(folder) if k.rsplit("/", 1)[-1].startswith(mine) and k.endswith(".json")]
+    seconds = [store.get_json(k).get("seconds") for k in found]
     values = [float(s) for s in seconds if isinstance(s, int | float)]
     return round(sum(values), 3) if values else None
 
@@ -108,7 +105,7 @@ def record(ctx: RunContext, kind: str, now: datetime | None = None) -> dict[str,
     cost = run_cost(ctx, kind)
     month = (now or datetime.now(UTC)).strftime("%Y-%m")
     entry = {"run_id": ctx.run_id, "ds": ctx.ds, "kind": kind, **cost}
-    ctx.env.store.put_json(ledger_key(ctx.model, month, kind, ctx.run_key), entry)
+    ctx.env.store.put_json(names.cost_key(ctx.model, month, kind, ctx.run_key), entry)
     return cost
 
 
@@ -124,7 +121,7 @@ def line(cost: dict[str, Any]) -> str:
 
 def month(store: Any, model: str, when: str) -> dict[str, Any]:
     """A model's cost lines of a month (``YYYY-MM``) summed, with the number of runs."""
-    entries = [store.get_json(k) for k in store.list(f"costs/{model}/{when}/") if k.endswith(".json")]
+    entries = [store.get_json(k) for k in store.list(names.costs_prefix(model, when)) if k.endswith(".json")]
     total: dict[str, Any] = {"month": when, "runs": len(entries)}
     for name in FIELDS:
         values = [e[name] for e in entries if isinstance(e.get(name), int | float)]

@@ -24,9 +24,9 @@ import jinja2
 
 from mlbatch import registry
 from mlbatch.stages.context import RunContext
-from mlbatch.summary import scoring_summary, summary_key
+from mlbatch.summary import scoring_summary
 
-__all__ = ["scoring_summary", "summary_key", "training_report", "version_report"]
+__all__ = ["scoring_summary", "training_report", "version_report"]
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 

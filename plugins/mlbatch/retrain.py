@@ -6,9 +6,10 @@ the object store and returns a :class:`Decision` whose ``reason`` is the sentenc
 its XCom and ``mlbatch status`` show, e.g. ``not material: 120 changed rows (0.4%) since the
 production model's snapshot < 5,000 rows and < 5%``.
 
-The last training start is kept in the object store (:func:`training_key`): a train run writes it
-when it fixes its labels, a labels run when it requests one (the train run it starts may not have
-begun when the next sync decides). ``min_interval`` counts from it, in wall-clock time.
+The last training start is kept in the object store (:func:`mlbatch.names.last_training_key`): a
+train run writes it when it fixes its labels, a labels run when it requests one (the train run it
+starts may not have begun when the next sync decides). ``min_interval`` counts from it, in
+wall-clock time.
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from mlbatch.spec import OnDrift, OnLabels, Retrain
-
-
-def training_key(model: str) -> str:
-    """The object key of the model's last training start (``started_at``, ``run_id``, ``label_sync_id``)."""
-    return f"retrain/{model}/last_training.json"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import date
 from typing import Any
 
+from mlbatch import names
 from mlbatch.errors import UsageError
 from mlbatch.stages.context import RUN_STATE, RunContext
 
@@ -22,7 +23,6 @@ class NoScoredRun(UsageError, LookupError):
 def _known_run_ids(ctx: RunContext) -> list[str]:
     """Run ids the day's publish log and summary name (runs that wrote no ``run.json``)."""
     from mlbatch.appdb import schema
-    from mlbatch.summary import summary_key
 
     ids: list[str] = []
     store, db = ctx.env.store, ctx.env.appdb
@@ -31,8 +31,9 @@ def _known_run_ids(ctx: RunContext) -> list[str]:
         with db.connect() as conn:
             row = conn.execute(p.select().where(p.c.model == ctx.model, p.c.ds == date.fromisoformat(ctx.ds))).first()
         ids += [row.run_id] if row else []
-    if store.exists(summary_key(ctx.model, ctx.ds)):
-        ids.append(store.get_json(summary_key(ctx.model, ctx.ds)).get("run_id"))
+    summary = names.summary_key(ctx.model, ctx.ds)
+    if store.exists(summary):
+        ids.append(store.get_json(summary).get("run_id"))
     return [i for i in ids if i]
 
 
@@ -41,16 +42,16 @@ def scored_run(ctx: RunContext) -> str:
     from mlbatch.stages.score import PROFILE_STATE
 
     store = ctx.env.store
-    prefix = f"runs/{ctx.model}/{ctx.ds}/"
+    prefix = names.runs_prefix(ctx.model, ctx.ds)
     gated = sorted(
         k.removeprefix(prefix).split("/")[0] for k in store.list(prefix) if k.endswith(f"/{PROFILE_STATE}.json")
     )
     by_key: dict[str, str | None] = {key: None for key in gated}
     for key in gated:
-        note = f"{prefix}{key}/{RUN_STATE}.json"
+        note = names.state_key(ctx.model, ctx.ds, key, RUN_STATE)
         by_key[key] = store.get_json(note)["run_id"] if store.exists(note) else None
     for run_id in _known_run_ids(ctx):
-        key = _key_of(ctx, run_id)
+        key = names.run_key(run_id)
         if key in by_key:
             by_key[key] = run_id
             if len(gated) > 1:  # the run the day was published from wins
@@ -67,10 +68,6 @@ def scored_run(ctx: RunContext) -> str:
             else f"no run scored the day (runs that passed the prediction gate: {what}); run --stage score first"
         )
     )
-
-
-def _key_of(ctx: RunContext, run_id: str) -> str:
-    return replace(ctx, run_id=run_id).run_key
 
 
 def publishing_context(ctx: RunContext, stages: list[str]) -> tuple[RunContext, Any]:

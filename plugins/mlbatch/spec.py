@@ -18,7 +18,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 # The metric and family names are the jobs' (jobs/contract.py): a spec names only what they train.
-from jobs.contract import BINARY_METRICS, FAMILIES, MULTICLASS_METRICS
+from jobs.contract import BINARY_METRICS, MULTICLASS_METRICS, FamilyName
+from mlbatch import names
 from mlbatch.errors import UsageError
 from mlbatch.labels.text import class_index, fold
 from mlbatch.spec_base import Strict
@@ -185,7 +186,7 @@ class ScoreResources(Resources):
 
 class Train(Strict):
     schedule: str | None = Field("@monthly", description="Retraining schedule (train.retrain adds runs).")
-    family: Literal[FAMILIES] = Field(description="Model family in jobs/families (jobs.contract.FAMILIES).")
+    family: FamilyName = Field(description="Model family in jobs/families (jobs.contract.FAMILIES).")
     params: dict[str, Any] = Field(default_factory=dict, description="Family hyper-parameters.")
     gate: Gate = Field(description="When a trained version may replace production.")
     resources: Resources = Field(default_factory=Resources, description="What the training job asks for.")
@@ -322,7 +323,7 @@ class ModelSpec(Strict):
 
     @property
     def predictions_table(self) -> str:
-        return f"{self.name}_predictions"
+        return names.predictions_table(self.name)
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)

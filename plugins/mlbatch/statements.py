@@ -13,10 +13,13 @@ from datetime import date
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from mlbatch import names
 from mlbatch.appdb import schema
 from mlbatch.features.sql import render_spec_query, unload_statement
 from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import check_ds
+
+RUN = "<run>"  # the run key's place in a key: the statements are the same for every run
 
 
 def _bucket() -> str:
@@ -38,9 +41,9 @@ def export_statements(spec: ModelSpec, ds: str) -> list[str]:
     transaction: create if missing, delete the day, COPY it in), then the reconciliation count."""
     from mlbatch.warehouse.redshift import replace_day_statements
 
-    table = f"ml_exports.{spec.name}_predictions"
+    table = names.export_table(spec.name)
     day = date.fromisoformat(ds).isoformat()  # validated: the only value pasted into the text
-    folder = f"{_unload_root()}/export/{spec.name}/{day}/"
+    folder = f"{_unload_root()}/{names.export_prefix(spec.name, day)}"
     key_type = "BIGINT" if spec.entity.type == "integer" else "VARCHAR(256)"
     batch = replace_day_statements(table, day, folder, _role(), key_type)
     return [*batch, f"SELECT COUNT(*) FROM {table} WHERE ds = '{day}'"]
@@ -58,9 +61,8 @@ def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
     table, day = spec.predictions_table, date.fromisoformat(ds)
     history = schema.history_table(spec.name, spec.entity.type)
     stage = sql.side_name(history.name, "stage")
-    folder = f"s3://{_bucket()}/publish/{spec.name}/{day.isoformat()}/<run>/"
     ranges = spec.publish.sessions if spec.entity.type == "integer" else 1
-    tsvs = [f"{folder}predictions-{i:03d}.tsv" for i in range(ranges)]
+    tsvs = [f"s3://{_bucket()}/{names.publish_share_key(spec.name, day.isoformat(), RUN, i)}" for i in range(ranges)]
     per_range = spec.publish.commit == "key_range" and ranges > 1
     upsert = sql.guarded_upsert_sql(table, history.name, day=True, key_from=per_range, key_to=per_range)
     log_row = sql.log_upsert_sql(schema.publish_log.name)
@@ -109,7 +111,7 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     out = []
     for stage, purpose in (("training", "train"), ("scoring", "score")):
         query = render_spec_query(spec, stage, ds)
-        prefix = f"{_unload_root()}/unload/{spec.name}/{purpose}/{ds}/<run>/"
+        prefix = f"{_unload_root()}/{names.unload_prefix(spec.name, purpose, ds, RUN)}"
         out.append((f"Redshift: UNLOAD {stage} features", unload_statement(query, s3_prefix=prefix, iam_role=_role())))
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
     ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]

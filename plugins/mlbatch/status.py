@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from mlbatch import costs, registry
+from mlbatch import costs, names, registry
 from mlbatch.appdb import schema
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec, load_all
@@ -38,7 +38,7 @@ def _predictions(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
 
 
 def _export(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
-    table = f"ml_exports.{spec.name}_predictions"
+    table = names.export_table(spec.name)
     latest = env.warehouse.latest_day(table)
     if latest is None:
         return None

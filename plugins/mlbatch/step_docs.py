@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mlbatch import names
+
 if TYPE_CHECKING:
     from mlbatch.spec import ModelSpec
 
@@ -13,7 +15,7 @@ def realized_doc(spec: ModelSpec) -> str:
     return (
         f"Measure each published day of the last {m.lookback_days} against the labels that "
         "arrived after its version was trained (gate metric, labelled rows, 95% interval) into "
-        f"`ml_realized_performance`; below `train.gate.min` on >= {m.min_rows} rows: "
+        f"`{names.REALIZED_PERFORMANCE_TABLE}`; below `train.gate.min` on >= {m.min_rows} rows: "
         + ("alert on the failure webhook and flag the version `degraded`." if m.alert else "")
         + (" Then request a retrain." if m.retrain_on_degradation else "")
     )

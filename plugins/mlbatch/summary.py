@@ -1,8 +1,9 @@
-"""A scored day's ``predictions/<model>/<ds>/summary.json``, written after the publish: rows,
-counts per label, the score distribution (min, max, mean, quantiles, a 10-bin histogram) and its
-drift against the latest earlier day that has a summary, computed by :mod:`mlbatch.drift` as the
-prediction gate computes it; and each feature's PSI against the training data, as the features gate
-computed it. The day streams batch by batch like the gate and the publish.
+"""A scored day's ``predictions/<model>/<ds>/summary.json`` (:func:`mlbatch.names.summary_key`),
+written after the publish: rows, counts per label, the score distribution (min, max, mean,
+quantiles, a 10-bin histogram) and its drift against the latest earlier day that has a summary,
+computed by :mod:`mlbatch.drift` as the prediction gate computes it; and each feature's PSI against
+the training data, as the features gate computed it. The day streams batch by batch like the gate
+and the publish.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlbatch import costs, drift
+from mlbatch import costs, drift, names
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.features import FEATURE_DRIFT_STATE
 from mlbatch.stages.score import PredictionStats, iter_predictions
@@ -22,15 +23,11 @@ from mlbatch.stages.score import PredictionStats, iter_predictions
 DRIFT_LOOKBACK_DAYS = 7
 
 
-def summary_key(model: str, ds: str) -> str:
-    return f"predictions/{model}/{ds}/summary.json"
-
-
 def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any] | None:
     store, day = ctx.env.store, date.fromisoformat(ctx.ds)
     for back in range(1, DRIFT_LOOKBACK_DAYS + 1):
         ref_ds = (day - timedelta(days=back)).isoformat()
-        key = summary_key(ctx.model, ref_ds)
+        key = names.summary_key(ctx.model, ref_ds)
         if store.exists(key):
             ref = store.get_json(key)
             # The prediction gate's own comparison (mlbatch.drift), so the figure here is the
@@ -119,4 +116,4 @@ def scoring_summary(ctx: RunContext) -> str:
         # What the run used (mlbatch.costs): written after the publish, so its rows count.
         "cost": costs.record(ctx, "score"),
     }
-    return ctx.env.store.put_json(summary_key(ctx.model, ctx.ds), summary)
+    return ctx.env.store.put_json(names.summary_key(ctx.model, ctx.ds), summary)

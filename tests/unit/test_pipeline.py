@@ -63,8 +63,8 @@ def test_a_step_naming_an_unknown_report_fails_naming_the_step_and_the_reports()
         "step 'model_gate': report 'training_reprot' is no run report of mlbatch.reports: "
         "one of scoring_summary, training_report"
     )
-    with pytest.raises(PipelineError, match="step 'publish': report 'summary_key' is no run report"):
-        pipeline.resolve_report("publish", "summary_key")  # a function of mlbatch.reports, but no report
+    with pytest.raises(PipelineError, match="step 'publish': report 'version_report' is no run report"):
+        pipeline.resolve_report("publish", "version_report")  # a function of mlbatch.reports, but no run report
 
 
 def test_a_report_on_a_step_that_writes_none_is_an_error() -> None:

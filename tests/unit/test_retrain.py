@@ -120,9 +120,9 @@ def test_drifted_days_are_the_production_version_s_consecutive_days(tmp_path, mo
     from types import SimpleNamespace
 
     from mlbatch.env import Environment
+    from mlbatch.names import summary_key
     from mlbatch.stages import retrain as stage
     from mlbatch.stages.context import RunContext
-    from mlbatch.summary import summary_key
 
     monkeypatch.setenv("MLBATCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLBATCH_OBJECT_STORE", (tmp_path / "objects").as_uri())

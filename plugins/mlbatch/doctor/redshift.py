@@ -18,18 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlbatch.doctor.checks import Check, _error
+from mlbatch.names import EXPORT_SCHEMA
 from mlbatch.spec import ModelSpec
 
 STAGES = ("training", "scoring")
-
-
-def export_schema() -> str:
-    """The schema of every export table (``mlbatch.stages.publish.export_table``)."""
-    from types import SimpleNamespace
-
-    from mlbatch.stages.publish import export_table
-
-    return export_table(SimpleNamespace(model="m")).split(".")[0]  # type: ignore[arg-type]
 
 
 def source_tables(query: str) -> set[tuple[str, str]]:
@@ -126,7 +118,7 @@ def _missing_reads(wh: Any, schema: str, names: list[str], grantee: str) -> list
 
 
 def _create_grant(wh: Any, user: str) -> Check:
-    schema = export_schema()
+    schema = EXPORT_SCHEMA  # of every export table (mlbatch.names.export_table)
     boundary = f"Redshift {schema}"
     try:
         exists = int(

@@ -19,23 +19,24 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlparse
 
+from mlbatch import names
 from mlbatch.doctor.checks import PROBE_PREFIX, Check, _error
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec
 
-# What writes under each prefix (mlbatch.stages.context, mlbatch.costs and friends); publish/ only
+# What writes under each prefix (mlbatch.names builds every key); publish/ only
 # when Aurora loads the day FROM S3 (MLBATCH_AURORA_LOAD_FROM_S3=1). The probe folder sits beside
 # what the pipeline lists there (versions, days, months), never inside one of them.
 RUN_PREFIXES = {
-    "labels/": "label sync snapshots",
-    "unload/": "features unloads (Redshift writes, workers clear failed attempts)",
-    "models/": "trained models and their profiles",
-    "predictions/": "scoring shards",
-    "runs/": "per-run state",
-    "export/": "the warehouse export",
-    "costs/": "per-run cost lines",
+    names.LABELS_ROOT: "label sync snapshots",
+    names.UNLOAD_ROOT: "features unloads (Redshift writes, workers clear failed attempts)",
+    names.MODELS_ROOT: "trained models and their profiles",
+    names.PREDICTIONS_ROOT: "scoring shards",
+    names.RUNS_ROOT: "per-run state",
+    names.EXPORT_ROOT: "the warehouse export",
+    names.COSTS_ROOT: "per-run cost lines",
 }
-PUBLISH_PREFIX = "publish/"
+PUBLISH_PREFIX = names.PUBLISH_ROOT
 PROBE_TAG = {"Key": "mlbatch:probe", "Value": "doctor"}  # deploy/s3/lifecycle.json expires it (a test keeps them equal)
 
 
@@ -51,7 +52,9 @@ def check_object_store(env: Environment, specs: list[ModelSpec] | None = None) -
     checks = [root]
     for prefix, what in prefixes.items():
         notes: list[str] = []
-        failure = next(filter(None, (_probe(env, f"{prefix}{m}/{PROBE_PREFIX}", notes) for m in models)), None)
+        failure = next(
+            filter(None, (_probe(env, names.model_folder(prefix, m) + PROBE_PREFIX, notes) for m in models)), None
+        )
         where = env.store.uri(prefix)
         if failure is None:
             note = f"; {notes[0]}" if notes else ""

@@ -7,13 +7,12 @@ same run, a retry, or a later CLI invocation finds it without passing data throu
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from mlbatch import names
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec
 
@@ -51,24 +50,27 @@ class RunContext:
     @property
     def run_key(self) -> str:
         """The run as a path segment: readable, and unique even after unsafe characters go."""
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "", self.run_id)[:60]
-        return f"{safe}-{hashlib.sha256(self.run_id.encode()).hexdigest()[:6]}"
+        return names.run_key(self.run_id)
 
-    # Object keys of everything a run writes, in the bucket's layout (DESIGN.md).
+    # Object keys of everything a run writes, in the bucket's layout (mlbatch.names).
     def unload_prefix(self, purpose: Purpose) -> str:
-        return f"unload/{self.model}/{purpose}/{self.ds}/{self.run_key}/"
+        return names.unload_prefix(self.model, purpose, self.ds, self.run_key)
 
     def manifest_key(self, purpose: Purpose) -> str:
-        return self.unload_prefix(purpose) + "manifest"
+        return names.manifest_key(self.model, purpose, self.ds, self.run_key)
 
     def predictions_prefix(self) -> str:
-        return f"predictions/{self.model}/{self.ds}/{self.run_key}/"
+        return names.predictions_prefix(self.model, self.ds, self.run_key)
 
     def shard_key(self, shard: int) -> str:
-        return f"{self.predictions_prefix()}part-{shard:04d}.parquet"
+        return names.shard_key(self.model, self.ds, self.run_key, shard)
+
+    def run_prefix(self) -> str:
+        """The folder of the run's state (every :meth:`state_key`)."""
+        return names.run_prefix(self.model, self.ds, self.run_key)
 
     def state_key(self, name: str) -> str:
-        return f"runs/{self.model}/{self.ds}/{self.run_key}/{name}.json"
+        return names.state_key(self.model, self.ds, self.run_key, name)
 
     def save_state(self, name: str, value: dict[str, Any]) -> None:
         self._note_run()

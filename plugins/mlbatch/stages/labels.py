@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, select
 
-from mlbatch import gates
+from mlbatch import gates, names
 from mlbatch.appdb import schema
 from mlbatch.labels import sync
 from mlbatch.labels.check import CheckReport, check_labels
@@ -79,7 +79,7 @@ def check_sheet(ctx: RunContext) -> dict[str, Any]:
     dry_run = bool(DRY_RUN.get(ctx.params))
     written = 0 if dry_run else write_verdicts(spec, env, sheet, report.verdicts)
     labels = {str(k): v for k, v in report.labels.items()}
-    staged_key = f"labels/{spec.name}/staged/{sid}.parquet"
+    staged_key = names.staged_labels_key(spec.name, sid)
     _write_labels(ctx, staged_key, labels)
     if not dry_run:
         env.appdb.ensure_schema()
@@ -198,7 +198,7 @@ def apply_labels(ctx: RunContext) -> dict[str, Any]:
         else:
             now = _now()
             sync.apply(conn, spec.name, d, sid, now)
-            snapshot = _write_labels(ctx, f"labels/{spec.name}/{sid}.parquet", desired)
+            snapshot = _write_labels(ctx, names.labels_snapshot_key(spec.name, sid), desired)
             _record_sync(
                 conn,
                 {

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from mlbatch import gates
+from mlbatch import gates, names
 from mlbatch.appdb import schema
 from mlbatch.appdb.checksum import RowChecksum
 from mlbatch.appdb.publisher import BATCH_ROWS, READ, Day
@@ -90,14 +90,6 @@ def _shard_rows(ctx: RunContext) -> int:
     return rows
 
 
-def export_table(ctx: RunContext) -> str:
-    return f"ml_exports.{ctx.model}_predictions"
-
-
-def export_key(ctx: RunContext) -> str:
-    return f"export/{ctx.model}/{ctx.ds}/part-0000.parquet"
-
-
 class Export(WarehouseStatement):
     """The day's export: streamed to ``export/<model>/<ds>/part-0000.parquet`` in the worker, then
     the warehouse's day replaced in one transaction (a Redshift DELETE + COPY batch: waited for in
@@ -105,14 +97,14 @@ class Export(WarehouseStatement):
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
-        self.table = export_table(ctx)
+        self.table = names.export_table(ctx.model)
         self.what = f"replace {self.table} ds={ctx.ds}"
         self.cost_name = "statement__score_export"
 
     def start(self) -> dict[str, Any] | None:
         ctx, store = self.ctx, self.ctx.env.store
         version = ctx.load_state("model", "resolve the production model first")["version"]
-        key = export_key(ctx)
+        key = names.export_key(ctx.model, ctx.ds)
         checksum = _write_export_file(ctx, version, key)
         ctx.save_state("export_file", {"rows": checksum.rows, "checksum": checksum.hexdigest(), "uri": store.uri(key)})
         self._started = time.monotonic()  # the warehouse's part starts here (embedded: in-process)
@@ -131,7 +123,7 @@ def _write_export_file(ctx: RunContext, version: str, key: str) -> RowChecksum:
     """Stream the run's predictions into the export file; return their checksum."""
     store = ctx.env.store
     # Redshift's COPY reads every object under the day's prefix: nothing else may lie there.
-    for stale in store.list(key.rsplit("/", 1)[0] + "/"):
+    for stale in store.list(names.export_prefix(ctx.model, ctx.ds)):
         if stale != key:
             fs, path = filesystem_for(store.uri(stale))
             fs.delete_file(path)
@@ -170,9 +162,10 @@ def export_gate(ctx: RunContext) -> dict[str, Any]:
         published = conn.execute(
             select(t.c.rows_published, t.c.checksum).where(t.c.model == ctx.model, t.c.ds == date.fromisoformat(ctx.ds))
         ).first()
-    exported = ctx.env.warehouse.count_day(export_table(ctx), ctx.ds)
+    table = names.export_table(ctx.model)
+    exported = ctx.env.warehouse.count_day(table, ctx.ds)
     state = ctx.load_state("export", "run the export step first")
-    source = f"{export_table(ctx)} ds={ctx.ds} vs ml_publish_log"
+    source = f"{table} ds={ctx.ds} vs {t.name}"
     summary = gates.evaluate(
         f"{ctx.model}.export",
         [
@@ -183,7 +176,7 @@ def export_gate(ctx: RunContext) -> dict[str, Any]:
                 "export_checksum_equal_published",
                 state["checksum"],
                 published.checksum if published else None,
-                f"{state['uri']} vs ml_publish_log",
+                f"{state['uri']} vs {t.name}",
             ),
             gates.at_least("exported_rows", exported, 1),
         ],

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from jobs.contract import LOWER_IS_BETTER
-from mlbatch import realized_metrics, registry
+from mlbatch import names, realized_metrics, registry
 from mlbatch.appdb import schema
 from mlbatch.spec import ModelSpec
 from mlbatch.stages import realized_days
@@ -71,7 +71,7 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
             .where(p.c.model == spec.name, p.c.ds >= first, p.c.ds <= date.fromisoformat(ctx.ds))
             .order_by(p.c.ds)
         ).all()
-    key = realized_days.state_key(spec.name)
+    key = names.realized_state_key(spec.name)
     prior = store.get_json(key) if store.exists(key) else None
     metric = realized_metric(spec)
     skipped = realized_days.skip_reason(ctx, days, prior)
@@ -165,7 +165,7 @@ def _refresh_reports(ctx: RunContext, measured: list[dict[str, Any]]) -> None:
 
     store = ctx.env.store
     for r in measured:
-        key = reports.summary_key(ctx.model, r["ds"].isoformat())
+        key = names.summary_key(ctx.model, r["ds"].isoformat())
         try:
             if store.exists(key):
                 summary = store.get_json(key)

@@ -1,8 +1,9 @@
 """Realized performance, incrementally: each published day's labelled rows are kept, and a sync
 adds only what changed since the last measurement.
 
-State (object store, :func:`state_key`): the last ``ml_label_history`` id measured, the day
-(``ds`` of the labels run) it was measured on, and the (version, run) of every day measured.
+State (object store, :func:`mlbatch.names.realized_state_key`): the last ``ml_label_history`` id
+measured, the day (``ds`` of the labels run) it was measured on, and the (version, run) of every
+day measured.
 Each measured day's labelled predictions (key, true class, predicted class, score) are kept in
 ``realized/<model>/days/<ds>.parquet`` (a few per cent of a day at most). Then a run:
 
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, func, select
 
-from mlbatch import registry
+from mlbatch import names, registry
 from mlbatch.appdb import schema
 from mlbatch.labels import sync
 from mlbatch.spec import ModelSpec
@@ -38,14 +39,6 @@ log = logging.getLogger(__name__)
 
 LOOKUP_CHUNK = 1_000  # keys per history lookup (an IN list the app DB plans as index seeks)
 ROWS = pa.schema([("entity_key", pa.string()), ("y", pa.int64()), ("pred", pa.int64()), ("score", pa.float64())])
-
-
-def state_key(model: str) -> str:
-    return f"realized/{model}/state.json"
-
-
-def day_key(model: str, ds: str) -> str:
-    return f"realized/{model}/days/{ds}.parquet"
 
 
 def _classes(spec: ModelSpec) -> dict[str, int]:
@@ -92,7 +85,7 @@ def arrays(rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_day(store: Any, model: str, ds: str) -> pa.Table:
-    key = day_key(model, ds)
+    key = names.realized_day_key(model, ds)
     if not store.exists(key):
         return ROWS.empty_table()
     return pq.read_table(pa.BufferReader(store.get_bytes(key))).cast(ROWS)
@@ -101,7 +94,7 @@ def read_day(store: Any, model: str, ds: str) -> pa.Table:
 def write_day(store: Any, model: str, ds: str, rows: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(rows.cast(ROWS), sink)
-    store.put_bytes(day_key(model, ds), sink.getvalue().to_pybytes())
+    store.put_bytes(names.realized_day_key(model, ds), sink.getvalue().to_pybytes())
 
 
 def last_change_id(conn: Connection, model: str) -> int:
@@ -165,7 +158,6 @@ def update_day(
 def day_sources(ctx: RunContext, ds: str, run_id: str) -> list[str] | None:
     """The files holding the predictions the publishing run wrote for ``ds``: its shards, else the
     day's export; None when both are gone."""
-    from mlbatch.stages.publish import export_key
     from mlbatch.stages.score import shard_uris
 
     day = replace(ctx, ds=ds, run_id=run_id)
@@ -173,7 +165,7 @@ def day_sources(ctx: RunContext, ds: str, run_id: str) -> list[str] | None:
     uris = shard_uris(day)
     if all(store.exists(store.key(u)) for u in uris):
         return uris
-    exported = export_key(day)
+    exported = names.export_key(ctx.model, ds)
     if store.exists(exported):
         return [store.uri(exported)]
     log.warning("%s %s: neither the shards of run %s nor %s exist; day not measured", ctx.model, ds, run_id, exported)

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from mlbatch import registry, retrain
+from mlbatch import names, registry, retrain
 from mlbatch.appdb import schema
 from mlbatch.runparams import DRY_RUN
 from mlbatch.stages.context import RunContext
@@ -58,12 +58,10 @@ def _drifted_days(ctx: RunContext, version: str | None) -> list[tuple[str, float
     policy = ctx.spec.train.retrain.on_drift
     if policy is None or version is None:
         return []
-    from mlbatch.summary import summary_key
-
     store, day, found = ctx.env.store, date.fromisoformat(ctx.ds), []
     for back in range(policy.days):
         ds = (day - timedelta(days=back)).isoformat()
-        key = summary_key(ctx.model, ds)
+        key = names.summary_key(ctx.model, ds)
         summary = store.get_json(key) if store.exists(key) else None
         if summary is None or version not in summary.get("model_version", []):
             break
@@ -93,7 +91,8 @@ def inputs(ctx: RunContext, now: datetime | None = None) -> retrain.Inputs:
             ).scalar_one_or_none()
             if prod_sync:
                 changed, rows = _changed_since(conn, model, prod_sync)
-    last = store.get_json(retrain.training_key(model)) if store.exists(retrain.training_key(model)) else {}
+    key = names.last_training_key(model)
+    last = store.get_json(key) if store.exists(key) else {}
     return retrain.Inputs(
         now=now or _now(),
         latest_sync_id=latest,
@@ -124,6 +123,6 @@ def decide_retrain(ctx: RunContext) -> dict[str, Any]:
 def record_training_start(ctx: RunContext, sync_id: str | None, by: str) -> None:
     """Note a training start (train run) or request (labels run) for ``min_interval``."""
     ctx.env.store.put_json(
-        retrain.training_key(ctx.model),
+        names.last_training_key(ctx.model),
         {"started_at": _now().isoformat(), "run_id": ctx.run_id, "label_sync_id": sync_id, "by": by},
     )

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from jobs.contract import LOWER_IS_BETTER, TrainConfig
-from mlbatch import __version__, gates, registry
+from mlbatch import __version__, gates, names, registry
 from mlbatch.features.sql import render_spec_query
 from mlbatch.launchers import JobId, JobRequest
 from mlbatch.runparams import FORCE_RETRAIN
@@ -30,10 +30,6 @@ def code_version() -> str:
     """The orchestrating code's version (the Airflow image's content hash): part of what names a
     model version. The job records its own image and code version in ``lineage.json``."""
     return os.environ.get("MLBATCH_CODE_VERSION", __version__)
-
-
-def model_prefix(ctx: RunContext, version: str) -> str:
-    return f"models/{ctx.model}/{version}/"
 
 
 def run_labels(ctx: RunContext) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def _version_and_config(ctx: RunContext, labels: dict[str, Any], manifest_uri: s
         determinants["forced_by_run"] = ctx.run_id
     digest = hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()[:8]
     version = f"{ctx.ds.replace('-', '')}-{digest}"
-    prefix = model_prefix(ctx, version)
+    prefix = names.model_prefix(ctx.model, version)
     lineage = {
         "model": spec.name,
         "version": version,

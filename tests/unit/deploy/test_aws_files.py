@@ -122,9 +122,11 @@ def test_lifecycle_expires_scratch_only():
     scratch; models/, labels/ and runs/ are what the pipeline keeps and are never expired. The probes
     sit under every <prefix><model>/_mlbatch_doctor/, which no one lifecycle prefix covers: the rule
     matches the tag the doctor puts on each probe object instead."""
+    from mlbatch import names
+
     rules = load("s3/lifecycle.json")["LifecycleConfiguration"]["Rules"]
     expired = {r["Filter"]["Prefix"] for r in rules if "Expiration" in r and "Prefix" in r["Filter"]}
-    assert expired == {"mlbatch/unload/", "mlbatch/publish/"}
+    assert expired == {f"mlbatch/{names.UNLOAD_ROOT}", f"mlbatch/{names.PUBLISH_ROOT}"}
     assert all(r["Status"] == "Enabled" for r in rules)
     (abort,) = [r for r in rules if "AbortIncompleteMultipartUpload" in r]
     # A killed checkpoint or publish upload: its parts are billed until aborted.

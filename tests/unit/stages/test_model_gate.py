@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlbatch import registry
+from mlbatch import names, registry
 from mlbatch.env import Environment
 from mlbatch.gates import GateFailed
 from mlbatch.spec import load_spec
@@ -27,7 +27,7 @@ def _train_version(ctx: RunContext, tmp: Path, version: str, labels: list[str]) 
     keys = table.column("device_id").to_numpy()
     labels_uri = write_labels(tmp / f"labels-{version}.parquet", keys, labels)
     config = write_config(tmp / f"config-{version}.json", ["female", "male"], version=version)
-    out = ctx.env.store.uri(train_stage.model_prefix(ctx, version))
+    out = ctx.env.store.uri(names.model_prefix(ctx.model, version))
     train(config, manifest, labels_uri, out)
     ctx.save_state("train", {"version": version, "artifact_uri": out, "reused": False})
     train_stage.register(ctx)
