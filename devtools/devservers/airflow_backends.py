@@ -1,5 +1,5 @@
 """Airflow's production back ends for the distributed-stack tests: PostgreSQL (the metadata DB)
-and Redis (the Celery broker)."""
+and Redis (the Celery broker). The same PostgreSQL stands in for Aurora PostgreSQL as the app DB."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ class Postgres:
         """SQLAlchemy URL: ``postgresql+psycopg2`` (Airflow's sync driver) or ``postgresql+asyncpg``."""
         return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
+    def admin_url(self, database: str | None = None) -> str:
+        """The superuser over the server's Unix socket (trusted, as the set-up connects): for tests
+        that create roles, which the application's user may not."""
+        socket = self.root / "run"
+        return f"postgresql+psycopg2://{POSTGRES_USER}@/{database or self.database}?host={socket}&port={self.port}"
+
     def stop(self) -> None:
         _terminate(self.proc, signal.SIGINT)  # "fast" shutdown: roll back sessions, then exit
         shutil.rmtree(self.root, ignore_errors=True)
@@ -67,11 +73,14 @@ def start_postgres(
     database: str = "airflow",
     user: str = "airflow",
     password: str = "airflow",  # noqa: S107 - a throw-away test server
+    createdb: bool = False,
 ) -> Postgres:
     """Start PostgreSQL (Debian 12: 15) on a free port with its own data directory.
 
     Host connections need the password (scram-sha-256), as on a real server; the set-up itself
-    goes through the server's Unix socket, which trusts the ``postgres`` user.
+    goes through the server's Unix socket, which trusts the ``postgres`` user. ``user`` owns
+    ``database`` and is no superuser, as an application's user on Aurora; ``createdb`` lets it
+    create databases too (the app DB tests make a fresh one per test).
     """
     initdb, server = _postgres_bin("initdb"), _postgres_bin("postgres")
     as_user = _as_postgres_user()
@@ -125,7 +134,7 @@ def start_postgres(
     _wait_for_port(port, proc, "postgres", log)
     psql = shutil.which("psql") or _postgres_bin("psql")
     setup = (
-        f"CREATE USER \"{user}\" PASSWORD '{password}';"  # noqa: S608 - fixed test names, not input
+        f"CREATE USER \"{user}\" PASSWORD '{password}'{' CREATEDB' if createdb else ''};"  # noqa: S608 - test names
         f'CREATE DATABASE "{database}" OWNER "{user}" ENCODING \'UTF8\';'
     )
     for statement in setup.split(";")[:-1]:

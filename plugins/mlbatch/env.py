@@ -8,8 +8,11 @@ the repo root): ``app.db`` (SQLite, Aurora's stand-in), ``warehouse.duckdb`` (Re
 variable                        meaning                                      default
 ==============================  ===========================================  =========================
 ``MLBATCH_HOME``                the embedded stack's folder                  ``<repo>/var``
-``MLBATCH_APPDB_CONN_ID``       Airflow MySQL connection of the app DB       unset: the URL below
-``MLBATCH_APPDB_URL``           SQLAlchemy URL of the app DB (Aurora)        ``sqlite:///$HOME/app.db``
+``MLBATCH_APPDB_CONN_ID``       Airflow connection of the app DB (type       unset: the URL below
+                                ``mysql`` or ``postgres``)
+``MLBATCH_APPDB_URL``           SQLAlchemy URL of the app DB (Aurora):       ``sqlite:///$HOME/app.db``
+                                ``mysql+pymysql://``,
+                                ``postgresql+psycopg2://``, ``sqlite:///``
 ``MLBATCH_OBJECT_STORE``        root URI of the object store                 ``file://$HOME/objects``
 ``MLBATCH_WAREHOUSE``           ``duckdb:///path`` or ``redshift://<conn>``  ``duckdb://$HOME/...``
 ``MLBATCH_AWS_CONN_ID``         Airflow AWS connection for S3                ``aws_default`` in tasks
@@ -21,7 +24,8 @@ variable                        meaning                                      def
                                 ``aurora_load_role`` wins
 ==============================  ===========================================  =========================
 
-The app DB's backend also decides how a day is published (:attr:`Environment.publisher`);
+The app DB's backend also decides how a day is published (:attr:`Environment.publisher`): Aurora
+MySQL / MariaDB, Aurora PostgreSQL / PostgreSQL (``COPY FROM STDIN``) or SQLite. With Aurora MySQL,
 ``MLBATCH_AURORA_LOAD_FROM_S3=1`` makes Aurora load the day with ``LOAD DATA FROM S3`` from the
 object store instead of ``LOAD DATA LOCAL INFILE`` streamed from the worker. Aurora MySQL 3 grants
 that load through a role a session does not have active by default: ``MLBATCH_AURORA_LOAD_ROLE``
@@ -123,53 +127,39 @@ class Environment:
             appdb_load_from_s3=os.environ.get(LOAD_FROM_S3_ENV) == "1",
         )
 
+    # Each boundary's backend comes from that boundary's registry, keyed by the setting's scheme
+    # (or name): mlbatch.store.FILESYSTEMS, mlbatch.appdb.backends.BACKENDS,
+    # mlbatch.warehouse.WAREHOUSES, mlbatch.launchers.LAUNCHERS. An unknown one is an error
+    # naming the setting and the known values; nothing here branches on a backend.
+
     @cached_property
     def store(self) -> ObjectStore:
-        if self.object_store.startswith("file://"):
-            Path(self.object_store.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        return ObjectStore(self.object_store)
+        store = ObjectStore(self.object_store)
+        store.prepare()  # the scheme is known; a local root's folder exists
+        return store
 
     @cached_property
     def appdb(self) -> AppDbHook:
+        # Imported on first use, as the warehouse and launcher registries below are: SQLAlchemy
+        # and each backend's driver load only in a process that talks to the app DB.
         from mlbatch.appdb.hook import AppDbHook
 
         if self.appdb_conn_id:
             return AppDbHook.from_connection(self.appdb_conn_id)
-        if self.appdb_url.startswith("sqlite:///"):
-            Path(self.appdb_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return AppDbHook(self.appdb_url)
 
     @cached_property
     def publisher(self) -> Publisher:
-        """How a day is published into the app DB: one implementation per app DB backend."""
-        dialect = self.appdb.dialect
-        if dialect == "mysql":
-            from mlbatch.appdb.mysql_publish import MySqlPublisher
-
-            return MySqlPublisher(self.appdb, load_from=self.store if self.appdb_load_from_s3 else None)
-        if dialect == "sqlite":
-            from mlbatch.appdb.sqlite_publish import SqlitePublisher
-
-            return SqlitePublisher(self.appdb)
-        raise ValueError(
-            f"app DB {redact(self.appdb_url)}: publishing supports mysql (Aurora) and sqlite, not {dialect}"
-        )
+        """How a day is published into the app DB: the app DB backend's publisher."""
+        load_from = self.store if self.appdb_load_from_s3 else None
+        return self.appdb.backend.publisher(self.appdb, load_from)
 
     @cached_property
     def warehouse(self) -> Warehouse:
         """The backend ``MLBATCH_WAREHOUSE`` names; callers see only the protocol."""
-        if self.warehouse_url.startswith("redshift://"):
-            from mlbatch.warehouse.redshift import RedshiftWarehouse
+        from mlbatch.warehouse import get_warehouse
 
-            return RedshiftWarehouse.from_url(self.warehouse_url)
-        if not self.warehouse_url.startswith("duckdb://"):
-            raise ValueError(
-                f"MLBATCH_WAREHOUSE={self.warehouse_url!r}: expected duckdb:///path (embedded) "
-                "or redshift://<airflow_conn_id> (production)"
-            )
-        from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
-
-        return DuckDBWarehouse(Path(self.warehouse_url.removeprefix("duckdb://")))
+        return get_warehouse(self.warehouse_url)
 
     @cached_property
     def launcher(self) -> Launcher:

@@ -16,10 +16,10 @@ import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -96,7 +96,7 @@ def _connection_settings(conn_id: str, _epoch: int) -> _S3Settings:
         return _S3Settings(region, endpoint, None, conn_id)
     if cfg.aws_access_key_id and not cfg.role_arn:
         static = (cfg.aws_access_key_id, cfg.aws_secret_access_key or "", cfg.aws_session_token)
-        return _S3Settings(region, endpoint, static, conn_id)  # type: ignore[arg-type]
+        return _S3Settings(region, endpoint, static, conn_id)
     # role_arn or a profile: only the hook's botocore session knows how to assume and refresh
     # them. pyarrow gets a snapshot, re-read every CREDENTIALS_TTL_S; an assumed role lasts an
     # hour at least, but one stream open longer than what is left of it fails (docs/deploy.md
@@ -207,6 +207,23 @@ def read_object(uri: str, size: int) -> pa.Buffer:
     return data
 
 
+def _s3(parsed: ParseResult, _uri: str) -> tuple[pafs.FileSystem, str]:
+    return s3_filesystem(), f"{parsed.netloc}{parsed.path}"
+
+
+def _local(parsed: ParseResult, uri: str) -> tuple[pafs.FileSystem, str]:
+    return _LOCAL, parsed.path if parsed.scheme else uri
+
+
+# URI scheme -> (filesystem, path) of a URI: the object store's backends. "" is a bare local path
+# (what a job hands back for a local object); roots are always file:// or s3://.
+FILESYSTEMS: dict[str, Callable[[ParseResult, str], tuple[pafs.FileSystem, str]]] = {
+    "file": _local,
+    "s3": _s3,
+    "": _local,
+}
+
+
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path) for a ``file://`` or ``s3://`` URI.
 
@@ -215,11 +232,13 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     never from arguments, so they stay out of logs and job command lines.
     """
     parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        return s3_filesystem(), f"{parsed.netloc}{parsed.path}"
-    if parsed.scheme in ("file", ""):
-        return _LOCAL, parsed.path if parsed.scheme else uri
-    raise StoreError(f"unsupported object URI {uri!r}: expected s3://bucket/key or file:///path")
+    resolve = FILESYSTEMS.get(parsed.scheme)
+    if resolve is None:
+        raise StoreError(
+            f"unsupported object URI {uri!r}: expected s3://bucket/key or file:///path "
+            f"(scheme {parsed.scheme!r} is not one of {', '.join(s for s in FILESYSTEMS if s)})"
+        )
+    return resolve(parsed, uri)
 
 
 def iter_parquet(
@@ -264,6 +283,18 @@ class ObjectStore:
     def is_local(self) -> bool:
         return self.root.startswith("file://")
 
+    def prepare(self, setting: str = "MLBATCH_OBJECT_STORE") -> None:
+        """Check the root's scheme names a backend (``setting`` names where it came from) and
+        create a local root's folder; an S3 bucket is the deployment's to create."""
+        scheme = urlparse(self.root).scheme
+        if scheme not in FILESYSTEMS or not scheme:
+            raise StoreError(
+                f"{setting}={self.root!r}: expected s3://bucket/prefix or file:///abs/dir "
+                f"(scheme {scheme!r} is not one of {', '.join(s for s in FILESYSTEMS if s)})"
+            )
+        if self.is_local:
+            os.makedirs(self.root.removeprefix("file://"), exist_ok=True)
+
     def uri(self, key: str) -> str:
         return f"{self.root}/{key.lstrip('/')}"
 
@@ -278,7 +309,8 @@ class ObjectStore:
 
     def exists(self, key: str) -> bool:
         fs, path = self._fs(key)
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
+        found: bool = fs.get_file_info(path).type != pafs.FileType.NotFound
+        return found
 
     @contextlib.contextmanager
     def open_output(self, key: str) -> Iterator[Any]:
@@ -319,7 +351,8 @@ class ObjectStore:
         fs, path = self._fs(key)
         try:
             with fs.open_input_stream(path) as f:
-                return f.read()
+                data: bytes = f.read()
+                return data
         except (FileNotFoundError, OSError) as exc:
             raise StoreError(f"cannot read {self.uri(key)}: {exc}") from exc
 

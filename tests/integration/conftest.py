@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 from mlbatch.launchers.images import build_image
 
-from devtools.devservers import Dockerd, MariaDB, start_dockerd, start_mariadb, start_moto_s3
+from devtools.devservers import Dockerd, MariaDB, Postgres, start_dockerd, start_mariadb, start_moto_s3, start_postgres
+from tests.support.appdb import POSTGRES_PASSWORD
 from tests.support.paths import REPO
 from tests.support.terminal import say
 
@@ -44,6 +45,66 @@ def mariadb_url(mariadb: MariaDB) -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(text(f"DROP DATABASE `{name}`"))
     admin.dispose()
+
+
+# --- PostgreSQL: Aurora PostgreSQL's stand-in as the app DB ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> Iterator[Postgres]:
+    """PostgreSQL 15 (Debian's); the app's user owns its database and is no superuser, as on Aurora."""
+    server = start_postgres(
+        tmp_path_factory.mktemp("postgres"),
+        database="mlbatch",
+        user="mlbatch",
+        password=POSTGRES_PASSWORD,
+        createdb=True,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: Postgres) -> Iterator[str]:
+    """A fresh, empty database on the shared server for each test, owned by the app's user."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres.url(), isolation_level="AUTOCOMMIT")  # CREATE DATABASE runs outside a transaction
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield postgres.url().rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))  # a killed test may leave sessions
+    admin.dispose()
+
+
+# --- The app DB suites: every test that takes ``appdb_url`` runs on each server ----------------
+
+APPDB_SERVERS = ("mariadb", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``appdb_url`` (directly or through a fixture) runs a test once per app DB server: MariaDB
+    for Aurora MySQL, PostgreSQL for Aurora PostgreSQL. ``@pytest.mark.appdb("mariadb")`` keeps a
+    test that is about one backend (LOAD DATA, KILL QUERY, the Aurora proxy) on that one."""
+    if "appdb_url" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("appdb")
+    servers = marker.args if marker else APPDB_SERVERS
+    unknown = set(servers) - set(APPDB_SERVERS)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: appdb marker names {sorted(unknown)}")
+    metafunc.parametrize("appdb_url", servers, indirect=True)
+
+
+@pytest.fixture
+def appdb_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database on the server this test's parameter names; on MariaDB it is the test's
+    ``mariadb_url`` (the same database, for tests that also use that one)."""
+    return request.getfixturevalue({"mariadb": "mariadb_url", "postgresql": "postgres_url"}[request.param])
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Checks of the app DB hook that run alike on SQLite and MariaDB, and an environment on a given app DB."""
+"""Checks of the app DB hook that run alike on SQLite, MariaDB and PostgreSQL, and an environment on a given app DB."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from mlbatch.appdb import schema
 from mlbatch.appdb.hook import AppDbHook
 from mlbatch.env import Environment
 from sqlalchemy import select
+
+POSTGRES_PASSWORD = "Pw-pg-5d2a9c-app"  # the test server's app user's: distinct, so a test can look for it in logs
 
 
 def env_from_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, appdb_url: str) -> Environment:

@@ -1,4 +1,4 @@
-"""The label sync's fixtures and readers on a real MariaDB (``mariadb_url``) behind the Sheets
+"""The label sync's fixtures and readers on the app DB servers (``appdb_url``) behind the Sheets
 API double; the stage functions are the ones the DAG tasks run. Their fixtures (``api``,
 ``env``) are in tests/integration/labels/conftest.py; ``sheets_api_double`` is also the unit
 Sheets tests' ``api``."""

@@ -1,15 +1,22 @@
 """A scored run fabricated without training (prediction shards, scoring manifest, run state), and
-the publish scenarios that run alike on the embedded SQLite app DB and on a real MariaDB."""
+the publish scenarios that run alike on the embedded SQLite app DB, a real MariaDB (Aurora MySQL's
+stand-in) and a real PostgreSQL (Aurora PostgreSQL's)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from mlbatch.env import Environment
 from mlbatch.features.manifest import Entry, EntryMeta, Manifest, Schema
 from mlbatch.spec import ModelSpec, load_spec
@@ -197,10 +204,20 @@ def history_by_day_with_retention(env: Environment, folder: Path) -> None:
     assert {r[0]: r[1] for r in table_rows(env)}[20] == "2026-11-20"
 
 
+# Where a killed publish stops, per app DB backend: (before/after, the statement's pattern).
 KILL_POINTS = {
-    "loaded": ("before", r"^ALTER TABLE \S+ (ADD|EXCHANGE) PARTITION"),  # the day is in the staging table
-    "exchanged": ("after", r"EXCHANGE PARTITION"),  # the day is the history's partition, not yet upserted
-    "in_transaction": ("after", r"^INSERT INTO \S*ml_publish_log"),  # the log row written, not committed
+    "mysql": {
+        "loaded": ("before", r"^ALTER TABLE \S+ (ADD|EXCHANGE) PARTITION"),  # the day is in the staging table
+        "exchanged": ("after", r"EXCHANGE PARTITION"),  # the day is the history's partition, not yet upserted
+        "in_transaction": ("after", r"^INSERT INTO \S*ml_publish_log"),  # the log row written, not committed
+    },
+    "postgresql": {
+        # The day is in the session's TEMP stage and the transaction begun; nothing of it written.
+        "loaded": ("before", r"^DELETE FROM \S*_history\b"),
+        # PostgreSQL exchanges nothing: the history's day changes inside the transaction.
+        "in_transaction": ("after", r"^INSERT INTO \S*ml_publish_log"),
+    },
+    "sqlite": {"in_transaction": ("after", r"^INSERT INTO \S*ml_publish_log")},  # one transaction, the log row last
 }
 
 
@@ -210,7 +227,7 @@ def run_killed(folder: Path, env: Environment, ctx: RunContext, point: str) -> N
     The child watches its own statements from the outside (a SQLAlchemy cursor event installed
     by this script, not a hook in mlbatch): at the point's statement it says so and sleeps.
     """
-    when, pattern = KILL_POINTS[point]
+    when, pattern = KILL_POINTS[env.appdb.dialect][point]
     script = textwrap.dedent(
         f"""
         import re, sys, time
@@ -257,17 +274,52 @@ def run_killed(folder: Path, env: Environment, ctx: RunContext, point: str) -> N
 
 
 def tables(env) -> set[str]:
+    """The database's tables; on PostgreSQL a partitioned table's partitions are not listed (they
+    are the history's days, as MySQL's partitions are)."""
     with env.appdb.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            listed = conn.execute(
+                text(
+                    "SELECT relname FROM pg_class WHERE relnamespace = CAST(current_schema() AS regnamespace) "
+                    "AND relkind IN ('r', 'p') AND NOT relispartition"
+                )
+            )
+            return {r[0] for r in listed}
         return {r[0] for r in conn.execute(text("SHOW TABLES"))}
 
 
+def history_partitions(env) -> list[str]:
+    """The days the history has a partition for (MySQL's ``p_none``, the partition a table
+    needs to exist, left out), in order."""
+    with env.appdb.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            rows = conn.execute(
+                text(
+                    "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = CAST(:t AS regclass)"
+                ),
+                {"t": f"{MODEL}_history"},
+            )
+            return sorted(re.search(r"'(\d{4}-\d{2}-\d{2})'", r[0]).group(1) for r in rows)
+        rows = conn.execute(
+            text(
+                "SELECT PARTITION_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = :t AND PARTITION_NAME <> 'p_none'"
+            ),
+            {"t": f"{MODEL}_history"},
+        )
+        return sorted(f"{r[0][1:5]}-{r[0][5:7]}-{r[0][7:9]}" for r in rows)
+
+
 class Blocker:
-    """Another application session with a transaction left open."""
+    """Another application session with a transaction left open (REPEATABLE READ, MySQL's default:
+    on PostgreSQL too, so the transaction keeps the snapshot of its first statement)."""
 
     def __init__(self, url: str, statement: str):
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, isolation_level="REPEATABLE READ")
         self.conn = self.engine.connect()
-        self.id = self.conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+        session = "SELECT pg_backend_pid()" if self.engine.dialect.name == "postgresql" else "SELECT CONNECTION_ID()"
+        self.id = self.conn.execute(text(session)).scalar_one()
         self.conn.execute(text(statement))  # SQLAlchemy began a transaction: it stays open
 
     def close(self) -> None:
@@ -303,3 +355,34 @@ def aurora_env(folder: Path, appdb_url: str, monkeypatch, bucket: str) -> tuple[
 
     monkeypatch.setattr(LoadSource, "load", load_as_aurora)
     return env, loaded_from
+
+
+CONTEXT = {"params": {}, "ti": SimpleNamespace(map_index=-1)}
+
+
+class PublishTask:
+    """The publish step's StageOperator running in a thread, as in a worker; ``op.on_kill()`` is
+    what the task runner's SIGTERM handler (or the timeout) calls."""
+
+    def __init__(self, ctx: Any, monkeypatch: pytest.MonkeyPatch):
+        from mlbatch import operators  # Airflow's SDK: only the stop tests pay for importing it
+
+        monkeypatch.setattr(operators, "run_context", lambda spec_path, context: ctx)
+        self.op = operators.StageOperator(task_id="publish", spec_path="unused.yaml", target="publish:publish")
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="publish-task", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.op.execute(CONTEXT)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            self.error = exc
+
+
+def wait_for(what: str, condition: Any, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.1)

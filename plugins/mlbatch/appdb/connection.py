@@ -1,7 +1,11 @@
 """The app database's credentials from an Airflow connection (``MLBATCH_APPDB_CONN_ID``).
 
-A MySQL-type connection: host, port, schema, login, password. Its extras choose TLS and IAM
-authentication, under the MySQL provider's names or PyMySQL's own:
+The connection's type picks the backend (:data:`CONN_TYPES`): ``mysql`` (also ``aurora``,
+``mariadb``; the default when unset) for Aurora MySQL, ``postgres`` (also ``postgresql``) for
+Aurora PostgreSQL. Either way: host, port, schema (the database), login, password.
+
+A MySQL connection's extras choose TLS and IAM authentication, under the MySQL provider's names or
+PyMySQL's own:
 
 =========================================  =====================================================
 extra                                      effect (PyMySQL connect argument)
@@ -27,9 +31,23 @@ session until ``SET ROLE``: with ``MLBATCH_AURORA_LOAD_FROM_S3=1``, set ``aurora
 ``MLBATCH_AURORA_LOAD_ROLE``) to it, or set the cluster parameter ``activate_all_roles_on_login``
 to 1. Without either the load is refused, with an error that says so.
 
-``apache-airflow-providers-mysql`` is not a dependency (it builds mysqlclient from C): the
-connection is read with :meth:`airflow.sdk.BaseHook.get_connection`, which also reads
-``AIRFLOW_CONN_<ID>`` variables, and the driver is PyMySQL.
+A PostgreSQL connection's extras, under the Postgres provider's (and libpq's) names:
+
+=========================================  =====================================================
+extra                                      effect (psycopg2 connect argument)
+=========================================  =====================================================
+``sslmode``                                ``disable`` ... ``require`` (TLS, no certificate
+                                           check), ``verify-ca``, ``verify-full``
+``sslrootcert``, ``sslcert``, ``sslkey``   the CA bundle / client certificate
+``sslcrl``, ``connect_timeout``            passed as they are
+``iam``, ``aws_conn_id``, ``region_name``  as for MySQL: an RDS IAM token per connection (needs
+                                           ``sslrootcert`` and ``sslmode`` ``verify-full``,
+                                           ``verify-ca`` or ``require``)
+=========================================  =====================================================
+
+Neither ``apache-airflow-providers-mysql`` (it builds mysqlclient from C) nor the Postgres provider
+is a dependency: the connection is read with :meth:`airflow.sdk.BaseHook.get_connection`, which
+also reads ``AIRFLOW_CONN_<ID>`` variables, and the drivers are PyMySQL and psycopg2.
 
 The password never enters the URL: it is handed to the driver on each connect by a
 :class:`PasswordSource`, so the URL, the hook's repr and every log line stay free of it.
@@ -40,6 +58,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +92,8 @@ class IamToken:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
         hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="rds", region_name=self.region)
-        return hook.conn.generate_db_auth_token(DBHostname=self.host, Port=self.port, DBUsername=self.user)
+        token: str = hook.conn.generate_db_auth_token(DBHostname=self.host, Port=self.port, DBUsername=self.user)
+        return token
 
     def __repr__(self) -> str:
         return f"IamToken({self.user}@{self.host}:{self.port} via {self.aws_conn_id!r})"
@@ -95,7 +115,7 @@ PasswordSource = IamToken | StaticPassword
 
 @dataclass(frozen=True)
 class AppDbSettings:
-    """What the hook needs: a password-free URL, PyMySQL arguments, and where the password comes from."""
+    """What the hook needs: a password-free URL, the driver's arguments, and where the password comes from."""
 
     url: URL
     connect_args: dict[str, Any]
@@ -113,7 +133,7 @@ def from_connection(conn_id: str) -> AppDbSettings:
     except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and secrets-backend errors alike
         raise AppDbConnectionError(
             f"MLBATCH_APPDB_CONN_ID={conn_id!r}: the Airflow connection cannot be read ({type(exc).__name__}: {exc}); "
-            "create it (type mysql: host, port, schema, login, password) or set AIRFLOW_CONN_"
+            "create it (type mysql or postgres: host, port, schema, login, password) or set AIRFLOW_CONN_"
             f"{conn_id.upper()}"
         ) from None
     return settings_for(
@@ -128,6 +148,19 @@ def from_connection(conn_id: str) -> AppDbSettings:
     )
 
 
+@dataclass(frozen=True)
+class ConnType:
+    """How one kind of Airflow connection describes the app DB: the SQLAlchemy driver, the
+    default port, the driver's arguments from the extras, and whether those verify the server's
+    certificate against a CA bundle (what an IAM token needs: the servers refuse one in clear)."""
+
+    drivername: str
+    port: int
+    driver_args: Callable[[dict[str, Any], str], dict[str, Any]]
+    verified_tls: Callable[[dict[str, Any]], bool]
+    tls_fix: str  # what to set when IAM is asked for without verified TLS
+
+
 def settings_for(
     conn_id: str,
     *,
@@ -140,27 +173,77 @@ def settings_for(
     extra: dict[str, Any],
 ) -> AppDbSettings:
     where = f"Airflow connection {conn_id!r}"
-    if conn_type not in (None, "", "mysql", "aurora", "mariadb"):
-        raise AppDbConnectionError(f"{where}: conn_type {conn_type!r} is not mysql (Aurora MySQL, MariaDB)")
+    kind = CONN_TYPES.get(conn_type or "mysql")
+    if kind is None:
+        raise AppDbConnectionError(
+            f"{where}: conn_type {conn_type!r} is not mysql (Aurora MySQL, MariaDB; also aurora, mariadb) "
+            "or postgres (Aurora PostgreSQL; also postgresql)"
+        )
     missing = [name for name, value in (("host", host), ("schema", schema), ("login", login)) if not value]
     if missing:
         raise AppDbConnectionError(f"{where}: {', '.join(missing)} missing (the app DB's host, database and user)")
-    args = {"charset": str(extra.get("charset") or "utf8mb4"), **tls_args(extra, where)}
+    args = kind.driver_args(extra, where)
     source: PasswordSource | None
     if _truthy(extra.get("iam", False)):
-        if args.get("ssl_disabled") or not any(k in args for k in ("ssl_ca", "ssl")):
+        if not kind.verified_tls(args):
             raise AppDbConnectionError(
-                f"{where}: extra iam=true needs TLS with the RDS CA bundle: set extra ssl_ca to its path "
+                f"{where}: extra iam=true needs TLS with the RDS CA bundle: {kind.tls_fix} "
                 "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem); Aurora refuses IAM tokens "
                 "over plain connections"
             )
         aws = extra.get("aws_conn_id") or os.environ.get("MLBATCH_AWS_CONN_ID") or "aws_default"
-        source = IamToken(str(host), int(port or 3306), str(login), str(aws), extra.get("region_name"))
+        source = IamToken(str(host), int(port or kind.port), str(login), str(aws), extra.get("region_name"))
     else:
         source = StaticPassword(password) if password else None
-    url = URL.create("mysql+pymysql", username=login, host=host, port=port or 3306, database=schema)
+    url = URL.create(kind.drivername, username=login, host=host, port=port or kind.port, database=schema)
     role = str(extra.get("aurora_load_role") or "").strip() or None
     return AppDbSettings(url=url, connect_args=args, password=source, source=where, load_role=role)
+
+
+def _mysql_args(extra: dict[str, Any], where: str) -> dict[str, Any]:
+    return {"charset": str(extra.get("charset") or "utf8mb4"), **tls_args(extra, where)}
+
+
+def _mysql_verified(args: dict[str, Any]) -> bool:
+    return not args.get("ssl_disabled") and any(k in args for k in ("ssl_ca", "ssl"))
+
+
+_PG_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_PG_PASSED = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "connect_timeout")
+
+
+def _postgres_args(extra: dict[str, Any], where: str) -> dict[str, Any]:
+    """psycopg2's (libpq's) arguments from a Postgres connection's extras."""
+    args = {name: str(extra[name]) for name in _PG_PASSED if extra.get(name) not in (None, "")}
+    mode = str(extra.get("sslmode") or "").strip().lower()
+    if mode:
+        if mode not in _PG_SSLMODES:
+            raise AppDbConnectionError(f"{where}: extra sslmode {mode!r} is not one of {', '.join(_PG_SSLMODES)}")
+        args["sslmode"] = mode
+    return args
+
+
+def _postgres_verified(args: dict[str, Any]) -> bool:
+    return "sslrootcert" in args and args.get("sslmode") in ("require", "verify-ca", "verify-full")
+
+
+_MYSQL = ConnType("mysql+pymysql", 3306, _mysql_args, _mysql_verified, "set extra ssl_ca to its path")
+_POSTGRES = ConnType(
+    "postgresql+psycopg2",
+    5432,
+    _postgres_args,
+    _postgres_verified,
+    "set extra sslrootcert to its path and sslmode to verify-full",
+)
+# The Airflow connection's conn_type -> how it describes the app DB (unset: MySQL, as before
+# PostgreSQL was offered).
+CONN_TYPES: dict[str, ConnType] = {
+    "mysql": _MYSQL,
+    "aurora": _MYSQL,
+    "mariadb": _MYSQL,
+    "postgres": _POSTGRES,
+    "postgresql": _POSTGRES,
+}
 
 
 def tls_args(extra: dict[str, Any], where: str) -> dict[str, Any]:

@@ -1,15 +1,16 @@
 """The app database hook: owns the connection and the dialect, nothing else.
 
-Aurora MySQL 8 in production, MariaDB 10.11 in tests, SQLite in the embedded stack. Everything
-above this hook (label sync, registry, publish) is the same code on each; the few statements
-that differ by dialect (guarded upsert) are built here with SQLAlchemy's dialect constructs,
-with bound parameters and quoted identifiers only.
+Aurora MySQL 8 or Aurora PostgreSQL in production, MariaDB 10.11 and PostgreSQL in tests, SQLite
+in the embedded stack. Everything above this hook (label sync, registry, publish) is the same
+code on each; the little that differs by backend (how an engine is made, the guarded upsert, the
+publisher) is the backend's strategy (:mod:`mlbatch.appdb.backends`), built with SQLAlchemy's
+dialect constructs, with bound parameters and quoted identifiers only.
 
 Credentials: in Airflow, an Airflow connection (``MLBATCH_APPDB_CONN_ID``, see
 :mod:`mlbatch.appdb.connection`: TLS and IAM auth from its extras); for the CLI and tests, a
 URL (``MLBATCH_APPDB_URL``) with the password in it or in ``MLBATCH_APPDB_PASSWORD``.
 
-Sessions read no client files (``local_infile`` off), except the publish's
+MySQL sessions read no client files (``local_infile`` off), except the publish's
 (:attr:`AppDbHook.publish_engine`), which stream the day with ``LOAD DATA LOCAL INFILE``.
 """
 
@@ -21,10 +22,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect
-from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from mlbatch.appdb import schema
+from mlbatch.appdb.backends import AppDbBackend, backend_for
 from mlbatch.appdb.connection import AppDbSettings, PasswordSource, from_connection
 from mlbatch.redaction import redact
 
@@ -44,6 +45,7 @@ class AppDbHook:
         # ``url`` may carry a password (CLI, tests); ``password`` supplies it at each connect instead
         # (a connection's password or a fresh IAM token), so it is never part of the URL.
         self.url = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        self.backend: AppDbBackend = backend_for(self.url)  # an unknown scheme fails here, named
         self.connect_args = dict(connect_args or {})
         self.password = password
         self._load_role = load_role
@@ -58,12 +60,13 @@ class AppDbHook:
 
     @classmethod
     def from_connection(cls, conn_id: str) -> AppDbHook:
-        """The hook for the Airflow connection ``conn_id`` (MySQL type; TLS and IAM from extras)."""
+        """The hook for the Airflow connection ``conn_id`` (mysql or postgres type; TLS and IAM from extras)."""
         return cls.from_settings(from_connection(conn_id))
 
     @property
     def dialect(self) -> str:
-        return make_url(self.url).get_backend_name()
+        """SQLAlchemy's backend name: ``sqlite``, ``mysql`` or ``postgresql``."""
+        return self.backend.name
 
     @property
     def engine(self) -> Engine:
@@ -72,47 +75,25 @@ class AppDbHook:
         return self._engine
 
     def _create_engine(self) -> Engine:
-        url = make_url(self.url)
-        if url.get_backend_name() == "sqlite":
-            engine = create_engine(url, connect_args={"timeout": 30})
-
-            @event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")  # readers (status) never block the writer
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
-
-            @event.listens_for(engine, "begin")
-            def _begin_immediate(conn: Connection) -> None:
-                # Take the write lock at BEGIN, so two writers queue instead of deadlocking.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-            # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is lazy).
-            @event.listens_for(engine, "connect")
-            def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None
-
-            return engine
-        return self.mysql_engine(local_files=False, pool_pre_ping=True, pool_recycle=3600)
+        return self.backend.engine(self)
 
     @property
     def publish_engine(self) -> Engine:
-        """The engine of the publish's sessions: like :attr:`engine`, plus ``local_infile`` (the
-        day is streamed with ``LOAD DATA LOCAL INFILE``). No other session may read client files:
-        a statement anywhere else that asked the driver for a local file would be refused."""
+        """MySQL: the engine of the publish's sessions: like :attr:`engine`, plus ``local_infile``
+        (the day is streamed with ``LOAD DATA LOCAL INFILE``). No other session may read client
+        files: a statement anywhere else that asked the driver for a local file would be refused."""
         if self._publish_engine is None:
             self._publish_engine = self.mysql_engine(local_files=True, pool_pre_ping=True, pool_recycle=3600)
         return self._publish_engine
 
-    def mysql_engine(self, *, local_files: bool, connect_args: dict[str, Any] | None = None, **kwargs: Any) -> Engine:
-        """A MySQL engine on this hook's URL and credentials; ``local_files`` lets the server ask
-        the driver for client files (LOAD DATA LOCAL INFILE). ``connect_args`` add PyMySQL
-        arguments (e.g. short timeouts), ``kwargs`` go to :func:`create_engine` (e.g. a pool)."""
-        url = make_url(self.url)
+    def server_engine(self, *, connect_args: dict[str, Any] | None = None, **kwargs: Any) -> Engine:
+        """An engine on this hook's URL and credentials for a server backend (MySQL, PostgreSQL):
+        the backend's connect arguments, then the connection's (TLS), then ``connect_args`` (e.g.
+        short timeouts); ``kwargs`` go to :func:`create_engine` (e.g. a pool)."""
+        url = self.backend.url(self.url)
         if url.password is None and self.password is None and os.environ.get("MLBATCH_APPDB_PASSWORD"):
             url = url.set(password=os.environ["MLBATCH_APPDB_PASSWORD"])
-        args = {"charset": "utf8mb4", **self.connect_args, **(connect_args or {}), "local_infile": local_files}
+        args = {**self.backend.connect_args(), **self.connect_args, **(connect_args or {})}
         engine = create_engine(url, connect_args=args, **kwargs)
         if self.password is not None:
             source = self.password
@@ -122,6 +103,12 @@ class AppDbHook:
                 cparams["password"] = source()  # an IAM token is made fresh for each connection
 
         return engine
+
+    def mysql_engine(self, *, local_files: bool, connect_args: dict[str, Any] | None = None, **kwargs: Any) -> Engine:
+        """A MySQL engine on this hook's URL and credentials; ``local_files`` lets the server ask
+        the driver for client files (LOAD DATA LOCAL INFILE). ``connect_args`` add PyMySQL
+        arguments (e.g. short timeouts), ``kwargs`` go to :func:`create_engine` (e.g. a pool)."""
+        return self.server_engine(connect_args={**(connect_args or {}), "local_infile": local_files}, **kwargs)
 
     @property
     def load_role(self) -> str | None:
@@ -173,30 +160,7 @@ class AppDbHook:
         """
         if not rows:
             return
-        if self.dialect == "mysql":
-            stmt = mysql.insert(table)
-            new = stmt.inserted  # renders VALUES(col): MySQL 8.0 and MariaDB 10.11 both take it
-            if newer_than is None:
-                assignments = [(c, new[c]) for c in update]
-            else:
-                from sqlalchemy import func
-
-                fresh = new[newer_than] >= table.c[newer_than]
-                # MySQL applies assignments left to right: the guard column goes last so the
-                # others still compare against the old value.
-                ordered = [c for c in update if c != newer_than] + [newer_than]
-                assignments = [(c, func.if_(fresh, new[c], table.c[c])) for c in ordered]
-            conn.execute(stmt.on_duplicate_key_update(assignments), list(rows))
-        elif self.dialect == "sqlite":
-            stmt = sqlite.insert(table)
-            pk = [c.name for c in table.primary_key.columns]
-            where = None if newer_than is None else stmt.excluded[newer_than] >= table.c[newer_than]
-            conn.execute(
-                stmt.on_conflict_do_update(index_elements=pk, set_={c: stmt.excluded[c] for c in update}, where=where),
-                list(rows),
-            )
-        else:
-            raise NotImplementedError(f"app DB dialect {self.dialect!r} is not supported")
+        conn.execute(self.backend.upsert(table, update, newer_than), list(rows))
 
     def dispose(self) -> None:
         for engine in (self._engine, self._publish_engine):

@@ -74,7 +74,8 @@ def range_of(keys: pa.Array, splits: list[Any]) -> np.ndarray:
     if not splits:
         return np.zeros(len(keys), np.int64)
     if pa.types.is_integer(keys.type):
-        return np.searchsorted(np.asarray(splits, np.int64), keys.to_numpy(), side="right")
+        numbers: np.ndarray = np.searchsorted(np.asarray(splits, np.int64), keys.to_numpy(), side="right")
+        return numbers
     # Strings: numpy compares Python str by code point, which is UTF-8 byte order, Arrow's order.
     return np.searchsorted(np.asarray(splits, dtype=object), np.asarray(keys.to_pylist(), dtype=object), side="right")
 
@@ -124,7 +125,7 @@ def spill_by_range(
             grouped = batch.take(pa.array(order))
             counts = np.bincount(ranges, minlength=pieces)
             start = 0
-            for piece in np.flatnonzero(counts):
+            for piece in np.flatnonzero(counts).tolist():  # as Python ints, the writers' keys
                 if piece not in writers:
                     writers[piece] = pa.ipc.new_stream(str(files[piece]), batch.schema)
                 writers[piece].write_batch(grouped.slice(start, int(counts[piece])))

@@ -102,7 +102,7 @@ def _load_from_s3(conn: Connection, source: LoadSource, into: str, role: str | N
 def _load_in_sessions(sessions: PublishSessions, sources: Sequence[LoadSource], into: str) -> int:
     role = sessions.load_role
     futures = in_sessions(sessions, sources, lambda source, own: _load(own, source, into, role), "mlbatch-load")
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [exc for f in futures if (exc := f.exception()) is not None]
     if errors:
         raise errors[0]
     return sum(f.result() for f in futures)

@@ -107,7 +107,8 @@ class PublishSessions:
             clean = True
         finally:
             with self._lock:
-                self._open.pop(sid, None)  # type: ignore[arg-type]
+                if sid is not None:  # None: it failed before its id was known
+                    self._open.pop(sid, None)
             if not clean and sid is not None:
                 self._kill([sid], "KILL")  # its statement may still run on the server
                 conn.invalidate()  # never back into the pool: the session is gone

@@ -16,9 +16,10 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateTable
 
 from mlbatch.appdb import schema
+from mlbatch.appdb.locks import MODEL_LOCK_WAIT_S
 from mlbatch.appdb.publisher import COLUMNS, UPDATE
 
-LOCK_TIMEOUT_S = 600  # a concurrent publish of the same model may take minutes
+LOCK_TIMEOUT_S = MODEL_LOCK_WAIT_S  # GET_LOCK's wait: PostgreSQL's advisory lock waits as long
 
 
 def q(name: str) -> str:

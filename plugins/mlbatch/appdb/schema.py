@@ -1,12 +1,18 @@
-"""The app database's tables (Aurora MySQL in production, SQLite embedded, MariaDB in tests).
+"""The app database's tables (Aurora MySQL or Aurora PostgreSQL in production, SQLite embedded,
+MariaDB and PostgreSQL in tests).
 
-Defined once with SQLAlchemy Core so the DDL is generated for each dialect from one source;
-``sql/aurora/schema.sql`` is that DDL rendered for MySQL, kept in sync by a test.
+Defined once with SQLAlchemy Core so the DDL is generated for each dialect from one source, with
+every identifier quoted by the dialect; ``sql/aurora/schema.sql`` is that DDL rendered for MySQL,
+kept in sync by a test. The types are the portable ones (``Double`` is MySQL's DOUBLE and
+PostgreSQL's DOUBLE PRECISION; the label history's id is a BIGSERIAL there); MySQL's table options
+(InnoDB, utf8mb4, a binary collation) are ignored by the other dialects.
 Keys are stored as text in the shared label table (a model's key may be an integer or a
 string); the per-model predictions table uses the key's real type so services can join on it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,7 +28,12 @@ from sqlalchemy import (
     Text,
 )
 
-MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+# Any: Table's **kw (typed as str, mypy would match the values against Table's typed keywords).
+MYSQL_TABLE_ARGS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
 
 metadata = MetaData()
 
@@ -134,6 +145,9 @@ def history_table(model: str, key_type: str, md: MetaData | None = None) -> Tabl
     Its primary key (entity_key, ds) answers "an entity's predictions by day" from the index
     alone. On MySQL it is partitioned by day (``appdb.mysql_sql.history_ddl``): a day is swapped in
     whole with ``EXCHANGE PARTITION`` and expires with ``DROP PARTITION`` (``publish.history_days``).
+    On PostgreSQL it is ``PARTITION BY LIST (ds)`` too (``postgresql_partition_by``; a partition per
+    day, attached by ``appdb.postgres_publish``), so a day's rows are one partition and an expired
+    day is dropped whole. Other dialects ignore the option.
     """
     return Table(
         f"{model}_history",
@@ -145,6 +159,7 @@ def history_table(model: str, key_type: str, md: MetaData | None = None) -> Tabl
         Column("model_version", String(64), nullable=False),
         Column("label", String(255), nullable=False),
         Column("score", Double, nullable=False),
+        postgresql_partition_by="LIST (ds)",
         **MYSQL_TABLE_ARGS,
     )
 

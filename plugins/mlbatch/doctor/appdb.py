@@ -1,15 +1,18 @@
-"""``mlbatch doctor``'s app DB checks: it connects, and on MySQL (Aurora) the user's privileges
-and what a publish needs to load data (``local_infile``, or Aurora's role for LOAD DATA FROM S3:
-the cluster's S3 role here, the database role that grants the load in
-:mod:`mlbatch.doctor.aurora_role`).
+"""``mlbatch doctor``'s app DB checks: it connects, and then the backend's own checks
+(:data:`BACKEND_CHECKS`): on MySQL (Aurora) the user's privileges and what a publish needs to load
+data (``local_infile``, or Aurora's role for LOAD DATA FROM S3: the cluster's S3 role here, the
+database role that grants the load in :mod:`mlbatch.doctor.aurora_role`); on PostgreSQL (Aurora
+PostgreSQL) the user's privileges (:mod:`mlbatch.doctor.appdb_postgres`); SQLite, a file, has none.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mlbatch.doctor.appdb_postgres import postgres_checks
 from mlbatch.doctor.aurora_role import load_role_check
 from mlbatch.doctor.checks import Check, _error
 from mlbatch.env import LOAD_FROM_S3_ENV, Environment
@@ -31,23 +34,24 @@ def check_appdb(env: Environment) -> list[Check]:
     except Exception as exc:  # noqa: BLE001
         source = f"connection {env.appdb_conn_id}" if env.appdb_conn_id else "MLBATCH_APPDB_URL"
         fix = f"check {source}: host, port, user and password"
-        if "Access denied" in str(exc):
+        if "Access denied" in str(exc) or "password authentication failed" in str(exc):
             fix = f"the password or user of {source} is wrong (or the user lacks access from this host)"
         return [Check("app DB", "FAIL", f"cannot connect: {_error(exc)}", fix)]
-    if db.dialect != "mysql":
+    backend_checks = BACKEND_CHECKS.get(db.dialect)
+    if backend_checks is None:
         return [Check("app DB", "ok", f"{where} connects (SQLite: no privileges to check)")]
     try:
-        return [Check("app DB", "ok", f"{where} connects"), *_mysql_checks(db)]
+        return [Check("app DB", "ok", f"{where} connects"), *backend_checks(db)]
     finally:
         db.dispose()
 
 
 def _mysql_checks(db: AppDbHook) -> list[Check]:
     with db.connect() as conn:
-        database = conn.exec_driver_sql("SELECT DATABASE()").scalar()
-        user = conn.exec_driver_sql("SELECT CURRENT_USER()").scalar()
+        database: str = conn.exec_driver_sql("SELECT DATABASE()").scalar_one()  # one row, always
+        user: str = conn.exec_driver_sql("SELECT CURRENT_USER()").scalar_one()
         grants = [row[0] for row in conn.exec_driver_sql("SHOW GRANTS")]
-        variables = dict(
+        variables: dict[str, str] = dict(
             conn.exec_driver_sql(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
                 "('local_infile', 'aurora_load_from_s3_role', 'aws_default_s3_role', 'lock_wait_timeout')"
@@ -58,6 +62,12 @@ def _mysql_checks(db: AppDbHook) -> list[Check]:
         checks.append(load_role_check(db, grants, user))
     return checks
 
+
+# The app DB backend (SQLAlchemy's name) -> its checks once it connects; SQLite has none.
+BACKEND_CHECKS: dict[str, Callable[[AppDbHook], list[Check]]] = {
+    "mysql": _mysql_checks,
+    "postgresql": postgres_checks,
+}
 
 _GRANT = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<scope>\S+) TO ", re.IGNORECASE)
 

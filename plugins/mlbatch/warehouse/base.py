@@ -26,7 +26,7 @@ class Warehouse(Protocol):
     """The calls the stages, the export gate and ``mlbatch status`` make on a warehouse."""
 
     # -- the features unload: the model's query, as parquet parts + manifest under a prefix ----
-    def start_unload(self, redshift_query: str, store: ObjectStore, prefix: str) -> str | None:
+    def start_unload(self, query: str, store: ObjectStore, prefix: str) -> str | None:
         """Check the prefix (:func:`check_unload_prefix`) and start the unload; its statement id,
         or ``None`` when it already ran in this process."""
         ...
@@ -35,7 +35,7 @@ class Warehouse(Protocol):
         """After the unload: its manifest's URI (checked)."""
         ...
 
-    def unload(self, redshift_query: str, store: ObjectStore, prefix: str) -> str:
+    def unload(self, query: str, store: ObjectStore, prefix: str) -> str:
         """Start, wait for and finish an unload; the manifest's URI."""
         ...
 

@@ -86,4 +86,7 @@ def replace_day_stream(
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return con.execute(f"SELECT count(*) FROM {ident(table)} WHERE ds = ?::DATE", [ds]).fetchone()[0]
+        counted = con.execute(f"SELECT count(*) FROM {ident(table)} WHERE ds = ?::DATE", [ds]).fetchone()
+        assert counted is not None  # count(*) returns one row
+        rows: int = counted[0]
+        return rows

@@ -158,6 +158,14 @@ class DuckDBWarehouse:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    @classmethod
+    def from_url(cls, url: str) -> DuckDBWarehouse:
+        """``duckdb://<path>`` (the value of ``MLBATCH_WAREHOUSE``; ``duckdb:///abs/path`` for an absolute one)."""
+        path = url.removeprefix("duckdb://")
+        if not path:
+            raise ValueError(f"MLBATCH_WAREHOUSE={url!r}: expected duckdb:///path/to/warehouse.duckdb")
+        return cls(Path(path))
+
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only and not self.path.exists():
             raise UnloadError(f"warehouse file {self.path} does not exist (build it first)")
@@ -176,8 +184,8 @@ class DuckDBWarehouse:
     # -- mlbatch.warehouse.base.Warehouse, the interface the stages use on both warehouses -----
     # DuckDB runs in this process: the "start" does the work and returns no statement id, so
     # there is nothing to wait for, defer or cancel (a killed task takes its query with it).
-    def start_unload(self, redshift_query: str, store: ObjectStore, prefix: str) -> None:
-        self.unload(redshift_query, store, prefix)
+    def start_unload(self, query: str, store: ObjectStore, prefix: str) -> None:
+        self.unload(query, store, prefix)
 
     def finish_unload(self, store: ObjectStore, prefix: str, statement_id: str | None) -> str:
         return store.uri(prefix + "manifest")
@@ -212,7 +220,7 @@ class DuckDBWarehouse:
         with self._connect(read_only=False) as con:
             con.execute(sql, params or [])
 
-    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of a small DuckDB query (counts, checks)."""
         with self._connect(read_only=True) as con:
             return con.execute(sql, params or []).fetchall()
@@ -228,7 +236,8 @@ class DuckDBWarehouse:
     def count_day(self, table: str, ds: str) -> int:
         if not self._has_table(table):
             return 0
-        return self.query(f"SELECT count(*) FROM {ident(table)} WHERE ds = ?::DATE", [ds])[0][0]
+        rows: int = self.query(f"SELECT count(*) FROM {ident(table)} WHERE ds = ?::DATE", [ds])[0][0]
+        return rows
 
     def latest_day(self, table: str) -> str | None:
         if not self._has_table(table):
@@ -249,19 +258,19 @@ class DuckDBWarehouse:
 
     def unload(
         self,
-        redshift_query: str,
+        query: str,
         store: ObjectStore,
         prefix: str,
         *,
         slices: int = 4,
         max_rows_per_file: int = 1_000_000,
     ) -> str:
-        """Run ``redshift_query`` and write its rows under ``prefix`` as UNLOAD would; return the
-        manifest URI. ``prefix`` must end in ``/`` and hold nothing yet."""
+        """Run ``query`` (Redshift SQL, transpiled to DuckDB's) and write its rows under ``prefix`` as
+        UNLOAD would; return the manifest URI. ``prefix`` must end in ``/`` and hold nothing yet."""
         if slices < 1 or max_rows_per_file < 1:
             raise UnloadError(f"slices ({slices}) and max_rows_per_file ({max_rows_per_file}) must be >= 1")
         check_unload_prefix(store, prefix)
-        sql = to_duckdb(redshift_query)
+        sql = to_duckdb(query)
         writers: list[_SliceWriter] = []
         try:
             with self._connect(read_only=True) as con, tempfile.TemporaryDirectory(prefix="mlbatch-unload-") as spill:
@@ -325,7 +334,7 @@ def _distribute(batches: Iterator[pa.RecordBatch], writers: list[_SliceWriter]) 
             future.result()
 
 
-def _put(inbox: queue.Queue, item: pa.RecordBatch | None, writer: Future) -> bool:
+def _put(inbox: queue.Queue[pa.RecordBatch | None], item: pa.RecordBatch | None, writer: Future[list[_Part]]) -> bool:
     """Put into a bounded inbox; False when its writer has stopped (never block on a dead one)."""
     while not writer.done():
         try:

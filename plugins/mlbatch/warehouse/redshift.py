@@ -221,7 +221,7 @@ class RedshiftWarehouse:
         """Poll ``describe_statement`` until it finishes; FAILED/ABORTED raise with Redshift's error."""
         deadline = time.monotonic() + self.timeout
         while True:
-            desc = self.hook.conn.describe_statement(Id=statement_id)
+            desc: dict[str, Any] = self.hook.conn.describe_statement(Id=statement_id)  # the Data API's JSON
             status = desc["Status"]
             if status == "FINISHED":
                 return desc
@@ -246,11 +246,9 @@ class RedshiftWarehouse:
 
     # -- the warehouse interface ----------------------------------------------------------------
 
-    def unload(
-        self, redshift_query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = UNLOAD_MAX_FILE_MB
-    ) -> str:
-        """UNLOAD ``redshift_query`` to ``store``/``prefix`` (fresh, S3); return the manifest URI."""
-        statement_id = self.start_unload(redshift_query, store, prefix, max_file_size_mb=max_file_size_mb)
+    def unload(self, query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = UNLOAD_MAX_FILE_MB) -> str:
+        """UNLOAD ``query`` to ``store``/``prefix`` (fresh, S3); return the manifest URI."""
+        statement_id = self.start_unload(query, store, prefix, max_file_size_mb=max_file_size_mb)
         try:
             self.wait(statement_id, "UNLOAD")
         except KeyboardInterrupt:
@@ -259,21 +257,21 @@ class RedshiftWarehouse:
         return self.finish_unload(store, prefix, statement_id)
 
     def start_unload(
-        self, redshift_query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = UNLOAD_MAX_FILE_MB
+        self, query: str, store: ObjectStore, prefix: str, *, max_file_size_mb: int = UNLOAD_MAX_FILE_MB
     ) -> str:
         """Check the prefix is fresh and submit the UNLOAD; return its statement id (no waiting)."""
         if store.is_local or not store.root.startswith("s3://"):
             raise UnloadError(f"Redshift unloads to S3 only; the object store is {store.root}")
         check_unload_prefix(store, prefix)
         sql = unload_statement(
-            redshift_query,
+            query,
             s3_prefix=store.uri(prefix),
             iam_role=self.config.iam_role,
             max_file_size_mb=max_file_size_mb,
         )
         return self.submit(sql)
 
-    def finish_unload(self, store: ObjectStore, prefix: str, statement_id: str) -> str:
+    def finish_unload(self, store: ObjectStore, prefix: str, statement_id: str | None) -> str:
         """After the UNLOAD finished: read and check the manifest Redshift wrote; return its URI."""
         s3_prefix = store.uri(prefix)
         manifest_uri = store.uri(prefix + "manifest")

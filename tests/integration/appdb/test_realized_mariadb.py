@@ -1,5 +1,6 @@
-"""The realized-performance stage on a real MariaDB (Aurora MySQL's stand-in): upsert, rerun,
-republished day, labels left out because the version trained on them, the degraded flag."""
+"""The realized-performance stage on real servers (MariaDB for Aurora MySQL, PostgreSQL for Aurora
+PostgreSQL): upsert, rerun, republished day, labels left out because the version trained on them,
+the degraded flag."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ DS = "2026-11-22"
 
 
 @pytest.fixture
-def env(mariadb_url, tmp_path, monkeypatch) -> Environment:
+def env(appdb_url, tmp_path, monkeypatch) -> Environment:
     monkeypatch.delenv("AIRFLOW_CONN_MLBATCH_ALERTS", raising=False)
-    e = env_from_variables(monkeypatch, tmp_path, mariadb_url)
+    e = env_from_variables(monkeypatch, tmp_path, appdb_url)
     e.appdb.ensure_schema()
     yield e
     e.appdb.dispose()
@@ -79,7 +80,7 @@ def _register(env: Environment, version: str, sync_id: str) -> None:
     )
 
 
-def test_realized_performance_on_mariadb(env: Environment, tmp_path: Path) -> None:
+def test_realized_performance(env: Environment, tmp_path: Path) -> None:
     raw = yaml.safe_load((REPO / "dags/specs/device_gender.yaml").read_text())
     raw["score"]["shards"] = 1
     raw["monitoring"] = {"min_rows": 100}

@@ -1,5 +1,5 @@
-"""Manual promotion and rollback on a real MariaDB (Aurora MySQL's stand-in): the locking query
-(SELECT ... FOR UPDATE) and the swap run in one transaction there too."""
+"""Manual promotion and rollback on real servers (MariaDB for Aurora MySQL, PostgreSQL for Aurora
+PostgreSQL): the locking query (SELECT ... FOR UPDATE) and the swap run in one transaction there too."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from mlbatch import registry
 from mlbatch.appdb.hook import AppDbHook
 
 
-def test_promote_and_rollback_on_mariadb(mariadb_url: str) -> None:
-    db = AppDbHook(mariadb_url)
+def test_promote_and_rollback(appdb_url: str) -> None:
+    db = AppDbHook(appdb_url)
     db.ensure_schema()
     for version, value in (("v1", 0.84), ("v2", 0.60), ("v3", 0.86)):
         registry.register(

@@ -1,4 +1,5 @@
-"""Fixtures of the label-sync tests: the Sheets API double and an environment on a fresh MariaDB."""
+"""Fixtures of the label-sync tests: the Sheets API double and an environment on a fresh app DB
+(``appdb_url``: MariaDB and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def api(monkeypatch):
 
 
 @pytest.fixture
-def env(mariadb_url, tmp_path, monkeypatch) -> Environment:
-    e = env_from_variables(monkeypatch, tmp_path, mariadb_url)
+def env(appdb_url, tmp_path, monkeypatch) -> Environment:
+    e = env_from_variables(monkeypatch, tmp_path, appdb_url)
     yield e
     e.appdb.dispose()

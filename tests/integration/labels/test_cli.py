@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from mlbatch.cli import app
 from typer.testing import CliRunner
 
 from tests.support.labels import KEY, history, make_spec, sync_log, table
+
+# The CLI's output and exit codes; its SQL is the label sync's, which test_sync.py runs on both servers.
+pytestmark = pytest.mark.appdb("mariadb")
 
 
 def test_dry_run_prints_the_diff_and_writes_nothing_then_sync_applies_it(env, api, tmp_path):

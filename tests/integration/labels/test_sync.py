@@ -1,7 +1,8 @@
-"""Label sync end to end: Sheets API double → check → gate → diff-apply on a real MariaDB.
+"""Label sync end to end: Sheets API double → check → gate → diff-apply on real servers (MariaDB
+for Aurora MySQL, PostgreSQL for Aurora PostgreSQL).
 
-Each test gets a fresh database (``mariadb_url``), its own object store folder and its own sheet
-double; the stage functions are the ones the DAG tasks run.
+Each test gets a fresh database (``appdb_url``, once per server), its own object store folder and
+its own sheet double; the stage functions are the ones the DAG tasks run.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Fixtures of the publish tests on a real MariaDB: an environment on a fresh database and the
-test model's spec."""
+"""Fixtures of the publish tests on real servers: an environment on a fresh database (``appdb_url``:
+MariaDB for Aurora MySQL and PostgreSQL for Aurora PostgreSQL, unless a test is marked for one)
+and the test model's spec."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from tests.support.publish import make_env, write_spec
 
 
 @pytest.fixture
-def env(tmp_path, mariadb_url):
-    env = make_env(tmp_path, mariadb_url)
+def env(tmp_path, appdb_url):
+    env = make_env(tmp_path, appdb_url)
     yield env
     env.appdb.dispose()
 

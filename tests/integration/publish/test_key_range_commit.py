@@ -21,6 +21,10 @@ from tests.support.publish import (
     write_spec,
 )
 
+# publish.commit: key_range is MySQL's (PostgreSQL commits the day in one transaction).
+pytestmark = pytest.mark.appdb("mariadb")
+
+
 KEY_RANGES = "publish: {commit: key_range, sessions: 3}\n"
 
 

@@ -36,6 +36,10 @@ from tests.support.publish import (
     write_spec,
 )
 
+# LOAD DATA LOCAL INFILE and LOAD DATA FROM S3 are MySQL's.
+pytestmark = pytest.mark.appdb("mariadb")
+
+
 LOCAL_INFILE_REFUSED = {1148, 4166}  # MySQL's and MariaDB's "not allowed with this version"
 
 

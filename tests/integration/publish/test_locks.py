@@ -1,5 +1,6 @@
-"""Readers never wait: on a real MariaDB, the publish never queues the application's point lookups,
-and a session that holds what the publish needs makes it fail fast, named, with nothing changed."""
+"""Readers never wait: on real servers (MariaDB for Aurora MySQL, PostgreSQL for Aurora PostgreSQL)
+the publish never queues the application's point lookups, and a session that holds what the
+publish needs makes it fail fast, named, with nothing changed."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def published_day(env, spec) -> tuple[list, list]:
     return table_rows(env), log_rows(env)
 
 
+@pytest.mark.appdb(
+    "mariadb"
+)  # the exchange's metadata lock; PostgreSQL changes the history with DML (test_postgres.py)
 def test_open_transaction_on_the_history_fails_the_exchange_fast_and_names_it(env, spec, mariadb_url, quick_give_up):
     before, before_log = published_day(env, spec)
     ctx = fabricate(env, spec, "2026-11-21", list(range(1000, 4000)), [0.27] * 3000, version="v2")
@@ -54,11 +58,11 @@ def test_open_transaction_on_the_history_fails_the_exchange_fast_and_names_it(en
     assert {r[1] for r in table_rows(env)} == {"2026-11-20", "2026-11-21"}
 
 
-def test_row_lock_on_the_latest_table_fails_the_upsert_fast_and_exchanges_back(env, spec, mariadb_url, quick_give_up):
+def test_row_lock_on_the_latest_table_fails_the_upsert_fast_and_changes_nothing(env, spec, quick_give_up):
     before, before_log = published_day(env, spec)
     ctx = fabricate(env, spec, "2026-11-21", list(range(1000, 4000)), [0.27] * 3000, version="v2")
     predictions_gate(ctx)
-    blocker = Blocker(mariadb_url, f"SELECT score FROM {MODEL}_predictions WHERE entity_key = 2500 FOR UPDATE")
+    blocker = Blocker(env.appdb_url, f"SELECT score FROM {MODEL}_predictions WHERE entity_key = 2500 FOR UPDATE")
     try:
         with pytest.raises(locks.LockWaitError) as failed:
             publish(ctx)
@@ -66,25 +70,26 @@ def test_row_lock_on_the_latest_table_fails_the_upsert_fast_and_exchanges_back(e
         assert f"{MODEL}_predictions: upsert of 2026-11-21: still blocked" in message
         assert f"session {blocker.id} (mlbatch@" in message and "transaction open" in message
         assert table_rows(env) == before and log_rows(env) == before_log
-        assert {r[1] for r in history_rows(env)} == {"2026-11-20"}  # the day's partition was exchanged back
+        # MySQL exchanged the day's partition back; PostgreSQL rolled the history's day back with the rest.
+        assert {r[1] for r in history_rows(env)} == {"2026-11-20"}
         assert not {t for t in tables(env) if "__" in t}
     finally:
         blocker.close()
 
 
-def test_point_lookups_never_wait_during_a_publish_even_behind_a_long_transaction(env, spec, mariadb_url):
+def test_point_lookups_never_wait_during_a_publish_even_behind_a_long_transaction(env, spec):
     """A long read transaction on the table (the application's report, say) used to hold the swap's
     RENAME, and every new lookup queued behind the RENAME. Now the table only sees DML: the publish
     completes, lookups keep answering, and the open transaction still sees its snapshot."""
     published_day(env, spec)
     ctx = fabricate(env, spec, "2026-11-21", list(range(0, 60_000)), [0.27] * 60_000, version="v2")
     predictions_gate(ctx)
-    report = Blocker(mariadb_url, f"SELECT COUNT(*) FROM {MODEL}_predictions")
+    report = Blocker(env.appdb_url, f"SELECT COUNT(*) FROM {MODEL}_predictions")
     latencies: list[float] = []
     done = threading.Event()
 
     def lookups() -> None:
-        engine = create_engine(mariadb_url)
+        engine = create_engine(env.appdb_url)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             key = 0
             while not done.is_set():

@@ -1,4 +1,9 @@
-"""Publish on a real MariaDB 10.11 (Aurora MySQL's stand-in): bulk load, partition exchange, guarded upsert, kills, locks."""
+"""Publish on real servers: MariaDB 10.11 (Aurora MySQL's stand-in: bulk load, partition exchange,
+guarded upsert) and PostgreSQL (Aurora PostgreSQL's: COPY, one transaction); kills, readers.
+
+Every test that takes ``env`` runs on both (``appdb_url``); those about MySQL's own path (load
+sessions, the exchange, LOAD DATA FROM S3) are marked for MariaDB.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,16 @@ import threading
 import pytest
 from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from tests.support.publish import (
+    KILL_POINTS,
     MODEL,
     aurora_env,
     backfill_keeps_newer_rows,
     fabricate,
     history_by_day_with_retention,
+    history_partitions,
     history_rows,
     idempotent_rerun,
     log_rows,
@@ -42,27 +49,16 @@ def test_backfill_keeps_newer_rows(env, spec):
 
 def test_newer_day_replaces_rows(env, spec):
     assert newer_day_replaces_rows(env, spec)["path"] == "daily"
-    with env.appdb.connect() as conn:
-        indexes = {r[2] for r in conn.execute(text(f"SHOW INDEX FROM {MODEL}_predictions"))}
-        parts = [
-            r[0]
-            for r in conn.execute(
-                text(
-                    "SELECT PARTITION_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() "
-                    "AND TABLE_NAME = :t ORDER BY PARTITION_NAME"
-                ),
-                {"t": f"{MODEL}_history"},
-            )
-        ]
-    assert indexes == {"PRIMARY"}  # the history answers by-day questions; no ds index to maintain
-    assert parts == ["p20261120", "p20261121", "p_none"]  # one partition per published day
+    # The history answers by-day questions: no index but the primary key to maintain.
+    assert inspect(env.appdb.engine).get_indexes(f"{MODEL}_predictions") == []
+    assert history_partitions(env) == ["2026-11-20", "2026-11-21"]  # one partition per published day
 
 
 def test_history_by_day_with_retention(env, tmp_path):
     history_by_day_with_retention(env, tmp_path)
 
 
-def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec, mariadb_url):
+def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec):
     run_day(fabricate(env, spec, "2026-11-20", list(range(0, 3000)), [0.21] * 3000))
     ctx = fabricate(env, spec, "2026-11-21", list(range(1000, 5000)), [0.27] * 4000)
     predictions_gate(ctx)
@@ -70,7 +66,7 @@ def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec, mariadb_url):
     done = threading.Event()
 
     def read() -> None:
-        engine = create_engine(mariadb_url)
+        engine = create_engine(env.appdb_url)
         with engine.connect() as conn:
             while not done.is_set():
                 seen.add(
@@ -95,6 +91,7 @@ def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec, mariadb_url):
     assert seen and seen <= {old, new}, seen
 
 
+@pytest.mark.appdb("mariadb")  # MySQL's LOAD DATA sessions, one per key range
 def test_parallel_sessions_keep_every_key_the_day_lacks_in_every_range(env, spec, caplog):
     """Integer keys load in LOAD_SESSIONS key ranges; each session copies its own range's old rows."""
     from mlbatch.appdb.mysql_publish import LOAD_SESSIONS
@@ -121,7 +118,7 @@ def test_awkward_text_survives_the_tsv(env, spec):
     scores = [0.1, 1e-7, 1 / 3, 0.123456789012345678, 0.0, 1.0, 0.5, 2.5e-5]
     run_day(fabricate(env, spec, "2026-11-20", keys, scores, version="v\\1\t\\N"))
     got = {r[0]: (r[2], r[4]) for r in table_rows(env)}
-    # score is FLOAT (single precision) in schema.predictions_table: compare to 6 significant digits.
+    # Text through LOAD DATA's (MySQL) or COPY's (PostgreSQL) escapes; scores compared to 6 digits.
     assert got == {k: ("v\\1\t\\N", pytest.approx(s, rel=1e-5)) for k, s in zip(keys, scores, strict=True)}
 
 
@@ -146,6 +143,8 @@ def test_published_checksum_equals_the_embedded_one(env, spec, tmp_path):
     ],
 )
 def test_killed_publish_leaves_tables_as_they_were(env, spec, tmp_path, newer_exists, point):
+    if point not in KILL_POINTS[env.appdb.dialect]:
+        pytest.skip("PostgreSQL has no exchange step: the history's day changes inside the transaction")
     run_day(fabricate(env, spec, "2026-11-21", list(range(0, 2000)), [0.21] * 2000))
     before, before_log = table_rows(env), log_rows(env)
     ds = "2026-11-20" if newer_exists else "2026-11-22"
@@ -162,6 +161,7 @@ def test_killed_publish_leaves_tables_as_they_were(env, spec, tmp_path, newer_ex
     assert not {t for t in tables(env) if "__" in t}
 
 
+@pytest.mark.appdb("mariadb")  # the exchange is MySQL's step; PostgreSQL changes the history in the transaction
 def test_killed_after_exchange_leaves_a_history_day_the_rerun_replaces(env, spec, tmp_path):
     run_day(fabricate(env, spec, "2026-11-21", list(range(0, 2000)), [0.21] * 2000))
     before, before_log = table_rows(env), log_rows(env)

@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,27 +27,23 @@ from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 from sqlalchemy import create_engine, text
 
-from tests.support.publish import MODEL, Blocker, fabricate, log_rows, run_day, table_rows
+from tests.support.publish import (
+    CONTEXT,
+    MODEL,
+    Blocker,
+    PublishTask,
+    fabricate,
+    log_rows,
+    run_day,
+    table_rows,
+    wait_for,
+)
+
+# MySQL's stop: KILL QUERY / KILL of the load and upsert sessions (PostgreSQL's: test_postgres.py).
+pytestmark = pytest.mark.appdb("mariadb")
+
 
 TABLE = f"{MODEL}_predictions"
-CONTEXT = {"params": {}, "ti": SimpleNamespace(map_index=-1)}
-
-
-class PublishTask:
-    """The publish step's StageOperator running in a thread, as in a worker."""
-
-    def __init__(self, ctx: Any, monkeypatch: pytest.MonkeyPatch):
-        monkeypatch.setattr(operators, "run_context", lambda spec_path, context: ctx)
-        self.op = operators.StageOperator(task_id="publish", spec_path="unused.yaml", target="publish:publish")
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="publish-task", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.op.execute(CONTEXT)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            self.error = exc
 
 
 def statements(url: str) -> list[tuple[int, str]]:
@@ -75,14 +70,6 @@ def lock_is_free(url: str) -> bool:
             return conn.execute(text("SELECT IS_FREE_LOCK(:name)"), {"name": model_lock(TABLE)}).scalar() == 1
     finally:
         engine.dispose()
-
-
-def wait_for(what: str, condition: Any, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout_s} s for {what}")
-        time.sleep(0.1)
 
 
 def trickling_load(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,7 +81,9 @@ def test_ssl_mode_required_encrypts_without_verifying(monkeypatch):
         ({"extra": {"ssl": "{not json"}}, "extra ssl is not a JSON object"),
         ({"extra": {"ssl": {"cafile": "/x"}}}, "extra ssl has ['cafile']"),
         ({"schema": None}, "schema missing"),
-        ({"conn_type": "postgres"}, "conn_type 'postgres' is not mysql"),
+        ({"conn_type": "oracle"}, "conn_type 'oracle' is not mysql"),
+        ({"conn_type": "postgres", "extra": {"sslmode": "sometimes"}}, "sslmode 'sometimes' is not one of"),
+        ({"conn_type": "postgres", "extra": {"iam": True, "sslmode": "require"}}, "set extra sslrootcert"),
         ({"extra": {"iam": True}}, "iam=true needs TLS"),
     ],
 )
@@ -125,3 +127,31 @@ def test_iam_auth_makes_a_signed_token_from_the_aws_connection(monkeypatch):
         query["X-Amz-Credential"][0].startswith("AKIDIAMTEST/") and "/eu-west-1/rds-db/" in query["X-Amz-Credential"][0]
     )
     assert "aws-secret-key" not in token and "aws-secret-key" not in repr(settings)
+
+
+def test_a_postgres_connection_describes_aurora_postgresql(monkeypatch):
+    extra = {"sslmode": "verify-full", "sslrootcert": "/etc/rds/global-bundle.pem", "connect_timeout": 5}
+    set_conn(monkeypatch, "appdb_pg", conn_type="postgres", port=None, extra=extra)
+    settings = from_connection("appdb_pg")
+    assert settings.url.render_as_string(hide_password=False) == (
+        "postgresql+psycopg2://mlbatch_app@aurora.example.internal:5432/mlbatch"
+    )
+    assert settings.connect_args == {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/rds/global-bundle.pem",
+        "connect_timeout": "5",
+    }
+    hook = AppDbHook.from_settings(settings)
+    assert hook.dialect == "postgresql" and SECRET not in repr(hook) + hook.url + str(hook.engine.url)
+    # The backend's own argument, then the connection's: both reach psycopg2.
+    engine = hook.server_engine()
+    assert engine.dialect.driver == "psycopg2"
+    hook.dispose()
+
+
+def test_iam_on_postgres_needs_verified_tls_and_signs_for_port_5432(monkeypatch):
+    extra = {"iam": "true", "aws_conn_id": "aws_appdb", "sslmode": "verify-full", "sslrootcert": "/rds.pem"}
+    set_conn(monkeypatch, "appdb_pg_iam", conn_type="postgres", port=None, password=None, extra=extra)
+    assert from_connection("appdb_pg_iam").password == IamToken(
+        "aurora.example.internal", 5432, "mlbatch_app", "aws_appdb", None
+    )

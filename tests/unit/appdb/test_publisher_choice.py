@@ -1,4 +1,4 @@
-"""The app DB's backend decides the publisher, in env.py with the other backends."""
+"""The app DB's backend decides the publisher (mlbatch.appdb.backends), asked by env.py with the other backends."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from mlbatch.appdb.mysql_publish import MySqlPublisher
+from mlbatch.appdb.postgres_publish import PostgresPublisher
 from mlbatch.appdb.sqlite_publish import SqlitePublisher
 from mlbatch.env import Environment
 
@@ -44,6 +45,22 @@ def test_load_from_s3_stages_in_the_object_store_and_refuses_a_local_one(tmp_pat
         _ = Environment.from_env().publisher
 
 
-def test_an_unsupported_app_db_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"postgresql://u:\*\*\*@h/db: publishing supports mysql"):
-        _ = env_for(tmp_path, "postgresql://u:secret@h/db").publisher
+def test_postgresql_app_db_publishes_with_the_postgres_publisher(tmp_path):
+    for url in ("postgresql://mlbatch@db.internal/app", "postgresql+psycopg2://mlbatch@db.internal/app"):
+        assert isinstance(env_for(tmp_path, url).publisher, PostgresPublisher)
+
+
+def test_load_from_s3_is_refused_on_postgresql(tmp_path, monkeypatch):
+    """LOAD DATA FROM S3 is Aurora MySQL's: on PostgreSQL the setting is an error, not ignored."""
+    env = env_for(tmp_path, "postgresql://mlbatch@db.internal/app", object_store="s3://acme-ml/mlbatch", from_s3=True)
+    with pytest.raises(ValueError, match=r"MLBATCH_AURORA_LOAD_FROM_S3=1 is Aurora MySQL's .* unset it"):
+        _ = env.publisher
+
+
+def test_an_unsupported_app_db_is_named_with_the_known_schemes(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"app DB oracle://u:\*\*\*@h/db: backend 'oracle' is not one of sqlite://"
+    ) as e:
+        _ = env_for(tmp_path, "oracle://u:secret@h/db").publisher
+    assert "mysql:// (Aurora MySQL / MariaDB)" in str(e.value) and "postgresql:// (Aurora PostgreSQL" in str(e.value)
+    assert "secret" not in str(e.value)
