@@ -1,7 +1,8 @@
 # mlbatch: two commands on a fresh machine.
 #   make demo   the whole pipeline on the embedded stack (no AWS, no Google account)
 #   make test   the test suite (installs what the tests need, starts its own servers)
-#   make lint   ruff (complexity at most 10) and the import contracts between layers; .ci/run runs it first
+#   make lint   ruff (complexity at most 10), the import contracts between layers and mypy (strict);
+#               .ci/run runs it first
 
 PYTHON ?= python3
 VENV   := .venv
@@ -49,12 +50,14 @@ airflow: venv
 	$(BIN)/python -m mlbatch.pools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
 
-# What .ci/run checks before the tests: lint (complexity at most 10), formatting, and the import
-# contracts between layers (pyproject.toml [tool.importlinter]).
+# What .ci/run checks before the tests: lint (complexity at most 10), formatting, the import
+# contracts between layers (pyproject.toml [tool.importlinter]) and the types (mypy, strict on
+# mlbatch and jobs/: pyproject.toml [tool.mypy]).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 clean:
 	rm -rf var

@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 from jobs import io
@@ -65,7 +66,7 @@ def save_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if _notice["training"]:
         _notice["asked"] = True  # only a flag: the training loop saves at its next step end
         return

@@ -13,12 +13,13 @@ parses a spec (on every DAG parse). jobs/ never imports mlbatch; mlbatch imports
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 BINARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss")
 MULTICLASS_METRICS = ("accuracy", "macro_f1", "log_loss")
 LOWER_IS_BETTER = frozenset({"log_loss"})
-FAMILIES = ("xgboost", "torch_mlp", "torch_text")
+FamilyName = Literal["xgboost", "torch_mlp", "torch_text"]  # the spec's train.family (a type for it)
+FAMILIES: tuple[str, ...] = get_args(FamilyName)
 DEFAULT_MIN_ROWS = 50
 
 

@@ -46,8 +46,8 @@ def _cgroup_quota() -> float | None:
     except (OSError, ValueError):
         pass
     try:
-        quota = int((CGROUP / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((CGROUP / "cpu" / "cpu.cfs_period_us").read_text())
+        quota_us = int((CGROUP / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((CGROUP / "cpu" / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
-    return quota / period if quota > 0 and period > 0 else None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None

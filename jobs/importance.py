@@ -16,6 +16,7 @@ Every feature is listed (importance 0 for a feature no tree splits on), most imp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,9 @@ def metric_value(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
 
 
 def _ranked(values: dict[str, float], extra: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
-    rows = [{"feature": f, "importance": float(v), **((extra or {}).get(f, {}))} for f, v in values.items()]
+    rows: list[dict[str, Any]] = [
+        {"feature": f, "importance": float(v), **((extra or {}).get(f, {}))} for f, v in values.items()
+    ]
     rows.sort(key=lambda r: (-r["importance"], r["feature"]))
     return rows
 
@@ -65,7 +68,9 @@ def gain_importance(gain: dict[str, float], total_gain: dict[str, float], featur
     }
 
 
-def permutation_importance(predict_proba: Any, data: pa.Table, y: np.ndarray, metric: str, seed: int) -> dict[str, Any]:
+def permutation_importance(
+    predict_proba: Callable[[pa.Table], np.ndarray], data: pa.Table, y: np.ndarray, metric: str, seed: int
+) -> dict[str, Any]:
     """Drop of ``metric`` on ``data`` (the test rows) when each column is shuffled; positive =
     the model relies on the feature. ``predict_proba``: the family's, on a pyarrow table."""
     rng = np.random.default_rng(seed)

@@ -47,7 +47,8 @@ def join_uri(prefix: str, name: str) -> str:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem_for(uri)
-    return fs.get_file_info(path).type == pafs.FileType.File
+    is_file: bool = fs.get_file_info(path).type == pafs.FileType.File
+    return is_file
 
 
 def delete(uri: str) -> None:
@@ -69,7 +70,8 @@ def read_bytes(uri: str) -> bytes:
     fs, path = filesystem_for(uri)
     try:
         with fs.open_input_stream(path) as f:
-            return f.read()
+            data: bytes = f.read()
+            return data
     except (FileNotFoundError, OSError) as exc:
         raise JobInputError(f"cannot read {uri}: {exc}") from exc
 
@@ -96,7 +98,7 @@ def open_output(uri: str) -> Iterator[BinaryIO]:
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with fs.open_output_stream(tmp) as out:
-                yield out  # type: ignore[misc]
+                yield out
             fs.move(tmp, path)
         finally:
             if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
@@ -104,7 +106,7 @@ def open_output(uri: str) -> Iterator[BinaryIO]:
         return
     out = fs.open_output_stream(path)
     try:
-        yield out  # type: ignore[misc]
+        yield out
     except BaseException:
         with suppress(Exception):
             out.close()
@@ -128,7 +130,7 @@ def write_json(uri: str, obj: Any) -> str:
 
 def read_manifest(uri: str) -> dict[str, Any]:
     """Read and check a manifest: every entry has a url and a record_count, and they add up."""
-    manifest = read_json(uri)
+    manifest: dict[str, Any] = read_json(uri)
     try:
         entries = manifest["entries"]
         for e in entries:

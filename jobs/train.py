@@ -24,10 +24,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +41,9 @@ from jobs.checkpoint import PARAM, Checkpointer, Window, fingerprint, save_on_si
 from jobs.contract import ConfigError, TrainConfig
 from jobs.families.columns import size_thread_pools
 from jobs.io import JobInputError
+
+if TYPE_CHECKING:  # the families load lazily: --help and a no-op retry import no model library
+    from jobs.families import Family
 
 
 def provenance() -> dict[str, str | None]:
@@ -186,7 +190,7 @@ def match_labels(
 class Fitted:
     """A fitted, saved model and what it showed on the held-out rows."""
 
-    model: Any  # a jobs.families.Family
+    model: Family
     metrics: dict[str, Any]  # metrics.json
     meta: dict[str, Any]  # the family's part of model_meta.json
     split: tuple[np.ndarray, np.ndarray, np.ndarray]  # train, valid, test row indices
@@ -329,10 +333,10 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
     return summary
 
 
-def feature_importance(model: Any, test: pa.Table, y_test: np.ndarray, cfg: TrainConfig) -> dict[str, Any]:
+def feature_importance(model: Family, test: pa.Table, y_test: np.ndarray, cfg: TrainConfig) -> dict[str, Any]:
     """The family's own figure where it has one (xgboost's gain), else permutation importance of
     the gate metric on the test rows (see jobs.importance)."""
-    own = getattr(model, "feature_importance", None)
+    own: Callable[[], dict[str, Any]] | None = getattr(model, "feature_importance", None)
     if own is not None:
         return own()
     started = time.monotonic()

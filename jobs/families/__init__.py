@@ -75,4 +75,5 @@ def get_family(name: str) -> type[Family]:
     if name not in FAMILIES:
         raise JobInputError(f"unknown model family {name!r}: this image has {sorted(FAMILIES)}")
     module, attr = FAMILIES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    family: type[Family] = getattr(importlib.import_module(module), attr)
+    return family

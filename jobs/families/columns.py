@@ -78,7 +78,8 @@ def encode_column(
             col = pc.cast(col, pa.float32(), safe=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise JobInputError(f"feature column {name!r}: cannot read {col.type} as a number: {exc}") from exc
-    return pc.fill_null(col, np.float32(np.nan)).to_numpy(zero_copy_only=False)
+    values: np.ndarray = pc.fill_null(col, np.float32(np.nan)).to_numpy(zero_copy_only=False)
+    return values
 
 
 def check_kinds(schema: pa.Schema, features: list[str], kinds: dict[str, str], source: str, family: str) -> None:

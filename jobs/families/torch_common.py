@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from jobs.io import JobInputError, join_uri, read_bytes, write_bytes
 
 # inputs for the model's forward(), built from an array of row indices (CPU tensors)
 BatchFn = Callable[[np.ndarray], Sequence[torch.Tensor]]
+M = TypeVar("M", bound=nn.Module)
 
 # ``None`` means "derived from the training table" (see :func:`schedule`); a number is used as is.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -158,13 +159,13 @@ class FitResult:
     schedule: dict[str, int] = field(default_factory=dict)  # the batch size and budgets used
 
 
-def _loader(n: int, batch_fn: BatchFn, y: torch.Tensor, batch_size: int, seed: int, pin: bool) -> DataLoader:
+def _loader(n: int, batch_fn: BatchFn, y: torch.Tensor, batch_size: int, seed: int, pin: bool) -> DataLoader[int]:
     def collate(rows: list[int]) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
         idx = np.asarray(rows, dtype=np.int64)
         return batch_fn(idx), y[idx]
 
     return DataLoader(
-        range(n),
+        range(n),  # type: ignore[arg-type]  # a range is a map-style dataset (len, getitem); the stub wants Dataset
         batch_size=batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
@@ -233,7 +234,7 @@ def fit_loop(
 
 def _train_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader[int],
     optimizers: list[torch.optim.Optimizer],
     scaler: torch.amp.GradScaler,
     precision: Precision,
@@ -312,7 +313,7 @@ def evaluate_loss(model: nn.Module, batch_fn: BatchFn, y: torch.Tensor, batch_si
 def predict_proba(model: nn.Module, batch_fn: BatchFn, n: int, batch_size: int, precision: Precision) -> np.ndarray:
     """(n, classes) float64 probabilities, computed in batches of ``batch_size`` rows."""
     model.eval()
-    out = []
+    out: list[np.ndarray] = []
     with torch.inference_mode(), precision.autocast():
         for idx in _batches(n, batch_size):
             logits = model(*to_device(batch_fn(idx), precision.device)).float()
@@ -320,7 +321,8 @@ def predict_proba(model: nn.Module, batch_fn: BatchFn, n: int, batch_size: int, 
     if not out:
         return np.empty((0, 0))
     p = np.concatenate(out).astype(np.float64)
-    return p / p.sum(axis=1, keepdims=True)
+    proba: np.ndarray = p / p.sum(axis=1, keepdims=True)  # numpy types a keepdims sum as Any
+    return proba
 
 
 def save_state(model: nn.Module, uri: str) -> None:
@@ -329,7 +331,7 @@ def save_state(model: nn.Module, uri: str) -> None:
     write_bytes(uri, buf.getvalue())
 
 
-def load_state(model: nn.Module, prefix: str, name: str, device: torch.device) -> nn.Module:
+def load_state(model: M, prefix: str, name: str, device: torch.device) -> M:
     uri = join_uri(prefix, name)
     try:
         state = torch.load(io.BytesIO(read_bytes(uri)), map_location=device, weights_only=True)

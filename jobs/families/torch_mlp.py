@@ -43,8 +43,9 @@ class MLP(nn.Module):
         self, n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float, n_out: int, cap: int
     ):
         super().__init__()
-        self.embeddings = nn.ModuleList(nn.Embedding(c, embedding_dim(c, cap)) for c in cardinalities)
-        width = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        embeddings = [nn.Embedding(c, embedding_dim(c, cap)) for c in cardinalities]
+        self.embeddings = nn.ModuleList(embeddings)
+        width = n_numeric + sum(e.embedding_dim for e in embeddings)
         layers: list[nn.Module] = []
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
@@ -54,7 +55,8 @@ class MLP(nn.Module):
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
         parts = [x_num] + [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
-        return self.net(torch.cat(parts, dim=1) if len(parts) > 1 else x_num)
+        logits: torch.Tensor = self.net(torch.cat(parts, dim=1) if len(parts) > 1 else x_num)
+        return logits
 
 
 def _batch_fn(x_num: np.ndarray, x_cat: np.ndarray) -> tc.BatchFn:

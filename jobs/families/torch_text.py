@@ -122,7 +122,8 @@ class TextClassifier(nn.Module):
         h = self.bag(tokens, offsets)
         if x_num.shape[1]:
             h = torch.cat([h, x_num.to(h.dtype)], dim=1)
-        return self.head(h)
+        logits: torch.Tensor = self.head(h)
+        return logits
 
 
 class _Encoded:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -244,7 +244,7 @@ class XGBoostFamily:
         if task == "multiclass":
             xgb_params["num_class"] = len(classes)
 
-        meta = {
+        meta: dict[str, Any] = {  # model_meta.json's family part (JSON)
             "features": list(train.column_names),
             "kinds": kinds,
             "categorical": categorical,
@@ -311,7 +311,9 @@ class XGBoostFamily:
         for kind in ("gain", "total_gain"):
             raw = self.booster.get_score(importance_type=kind)
             # A booster without feature names (one had "[", "]", "<" or ",") says f0, f1, ...
-            scores[kind] = {features[int(k[1:])] if k not in features else k: float(v) for k, v in raw.items()}
+            # A gain is one float per feature (a list only for vector-leaf trees, which fit never builds).
+            gains = cast(dict[str, float], raw)
+            scores[kind] = {features[int(k[1:])] if k not in features else k: float(v) for k, v in gains.items()}
         return gain_importance(scores["gain"], scores["total_gain"], features)
 
     @property

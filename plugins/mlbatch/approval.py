@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from mlbatch.registry import ModelVersion
+    from mlbatch.stages.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         )
         self.spec_path = spec_path
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:  # the XCom value: a small summary, or the answer
         from mlbatch import registry
         from mlbatch.operators import run_context
         from mlbatch.stages.train import approval_request
@@ -77,7 +83,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         self.subject, self.body = request["subject"], request["body"]
         return super().execute(context)
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:  # no defaults reached it: the base class raises with the reason
             return super().execute_complete(context=context, event=event)
         from mlbatch import registry
@@ -89,6 +95,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         timed_out = bool(event.get("timedout")) or not user
         chosen = list(event.get("chosen_options") or [])
         comment = str((event.get("params_input") or {}).get("comment") or "")
+        mv: ModelVersion | None
         try:
             mv = registry.decide_approval(
                 ctx.env.appdb,
@@ -109,7 +116,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         return super().execute_complete(context=context, event={**event, "chosen_options": [outcome]})
 
 
-def report_link(ctx: Any, uri: str | None, valid_for: timedelta | None) -> str | None:
+def report_link(ctx: RunContext, uri: str | None, valid_for: timedelta | None) -> str | None:
     """A link a browser can open: a presigned GET for S3 (as long as the question stands, at
     most 7 days), the URI itself otherwise."""
     if not uri or not uri.startswith("s3://"):
@@ -119,9 +126,10 @@ def report_link(ctx: Any, uri: str | None, valid_for: timedelta | None) -> str |
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     seconds = int(min(valid_for.total_seconds() if valid_for else MAX_LINK_S, MAX_LINK_S))
     try:
-        return s3_client().generate_presigned_url(
+        link: str = s3_client().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds
         )
+        return link
     except Exception:  # a link is a convenience; the question must still be asked
         log.exception("could not presign %s", uri)
         return uri

@@ -20,10 +20,13 @@ This module is imported at DAG parse time: it imports nothing heavy at the top.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mlbatch import redaction
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection, Context
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ MAX_ERROR_CHARS = 4000  # a webhook message, not a log file
 TIMEOUT_S = 10
 
 
-def failure_message(context: dict[str, Any]) -> dict[str, Any]:
+def failure_message(context: Context) -> dict[str, Any]:
     """The JSON body for a failed task, from the Airflow callback context."""
     ti = context.get("ti") or context.get("task_instance")
     exc = context.get("exception")
@@ -60,7 +63,7 @@ def failure_message(context: dict[str, Any]) -> dict[str, Any]:
     return msg
 
 
-def _day(context: dict[str, Any]) -> str | None:
+def _day(context: Context) -> str | None:
     """The run's day as its tasks see it (runs without a logical date have no ``ds``)."""
     try:
         from mlbatch.operators import run_day
@@ -70,7 +73,7 @@ def _day(context: dict[str, Any]) -> str | None:
         return context.get("ds")
 
 
-def _host(conn: Any) -> str:
+def _host(conn: Connection) -> str:
     """Where the webhook is, without what makes it a credential."""
     host = conn.host or ""
     parts = urlsplit(host if "://" in host else f"{conn.schema or 'https'}://{host}")
@@ -115,7 +118,7 @@ def post(message: dict[str, Any], conn_id: str = CONN_ID) -> bool:
     return True
 
 
-def on_task_failure(context: dict[str, Any]) -> None:
+def on_task_failure(context: Context) -> None:
     """``on_failure_callback`` of every mlbatch task; never raises."""
     try:
         post(failure_message(context))

@@ -24,7 +24,7 @@ import functools
 import operator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, task
 
@@ -32,7 +32,12 @@ from mlbatch import callbacks, pipeline, pools, runparams
 from mlbatch.approval import PromotionApprovalOperator
 from mlbatch.operators import ExternalWorkOperator, StageOperator
 from mlbatch.pools import GPU_POOL
-from mlbatch.spec import ModelSpec, Resources, load_spec
+from mlbatch.spec import ModelSpec, Resources, SheetSource, load_spec
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.asset import BaseAsset
+    from airflow.sdk.definitions.dag import ScheduleArg
+    from airflow.sdk.types import Operator, OutletEventAccessorsProtocol
 
 START = datetime(2026, 1, 1)  # noqa: DTZ001 - Airflow treats a naive start as UTC
 SPECS_DIR = "specs"
@@ -65,11 +70,16 @@ def cron(expr: str) -> str:
     return PRESET_CRON.get(expr, expr)
 
 
-def timetable(expr: str | None, model: str = "") -> Any:
+def timetable(expr: str | None, model: str = "") -> CronTriggerTimetable | str | None:
     """The DAG schedule of a spec schedule: None (manual only), "@once", or a cron trigger (moved by
     the model's offset within ``MLBATCH_SCHEDULE_WINDOW_MINUTES``: a fleet's runs spread out)."""
     if expr is None or expr == "@once":
         return expr
+    return cron_timetable(expr, model)
+
+
+def cron_timetable(expr: str, model: str = "") -> CronTriggerTimetable:
+    """The cron trigger of a time schedule (neither None nor "@once"): see :func:`timetable`."""
     return CronTriggerTimetable(spread_cron(expr, model), timezone=TIMEZONE)
 
 
@@ -87,11 +97,16 @@ def _params(kind: str) -> dict[str, Param]:
             type=p.type if p.default is not None else ["null", p.type],
             title=p.title,
             description=p.description.format(writers=writers),
-            **({"pattern": p.pattern} if p.pattern else {}),
+            **_pattern(p.pattern),
         )
         for p in runparams.PARAMS
         if kind in p.dags
     }
+
+
+def _pattern(pattern: str | None) -> dict[str, Any]:
+    """A string param's JSON-schema ``pattern`` keyword, if it has one (Param's ``**kwargs``)."""
+    return {"pattern": pattern} if pattern else {}
 
 
 STOPS = (
@@ -129,7 +144,7 @@ def _task_doc(writes: bool, doc: str, task_kwargs: dict[str, Any], report: str |
 def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
     gate, labels, checks = spec.train.gate, spec.labels, spec.features.checks
     src = labels.source
-    source = f"sheet `{src.sheet}` / `{src.worksheet}`" if hasattr(src, "sheet") else f"file `{src.file}`"
+    source = f"sheet `{src.sheet}` / `{src.worksheet}`" if isinstance(src, SheetSource) else f"file `{src.file}`"
     rows = [
         ("owner", spec.owner),
         ("spec", f"`{spec.path}`"),
@@ -181,7 +196,7 @@ def _doc(spec: ModelSpec, kind: str, what: str, schedule: str) -> str:
 PRIORITY = {"labels": 10}
 
 
-def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, schedule_text: str) -> DAG:
+def _dag(spec: ModelSpec, kind: str, schedule: ScheduleArg, what: str, schedule_text: str) -> DAG:
     return DAG(
         dag_id=f"{spec.name}__{kind}",
         description=f"{spec.name}: {what}",
@@ -206,20 +221,20 @@ def _dag(spec: ModelSpec, kind: str, schedule: Any, what: str, schedule_text: st
     )
 
 
-def _schedule(spec: ModelSpec, kind: str) -> tuple[Any, str]:
+def _schedule(spec: ModelSpec, kind: str) -> tuple[ScheduleArg, str]:
     """The DAG's schedule and how its doc says it: the spec's time schedule, or an event of one
     of the DAG's declared triggers (training: on its cron OR when labels changed)."""
-    when = getattr(spec, kind).schedule
-    timed = when not in (None, "@once")
-    text = f"`{when}`" + (f" (cron `{spread_cron(when, spec.name)}`, UTC)" if timed else "")
+    when: str | None = getattr(spec, kind).schedule
+    timed = None if when is None or when == "@once" else when  # a time schedule: its cron
+    text = f"`{when}`" + (f" (cron `{spread_cron(timed, spec.name)}`, UTC)" if timed is not None else "")
     triggers = [assets(spec.name)[t.asset] for t in pipeline.DAGS[kind].triggers if t.when(spec)]
     if not triggers:
         return timetable(when, spec.name), text
-    events: Any = functools.reduce(operator.or_, triggers)
+    events: BaseAsset = functools.reduce(operator.or_, triggers)  # an AssetAny (one asset: itself)
     changed = f"when `{triggers[0].name}` changes"
-    if not timed:
+    if timed is None:
         return events, changed
-    return AssetOrTimeSchedule(timetable=timetable(when, spec.name), assets=events), f"{text} or {changed}"
+    return AssetOrTimeSchedule(timetable=cron_timetable(timed, spec.name), assets=events), f"{text} or {changed}"
 
 
 def _task_kwargs(spec: ModelSpec, step: pipeline.Step) -> dict[str, Any]:
@@ -239,7 +254,7 @@ def _task_kwargs(spec: ModelSpec, step: pipeline.Step) -> dict[str, Any]:
     return kwargs
 
 
-def _task(spec: ModelSpec, step: pipeline.Step) -> Any:
+def _task(spec: ModelSpec, step: pipeline.Step) -> Operator:
     """The Airflow task of one declared step."""
     if step.kind == "approval":
         return PromotionApprovalOperator(
@@ -252,7 +267,7 @@ def _task(spec: ModelSpec, step: pipeline.Step) -> Any:
     kwargs = _task_kwargs(spec, step)
     external = step.kind == "external"
     doc = _task_doc(step.writes, step.describe(spec) + (STOPS if external else ""), kwargs, step.report)
-    common = {"task_id": step.name, "spec_path": str(spec.path), "target": step.call, "doc_md": doc}
+    common: dict[str, Any] = {"task_id": step.name, "spec_path": str(spec.path), "target": step.call, "doc_md": doc}
     common |= {"writes": step.writes, "trigger_rule": TriggerRule(step.trigger_rule), **kwargs}
     if step.per_shard:
         shards = [[*step.args, shard] for shard in range(spec.score.shards)]
@@ -262,17 +277,22 @@ def _task(spec: ModelSpec, step: pipeline.Step) -> Any:
     return StageOperator(stage_args=step.args, report=step.report, **common)
 
 
-def _announce(spec: ModelSpec, announce: pipeline.Announce, after: Any) -> None:
+def _announce(spec: ModelSpec, announce: pipeline.Announce, after: Operator) -> None:
     """Emit the model's asset event after a task (only when its result says so, with ``check``)."""
     asset = assets(spec.name)[announce.asset]
 
     @task(task_id=announce.task_id, outlets=[asset], doc_md=announce.doc.format(asset=asset.name))
-    def emit(result: dict[str, Any] | None = None, *, outlet_events: Any = None) -> dict[str, Any] | None:
+    def emit(
+        result: dict[str, Any] | None = None, *, outlet_events: OutletEventAccessorsProtocol | None = None
+    ) -> dict[str, Any] | None:
         if announce.extra and result is not None:
+            assert outlet_events is not None  # Airflow passes it: a context key, and the task has outlets
             outlet_events[asset].extra = {key: result[key] for key in announce.extra}
         return result
 
-    emitted = emit(after.output) if announce.extra else emit()
+    # An XComArg stands for the upstream result at run time; Airflow's @task types the call with
+    # the function's own parameters.
+    emitted = emit(after.output) if announce.extra else emit()  # type: ignore[arg-type]
     if announce.check is None:
         after >> emitted
         return
@@ -281,7 +301,7 @@ def _announce(spec: ModelSpec, announce: pipeline.Announce, after: Any) -> None:
     def check(result: dict[str, Any]) -> bool:
         return bool(result[announce.key])
 
-    check(after.output) >> emitted
+    check(after.output) >> emitted  # type: ignore[arg-type]  # an XComArg, as for emit
 
 
 def _build(spec: ModelSpec, kind: str) -> DAG:

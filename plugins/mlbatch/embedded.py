@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from mlbatch.env import REPO_ROOT, Environment
+from mlbatch.env import Environment
+from mlbatch.spec import REPO_ROOT
 
 
 def airflow_environment(env: Environment) -> dict[str, str]:

@@ -48,7 +48,9 @@ def repeated_keys(
             "CREATE TEMP TABLE repeated AS SELECT k, count(*) AS n FROM day_keys "
             "WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1"
         )
-        extra = con.execute("SELECT coalesce(sum(n - 1), 0) FROM repeated").fetchone()[0]
+        total = con.execute("SELECT coalesce(sum(n - 1), 0) FROM repeated").fetchone()
+        assert total is not None  # an aggregate without GROUP BY returns one row
+        extra = total[0]
         examples = [r[0] for r in con.execute(f"SELECT k FROM repeated ORDER BY n DESC, 1 LIMIT {EXAMPLES}").fetchall()]
     return int(extra), examples
 

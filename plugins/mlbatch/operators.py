@@ -23,18 +23,45 @@ inside ``execute`` only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import BaseOperator
 
 from mlbatch import runparams
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
+
+    from mlbatch.pipeline import StageArg
+    from mlbatch.stages.context import RunContext
+
 log = logging.getLogger(__name__)
 
+#: A step's result: its XCom value (a stage's small JSON summary, or what the next task maps over).
+Summary = Any
+#: The JSON-serialisable identity of outside work (:attr:`mlbatch.stages.external.ExternalWork.handle`).
+Handle = dict[str, Any]
 
-def run_day(context: Mapping[str, Any]) -> str:
+
+class Work(Protocol):
+    """What :class:`ExternalWorkOperator` calls on its step: an
+    :class:`mlbatch.stages.external.ExternalWork` (named, not imported: the stages load at run time)."""
+
+    handle: Handle | None
+
+    def start(self) -> dict[str, Any] | None: ...
+    def wait(self) -> None: ...
+    def trigger(self) -> BaseTrigger | None: ...
+    def finish(self, event: dict[str, Any] | None = None) -> dict[str, Any]: ...
+    def stop(self) -> None: ...
+    def reattach(self, handle: Handle) -> bool: ...
+    def resume(self, handle: Handle | None) -> Work: ...  # the deferral's kwargs: start's handle
+
+
+def run_day(context: Context) -> str:
     """The day a run works on: its logical date, else the UTC day of its ``run_after``.
 
     Scheduled and backfill runs have a logical date (a CronTriggerTimetable's trigger time, so
@@ -52,7 +79,7 @@ def run_day(context: Mapping[str, Any]) -> str:
     return logical.astimezone(UTC).date().isoformat()
 
 
-def triggered_by(context: Mapping[str, Any], model: str) -> dict[str, dict[str, Any]]:
+def triggered_by(context: Context, model: str) -> dict[str, dict[str, Any]]:
     """The extra of the newest triggering event of each of the model's assets, by kind.
 
     An asset-triggered run collects every event since the previous run; the newest is the state
@@ -70,7 +97,7 @@ def triggered_by(context: Mapping[str, Any], model: str) -> dict[str, dict[str, 
     return found
 
 
-def run_context(spec_path: str, context: Mapping[str, Any]) -> Any:
+def run_context(spec_path: str, context: Context) -> RunContext:
     """The stage functions' RunContext, built inside the task (never at parse time)."""
     from mlbatch import redaction
     from mlbatch.env import Environment
@@ -119,7 +146,7 @@ class StageOperator(BaseOperator):
         *,
         spec_path: str,
         target: str,
-        stage_args: Sequence[Any] = (),
+        stage_args: Sequence[StageArg] = (),
         report: str | None = None,
         writes: bool = False,
         **kwargs: Any,
@@ -130,7 +157,7 @@ class StageOperator(BaseOperator):
         self.stage_args = list(stage_args)
         self.report = report
         self.writes = writes
-        self._ctx: Any = None  # the running stage's RunContext, for on_kill
+        self._ctx: RunContext | None = None  # the running stage's, for on_kill
         if report is not None:
             from mlbatch.pipeline import check_report
             from mlbatch.ui import ReportLink
@@ -138,7 +165,7 @@ class StageOperator(BaseOperator):
             check_report(self.task_id, report)  # a typo fails the DAG file's parse, not silently the report
             self.operator_extra_links = (ReportLink(),)
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Summary:
         self.skip_if_dry_run(context)
         ctx = self._ctx = run_context(self.spec_path, context)
         return self.with_report(ctx, lambda: self.call_stage(ctx), context)
@@ -160,19 +187,19 @@ class StageOperator(BaseOperator):
             except Exception:
                 log.exception("%s: could not stop the publish; see the app DB's processlist", self.task_id)
 
-    def call_stage(self, ctx: Any) -> Any:
+    def call_stage(self, ctx: RunContext) -> Summary:
         from mlbatch.pipeline import resolve
 
         return resolve(self.target)(ctx, *self.stage_args)
 
-    def skip_if_dry_run(self, context: Any) -> None:
+    def skip_if_dry_run(self, context: Context) -> None:
         if runparams.skipped(context.get("params") or {}, self.writes):
             from airflow.sdk.exceptions import AirflowSkipException
 
             name = runparams.DRY_RUN.name
             raise AirflowSkipException(f"dry run: {self.task_id} writes, so it is skipped (params.{name} = true)")
 
-    def with_report(self, ctx: Any, stage: Any, context: Any = None) -> Any:
+    def with_report(self, ctx: RunContext, stage: Callable[[], Summary], context: Context | None = None) -> Summary:
         """Run ``stage()`` as a gated step, then write the report (if any), whatever the outcome."""
         from mlbatch.gates import GateFailed
 
@@ -190,7 +217,7 @@ class StageOperator(BaseOperator):
         uri = self._write_report(ctx, context)
         return {**result, "report": uri} if isinstance(result, dict) and uri else result
 
-    def _write_report(self, ctx: Any, context: Any = None) -> str | None:
+    def _write_report(self, ctx: RunContext, context: Context | None = None) -> str | None:
         """Run ``mlbatch.reports.<report>(ctx)`` and give the task its Report button (:mod:`mlbatch.ui`).
 
         Decision: the report is written after the step's work is done (the day published, the
@@ -218,7 +245,7 @@ class StageOperator(BaseOperator):
         log.info("%s: %s written to %s", ctx.model, self.report.replace("_", " "), uri)
         return uri
 
-    def _report_after_failure(self, ctx: Any, context: Any, failure: BaseException) -> None:
+    def _report_after_failure(self, ctx: RunContext, context: Context | None, failure: BaseException) -> None:
         """Write the report of a step that failed: the step's own error stays the task's error.
 
         A report that fails too (even by a bug) never replaces it, which would turn a gate's
@@ -265,20 +292,21 @@ class ExternalWorkOperator(StageOperator):
     def __init__(self, *, deferrable: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.deferrable = deferrable
-        self._work: Any = None
+        self._work: Work | None = None
         self._state: str | None = None  # the run-state name of this task's handle, for on_kill
 
-    def _step(self, ctx: Any) -> Any:
+    def _step(self, ctx: RunContext) -> Work:
         from mlbatch.pipeline import resolve
 
-        return resolve(self.target)(ctx, *self.stage_args)
+        work: Work = resolve(self.target)(ctx, *self.stage_args)  # the ExternalWork class ``target`` names
+        return work
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Summary:
         self.skip_if_dry_run(context)
         ctx = self._ctx = run_context(self.spec_path, context)
         self._state = self._state_name(context)
         work = self._work = self._step(ctx)
-        earlier = self._remembered(ctx)
+        earlier = self._remembered(ctx, self._state)
         if earlier is not None and work.reattach(earlier):
             log.info("%s: reattaching to %s, started by an earlier attempt and still running", self.task_id, earlier)
         else:
@@ -298,7 +326,9 @@ class ExternalWorkOperator(StageOperator):
         work.wait()
         return work.finish()
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, handle: Any = None) -> Any:
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, handle: Handle | None = None
+    ) -> Summary:
         ctx = self._ctx = run_context(self.spec_path, context)
         self._state = self._state_name(context)
         work = self._work = self._step(ctx).resume(handle)
@@ -310,7 +340,7 @@ class ExternalWorkOperator(StageOperator):
                 self._stop(ctx, work, f"its trigger reported {event.get('status')!r}")
             raise
 
-    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Summary:
         from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 
         try:
@@ -326,7 +356,7 @@ class ExternalWorkOperator(StageOperator):
         if self._work is not None and self._work.handle is not None:
             self._stop(self._ctx, self._work, "on_kill")
 
-    def _stop(self, ctx: Any, work: Any, why: str) -> None:
+    def _stop(self, ctx: RunContext | None, work: Work, why: str) -> None:
         """Stop the work, then record in the run's state that it was stopped; never raises (the
         task's own error, or its kill, must go on)."""
         log.warning("%s: stopping %s (%s)", self.task_id, work.handle, why)
@@ -343,26 +373,27 @@ class ExternalWorkOperator(StageOperator):
         except Exception:
             log.exception("%s: stopped %s but could not record it in the run's state", self.task_id, work.handle)
 
-    def _state_name(self, context: Any) -> str:
+    def _state_name(self, context: Context) -> str:
         index = context["ti"].map_index
         return f"started__{self.task_id}" + (f"__{index}" if index is not None and index >= 0 else "")
 
-    def _remembered(self, ctx: Any) -> dict[str, Any] | None:
+    def _remembered(self, ctx: RunContext, state_name: str) -> Handle | None:
         """The handle an earlier attempt started, unless that work was stopped (start afresh)."""
-        key = ctx.state_key(self._state)
+        key = ctx.state_key(state_name)
         if not ctx.env.store.exists(key):
             return None
-        state = ctx.env.store.get_json(key)
+        state: dict[str, Any] = ctx.env.store.get_json(key)  # what _stop and execute saved
         if state.get("stopped"):
             log.info("%s: %s was stopped (%s): starting afresh", self.task_id, state["handle"], state["stopped"])
             return None
-        return state["handle"]
+        handle: Handle = state["handle"]
+        return handle
 
-    def _stop_remembered(self, context: Any, why: str) -> None:
+    def _stop_remembered(self, context: Context, why: str) -> None:
         try:
             ctx = self._ctx = run_context(self.spec_path, context)
             self._state = self._state_name(context)
-            handle = self._remembered(ctx)
+            handle = self._remembered(ctx, self._state)
             if handle is None:
                 return
             self._stop(ctx, self._step(ctx).resume(handle), why)

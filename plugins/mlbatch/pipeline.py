@@ -25,6 +25,10 @@ from mlbatch.step_docs import approval_doc, model_gate_doc, realized_doc, retrai
 
 if TYPE_CHECKING:
     from mlbatch.spec import ModelSpec
+    from mlbatch.stages.context import RunContext
+
+#: A step's argument after the RunContext: a declared word ("train", "score"), or a shard's number.
+StageArg = str | int
 
 STAGES_DIR = Path(__file__).parent / "stages"
 
@@ -82,10 +86,11 @@ def check_report(step: str, report: str) -> None:
         )
 
 
-def resolve_report(step: str, report: str) -> Callable[[Any], str]:
+def resolve_report(step: str, report: str) -> Callable[[RunContext], str]:
     """The function of :mod:`mlbatch.reports` a step's ``report`` names (imports it: at run time only)."""
     check_report(step, report)
-    return getattr(importlib.import_module("mlbatch.reports"), report)
+    write: Callable[[RunContext], str] = getattr(importlib.import_module("mlbatch.reports"), report)
+    return write
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class Step:
     doc: str | Callable[[ModelSpec], str]
     call: str | None = None  # "module:attribute" of mlbatch.stages; None for an approval
     stage: str | None = None  # the `mlbatch run --stage` group; None: not run by the CLI
-    args: tuple[Any, ...] = ()  # after the RunContext
+    args: tuple[str, ...] = ()  # after the RunContext
     writes: bool = False  # writes what users see: skipped in a dry run
     per_shard: bool = False  # fan-out: one task (CLI step) per score shard, the shard last in args
     job: Literal["train", "score"] | None = None  # the spec section whose resources size the job
@@ -408,7 +413,7 @@ class CliStep:
 
     name: str  # e.g. "features_gate[train]", "score[0]"
     step: Step
-    args: tuple[Any, ...]  # after the RunContext (a shard's number last)
+    args: tuple[StageArg, ...]  # after the RunContext (a shard's number last)
     after_writer: bool  # a writer, or after one in its DAG: skipped in a dry run (as Airflow would)
 
 

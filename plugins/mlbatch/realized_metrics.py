@@ -151,7 +151,7 @@ def measure(metric: str, y: np.ndarray, pred: np.ndarray, score: np.ndarray, n_c
         auc, var = found
         half = Z95 * math.sqrt(var)
         return Measured(metric, auc, n, max(0.0, auc - half), min(1.0, auc + half))
-    stats = {
+    stats: dict[str, Callable[[np.ndarray], float | None]] = {  # a metric on the rows at indices i
         "pr_auc": lambda i: average_precision(y[i], score[i]),
         "f1": lambda i: f1(y[i], pred[i]),
         "log_loss": lambda i: log_loss(y[i], score[i]),
@@ -160,5 +160,5 @@ def measure(metric: str, y: np.ndarray, pred: np.ndarray, score: np.ndarray, n_c
     if metric not in stats:
         raise ValueError(f"realized metric {metric!r} is not one of accuracy, roc_auc, {', '.join(stats)}")
     everything = np.arange(n)
-    lo, hi = _bootstrap(stats[metric], n)
-    return Measured(metric, stats[metric](everything), n, lo, hi)
+    low, high = _bootstrap(stats[metric], n)
+    return Measured(metric, stats[metric](everything), n, low, high)

@@ -21,8 +21,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 MASK = "***"
 # Names that say "credential": their values are secrets (also used to refuse them in job envs).
@@ -73,7 +76,7 @@ def _secret_values(extra: Any, key: str = "") -> list[str]:
     return []
 
 
-def connection_secrets(conn: Any) -> list[str]:
+def connection_secrets(conn: Connection) -> list[str]:
     """What must never be logged of an Airflow connection."""
     found = [getattr(conn, "password", None) or ""]
     host = getattr(conn, "host", None) or ""

@@ -80,12 +80,19 @@ def register(db: AppDbHook, mv: dict[str, Any]) -> ModelVersion:
                     created_at=_now(),
                 )
             )
-        return get(conn, mv["model"], mv["version"])  # type: ignore[return-value]
+        return _written(conn, mv["model"], mv["version"])
 
 
 def get(conn: Connection, model: str, version: str) -> ModelVersion | None:
     row = conn.execute(select(t).where(t.c.model == model, t.c.version == version)).first()
     return ModelVersion.from_row(row) if row else None
+
+
+def _written(conn: Connection, model: str, version: str) -> ModelVersion:
+    """A version this transaction has just inserted or updated (so it is there)."""
+    mv = get(conn, model, version)
+    assert mv is not None, f"{model} {version} is not in the registry right after its write"
+    return mv
 
 
 def production(db: AppDbHook, model: str) -> ModelVersion | None:
@@ -170,7 +177,7 @@ def promote(db: AppDbHook, model: str, version: str, reason: str, *, by: str, fo
         if target.status == "rejected":
             note += " (forced over the gate's rejection)"
         _swap_in(conn, model, version, note, _now())
-        return get(conn, model, version)  # type: ignore[return-value]
+        return _written(conn, model, version)
 
 
 def rollback(db: AppDbHook, model: str, reason: str, *, by: str) -> tuple[ModelVersion, ModelVersion | None]:
@@ -188,7 +195,7 @@ def rollback(db: AppDbHook, model: str, reason: str, *, by: str) -> tuple[ModelV
         current = next((v for v in rows if v.status == "production"), None)
         note = f"rollback by {by}" + (f" from {current.version}" if current else "") + f": {reason.strip() or '-'}"
         _swap_in(conn, model, target.version, note, _now())
-        return get(conn, model, target.version), current  # type: ignore[return-value]
+        return _written(conn, model, target.version), current
 
 
 def decide_approval(
@@ -231,4 +238,4 @@ def decide_approval(
                 .where(t.c.model == model, t.c.version == version)
                 .values(status="rejected", reason=note, decided_at=now)
             )
-        return get(conn, model, version)  # type: ignore[return-value]
+        return _written(conn, model, version)

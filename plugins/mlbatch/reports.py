@@ -147,7 +147,8 @@ def _svg_points(xs: list[float], ys: list[float]) -> str:
 
 
 def _curves(ctx: RunContext, prefix: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    store, out = ctx.env.store, []
+    store = ctx.env.store
+    out: list[dict[str, Any]] = []  # the template's curves
     for png, title, key, (xk, yk) in (
         ("roc.png", "ROC", "roc_curve", ("fpr", "tpr")),
         ("pr.png", "precision-recall", "pr_curve", ("recall", "precision")),
@@ -271,7 +272,7 @@ def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[st
     plotted = [r for r in rows if r["value"] is not None]
     plot = None
     if plotted:
-        values = [v for r in plotted for v in (r["value"], r["ci_low"], r["ci_high"]) if v is not None]
+        values: list[float] = [v for r in plotted for v in (r["value"], r["ci_low"], r["ci_high"]) if v is not None]
         values += [gate.min] + ([offline] if offline is not None else [])
         ymin, ymax = min(values), max(values)
         span = (ymax - ymin) or 1.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from mlbatch.spec import OnDrift, OnLabels, Retrain
 
@@ -49,6 +49,14 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _Evidence(TypedDict):
+    """What every decision of a sync records (:class:`Decision`'s last three fields)."""
+
+    sync_id: str | None
+    changed_rows: int
+    changed_fraction: float | None
 
 
 def human_duration(seconds: float) -> str:
@@ -98,7 +106,7 @@ def decide(policy: Retrain, x: Inputs) -> Decision:
             material, reason = True, drift
         interval = labels.min_interval_seconds
     trigger = "drift" if reason == drift else "labels"
-    common = {"sync_id": x.latest_sync_id, "changed_rows": x.changed_rows, "changed_fraction": fraction}
+    common: _Evidence = {"sync_id": x.latest_sync_id, "changed_rows": x.changed_rows, "changed_fraction": fraction}
     if not material:
         return Decision(False, reason, **common)
     if trigger == "labels" and x.last_sync_id == x.latest_sync_id:

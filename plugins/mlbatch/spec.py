@@ -23,7 +23,9 @@ from mlbatch import names
 from mlbatch.errors import UsageError
 from mlbatch.labels.text import class_index, fold
 from mlbatch.spec_base import Strict
-from mlbatch.spec_retrain import OnDrift, OnLabels, Retrain  # noqa: F401 - re-exported: the spec's sections
+from mlbatch.spec_retrain import OnDrift as OnDrift  # re-exported (`as`): the spec's sections
+from mlbatch.spec_retrain import OnLabels as OnLabels
+from mlbatch.spec_retrain import Retrain as Retrain
 
 # MySQL identifiers are at most 64 characters; `<name>_predictions` must fit.
 MODEL_NAME = r"^[a-z][a-z0-9_]{0,51}$"

@@ -16,6 +16,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from mlbatch import names
 from mlbatch.appdb import schema
 from mlbatch.features.sql import render_spec_query, unload_statement
+from mlbatch.features.template import Stage
 from mlbatch.spec import ModelSpec
 from mlbatch.stages.context import check_ds
 
@@ -91,7 +92,8 @@ def aurora_ddl(spec: ModelSpec | None = None) -> list[str]:
     out = []
     for t in tables:
         out.append(str(CreateTable(t).compile(dialect=dialect)).strip())
-        out += [str(CreateIndex(i).compile(dialect=dialect)).strip() for i in sorted(t.indexes, key=lambda i: i.name)]
+        indexes = sorted(t.indexes, key=lambda i: str(i.name))  # every index of ours is named
+        out += [str(CreateIndex(i).compile(dialect=dialect)).strip() for i in indexes]
     return out
 
 
@@ -109,7 +111,8 @@ def aurora_schema_sql() -> str:
 def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     ds = check_ds(ds)
     out = []
-    for stage, purpose in (("training", "train"), ("scoring", "score")):
+    queries: tuple[tuple[Stage, str], ...] = (("training", "train"), ("scoring", "score"))
+    for stage, purpose in queries:
         query = render_spec_query(spec, stage, ds)
         prefix = f"{_unload_root()}/{names.unload_prefix(spec.name, purpose, ds, RUN)}"
         out.append((f"Redshift: UNLOAD {stage} features", unload_statement(query, s3_prefix=prefix, iam_role=_role())))

@@ -31,7 +31,8 @@ def realized_cell(r: dict[str, Any] | None) -> str:
 def _retrain(r: dict[str, Any] | None) -> str:
     if not r:
         return "-"
-    return ("train now: " if r["retrain"] else "no: ") + r["reason"]
+    reason: str = r["reason"]  # mlbatch.status: the retrain decision's why
+    return ("train now: " if r["retrain"] else "no: ") + reason
 
 
 def _cost(c: dict[str, Any] | None) -> str:

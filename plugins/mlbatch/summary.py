@@ -78,7 +78,7 @@ class _ScoreSummary(PredictionStats):
         def order_statistic(k: int) -> float:
             i = int(np.searchsorted(cumulative, k, side="right"))
             before = int(cumulative[i - 1]) if i else 0
-            return (i + (k - before + 0.5) / self.fine[i]) / QUANTILE_BINS
+            return (i + (k - before + 0.5) / float(self.fine[i])) / QUANTILE_BINS
 
         rank = q * (n - 1)
         low, frac = int(rank), rank - int(rank)
@@ -111,7 +111,7 @@ def scoring_summary(ctx: RunContext) -> str:
             "histogram_bins": [round(i / drift.SCORE_BINS, 2) for i in range(drift.SCORE_BINS + 1)],
             "histogram": histogram,
         },
-        "drift": _drift(ctx, histogram, mean) if rows else None,
+        "drift": _drift(ctx, histogram, mean) if mean is not None else None,  # None: no rows
         "feature_drift": _feature_drift(ctx),
         # What the run used (mlbatch.costs): written after the publish, so its rows count.
         "cost": costs.record(ctx, "score"),

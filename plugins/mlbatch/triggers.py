@@ -45,12 +45,13 @@ class EcsJobDoneTrigger(TaskDoneTrigger):
             async for event in super().run():
                 yield event
         except IndexError:
-            async with await self._hook().get_async_conn() as client:
+            # The amazon provider leaves get_async_conn (an aiobotocore client) and TriggerEvent unannotated.
+            async with await self._hook().get_async_conn() as client:  # type: ignore[no-untyped-call]
                 response = await client.describe_tasks(cluster=self.cluster, tasks=[self.task_arn])
             if response.get("tasks"):
                 raise  # not the missing task: a failure of its own
             reasons = ", ".join(f.get("reason", "?") for f in response.get("failures", [])) or "no task returned"
-            yield TriggerEvent(
+            yield TriggerEvent(  # type: ignore[no-untyped-call]
                 {
                     "status": "error",
                     "task_arn": self.task_arn,
@@ -64,7 +65,7 @@ class EcsJobDoneTrigger(TaskDoneTrigger):
     async def on_kill(self) -> None:
         self.log.info("Stopping ECS task %s: %s", self.task_arn, self.stop_reason)
         try:
-            async with await self._hook().get_async_conn() as client:
+            async with await self._hook().get_async_conn() as client:  # type: ignore[no-untyped-call]
                 await client.stop_task(cluster=self.cluster, task=self.task_arn, reason=self.stop_reason)
         except Exception:
             # The task may have stopped on its own meanwhile; the log says what could not be done.

@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import typer
 
@@ -209,7 +209,8 @@ def task_definitions_command(
             log_group=log_group,
         )
         if kind:
-            chosen = {d["family"]: d for d in (task_definition(s, kind, settings, compat) for s in specs)}
+            chosen_kind = cast(Kind, kind)  # checked above: train or score
+            chosen = {d["family"]: d for d in (task_definition(s, chosen_kind, settings, compat) for s in specs)}
         else:
             chosen = {family: d for s in specs for family, d in task_definitions(s, settings).items()}
     if out_dir is not None:

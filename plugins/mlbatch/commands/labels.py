@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -118,7 +118,7 @@ def _print_sync(model: str, results: dict[str, object]) -> None:
         out.print(f"sync {applied['sync_id']}: no change", highlight=False, soft_wrap=True, markup=False)
 
 
-def _print_plan(model: str, plan: dict) -> None:
+def _print_plan(model: str, plan: dict[str, Any]) -> None:
     out.print(f"{model}: {plan['check']['message']} ({plan['origin']})", highlight=False, soft_wrap=True, markup=False)
     for r in plan["check"]["rejected"][:20]:
         out.print(f"  row {r['row']}: {r['reason']} (key {r['key']!r})", highlight=False, soft_wrap=True, markup=False)

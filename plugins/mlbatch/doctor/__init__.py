@@ -11,7 +11,6 @@ command and the tests use.
 
 from mlbatch.doctor.appdb import (
     APPDB_PRIVILEGES,
-    LOAD_FROM_S3_ENV,
     check_appdb,
     granted_privileges,
     load_check,
@@ -33,6 +32,7 @@ from mlbatch.doctor.iam import check_iam
 from mlbatch.doctor.redshift import check_redshift_access
 from mlbatch.doctor.s3 import check_object_store
 from mlbatch.doctor.sheets import check_sheets
+from mlbatch.env import LOAD_FROM_S3_ENV
 
 __all__ = [
     "APPDB_PRIVILEGES",

@@ -21,11 +21,14 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mlbatch.env import Environment
 from mlbatch.redaction import redact
 from mlbatch.spec import ModelSpec, SheetSource
+
+if TYPE_CHECKING:
+    from mlbatch.warehouse.redshift import RedshiftConfig, RedshiftWarehouse
 
 Status = Literal["ok", "FAIL", "warn", "skip"]
 
@@ -101,7 +104,11 @@ def check_connections(env: Environment, specs: list[ModelSpec]) -> Check:
 def check_warehouse(env: Environment, redshift_client: Any = None, specs: list[ModelSpec] | None = None) -> list[Check]:
     if env.warehouse_url.startswith("duckdb://"):
         try:
-            value = env.warehouse.query("select 1")[0][0]
+            from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+            duck = env.warehouse  # opening it may fail too: reported like the query
+            assert isinstance(duck, DuckDBWarehouse)  # what get_warehouse makes of a duckdb:// URL
+            value = duck.query("select 1")[0][0]
         except Exception as exc:  # noqa: BLE001 - every failure is reported, none is fatal to the doctor
             return [
                 Check(
@@ -116,7 +123,10 @@ def check_warehouse(env: Environment, redshift_client: Any = None, specs: list[M
 
 
 def _check_redshift(env: Environment, client: Any, specs: list[ModelSpec]) -> list[Check]:
+    from mlbatch.warehouse.redshift import RedshiftWarehouse
+
     wh = env.warehouse
+    assert isinstance(wh, RedshiftWarehouse)  # get_warehouse: every URL but duckdb:// is redshift://
     try:
         config = wh.config
         value = wh.query_value("select 1")
@@ -140,14 +150,14 @@ def _check_redshift(env: Environment, client: Any, specs: list[ModelSpec]) -> li
     return checks + check_redshift_access(wh, specs)
 
 
-def _redshift_client(wh: Any, config: Any) -> Any:
+def _redshift_client(wh: RedshiftWarehouse, config: RedshiftConfig) -> Any:  # a boto3 client
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     kind = "redshift" if config.cluster_identifier else "redshift-serverless"
     return AwsBaseHook(aws_conn_id=wh.conn_id, client_type=kind).conn
 
 
-def _check_redshift_role(config: Any, client: Any) -> Check:
+def _check_redshift_role(config: RedshiftConfig, client: Any) -> Check:
     """UNLOAD and COPY run as ``iam_role``: it must be attached to the cluster (or namespace)."""
     role = config.iam_role
     try:
@@ -188,8 +198,15 @@ def _check_redshift_role(config: Any, client: Any) -> Check:
 # --- pools ------------------------------------------------------------------------------------------
 
 
+class PoolInfo(Protocol):
+    """What the checks read of a pool (Airflow's ``Pool``; ``include_deferred`` read if it has one)."""
+
+    @property
+    def slots(self) -> int: ...
+
+
 def check_gpu_pool(
-    specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], Any] | None = None
+    specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], PoolInfo | None] | None = None
 ) -> Check:
     from mlbatch.pools import GPU_POOL
 
@@ -202,7 +219,7 @@ def check_gpu_pool(
 
 
 def check_pools(
-    specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], Any] | None = None
+    specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], PoolInfo | None] | None = None
 ) -> list[Check]:
     """The GPU pool, and the shared servers' pools the DAGs' tasks take (mlbatch.pools)."""
     from mlbatch.pools import POOLS, shared_pools_on
@@ -216,7 +233,7 @@ def check_pools(
 
 
 def _pool_check(
-    label: str, name: str, launcher_kind: str, get_pool: Callable[[str], Any] | None, least: int, what: str
+    label: str, name: str, launcher_kind: str, get_pool: Callable[[str], PoolInfo | None] | None, least: int, what: str
 ) -> Check:
     """One pool: it exists, has at least ``least`` slots, and counts deferred tasks when it should."""
     from mlbatch.pools import counts_deferred
@@ -253,7 +270,7 @@ def _pool_check(
     return Check(label, "ok", f"pool {name} has {pool.slots} slot(s) ({what})")
 
 
-def _airflow_pool(name: str) -> Any:
+def _airflow_pool(name: str) -> PoolInfo | None:
     from airflow.models.pool import Pool
 
     return Pool.get_pool(name)

@@ -10,17 +10,20 @@ bare family answers its latest ACTIVE revision, the one RunTask runs.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbatch.doctor.checks import Check, _error
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec
 
+if TYPE_CHECKING:
+    from mlbatch.launchers.ecs import EcsConfig
+
 INSTANCE_TYPES_ENV = "MLBATCH_ECS_INSTANCE_TYPES"
 JOB_KINDS = ("train", "score")
 
 
-def job_family(config: Any, spec: ModelSpec, kind: str) -> str:
+def job_family(config: EcsConfig, spec: ModelSpec, kind: str) -> str:
     """The family the ECS launcher runs for ``spec``'s ``kind`` job (``train`` or ``score``)."""
     from mlbatch.launchers.base import JobId, JobRequest
 
@@ -36,7 +39,7 @@ def job_family(config: Any, spec: ModelSpec, kind: str) -> str:
     return config.family_for(request)
 
 
-def job_compatibility(config: Any, spec: ModelSpec, kind: str) -> str:
+def job_compatibility(config: EcsConfig, spec: ModelSpec, kind: str) -> str:
     """``EC2`` or ``FARGATE``: the ``requiresCompatibilities`` the job's capacity provider needs."""
     from mlbatch.deploy_checks import compatibility_for
 
@@ -67,13 +70,13 @@ def check_ecs(env: Environment, ecs_client: Any = None, specs: list[ModelSpec] |
     return checks + placement_checks(config, specs)
 
 
-def _ecs_client(config: Any) -> Any:
+def _ecs_client(config: EcsConfig) -> Any:
     from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 
     return EcsHook(aws_conn_id=config.aws_conn_id, region_name=config.region).conn
 
 
-def _cluster_check(config: Any, client: Any) -> Check:
+def _cluster_check(config: EcsConfig, client: Any) -> Check:
     try:
         answer = client.describe_clusters(clusters=[config.cluster])
     except Exception as exc:  # noqa: BLE001
@@ -83,7 +86,7 @@ def _cluster_check(config: Any, client: Any) -> Check:
     return Check("ECS", "ok", f"cluster {config.cluster} is ACTIVE")
 
 
-def _task_definition_check(client: Any, config: Any, spec: ModelSpec, kind: str) -> Check:
+def _task_definition_check(client: Any, config: EcsConfig, spec: ModelSpec, kind: str) -> Check:
     boundary = f"ECS {kind} {spec.name}"
     family = job_family(config, spec, kind)
     compat = job_compatibility(config, spec, kind)
@@ -120,7 +123,7 @@ def _task_definition_check(client: Any, config: Any, spec: ModelSpec, kind: str)
     return Check(boundary, "ok", f"task definition {arn} is registered ({compat}, container {config.container_name!r})")
 
 
-def placement_checks(config: Any, specs: list[ModelSpec]) -> list[Check]:
+def placement_checks(config: EcsConfig, specs: list[ModelSpec]) -> list[Check]:
     """One line per spec: ``warn`` naming the job, its size and the instance types it does not fit."""
     from mlbatch.deploy_checks import FARGATE_PROVIDERS, placement_warnings
 

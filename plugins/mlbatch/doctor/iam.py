@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbatch.doctor.checks import Check, _error
 from mlbatch.env import Environment
 from mlbatch.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from mlbatch.launchers.ecs import EcsConfig
 
 PRINCIPAL_ENV = "MLBATCH_DOCTOR_PRINCIPAL_ARN"
 PROBE_KEY = "_mlbatch_doctor/multipart"  # an object key the simulation names; nothing is written
@@ -94,7 +97,11 @@ def _s3_probes(env: Environment, principal: str) -> list[Probe]:
 def _redshift_probes(env: Environment, principal: str, sts: Any) -> list[Probe]:
     if not env.warehouse_url.startswith("redshift://"):
         return []
-    config = env.warehouse.config  # type: ignore[attr-defined]
+    from mlbatch.warehouse.redshift import RedshiftWarehouse
+
+    wh = env.warehouse
+    assert isinstance(wh, RedshiftWarehouse)  # what get_warehouse makes of a redshift:// URL
+    config = wh.config
     account = principal.split(":")[4] if principal.count(":") >= 5 else "*"
     region = sts.meta.region_name or "*"
     target = (
@@ -137,20 +144,23 @@ def worker_principal(sts: Any, iam: Any) -> str:
     explicit = os.environ.get(PRINCIPAL_ENV)
     if explicit:
         return explicit
-    arn = sts.get_caller_identity()["Arn"]
+    arn: str = sts.get_caller_identity()["Arn"]
     m = _ASSUMED.match(arn)
     if not m:
         return arn  # an IAM user
     partition, account, role = m.groups()
     try:
-        return iam.get_role(RoleName=role)["Role"]["Arn"]  # with its path, which the STS ARN drops
+        role_arn: str = iam.get_role(RoleName=role)["Role"]["Arn"]  # with its path, which the STS ARN drops
+        return role_arn
     except Exception:  # noqa: BLE001 - no iam:GetRole: a role without a path is the common case
         return f"arn:{partition}:iam::{account}:role/{role}"
 
 
-def _probes(config: Any, tds: list[dict[str, Any]]) -> list[Probe]:
+def _probes(config: EcsConfig, tds: list[dict[str, Any]]) -> list[Probe]:
     """(boundary, action, resources, context) for every call the ECS launcher makes."""
-    partition, region, account = _TD_ARN.match(tds[0]["taskDefinitionArn"]).groups()  # type: ignore[union-attr]
+    arn = _TD_ARN.match(tds[0]["taskDefinitionArn"])
+    assert arn is not None, tds[0]["taskDefinitionArn"]  # DescribeTaskDefinition's ARN
+    partition, region, account = arn.groups()
     ecs = f"arn:{partition}:ecs:{region}:{account}"
     cluster = f"{ecs}:cluster/{config.cluster}"
     task = f"{ecs}:task/{config.cluster}/mlbatch-doctor"  # any task of the cluster

@@ -15,13 +15,17 @@ on the Data API, the workers' connection and database user).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbatch.doctor.checks import Check, _error
 from mlbatch.names import EXPORT_SCHEMA
 from mlbatch.spec import ModelSpec
 
-STAGES = ("training", "scoring")
+if TYPE_CHECKING:
+    from mlbatch.features.template import Stage
+    from mlbatch.warehouse.redshift import RedshiftWarehouse
+
+STAGES: tuple[Stage, ...] = ("training", "scoring")
 
 
 def source_tables(query: str) -> set[tuple[str, str]]:
@@ -41,7 +45,7 @@ def source_tables(query: str) -> set[tuple[str, str]]:
     return tables
 
 
-def check_redshift_access(wh: Any, specs: list[ModelSpec], ds: str | None = None) -> list[Check]:
+def check_redshift_access(wh: RedshiftWarehouse, specs: list[ModelSpec], ds: str | None = None) -> list[Check]:
     """Every probe's result; ``wh`` is the environment's RedshiftWarehouse."""
     from mlbatch.features.sql import render_spec_query
 
@@ -55,7 +59,7 @@ def check_redshift_access(wh: Any, specs: list[ModelSpec], ds: str | None = None
     for spec in specs:
         for stage in STAGES:
             try:
-                query = render_spec_query(spec, stage, day)  # type: ignore[arg-type]
+                query = render_spec_query(spec, stage, day)
                 tables |= source_tables(query)
             except Exception as exc:  # noqa: BLE001 - a spec that loaded renders; say so if not
                 checks.append(Check(f"SQL {spec.name}", "FAIL", f"{stage} query: {_error(exc)}", "fix the query"))
@@ -71,7 +75,7 @@ def _grantee(user: str) -> str:
     return user if user.isidentifier() and user.islower() else '"' + user.replace('"', '""') + '"'
 
 
-def _explain(wh: Any, model: str, stage: str, query: str, user: str) -> Check:
+def _explain(wh: RedshiftWarehouse, model: str, stage: str, query: str, user: str) -> Check:
     from mlbatch.features.sql import strip_comments
 
     boundary = f"SQL {model} {stage}"
@@ -86,7 +90,7 @@ def _explain(wh: Any, model: str, stage: str, query: str, user: str) -> Check:
     return Check(boundary, "ok", f"EXPLAIN of the {stage} query succeeds as {user}")
 
 
-def _select_grants(wh: Any, tables: set[tuple[str, str]], user: str) -> list[Check]:
+def _select_grants(wh: RedshiftWarehouse, tables: set[tuple[str, str]], user: str) -> list[Check]:
     checks = []
     for schema in sorted({s for s, _ in tables}):
         names = sorted(t for s, t in tables if s == schema)
@@ -104,7 +108,7 @@ def _select_grants(wh: Any, tables: set[tuple[str, str]], user: str) -> list[Che
     return checks
 
 
-def _missing_reads(wh: Any, schema: str, names: list[str], grantee: str) -> list[str]:
+def _missing_reads(wh: RedshiftWarehouse, schema: str, names: list[str], grantee: str) -> list[str]:
     """The GRANTs that would let the user read ``names`` in ``schema`` (empty: it may)."""
     sql = "SELECT has_schema_privilege(current_user, :schema, 'USAGE')"
     grants = (
@@ -117,7 +121,7 @@ def _missing_reads(wh: Any, schema: str, names: list[str], grantee: str) -> list
     return grants
 
 
-def _create_grant(wh: Any, user: str) -> Check:
+def _create_grant(wh: RedshiftWarehouse, user: str) -> Check:
     schema = EXPORT_SCHEMA  # of every export table (mlbatch.names.export_table)
     boundary = f"Redshift {schema}"
     try:

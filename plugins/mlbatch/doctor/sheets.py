@@ -14,33 +14,42 @@ empty cell where the sync will put its header (an empty cell stays empty).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbatch.doctor.checks import Check, _error
 from mlbatch.spec import ModelSpec, SheetSource
 
+if TYPE_CHECKING:
+    from gspread import Client
 
-def check_sheets(specs: list[ModelSpec], open_client: Callable[[str], Any] | None = None) -> list[Check]:
-    sheets = [s for s in specs if isinstance(s.labels.source, SheetSource)]
+# mlbatch.labels.sheets.service_account_info: a service account's key JSON, None if none is set
+AccountInfo = Callable[[str], dict[str, Any] | None]
+
+
+def check_sheets(specs: list[ModelSpec], open_client: Callable[[str], Client] | None = None) -> list[Check]:
+    sheets = [(spec, source) for spec in specs if isinstance(source := spec.labels.source, SheetSource)]
     if not sheets:
         return [Check("label sheet", "skip", "no spec reads a Google Sheet (CSV files)")]
     from mlbatch.labels import sheets as sheets_mod
 
     opener = open_client or sheets_mod.open_client
-    return [_sheet_check(spec, spec.labels.source, opener, sheets_mod) for spec in sheets]  # type: ignore[arg-type]
+    return [_sheet_check(spec, source, opener, sheets_mod.service_account_info) for spec, source in sheets]
 
 
-def _account(source: SheetSource, sheets_mod: Any) -> str:
+def _account(source: SheetSource, account_info: AccountInfo) -> str:
     try:
-        info = sheets_mod.service_account_info(source.conn_id) or {}
+        info = account_info(source.conn_id) or {}
     except Exception:  # noqa: BLE001 - reported by open_client with its own message
         info = {}
-    return info.get("client_email", "the service account's client_email")
+    email: str = info.get("client_email", "the service account's client_email")  # the key JSON's text
+    return email
 
 
-def _sheet_check(spec: ModelSpec, source: SheetSource, opener: Callable[[str], Any], sheets_mod: Any) -> Check:
+def _sheet_check(
+    spec: ModelSpec, source: SheetSource, opener: Callable[[str], Client], account_info: AccountInfo
+) -> Check:
     boundary = f"sheet {spec.name}"
-    email = _account(source, sheets_mod)
+    email = _account(source, account_info)
     role = "Editor" if spec.labels.write_back else "Viewer"
     try:
         client = opener(source.conn_id)
@@ -85,7 +94,7 @@ def _probe_cell(header: list[str], column: str, grid_columns: int, key_column: s
     return (key, header[key]) if key is not None else None
 
 
-def _write_probe(client: Any, source: SheetSource, spec: ModelSpec, grid: int, email: str, opened: str) -> Check:
+def _write_probe(client: Client, source: SheetSource, spec: ModelSpec, grid: int, email: str, opened: str) -> Check:
     from gspread.utils import absolute_range_name, rowcol_to_a1
 
     boundary, column = f"sheet {spec.name}", str(spec.labels.write_back)

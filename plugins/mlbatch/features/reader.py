@@ -91,7 +91,7 @@ def _read_entry(
     columns: list[str] | None,
     batch_rows: int,
     whole_part_bytes: int,
-    out: queue.Queue,
+    out: queue.Queue[Any],
     budget: _Budget,
 ) -> None:
     url, expected = entry.url, entry.meta.record_count

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 
 import sqlglot
-from sqlglot import exp
+from sqlglot import TokenType, exp
 from sqlglot.errors import ErrorLevel, SqlglotError
-from sqlglot.tokens import TokenType
 
 from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB
 from mlbatch.features.template import SqlTemplateError, render, render_spec_query, sqldate, sqlnum, sqlstr

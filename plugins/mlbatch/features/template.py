@@ -26,16 +26,20 @@ import re
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jinja2
 
 from mlbatch.errors import UsageError
 
+if TYPE_CHECKING:  # the spec imports this module when it loads
+    from mlbatch.spec import ModelSpec
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-STAGES = ("training", "scoring")
+Stage = Literal["training", "scoring"]
+STAGES: tuple[Stage, ...] = ("training", "scoring")
 
 
 class SqlTemplateError(UsageError, ValueError):
@@ -109,8 +113,9 @@ _ENV.filters.update(sqlstr=sqlstr, sqlnum=sqlnum, sqldate=sqldate)
 
 def _template_line(exc: BaseException) -> int | None:
     """The template line a Jinja error happened on (Jinja maps its frames to ``<template>``)."""
-    if getattr(exc, "lineno", None):
-        return exc.lineno  # type: ignore[attr-defined]
+    lineno: int | None = getattr(exc, "lineno", None)  # a jinja2.TemplateSyntaxError's
+    if lineno:
+        return lineno
     tb, line = exc.__traceback__, None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == "<template>":
@@ -130,7 +135,7 @@ def render(template_text: str, *, ds: str, params: dict[str, Any], source: str =
         raise SqlTemplateError(f"{where}: {exc}") from None
 
 
-def render_spec_query(spec: Any, stage: Literal["training", "scoring"], ds: str) -> str:
+def render_spec_query(spec: ModelSpec, stage: Stage, ds: str) -> str:
     """Render a model spec's training or scoring query (Redshift dialect) for ``ds``."""
     if stage not in STAGES:
         raise ValueError(f"stage must be 'training' or 'scoring', got {stage!r}")
@@ -142,11 +147,11 @@ def render_spec_query(spec: Any, stage: Literal["training", "scoring"], ds: str)
     return render(text, ds=ds, params=dict(spec.features.params), source=str(path))
 
 
-def spec_query_problems(spec: Any, ds: str) -> list[tuple[str, str]]:
+def spec_query_problems(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
     """``(field, what is wrong)`` for each of the spec's queries that is missing or does not
     render for the sample day ``ds``: what :func:`mlbatch.spec.load_spec` reports at load, so a
     wrong path or a template error fails the DAG's import instead of a run."""
-    problems = []
+    problems: list[tuple[str, str]] = []
     for stage in STAGES:
         field = f"{stage}_sql"
         path: Path = spec.resolve(getattr(spec.features, field))

@@ -142,6 +142,7 @@ class _Tally:
         if problem is not None:
             self.reject(row_no, key_text, *problem)
             return
+        assert key is not None  # check_row: a row without a problem has a parsed key
         self.verdicts[row_no] = "ok"  # overwritten by reject_conflicts if the key conflicts
         seen = self.first.get(key)
         if seen is None:

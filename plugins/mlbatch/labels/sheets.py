@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gspread import Client
 from gspread.exceptions import APIError
@@ -31,6 +31,11 @@ from gspread.utils import a1_range_to_grid_range, absolute_range_name, rowcol_to
 from mlbatch.errors import StageFailed
 from mlbatch.labels.source import SheetData, plan_verdicts
 from mlbatch.spec import SheetSource
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials as GoogleCredentials
+    from google.auth.transport.requests import AuthorizedSession
+    from requests import Response
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ class BoundedBackOffHTTPClient(BackOffHTTPClient):
 
     max_retries = 6  # 2+4+...+64 s: about two minutes of waiting
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:
+    def request(self, *args: Any, **kwargs: Any) -> Response:
         if self._NR_BACKOFF >= self.max_retries:
             return HTTPClient.request(self, *args, **kwargs)
         outermost = self._NR_BACKOFF == 0
@@ -68,17 +73,19 @@ class BoundedBackOffHTTPClient(BackOffHTTPClient):
                 self._NR_BACKOFF = 0
 
 
-def _session(credentials: Any, endpoint: str | None) -> Any:
+def _session(credentials: GoogleCredentials, endpoint: str | None) -> AuthorizedSession:
     from google.auth.transport.requests import AuthorizedSession
 
     class _Session(AuthorizedSession):
         # gspread builds absolute Google URLs; the double takes the same paths on another host.
-        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            if endpoint and url.startswith(GOOGLE_SHEETS):
+        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Response:
+            if endpoint and isinstance(url, str) and url.startswith(GOOGLE_SHEETS):
                 url = endpoint.rstrip("/") + url[len(GOOGLE_SHEETS) :]
-            return super().request(method, url, *args, **kwargs)
+            # google-auth annotates neither AuthorizedSession.request nor __init__, nor the credentials' constructors.
+            response: Response = super().request(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]
+            return response
 
-    return _Session(credentials)
+    return _Session(credentials)  # type: ignore[no-untyped-call]
 
 
 def _parse_key(raw: Any, where: str) -> dict[str, Any]:
@@ -131,19 +138,22 @@ def open_client(conn_id: str) -> Client:
         from google.oauth2.service_account import Credentials
 
         try:
-            credentials = Credentials.from_service_account_info(info, scopes=list(SCOPES))
+            credentials: GoogleCredentials = Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=list(SCOPES)
+            )
         except ValueError as exc:  # google-auth names missing fields, never their values
             raise SheetsError(f"service account for connection {conn_id!r}: {exc}") from None
     elif endpoint:
         from google.auth.credentials import AnonymousCredentials
 
-        credentials = AnonymousCredentials()
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
     else:
         raise SheetsError(
             f"no Google service account: add its key JSON to the Airflow connection {conn_id!r} "
             f"(extra 'keyfile_dict') or set ${ENV_KEY_JSON}"
         )
-    client = Client(auth=None, session=_session(credentials, endpoint), http_client=BoundedBackOffHTTPClient)
+    # With a session, gspread's HTTP client never reads ``auth``: the session carries the credentials.
+    client = Client(auth=credentials, session=_session(credentials, endpoint), http_client=BoundedBackOffHTTPClient)
     client.set_timeout(TIMEOUT)
     return client
 

@@ -86,7 +86,7 @@ def apply(conn: Connection, model: str, d: LabelDiff, sync_id: str, now: datetim
     )
     for batch in _chunks(({"k": k, "new": new} for k, (_old, new) in d.updates.items()), chunk):
         conn.execute(stmt, batch)
-    history = chain(
+    history: Iterator[dict[str, Any]] = chain(  # parameter rows of the history insert
         ({"entity_key": k, "old_label": None, "new_label": v} for k, v in d.inserts.items()),
         ({"entity_key": k, "old_label": o, "new_label": n} for k, (o, n) in d.updates.items()),
         ({"entity_key": k, "old_label": o, "new_label": None} for k, o in d.deletes.items()),

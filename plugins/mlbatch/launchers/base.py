@@ -14,12 +14,15 @@ import re
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.cpus import VCPU_ENV
 from mlbatch.errors import StageFailed
 from mlbatch.redaction import SECRET_NAME, redact
 from mlbatch.store import ObjectStore
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ class Launcher(ABC):
     @abstractmethod
     def wait(self, request: JobRequest, handle: str) -> JobResult: ...
 
-    def trigger(self, request: JobRequest, handle: str) -> Any | None:
+    def trigger(self, request: JobRequest, handle: str) -> BaseTrigger | None:
         """An Airflow trigger that fires when the job has stopped; None: wait in the worker."""
         return None
 

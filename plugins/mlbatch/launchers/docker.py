@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlbatch.launchers.base import JobFailed, JobRequest, JobResult, Launcher, refuse_secrets, tail_buffer
 from mlbatch.store import ObjectStore
@@ -87,10 +87,13 @@ class DockerLauncher(Launcher):
 
     def _reattach_or_launch(self, request: JobRequest) -> str:
         container = self._existing(request)
-        if container is not None:
+        if container is None:
+            container = self._start(request)
+        else:
             log.info("reattaching to running container %s (%s)", container.name, request.module)
-            return container.name
-        return self._start(request).name
+        name = container.name
+        assert name is not None  # Docker names every container (ours: the job id's token)
+        return name
 
     def _existing(self, request: JobRequest) -> Container | None:
         """The job's container if it is still running; an exited one is dealt with and dropped."""
@@ -122,11 +125,11 @@ class DockerLauncher(Launcher):
         refuse_secrets(request, passed, allowed=frozenset(self.config.extra_pass_env))
         return {**passed, **request.environment(), "PYTHONUNBUFFERED": "1"}
 
-    def run_kwargs(self, request: JobRequest) -> dict:
+    def run_kwargs(self, request: JobRequest) -> dict[str, Any]:
         """The ``containers.run`` arguments for a request (public for tests and debugging)."""
         jid = request.job_id
         cpus = self._cpus(request)
-        kwargs: dict = {
+        kwargs: dict[str, Any] = {
             "image": self.config.image_for(request.module),
             "command": [request.module, *request.args],
             "name": jid.token,
@@ -185,7 +188,8 @@ class DockerLauncher(Launcher):
         kwargs = self.run_kwargs(request)
         log.info("launching %s in container %s from %s", request.module, kwargs["name"], kwargs["image"])
         try:
-            return self.client.containers.run(**kwargs)
+            container: Container = self.client.containers.run(**kwargs)  # detach=True: a Container
+            return container
         except APIError as exc:
             if exc.status_code == 409:  # another attempt created it just now: wait on that one
                 log.info("container %s exists already; reattaching", kwargs["name"])

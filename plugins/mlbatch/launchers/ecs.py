@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbatch.deploy_checks import family_base, job_task_definition_family
 from mlbatch.launchers.base import (
@@ -40,6 +42,9 @@ from mlbatch.launchers.base import (
 )
 from mlbatch.store import ObjectStore
 
+if TYPE_CHECKING:
+    from mlbatch.triggers import EcsJobDoneTrigger
+
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +52,7 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
-def _seconds(environ: Any, name: str, default: float) -> float:
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     """A positive number of seconds from ``name``, else ``default``; ValueError naming the variable."""
     raw = environ.get(name)
     if not raw:
@@ -134,9 +139,9 @@ class EcsLauncher(Launcher):
         self,
         store: ObjectStore,
         config: EcsConfig,
-        ecs_client: Any = None,
+        ecs_client: Any = None,  # boto3 clients (no stubs pinned)
         logs_client: Any = None,
-        sleep=time.sleep,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         super().__init__(store)
         self.config = config
@@ -237,7 +242,8 @@ class EcsLauncher(Launcher):
                 f"{f.get('arn', '?')}: {f.get('reason')} {f.get('detail', '')}".strip() for f in failures
             )
             raise JobFailed(request, f"ECS RunTask started no task: {reasons or 'no reason given'}", [])
-        return tasks[0]["taskArn"]
+        arn: str = tasks[0]["taskArn"]
+        return arn
 
     # -- wait -------------------------------------------------------------------------------
 
@@ -259,7 +265,8 @@ class EcsLauncher(Launcher):
 
     def _outcome(self, request: JobRequest, task: dict[str, Any], tail: list[str]) -> JobResult:
         arn = task["taskArn"]
-        container = next((c for c in task.get("containers", []) if c.get("name") == self.config.container_name), {})
+        containers: list[dict[str, Any]] = task.get("containers", [])
+        container = next((c for c in containers if c.get("name") == self.config.container_name), {})
         code = container.get("exitCode")
         if code != 0:
             why = task.get("stoppedReason") or container.get("reason") or "no reason given"
@@ -273,7 +280,7 @@ class EcsLauncher(Launcher):
 
     # -- deferred waiting (the triggerer) -------------------------------------------------------
 
-    def trigger(self, request: JobRequest, handle: str) -> Any:
+    def trigger(self, request: JobRequest, handle: str) -> EcsJobDoneTrigger:
         """The provider's ``TaskDoneTrigger`` (the ``tasks_stopped`` waiter, CloudWatch lines into
         the task log), extended with ``on_kill``: StopTask when a person stops the deferred task."""
         from mlbatch.triggers import EcsJobDoneTrigger
@@ -321,7 +328,8 @@ class EcsLauncher(Launcher):
         if not response.get("tasks"):
             failures = response.get("failures") or [{"reason": "not returned"}]
             raise JobFailed(request, f"ECS task {arn} cannot be described: {failures[0].get('reason')}", [])
-        return response["tasks"][0]
+        task: dict[str, Any] = response["tasks"][0]  # DescribeTasks' Task (JSON)
+        return task
 
     def _log_location(self, task_definition_arn: str) -> tuple[str | None, str | None]:
         """(awslogs group, stream prefix): the config's, else the task definition's log configuration."""
@@ -337,7 +345,9 @@ class EcsLauncher(Launcher):
             self._log_config[task_definition_arn] = (group, self.config.log_stream_prefix or prefix)
         return self._log_config[task_definition_arn]
 
-    def _pull_logs(self, request: JobRequest, task: dict[str, Any], cursor: dict, tail) -> None:
+    def _pull_logs(
+        self, request: JobRequest, task: dict[str, Any], cursor: dict[str, str | None], tail: deque[str]
+    ) -> None:
         """Append the task's new CloudWatch lines to the task log and the tail buffer."""
         group, prefix = self._log_location(task.get("taskDefinitionArn", self.config.family_for(request)))
         if not group or not prefix:

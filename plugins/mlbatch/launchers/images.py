@@ -34,9 +34,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlbatch.errors import StageFailed
 from mlbatch.spec import REPO_ROOT
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ def _assemble(kind: str, into: Path, wheel: Path | None) -> None:
 
 
 def build_image(
-    client,  # docker.DockerClient
+    client: DockerClient,
     kind: str,
     *,
     base_image: str | None = None,
@@ -188,7 +192,9 @@ def build_image(
     base_id = ""
     if base_image:
         build_args["BASE_IMAGE"] = base_image
-        base_id = client.images.get(base_image).id  # a missing base fails here, by name
+        found = client.images.get(base_image).id  # a missing base fails here, by name
+        assert found is not None  # Docker gives every image an id
+        base_id = found
     digest = content_hash(kind, build_args, base_id, wheel)
     tag = f"{repository or f'mlbatch/{kind}'}:{digest}"
     from docker.errors import ImageNotFound
@@ -230,7 +236,7 @@ def build_image(
     return BuiltImage(kind, tag, built=True, seconds=seconds, size_bytes=size)
 
 
-def push_image(client, image: BuiltImage, registry: str) -> PushedImage:  # client: docker.DockerClient
+def push_image(client: DockerClient, image: BuiltImage, registry: str) -> PushedImage:
     """Tag ``image`` as ``<registry>/<repository>:<hash>``, push it and return the registry's digest."""
     registry = registry.rstrip("/")
     if not registry or "://" in registry:

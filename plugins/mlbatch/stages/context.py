@@ -89,4 +89,5 @@ class RunContext:
             raise RuntimeError(
                 f"{self.model} {self.ds}: no {name} result for run {self.run_id!r} ({self.env.store.uri(key)}); {hint}"
             )
-        return self.env.store.get_json(key)
+        state: dict[str, Any] = self.env.store.get_json(key)  # what save_state wrote
+        return state

@@ -123,7 +123,8 @@ class LaunchedJob(ExternalWork):
     def _job(self) -> str:
         if self.handle is None:
             raise RuntimeError(f"{self.request.job_id.token}: the job was not started")
-        return self.handle["job"]
+        job: str = self.handle["job"]
+        return job
 
 
 class WarehouseStatement(ExternalWork):
@@ -187,4 +188,5 @@ class WarehouseStatement(ExternalWork):
     def statement_id(self) -> str:
         if self.handle is None:
             raise RuntimeError(f"{self.what}: the statement was not started")
-        return self.handle["statement_id"]
+        statement_id: str = self.handle["statement_id"]
+        return statement_id

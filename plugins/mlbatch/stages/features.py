@@ -23,6 +23,7 @@ from mlbatch import drift, gates
 from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile
 from mlbatch.features.reader import iter_batches, read_manifest
 from mlbatch.features.sql import render_spec_query
+from mlbatch.features.template import Stage
 from mlbatch.keycount import repeated_detail, repeated_keys
 from mlbatch.stages.context import Purpose, RunContext
 from mlbatch.stages.external import WarehouseStatement
@@ -30,7 +31,7 @@ from mlbatch.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
-QUERY_STAGE = {"train": "training", "score": "scoring"}
+QUERY_STAGE: dict[Purpose, Stage] = {"train": "training", "score": "scoring"}
 PROFILE_FILE = "feature_profile.json"
 GATE_READ_THREADS = 2
 GATE_READ_AHEAD = 64 * 2**20
@@ -80,7 +81,8 @@ def scan(manifest_uri: str, key: str, bins: BinCounter | None = None) -> dict[st
     Every column is dropped with its batch; the keys go to :func:`mlbatch.keycount.repeated_keys`,
     which counts them in bounded memory (spilling to disk), whatever the size of the unload.
     """
-    rows, nulls = 0, {}
+    rows = 0
+    nulls: dict[str, int] = {}  # null count by column
 
     def account(batch: pa.RecordBatch) -> None:
         nonlocal rows
@@ -180,7 +182,7 @@ def training_profile(store: ObjectStore, artifact_uri: str, key: str) -> dict[st
     prefix = store.key(artifact_uri.rstrip("/") + "/")
     profile_key = prefix + PROFILE_FILE
     if store.exists(profile_key):
-        cached = store.get_json(profile_key)
+        cached: dict[str, Any] = store.get_json(profile_key)
         if cached.get("version") == PROFILE_VERSION:
             return cached
     lineage = store.get_json(prefix + "lineage.json")

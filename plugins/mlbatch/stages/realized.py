@@ -66,11 +66,13 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
     first = date.fromisoformat(ctx.ds) - timedelta(days=mon.lookback_days - 1)
     p, store = schema.publish_log, ctx.env.store
     with db.connect() as conn:
-        days = conn.execute(
-            select(p.c.ds, p.c.model_version, p.c.run_id)
-            .where(p.c.model == spec.name, p.c.ds >= first, p.c.ds <= date.fromisoformat(ctx.ds))
-            .order_by(p.c.ds)
-        ).all()
+        days = list(  # (ds, model_version, run_id) rows, oldest first
+            conn.execute(
+                select(p.c.ds, p.c.model_version, p.c.run_id)
+                .where(p.c.model == spec.name, p.c.ds >= first, p.c.ds <= date.fromisoformat(ctx.ds))
+                .order_by(p.c.ds)
+            ).all()
+        )
     key = names.realized_state_key(spec.name)
     prior = store.get_json(key) if store.exists(key) else None
     metric = realized_metric(spec)

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 def resolve_model(ctx: RunContext) -> dict[str, Any]:
     key = ctx.state_key("model")
     if ctx.env.store.exists(key):  # a retry keeps the version the run started with
-        return ctx.env.store.get_json(key)
+        kept: dict[str, Any] = ctx.env.store.get_json(key)
+        return kept
     requested = MODEL_VERSION.get(ctx.params)
     mv = _requested_version(ctx, requested) if requested else registry.production(ctx.env.appdb, ctx.model)
     if mv is None:
@@ -141,8 +142,8 @@ class PredictionStats:
     lo: float | None = None
     hi: float | None = None
     score_counts: list[int] = field(default_factory=lambda: [0] * SCORE_BINS)
-    class_counts: Counter = field(default_factory=Counter)
-    versions: set = field(default_factory=set)
+    class_counts: Counter[object] = field(default_factory=Counter)  # predicted label -> rows
+    versions: set[object] = field(default_factory=set)  # model_version values seen
 
     def update(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows

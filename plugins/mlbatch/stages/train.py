@@ -41,7 +41,8 @@ def run_labels(ctx: RunContext) -> dict[str, Any]:
     """
     key = ctx.state_key("labels")
     if ctx.env.store.exists(key):
-        return ctx.env.store.get_json(key)
+        chosen_before: dict[str, Any] = ctx.env.store.get_json(key)
+        return chosen_before
     event = ctx.triggered_by.get("labels") or {}
     chosen = snapshot_of(ctx, event["sync_id"]) if event.get("sync_id") else latest_snapshot(ctx)
     ctx.save_state("labels", chosen)
