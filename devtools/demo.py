@@ -173,7 +173,7 @@ def _late_label_sync(bag: Any, spec: ModelSpec, day: datetime, console: Console)
     next_day = day + timedelta(days=1)
     dag_id = f"{spec.name}__labels"
     console.print(
-        f"running {dag_id} for {next_day.date()} ({added:,} late labels for scored entities) ...",
+        f"running {dag_id} for {next_day.date()} ({added:,} late labels) ...",
         highlight=False,
         markup=False,
     )

@@ -133,7 +133,8 @@ def test_gpu_jobs_use_the_pool_one_slot_per_gpu(dagbag):
     assert (train.pool, train.pool_slots) == ("mlbatch_gpu", 1)
     # Scoring is sized for CPU by default (score.resources.gpu: 0): it never queues for a GPU slot.
     assert dagbag.dags["device_gender__score"].get_task("score").pool == "default_pool"
-    assert dagbag.dags["device_gender__score"].get_task("publish").pool == "default_pool"
+    # A publish takes the app DB's pool (every shared pool is on by default), never a GPU slot.
+    assert dagbag.dags["device_gender__score"].get_task("publish").pool == "mlbatch_appdb"
 
 
 def test_pool_follows_each_jobs_own_gpu_count(tmp_path):
