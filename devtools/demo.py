@@ -203,7 +203,8 @@ def run_demo(ds: str, *, verbose: bool, console: Console, models: list[str] | No
     if not verbose:
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     specs, skipped = plan(env, chosen_specs(env, models))
-    console.print(f"embedded stack in {env.home}; models: {', '.join(s.name for s in specs) or 'none'}", markup=False)
+    console.print(f"embedded stack in {env.home}", markup=False)  # a path of its own line: copyable whole
+    console.print(f"models: {', '.join(s.name for s in specs) or 'none'}", markup=False)
     for name, why in skipped:
         console.print(Text.assemble(("skipped", "yellow"), f" {name}: {why}"))
     prepare(env, specs, ds)
