@@ -46,7 +46,7 @@ from mlbatch.appdb import key_ranges, locks, schema
 from mlbatch.appdb.checksum import RowChecksum
 from mlbatch.appdb.hook import AppDbHook
 from mlbatch.appdb.mysql_load import LoadSource, in_sessions, load_all
-from mlbatch.appdb.mysql_sessions import PublishSessions, named_lock, transaction
+from mlbatch.appdb.mysql_sessions import PublishSessions, named_lock
 from mlbatch.appdb.mysql_sql import (
     add_partition_sql,
     exchange_sql,
@@ -61,7 +61,7 @@ from mlbatch.appdb.mysql_sql import (
     staging_ddl,
 )
 from mlbatch.appdb.pipes import piped_sources
-from mlbatch.appdb.publisher import HISTORY_DAYS, Day, Published, PublishError, PublishStopped, step
+from mlbatch.appdb.publisher import HISTORY_DAYS, Day, Published, PublishError, PublishStopped, step, transaction
 from mlbatch.appdb.tsv import tsv_writer
 
 if TYPE_CHECKING:

@@ -165,19 +165,6 @@ class PublishSessions:
 
 
 @contextmanager
-def transaction(conn: Connection) -> Iterator[None]:
-    """An explicit transaction in an autocommit session: COMMIT at the end, ROLLBACK on any error."""
-    conn.exec_driver_sql("START TRANSACTION")
-    try:
-        yield
-        conn.exec_driver_sql("COMMIT")
-    except BaseException:
-        with suppress(Exception):  # a dead session is rolled back by the server anyway
-            conn.exec_driver_sql("ROLLBACK")
-        raise
-
-
-@contextmanager
 def named_lock(conn: Connection, name: str, timeout_s: int = LOCK_TIMEOUT_S) -> Iterator[None]:
     """A MySQL named lock for this session; the server frees it if the session dies."""
     got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, timeout_s)).scalar()

@@ -76,6 +76,7 @@ from mlbatch.appdb.publisher import (
     PublishStopped,
     check_count,
     step,
+    transaction,
 )
 from mlbatch.appdb.tsv import day_columns, tsv_chunk
 
@@ -364,7 +365,7 @@ class _DayPublish:
         part = partition_name(self.history, self.day.ds)
 
         def create_and_attach() -> None:
-            with _transaction(self.conn):
+            with transaction(self.conn, begin="BEGIN"):
                 like = "CREATE TABLE {part} (LIKE {history} INCLUDING ALL)"
                 self.conn.exec_driver_sql(compose(self.conn, like, part=part, history=self.history))
                 attach = "ALTER TABLE {history} ATTACH PARTITION {part} FOR VALUES IN (%(ds)s)"
@@ -406,7 +407,7 @@ class _DayPublish:
         names = {"history": self.history, "stage": STAGE, "cols": COLUMNS}
         log_upsert = PostgresBackend().upsert(schema.publish_log, [c for c in row if c not in ("model", "ds")], None)
         try:
-            with _transaction(self.conn):
+            with transaction(self.conn, begin="BEGIN"):
                 with step(f"history day {self.day.ds} replaced", self.history):
                     delete = compose(self.conn, "DELETE FROM {history} WHERE ds = %(ds)s", **names)
                     self.conn.exec_driver_sql(delete, {"ds": self.day.ds})
@@ -439,16 +440,3 @@ class _DayPublish:
             self._ddl(f"drop {len(expired)} expired history partitions", drop)
         except locks.LockWaitError as exc:
             log.warning("%s", exc)
-
-
-@contextmanager
-def _transaction(conn: Connection) -> Iterator[None]:
-    """An explicit transaction in the autocommit session: COMMIT at the end, ROLLBACK on any error."""
-    conn.exec_driver_sql("BEGIN")
-    try:
-        yield
-        conn.exec_driver_sql("COMMIT")
-    except BaseException:
-        with suppress(Exception):  # a dead session is rolled back by the server anyway
-            conn.exec_driver_sql("ROLLBACK")
-        raise

@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 
 from mlbatch.appdb.checksum import RowChecksum
 from mlbatch.errors import StageFailed
@@ -116,3 +116,17 @@ def step(what: str, table: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     log.info("%s: %s took %.2f s", table, what, time.perf_counter() - started)
+
+
+@contextmanager
+def transaction(conn: Connection, begin: str = "START TRANSACTION") -> Iterator[None]:
+    """An explicit transaction in an autocommit session (a publisher's own, never pooled): ``begin``
+    (MySQL's START TRANSACTION, PostgreSQL's BEGIN), COMMIT at the end, ROLLBACK on any error."""
+    conn.exec_driver_sql(begin)
+    try:
+        yield
+        conn.exec_driver_sql("COMMIT")
+    except BaseException:
+        with suppress(Exception):  # a dead session is rolled back by the server anyway
+            conn.exec_driver_sql("ROLLBACK")
+        raise
