@@ -47,7 +47,7 @@ images: venv
 airflow: venv
 	test -f var/app.db || $(BIN)/mlbatch demo
 	$(BIN)/python -m airflow db migrate >/dev/null
-	$(BIN)/python -m mlbatch.pools
+	$(BIN)/python -m mlbatch.airflow.pools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow standalone
 
 # What .ci/run checks before the tests: lint (complexity at most 10), formatting, the import

@@ -40,7 +40,7 @@ MODEL = "device_gender"
 DS = "2026-11-22"
 RUN_ID = "bench_dag__score"
 # The score DAG's tasks in order, from the pipeline's declaration: (task, target, args).
-from mlbatch.pipeline import DAGS  # noqa: E402 - after the path set-up above; imports nothing heavy
+from mlbatch.airflow.pipeline import DAGS  # noqa: E402 - after the path set-up above; imports nothing heavy
 
 TASKS = [(s.name, s.call, ("*shards",) if s.per_shard else s.args) for s in DAGS["score"].steps]
 FROM_UNLOAD = [t for t, _, _ in TASKS if t not in ("resolve_model", "unload_scoring")]
@@ -48,7 +48,7 @@ FROM_UNLOAD = [t for t, _, _ in TASKS if t not in ("resolve_model", "unload_scor
 
 # --- the children ---------------------------------------------------------------------------------
 def _ctx(run_id: str):
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.spec import load_spec
     from mlbatch.stages.context import RunContext
 
@@ -58,7 +58,7 @@ def _ctx(run_id: str):
 
 def task(target: str, args: list) -> dict:
     """One task of the score DAG: what StageOperator / ExternalWorkOperator run, synchronously."""
-    from mlbatch.pipeline import resolve
+    from mlbatch.airflow.pipeline import resolve
     from mlbatch.stages.external import ExternalWork
 
     result = resolve(target)(_ctx(RUN_ID), *args)
@@ -72,8 +72,8 @@ def diy(url: str) -> dict:
     import numpy as np
     import pandas as pd
     import xgboost as xgb
+    from mlbatch.backends.store import filesystem_for
     from mlbatch.features.reader import read_manifest
-    from mlbatch.store import filesystem_for
     from sqlalchemy import create_engine
 
     ctx = _ctx(RUN_ID)
@@ -142,7 +142,7 @@ def _child(kind: str, *args: str) -> list[str]:
 
 
 def check_task_order() -> None:
-    from mlbatch.dag_factory import score_dag
+    from mlbatch.airflow.dag_factory import score_dag
     from mlbatch.spec import load_spec
 
     dag = score_dag(load_spec(REPO / "dags" / "specs" / f"{MODEL}.yaml"))
@@ -229,7 +229,7 @@ def _s3_args(endpoint: str) -> dict:
 
 
 def setup(devices: int) -> dict:
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.labels.source import csv_path
     from mlbatch.spec import load_spec
 

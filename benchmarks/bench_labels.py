@@ -133,7 +133,7 @@ def main() -> None:
 
 
 def _against_db(url: str, current: dict[str, str], desired: dict[str, str], timed) -> dict[str, object]:
-    from mlbatch.appdb.hook import AppDbHook
+    from mlbatch.backends.appdb.hook import AppDbHook
     from mlbatch.labels import sync
 
     hook = AppDbHook(url)

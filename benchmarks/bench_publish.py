@@ -13,7 +13,7 @@ figures do not mix:
   kept by the guard, half inserted);
 
 Every day takes the same steps (staging load, partition exchange, one upsert transaction: see
-``mlbatch.appdb.mysql_publish``); the path names only say whether a newer day existed.
+``mlbatch.backends.appdb.mysql_publish``); the path names only say whether a newer day existed.
 * ``to_sql``: ``pandas.read_parquet`` + ``DataFrame.to_sql`` (SQLAlchemy + PyMySQL, default
   method, chunksize 10,000) of the first day into an empty table of the same schema.
 
@@ -54,7 +54,7 @@ PRIME = 2_654_435_761  # keys come out in a scrambled order (i * PRIME mod N), a
 
 
 def _env(home: Path, url: str):
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
 
     return Environment(
         home=home,
@@ -90,7 +90,7 @@ def write_days(home: Path, rows: int, days: dict[str, str] | None = None, stride
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from mlbatch.features.manifest import Entry, EntryMeta, Manifest, Schema
+    from mlbatch.backends.warehouse.manifest import Entry, EntryMeta, Manifest, Schema
 
     write_spec(home, publish)
     rng = np.random.default_rng(7)
@@ -151,8 +151,8 @@ def child(kind: str, home: Path, url: str, ds: str, limit: int) -> dict:
     started = time.perf_counter()
     if kind == "to_sql":
         import pandas as pd
-        from mlbatch.appdb import schema
-        from mlbatch.appdb.hook import AppDbHook
+        from mlbatch.backends.appdb import schema
+        from mlbatch.backends.appdb.hook import AppDbHook
 
         ctx = _ctx(home, url, ds)
         db = AppDbHook(url)

@@ -39,8 +39,8 @@ FILL_DS = "2026-11-19"
 
 def fill(url: str, others: int, stride: int) -> float:
     """``others`` entities with keys not divisible by ``stride``, in the latest table and the history."""
-    from mlbatch.appdb import mysql_sql, schema
-    from mlbatch.appdb.hook import AppDbHook
+    from mlbatch.backends.appdb import mysql_sql, schema
+    from mlbatch.backends.appdb.hook import AppDbHook
     from sqlalchemy import text
 
     db = AppDbHook(url)

@@ -11,7 +11,7 @@ child process so that peak RSS (``ru_maxrss``) of one does not leak into another
 - ``pandas``: ``pandas.read_parquet`` of each manifest entry in turn (the naive path);
 - ``profile``: the drift gate's training profile (two streaming passes) over the same unload.
 
-Every child reads through the same pyarrow S3 filesystem (mlbatch.store) and must count exactly
+Every child reads through the same pyarrow S3 filesystem (mlbatch.backends.store) and must count exactly
 the manifest's rows, or the benchmark fails.
 """
 
@@ -55,7 +55,7 @@ def child(mode: str, manifest_uri: str, threads: int, budget_mb: int) -> dict:
     manifest = read_manifest(None, manifest_uri)
     if mode == "pandas":
         import pandas as pd
-        from mlbatch.store import filesystem_for
+        from mlbatch.backends.store import filesystem_for
     baseline = _rss_mb()
     t0, cpu0 = time.perf_counter(), _cpu_s()
     rows = 0
@@ -105,8 +105,8 @@ def write_unload(root: str, prefix: str, rows: int, cols: int, parts: int, row_g
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from mlbatch.features.manifest import Column, ColumnType, Entry, EntryMeta, Manifest, Schema
-    from mlbatch.store import ObjectStore, filesystem_for
+    from mlbatch.backends.store import ObjectStore, filesystem_for
+    from mlbatch.backends.warehouse.manifest import Column, ColumnType, Entry, EntryMeta, Manifest, Schema
 
     store = ObjectStore(root)
     n_int = (cols - 1) // 3

@@ -1,5 +1,5 @@
 """Airflow DAGs of the device_gender model, built from specs/device_gender.yaml."""
 
-from mlbatch.dag_factory import dags_for
+from mlbatch.airflow.dag_factory import dags_for
 
 globals().update(dags_for(__file__))

@@ -5,7 +5,7 @@ In one run, against a real MariaDB that the benchmark starts itself (Aurora's st
 * **optimised**: parquet parts + manifest → parallel reader → xgboost ``inplace_predict`` in
   batches → streaming prediction gate → ``LOAD DATA LOCAL INFILE`` fed through one named pipe per
   key range into parallel sessions (so reading and predicting overlap the load) → the publish of
-  :mod:`mlbatch.appdb.mysql_publish` (partition exchange, guarded upsert) → export to DuckDB;
+  :mod:`mlbatch.backends.appdb.mysql_publish` (partition exchange, guarded upsert) → export to DuckDB;
 * **naive**, what a team writes first: ``pandas.read_parquet`` of every part → ``DMatrix``
   predict → ``DataFrame.to_sql``;
 * each **component** alone at the same N (read, predict, publish), to find the ceiling.
@@ -84,7 +84,7 @@ class _FusedRun:
     def __init__(self, work: Path, db_url: str) -> None:
         import queue
 
-        from mlbatch.appdb.checksum import RowChecksum
+        from mlbatch.backends.appdb.checksum import RowChecksum
         from mlbatch.features.reader import read_manifest
 
         self.work = work
@@ -112,8 +112,8 @@ class _FusedRun:
         self.pipes: list[queue.Queue[Any]] = [queue.Queue(maxsize=8) for _ in self.ranges]
 
     def run(self) -> int:
-        from mlbatch.appdb.mysql_publish import publish_mysql
-        from mlbatch.appdb.pipes import piped_sources
+        from mlbatch.backends.appdb.mysql_publish import publish_mysql
+        from mlbatch.backends.appdb.pipes import piped_sources
 
         exporter = threading.Thread(target=self.export, name="bench-export", daemon=True)
         exporter.start()
@@ -140,8 +140,8 @@ class _FusedRun:
             raise RuntimeError("prediction gate failed: the export is rolled back")
 
     def export(self) -> None:
+        from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse
         from mlbatch.names import export_table
-        from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 
         try:
             wh = DuckDBWarehouse(self.work / "warehouse.duckdb")
@@ -166,7 +166,7 @@ class _FusedRun:
 
     def route(self, batch: pa.RecordBatch) -> None:
         """Predict one batch, count it for the gate, send each row to its range's pipe and the export."""
-        from mlbatch.appdb import key_ranges
+        from mlbatch.backends.appdb import key_ranges
 
         keys = batch.column("entity_key")
         scores = self.booster.inplace_predict(_matrix(batch))
@@ -195,7 +195,7 @@ class _FusedRun:
 
     def gate_then_log_row(self) -> dict[str, Any]:
         """After the load, before the day goes live: the prediction gate decides."""
-        from mlbatch import gates
+        from mlbatch.maths import gates
 
         self.finish()
         self.producer.join()
@@ -259,8 +259,8 @@ def run_predict(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
 
 def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
     """Publish alone: the day's TSV is written first (not timed), then loaded and published."""
-    from mlbatch.appdb.mysql_load import LoadSource
-    from mlbatch.appdb.mysql_publish import publish_mysql
+    from mlbatch.backends.appdb.mysql_load import LoadSource
+    from mlbatch.backends.appdb.mysql_publish import publish_mysql
     from mlbatch.features.reader import read_manifest
 
     rows = read_manifest(None, (work / "manifest").as_uri()).record_count
@@ -293,9 +293,9 @@ def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
     """Run one path in this process and measure it; ``(0, fn)`` results time only ``fn``."""
     # Libraries are imported before the clock starts: the figures compare work, not imports.
     import duckdb  # noqa: F401
-    import mlbatch.appdb.mysql_publish  # noqa: F401
+    import mlbatch.backends.appdb.mysql_publish  # noqa: F401
+    import mlbatch.backends.warehouse.duckdb_warehouse  # noqa: F401
     import mlbatch.features.reader  # noqa: F401
-    import mlbatch.warehouse.duckdb_warehouse  # noqa: F401
     import pandas  # noqa: F401
     import pymysql  # noqa: F401
     import sqlalchemy  # noqa: F401

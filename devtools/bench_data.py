@@ -36,7 +36,7 @@ def feature_names(n: int = FEATURES) -> list[str]:
 # --- data, made once by the parent ------------------------------------------------------------
 def prepare(work: Path, rows: int, seed: int = 7) -> dict[str, Any]:
     """N rows × 30 features as Redshift-named parts + manifest, and a small xgboost model."""
-    from mlbatch.features.manifest import Manifest
+    from mlbatch.backends.warehouse.manifest import Manifest
 
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -98,7 +98,7 @@ def _prediction_batch(keys: pa.Array, scores: np.ndarray) -> pa.RecordBatch:
 
 
 def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
-    from mlbatch.appdb.tsv import tsv_chunk
+    from mlbatch.backends.appdb.tsv import tsv_chunk
 
     day = pa.repeat(pa.scalar(DS), pred.num_rows)
     cols = [pred.column("entity_key"), day, pred.column("model_version"), pred.column("label"), pred.column("score")]
@@ -107,8 +107,8 @@ def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
 
 def _fresh_table(db_url: str, name: str) -> Any:
     from mlbatch import names
-    from mlbatch.appdb import schema
-    from mlbatch.appdb.hook import AppDbHook
+    from mlbatch.backends.appdb import schema
+    from mlbatch.backends.appdb.hook import AppDbHook
     from sqlalchemy import text
 
     db = AppDbHook(db_url)
@@ -137,7 +137,7 @@ def footer_splits(manifest: Any, sessions: int) -> list[Any]:
     of ``entity_key`` (min, max, rows): no pass over the rows. Row groups whose key ranges
     overlap (a scrambled unload) still give disjoint ranges, only less even ones; without
     statistics, one range."""
-    from mlbatch.store import filesystem_for
+    from mlbatch.backends.store import filesystem_for
 
     groups: list[tuple[Any, int]] = []
     for entry in manifest.entries:

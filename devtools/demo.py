@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlbatch.embedded import airflow_environment
-from mlbatch.env import Environment
+from mlbatch.backends.embedded import airflow_environment
+from mlbatch.backends.env import Environment
 from mlbatch.errors import UsageError
 from mlbatch.spec import FileSource, ModelSpec, load_all
 from rich.console import Console
@@ -95,7 +95,7 @@ def late_labels(env: Environment, spec: ModelSpec, ds: str) -> int:
     import csv
     import unicodedata
 
-    from mlbatch.appdb import schema
+    from mlbatch.backends.appdb import schema
     from mlbatch.labels.source import csv_path
     from sqlalchemy import select
 
@@ -214,8 +214,8 @@ def run_demo(ds: str, *, verbose: bool, console: Console, models: list[str] | No
     for row in results:
         table.add_row(*map(Text, row))  # Text cells: a task id or state is printed as it is, never as markup
     console.print(table)
-    from mlbatch.status import collect
-    from mlbatch.status_view import render
+    from mlbatch.reporting.status import collect
+    from mlbatch.reporting.status_view import render
 
     # The same per-model blocks as `mlbatch status`: readable at 80 columns, nothing elided.
     console.print(Text("mlbatch status", style="bold"))

@@ -71,7 +71,7 @@ COPY --chown=50000:0 jobs/__init__.py jobs/contract.py jobs/cpus.py /opt/airflow
 COPY --chown=50000:0 sql/ /opt/airflow/sql/
 # `mlbatch` runs from plugins/ (no wheel in this image): a shim on PATH.
 RUN set -eu; \
-    printf '#!/opt/venv/bin/python\nfrom mlbatch.cli import main\nmain()\n' > /opt/venv/bin/mlbatch; \
+    printf '#!/opt/venv/bin/python\nfrom mlbatch.cli.app import main\nmain()\n' > /opt/venv/bin/mlbatch; \
     chmod 0755 /opt/venv/bin/mlbatch /entrypoint; \
     mkdir -p /opt/airflow/logs /opt/airflow/var; \
     chown -R 50000:0 /opt/airflow; \

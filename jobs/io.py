@@ -1,6 +1,6 @@
 """Object I/O for the jobs: ``file://`` and ``s3://`` URIs through pyarrow filesystems.
 
-A deliberate copy of the URI mapping in ``mlbatch.store`` (the jobs may not import the plugin):
+A deliberate copy of the URI mapping in ``mlbatch.backends.store`` (the jobs may not import the plugin):
 S3 endpoint, region and credentials come from the standard ``AWS_*`` environment variables, so
 they never appear on a job's command line or in its logs.
 """
@@ -168,7 +168,7 @@ def iter_batches(pf: pq.ParquetFile, batch_size: int, columns: list[str]) -> Ite
     columns from moto's server: 0.6 s against 4.7-7.4 s column chunk by column chunk). Asking for
     one row group at a time keeps what is held to that group: pre-buffering the whole file (the
     default of ``iter_batches`` over every group) held 6.4 GB at 10M rows. A deliberate twin of
-    ``mlbatch.store.iter_parquet`` (the jobs may not import the plugin).
+    ``mlbatch.backends.store.iter_parquet`` (the jobs may not import the plugin).
     """
     for group in range(pf.metadata.num_row_groups):
         yield from pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)

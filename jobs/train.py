@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the families load lazily: --help and a no-op retry import n
 
 def provenance() -> dict[str, str | None]:
     """What ran this job: the image and code version baked into the job image at build time
-    (``MLBATCH_IMAGE``, ``MLBATCH_CODE_VERSION``; see mlbatch.launchers.images). Outside an image
+    (``MLBATCH_IMAGE``, ``MLBATCH_CODE_VERSION``; see mlbatch.backends.launchers.images). Outside an image
     (the local launcher) there is no image, and the code version is a hash of jobs/'s sources.
     """
     image = os.environ.get("MLBATCH_IMAGE") or None

@@ -1,10 +1,10 @@
 """The mlbatch Airflow plugin: the report view behind each task's "Report" button
-(:mod:`mlbatch.ui`). Loaded by the API server from the plugins folder; DAG files do not need it."""
+(:mod:`mlbatch.airflow.ui`). Loaded by the API server from the plugins folder; DAG files do not need it."""
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
-from mlbatch.ui import PREFIX, create_app
+from mlbatch.airflow.ui import PREFIX, create_app
 
 
 class MlbatchPlugin(AirflowPlugin):

@@ -11,5 +11,5 @@ if [ "$#" -ne 1 ]; then
     echo "usage: $0 MWAA_ENVIRONMENT_NAME" >&2
     exit 2
 fi
-body=$("${PYTHON:-.venv/bin/python}" -m mlbatch.pools --json)
+body=$("${PYTHON:-.venv/bin/python}" -m mlbatch.airflow.pools --json)
 aws mwaa invoke-rest-api --name "$1" --method PATCH --path /pools --body "$body"

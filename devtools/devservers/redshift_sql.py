@@ -1,7 +1,7 @@
 """Redshift SQL as the Redshift Data API double runs it on DuckDB: parsing, translation, privileges.
 
-What mlbatch sends (:func:`mlbatch.features.sql.unload_statement`,
-:func:`mlbatch.warehouse.redshift.replace_day_statements`, the counts of ``RedshiftWarehouse``)
+What mlbatch sends (:func:`mlbatch.backends.warehouse.sql.unload_statement`,
+:func:`mlbatch.backends.warehouse.redshift.replace_day_statements`, the counts of ``RedshiftWarehouse``)
 and what an operator's checks send is classified here into one of:
 
 - :class:`Unload`: ``UNLOAD ('<select>') TO 's3://...' IAM_ROLE '...' FORMAT AS PARQUET ...``,

@@ -3,7 +3,7 @@
 An error's class says what went wrong for whoever reads the exit code: a gate blocked (1), the
 input was wrong (2: a spec, an option, a file, a name; fixing the input fixes the run), or
 something failed for another reason (3: a job crashed, a server is down; retrying may help).
-The CLI maps any :class:`MlbatchError` to its ``exit_code`` in one place (``mlbatch.cli``), so a
+The CLI maps any :class:`MlbatchError` to its ``exit_code`` in one place (``mlbatch.cli.app``), so a
 command raises and never picks a number itself.
 
 Each project error also keeps the builtin base it always had (``SpecError`` is still a

@@ -34,7 +34,7 @@ features ``manifest``, :func:`manifest_key`). A job writes only where it is told
 
 Tables: each model has ``<model>_predictions`` and ``<model>_history`` in the app DB and
 ``ml_exports.<model>_predictions`` in the warehouse; the app DB's shared tables have fixed names
-(``*_TABLE``; :mod:`mlbatch.appdb.schema` defines their columns).
+(``*_TABLE``; :mod:`mlbatch.backends.appdb.schema` defines their columns).
 """
 
 from __future__ import annotations

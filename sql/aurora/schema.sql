@@ -1,5 +1,5 @@
 -- The app DB's shared tables for Aurora MySQL 8 / MariaDB 10.11, rendered from
--- plugins/mlbatch/appdb/schema.py by `mlbatch.statements.aurora_schema_sql()`
+-- plugins/mlbatch/backends/appdb/schema.py by `mlbatch.reporting.statements.aurora_schema_sql()`
 -- (tests/unit/appdb/test_hook.py keeps them in sync). Each model adds <model>_predictions:
 -- see `mlbatch sql <model> --ds DATE`.
 

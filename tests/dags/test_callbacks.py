@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
-from mlbatch import callbacks, gates
+from mlbatch.airflow import callbacks
+from mlbatch.maths import gates
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -82,14 +83,14 @@ def test_long_errors_are_cut(webhook):
 
 def test_no_connection_is_a_log_line_and_no_error(monkeypatch, caplog):
     monkeypatch.delenv("AIRFLOW_CONN_MLBATCH_ALERTS", raising=False)
-    with caplog.at_level(logging.INFO, logger="mlbatch.callbacks"):
+    with caplog.at_level(logging.INFO, logger="mlbatch.airflow.callbacks"):
         callbacks.on_task_failure(_context(_gate_failure()))
     assert "connection 'mlbatch_alerts' is not configured" in caplog.text
 
 
 def test_a_failing_webhook_never_raises(webhook, caplog):
     webhook.status = 500
-    with caplog.at_level(logging.INFO, logger="mlbatch.callbacks"):
+    with caplog.at_level(logging.INFO, logger="mlbatch.airflow.callbacks"):
         callbacks.on_task_failure(_context(_gate_failure()))
     assert len(webhook.received) == 1 and "answered HTTP 500" in caplog.text
     assert callbacks.post({"x": 1}) is False
@@ -98,6 +99,6 @@ def test_a_failing_webhook_never_raises(webhook, caplog):
 def test_an_unreachable_webhook_never_raises(monkeypatch, caplog):
     conn = {"conn_type": "http", "host": "http://127.0.0.1:9/nowhere"}  # discard port: connection refused
     monkeypatch.setenv("AIRFLOW_CONN_MLBATCH_ALERTS", json.dumps(conn))
-    with caplog.at_level(logging.INFO, logger="mlbatch.callbacks"):
+    with caplog.at_level(logging.INFO, logger="mlbatch.airflow.callbacks"):
         callbacks.on_task_failure({"exception": ValueError("boom")})
     assert "not sent" in caplog.text

@@ -97,7 +97,7 @@ def test_bad_spec_is_an_import_error_of_its_own_file_only(tmp_path):
 
 
 def test_every_dag_has_params_retries_callbacks_and_catchup_off(dagbag):
-    from mlbatch.callbacks import on_task_failure
+    from mlbatch.airflow.callbacks import on_task_failure
 
     extra = {"labels": set(), "train": {"force_retrain"}, "score": {"model_version"}}
     for dag_id, dag in dagbag.dags.items():
@@ -138,7 +138,7 @@ def test_gpu_jobs_use_the_pool_one_slot_per_gpu(dagbag):
 
 
 def test_pool_follows_each_jobs_own_gpu_count(tmp_path):
-    from mlbatch.dag_factory import score_dag, train_dag
+    from mlbatch.airflow.dag_factory import score_dag, train_dag
     from mlbatch.spec import load_spec
 
     raw = yaml.safe_load((REPO / "dags" / "specs" / "device_gender.yaml").read_text())

@@ -41,9 +41,9 @@ def test_dagbag_parses_20_generated_specs(tmp_path):
 
 def test_a_fleet_spreads_its_schedules_and_shares_the_pools(tmp_path, monkeypatch):
     """20 models with MLBATCH_POOLS=all and a 60-minute window: runs start at different minutes,
-    and every task that touches a shared server takes a slot of its pool (mlbatch.pools)."""
+    and every task that touches a shared server takes a slot of its pool (mlbatch.airflow.pools)."""
     from airflow.dag_processing.dagbag import DagBag
-    from mlbatch.pools import APPDB_POOL, GPU_POOL, HEAVY_POOL, WAREHOUSE_POOL
+    from mlbatch.airflow.pools import APPDB_POOL, GPU_POOL, HEAVY_POOL, WAREHOUSE_POOL
 
     monkeypatch.setenv("MLBATCH_POOLS", "all")
     monkeypatch.setenv("MLBATCH_SCHEDULE_WINDOW_MINUTES", "60")

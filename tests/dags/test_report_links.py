@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from airflow.serialization.serialized_objects import DagSerialization
-from mlbatch import ui
-from mlbatch.dag_factory import score_dag, train_dag
+from mlbatch.airflow import ui
+from mlbatch.airflow.dag_factory import score_dag, train_dag
 from mlbatch.spec import load_spec
 
 from tests.support.paths import REPO
@@ -35,7 +35,7 @@ def test_the_link_is_the_plugin_view_of_that_task_instance() -> None:
         map_index=-1,
     )
     assert ui.ReportLink().get_link(None, ti_key=key) == (
-        "/mlbatch/reports/device_gender__train/asset_triggered__2026-12-03T07%3A00%3A00%2B00%3A00_x/model_gate"
+        "/mlbatch/reporting/reports/device_gender__train/asset_triggered__2026-12-03T07%3A00%3A00%2B00%3A00_x/model_gate"
     )
 
 

@@ -9,9 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch import drift, registry, reports
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
+from mlbatch.maths import drift
+from mlbatch.reporting import reports
 from mlbatch.spec import load_spec
+from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
 
 from tests.support.paths import REPO

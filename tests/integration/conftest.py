@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from mlbatch.launchers.images import build_image
+from mlbatch.backends.launchers.images import build_image
 
 from devtools.devservers import Dockerd, MariaDB, Postgres, start_dockerd, start_mariadb, start_moto_s3, start_postgres
 from tests.support.appdb import POSTGRES_PASSWORD

@@ -6,9 +6,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from mlbatch.appdb import schema
-from mlbatch.appdb.hook import AppDbHook
-from mlbatch.env import Environment
+from mlbatch.backends.appdb import schema
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.backends.env import Environment
 from sqlalchemy import select
 
 POSTGRES_PASSWORD = "Pw-pg-5d2a9c-app"  # the test server's app user's: distinct, so a test can look for it in logs

@@ -109,7 +109,7 @@ def write_config(path: Path, classes: list[str], **extra: object) -> str:
 
 def put_parquet(store, key: str, table: pa.Table) -> str:
     """Write ``table`` to ``key`` of an object store (any root: file:// or s3://); its URI."""
-    from mlbatch.store import filesystem_for
+    from mlbatch.backends.store import filesystem_for
 
     uri = store.uri(key)
     fs, path = filesystem_for(uri)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from mlbatch.appdb import schema
-from mlbatch.env import Environment
+from mlbatch.backends.appdb import schema
+from mlbatch.backends.env import Environment
 from mlbatch.labels import sheets
 from mlbatch.spec import ModelSpec, load_spec
 from mlbatch.stages.context import RunContext

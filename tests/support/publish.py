@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.env import Environment
-from mlbatch.features.manifest import Entry, EntryMeta, Manifest, Schema
+from mlbatch.backends.env import Environment
+from mlbatch.backends.warehouse.manifest import Entry, EntryMeta, Manifest, Schema
 from mlbatch.spec import ModelSpec, load_spec
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.publish import publish
@@ -233,7 +233,7 @@ def run_killed(folder: Path, env: Environment, ctx: RunContext, point: str) -> N
         import re, sys, time
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
-        from mlbatch.env import Environment
+        from mlbatch.backends.env import Environment
         from mlbatch.spec import load_spec
         from mlbatch.stages.context import RunContext
         from mlbatch.stages.publish import publish
@@ -337,8 +337,8 @@ def aurora_env(folder: Path, appdb_url: str, monkeypatch, bucket: str) -> tuple[
     import dataclasses
 
     import boto3
-    from mlbatch.appdb.mysql_load import LoadSource
-    from mlbatch.appdb.mysql_sql import load_data_sql
+    from mlbatch.backends.appdb.mysql_load import LoadSource
+    from mlbatch.backends.appdb.mysql_sql import load_data_sql
 
     boto3.client("s3").create_bucket(Bucket=bucket)
     env = dataclasses.replace(make_env(folder, appdb_url), object_store=f"s3://{bucket}/root", appdb_load_from_s3=True)
@@ -365,7 +365,7 @@ class PublishTask:
     what the task runner's SIGTERM handler (or the timeout) calls."""
 
     def __init__(self, ctx: Any, monkeypatch: pytest.MonkeyPatch):
-        from mlbatch import operators  # Airflow's SDK: only the stop tests pay for importing it
+        from mlbatch.airflow import operators  # Airflow's SDK: only the stop tests pay for importing it
 
         monkeypatch.setattr(operators, "run_context", lambda spec_path, context: ctx)
         self.op = operators.StageOperator(task_id="publish", spec_path="unused.yaml", target="publish:publish")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mlbatch.features.sql import render_spec_query
+from mlbatch.backends.warehouse.sql import render_spec_query
 from mlbatch.spec import load_spec
 
 from devtools.synth import build_warehouse

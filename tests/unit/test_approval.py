@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from mlbatch import operators, registry
-from mlbatch.approval import PromotionApprovalOperator
-from mlbatch.env import Environment
+from mlbatch.airflow import operators
+from mlbatch.airflow.approval import PromotionApprovalOperator
+from mlbatch.backends.env import Environment
 from mlbatch.spec import load_spec
+from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.train import approval_request
 
@@ -128,7 +129,7 @@ def test_nothing_is_asked_when_nothing_waits(ctx: RunContext) -> None:
 
 
 def test_the_train_dag_waits_for_a_person_only_when_the_spec_says_so(tmp_path: Path) -> None:
-    from mlbatch.dag_factory import train_dag
+    from mlbatch.airflow.dag_factory import train_dag
 
     def shape(required: bool) -> dict[str, Any]:
         folder = tmp_path / str(required)

@@ -6,8 +6,8 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from mlbatch import costs
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
+from mlbatch.reporting import costs
 from mlbatch.spec import load_spec
 from mlbatch.stages.context import RunContext
 

@@ -9,8 +9,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from mlbatch import drift, reports
-from mlbatch.gates import GateFailed
+from mlbatch.maths import drift
+from mlbatch.maths.gates import GateFailed
+from mlbatch.reporting import reports
 from mlbatch.stages.score import predictions_gate
 
 from tests.support.paths import REPO
@@ -59,7 +60,7 @@ def test_score_histogram_puts_one_in_the_last_bin_and_skips_nan_and_out_of_range
 
 
 def test_the_formula_is_written_once() -> None:
-    # `git grep` over the package: the PSI sum appears in mlbatch/drift.py only.
+    # `git grep` over the package: the PSI sum appears in mlbatch/maths/drift.py only.
     out = subprocess.run(
         [
             "git",
@@ -77,7 +78,7 @@ def test_the_formula_is_written_once() -> None:
         check=False,
         cwd=REPO,
     ).stdout
-    assert [line.split(":")[0] for line in out.splitlines()] == ["plugins/mlbatch/drift.py"]
+    assert [line.split(":")[0] for line in out.splitlines()] == ["plugins/mlbatch/maths/drift.py"]
 
 
 def _gate_psi(caplog: pytest.LogCaptureFixture) -> tuple[bool, float]:

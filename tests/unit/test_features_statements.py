@@ -12,7 +12,7 @@ import re
 
 import pytest
 import sqlglot
-from mlbatch.cli import app
+from mlbatch.cli.app import app
 from sqlglot import exp
 from typer.testing import CliRunner
 

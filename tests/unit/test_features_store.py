@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mlbatch import store as store_mod
-from mlbatch.store import ObjectStore
+from mlbatch.backends import store as store_mod
+from mlbatch.backends.store import ObjectStore
 
 
 def test_threads_writing_one_key_never_collide(tmp_path: Path) -> None:

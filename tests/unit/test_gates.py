@@ -1,5 +1,5 @@
 import pytest
-from mlbatch import gates
+from mlbatch.maths import gates
 
 
 def test_gate_passes_and_summarises():

@@ -130,7 +130,7 @@ def test_table_names() -> None:
 
 def test_the_app_db_schema_uses_the_same_names() -> None:
     """appdb.schema still spells its tables itself: they must stay the names here."""
-    from mlbatch.appdb import schema
+    from mlbatch.backends.appdb import schema
 
     assert {t.name for t in schema.metadata.sorted_tables} == {
         names.LABELS_TABLE,
@@ -184,19 +184,35 @@ SCANNED = ("plugins/mlbatch", "devtools")
 # Places that still build a name themselves, each with the reason. appdb/, warehouse/ and env.py
 # were being changed by others when names.py came: switch them to it, then drop their entries.
 ALLOWED = {
-    ("plugins/mlbatch/appdb/schema.py", "table", "{}_predictions"): "to be switched to names.predictions_table",
-    ("plugins/mlbatch/appdb/schema.py", "table", "{}_history"): "to be switched to names.history_table",
-    ("plugins/mlbatch/appdb/schema.py", "table", "_predictions"): "to be switched to names.model_of_predictions_table",
-    ("plugins/mlbatch/appdb/schema.py", "fixed table", "ml_labels"): "to be switched to names.LABELS_TABLE",
-    ("plugins/mlbatch/appdb/schema.py", "fixed table", "ml_label_syncs"): "to be switched to names.*_TABLE",
-    ("plugins/mlbatch/appdb/schema.py", "fixed table", "ml_label_history"): "to be switched to names.*_TABLE",
-    ("plugins/mlbatch/appdb/schema.py", "fixed table", "ml_model_versions"): "to be switched to names.*_TABLE",
-    ("plugins/mlbatch/appdb/schema.py", "fixed table", "ml_publish_log"): "to be switched to names.*_TABLE",
-    ("plugins/mlbatch/appdb/schema.py", "fixed table", "ml_realized_performance"): "to be switched to names.*_TABLE",
-    ("plugins/mlbatch/appdb/schema.py", "fixed table", "ml_model_flags"): "to be switched to names.*_TABLE",
-    ("plugins/mlbatch/appdb/mysql_publish.py", "key", "publish/{}/{}/{}/"): "to be switched to names.publish_prefix",
-    ("plugins/mlbatch/appdb/mysql_publish.py", "key tail", "{}predictions-{}.tsv"): "names.publish_share_key",
-    ("plugins/mlbatch/appdb/mysql_publish.py", "table", "_predictions"): "names.model_of_predictions_table",
+    (
+        "plugins/mlbatch/backends/appdb/schema.py",
+        "table",
+        "{}_predictions",
+    ): "to be switched to names.predictions_table",
+    ("plugins/mlbatch/backends/appdb/schema.py", "table", "{}_history"): "to be switched to names.history_table",
+    (
+        "plugins/mlbatch/backends/appdb/schema.py",
+        "table",
+        "_predictions",
+    ): "to be switched to names.model_of_predictions_table",
+    ("plugins/mlbatch/backends/appdb/schema.py", "fixed table", "ml_labels"): "to be switched to names.LABELS_TABLE",
+    ("plugins/mlbatch/backends/appdb/schema.py", "fixed table", "ml_label_syncs"): "to be switched to names.*_TABLE",
+    ("plugins/mlbatch/backends/appdb/schema.py", "fixed table", "ml_label_history"): "to be switched to names.*_TABLE",
+    ("plugins/mlbatch/backends/appdb/schema.py", "fixed table", "ml_model_versions"): "to be switched to names.*_TABLE",
+    ("plugins/mlbatch/backends/appdb/schema.py", "fixed table", "ml_publish_log"): "to be switched to names.*_TABLE",
+    (
+        "plugins/mlbatch/backends/appdb/schema.py",
+        "fixed table",
+        "ml_realized_performance",
+    ): "to be switched to names.*_TABLE",
+    ("plugins/mlbatch/backends/appdb/schema.py", "fixed table", "ml_model_flags"): "to be switched to names.*_TABLE",
+    (
+        "plugins/mlbatch/backends/appdb/mysql_publish.py",
+        "key",
+        "publish/{}/{}/{}/",
+    ): "to be switched to names.publish_prefix",
+    ("plugins/mlbatch/backends/appdb/mysql_publish.py", "key tail", "{}predictions-{}.tsv"): "names.publish_share_key",
+    ("plugins/mlbatch/backends/appdb/mysql_publish.py", "table", "_predictions"): "names.model_of_predictions_table",
     # Not a name: an injection attempt in a synthetic sheet cell.
     ("devtools/synth.py", "fixed table", "'; DROP TABLE ml_labels; --"): "test data, not a table name",
 }

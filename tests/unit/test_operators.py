@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout, TaskDeferred
-from mlbatch import operators
-from mlbatch.operators import ExternalWorkOperator, run_day, triggered_by
+from mlbatch.airflow import operators
+from mlbatch.airflow.operators import ExternalWorkOperator, run_day, triggered_by
+from mlbatch.backends.store import ObjectStore
 from mlbatch.stages.external import ExternalWork
-from mlbatch.store import ObjectStore
 
 
 def test_the_day_is_the_logical_date_when_there_is_one() -> None:
@@ -292,7 +292,7 @@ REPORT_CTX = SimpleNamespace(model="device_gender", run_id="manual__1")
 
 
 def _reporting(monkeypatch, report: Any) -> operators.StageOperator:
-    from mlbatch import reports
+    from mlbatch.reporting import reports
 
     monkeypatch.setattr(reports, "training_report", report)
     return operators.StageOperator(
@@ -301,7 +301,7 @@ def _reporting(monkeypatch, report: Any) -> operators.StageOperator:
 
 
 def test_a_task_naming_an_unknown_report_is_not_made() -> None:
-    from mlbatch.pipeline import PipelineError
+    from mlbatch.airflow.pipeline import PipelineError
 
     with pytest.raises(PipelineError, match="step 'model_gate': report 'training_reprot' is no run report"):
         operators.StageOperator(task_id="model_gate", spec_path="x.yaml", target="t:f", report="training_reprot")
@@ -328,7 +328,7 @@ def test_a_report_s_io_failure_keeps_the_task_s_success_and_is_logged(monkeypatc
 
 def test_a_failed_step_keeps_its_own_error_and_notes_the_report_s(monkeypatch, caplog) -> None:
     from airflow.sdk.exceptions import AirflowFailException
-    from mlbatch.gates import Check, GateFailed
+    from mlbatch.maths.gates import Check, GateFailed
 
     op = _reporting(monkeypatch, lambda ctx: {}["version"])
 

@@ -1,4 +1,4 @@
-"""The pipeline declaration (mlbatch.pipeline) and the run params (mlbatch.runparams): both
+"""The pipeline declaration (mlbatch.airflow.pipeline) and the run params (mlbatch.spec.runparams): both
 runners are built from them, a wrong step fails at import, the dry-run rule is one rule."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mlbatch import pipeline, runparams
-from mlbatch.cli import app
-from mlbatch.pipeline import PipelineError, Step, cli_steps
+from mlbatch.airflow import pipeline
+from mlbatch.airflow.pipeline import PipelineError, Step, cli_steps
+from mlbatch.cli.app import app
+from mlbatch.spec import runparams
 from mlbatch.stages.external import ExternalWork
 from typer.testing import CliRunner
 
@@ -46,7 +47,7 @@ def test_a_step_naming_a_missing_callable_fails_naming_the_step() -> None:
 
 def test_every_declared_report_is_a_function_of_mlbatch_reports_taking_the_run_context() -> None:
     """REPORTS is checked without importing the reports; here each is imported for real."""
-    from mlbatch import reports
+    from mlbatch.reporting import reports
 
     assert {s.report for s in _declared() if s.report} <= pipeline.REPORTS
     for name in pipeline.REPORTS:
@@ -60,11 +61,13 @@ def test_a_step_naming_an_unknown_report_fails_naming_the_step_and_the_reports()
     with pytest.raises(PipelineError) as caught:
         Step("model_gate", "gate", "doc", call="train:model_gate", report="training_reprot")
     assert str(caught.value) == (
-        "step 'model_gate': report 'training_reprot' is no run report of mlbatch.reports: "
-        "one of scoring_summary, training_report"
+        "step 'model_gate': report 'training_reprot' is no run report of mlbatch.reporting.reports: "
+        "one of realized_reports, scoring_summary, training_report"
     )
     with pytest.raises(PipelineError, match="step 'publish': report 'version_report' is no run report"):
-        pipeline.resolve_report("publish", "version_report")  # a function of mlbatch.reports, but no run report
+        pipeline.resolve_report(
+            "publish", "version_report"
+        )  # a function of mlbatch.reporting.reports, but no run report
 
 
 def test_a_report_on_a_step_that_writes_none_is_an_error() -> None:
@@ -82,7 +85,7 @@ def test_a_wrong_step_is_an_import_error_of_the_dag_file(tmp_path: Path) -> None
     (dags / "typo.py").write_text(
         textwrap.dedent("""
         \"\"\"An Airflow DAG file whose declared step names a function its stage module lacks.\"\"\"
-        from mlbatch.pipeline import Step
+        from mlbatch.airflow.pipeline import Step
 
         Step("apply_labels", "stage", "Apply.", call="labels:apply_label")
         """)
@@ -147,7 +150,7 @@ def test_a_dry_run_skips_the_writers_and_what_follows_them_in_their_dag() -> Non
 
 
 def test_stages_steps_give_each_step_a_thunk_and_the_dry_run_verdict() -> None:
-    from mlbatch.stages import steps
+    from mlbatch.cli.steps import steps
 
     ctx = SimpleNamespace(spec=SimpleNamespace(score=SimpleNamespace(shards=2)), params={"dry_run": True})
     got = [(s.name, s.skipped) for s in steps(ctx, ["score", "publish", "export"])]
@@ -180,7 +183,7 @@ def test_run_params_parse_by_their_declared_type_and_name_the_item() -> None:
 
 
 def test_the_trigger_form_and_the_cli_help_are_built_from_the_run_params() -> None:
-    from mlbatch.dag_factory import _params
+    from mlbatch.airflow.dag_factory import _params
 
     assert {k: list(_params(k)) for k in ("labels", "train", "score")} == {
         "labels": ["dry_run"],

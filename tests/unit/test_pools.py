@@ -1,7 +1,7 @@
 """The GPU pool's size follows the largest GPU job, training or scoring."""
 
 import pytest
-from mlbatch.pools import SLOTS_ENV, gpu_pool_slots
+from mlbatch.airflow.pools import SLOTS_ENV, gpu_pool_slots
 
 from tests.support.specs import write_spec
 
@@ -22,7 +22,7 @@ def test_cpu_only_specs_still_get_a_one_slot_pool(tmp_path, monkeypatch):
 
 
 def test_every_pool_is_sized_in_one_place_and_env_overrides(tmp_path, monkeypatch):
-    from mlbatch.pools import APPDB_POOL, GPU_POOL, HEAVY_POOL, WAREHOUSE_POOL, pool_sizes, pools_set_command
+    from mlbatch.airflow.pools import APPDB_POOL, GPU_POOL, HEAVY_POOL, WAREHOUSE_POOL, pool_sizes, pools_set_command
 
     monkeypatch.delenv(SLOTS_ENV, raising=False)
     write_spec(tmp_path, lambda r: None)
@@ -42,7 +42,7 @@ def test_the_rest_upsert_is_what_airflow_s_bulk_pools_endpoint_takes(tmp_path, m
     """The body deploy/mwaa/create-pools.sh sends: validated by the API server's own request model."""
     from airflow.api_fastapi.core_api.datamodels.common import BulkBody
     from airflow.api_fastapi.core_api.datamodels.pools import PoolBody
-    from mlbatch.pools import rest_upsert
+    from mlbatch.airflow.pools import rest_upsert
 
     monkeypatch.delenv(SLOTS_ENV, raising=False)
     monkeypatch.setenv("MLBATCH_HEAVY_POOL_SLOTS", "3")
@@ -59,7 +59,7 @@ def test_the_rest_upsert_is_what_airflow_s_bulk_pools_endpoint_takes(tmp_path, m
 
 
 def test_schedules_spread_by_a_stable_per_model_offset():
-    from mlbatch.pools import offset_minutes, spread
+    from mlbatch.airflow.pools import offset_minutes, spread
 
     offsets = {f"model_{i}": offset_minutes(f"model_{i}", 60) for i in range(20)}
     assert offsets == {m: offset_minutes(m, 60) for m in offsets}  # stable
@@ -73,7 +73,7 @@ def test_schedules_spread_by_a_stable_per_model_offset():
 
 
 def test_dags_use_the_shared_pools_unless_told_gpu_only(tmp_path, monkeypatch):
-    from mlbatch.dag_factory import labels_dag, score_dag, train_dag
+    from mlbatch.airflow.dag_factory import labels_dag, score_dag, train_dag
     from mlbatch.spec import load_spec
 
     spec = load_spec(write_spec(tmp_path, lambda r: r["train"].update(resources={"gpu": 1})))
@@ -91,7 +91,7 @@ def test_dags_use_the_shared_pools_unless_told_gpu_only(tmp_path, monkeypatch):
     assert {t.priority_weight for t in labels_dag(spec).tasks} == {10}
     assert {t.priority_weight for t in [*score.tasks, *train.tasks]} == {1}
     monkeypatch.setenv("MLBATCH_SCHEDULE_WINDOW_MINUTES", "120")
-    from mlbatch.pools import offset_minutes
+    from mlbatch.airflow.pools import offset_minutes
 
     o = offset_minutes(spec.name, 120)
     assert f"{o % 60} {o // 60} * * *" in score_dag(spec).doc_md  # the cron the doc names is the timetable's

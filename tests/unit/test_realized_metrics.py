@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from mlbatch import realized_metrics as rm
+from mlbatch.maths import realized_metrics as rm
 
 
 def _pair_count_auc(y: np.ndarray, p: np.ndarray) -> float:

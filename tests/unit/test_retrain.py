@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from mlbatch.retrain import Inputs, decide, human_duration
+from mlbatch.maths.retrain import Inputs, decide, human_duration
 from mlbatch.spec import OnLabels, Retrain, SpecError, load_spec
 
 from tests.support.paths import REPO
@@ -119,7 +119,7 @@ def test_human_durations() -> None:
 def test_drifted_days_are_the_production_version_s_consecutive_days(tmp_path, monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.names import summary_key
     from mlbatch.stages import retrain as stage
     from mlbatch.stages.context import RunContext

@@ -70,16 +70,16 @@ def test_find_spec_by_name_or_path(tmp_path):
 
 
 def test_docs_spec_md_is_rendered_from_the_models():
-    from mlbatch.spec_doc import render
+    from mlbatch.spec.doc import render
 
     assert (REPO / "docs" / "spec.md").read_text() == render(), (
-        "docs/spec.md is stale: python -m mlbatch.spec_doc > docs/spec.md"
+        "docs/spec.md is stale: python -m mlbatch.spec.doc > docs/spec.md"
     )
     assert "| `max_invalid_fraction` | float | `0.02` |" in render()
 
 
 def test_score_resources_default_to_cpu_and_reach_the_score_job(tmp_path, monkeypatch):
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.stages.context import RunContext
     from mlbatch.stages.score import _score_request
 
@@ -116,13 +116,13 @@ def test_sql_paths_resolve_from_the_project_dir_not_from_a_sql_folder_near_the_s
     spec = load_spec(write_spec(decoy / "specs", lambda r: None))
     assert spec.resolve(spec.features.training_sql) == query
 
-    from mlbatch.features.sql import render_spec_query
+    from mlbatch.backends.warehouse.sql import render_spec_query
 
     assert "2026-11-22" in render_spec_query(spec, "training", "2026-11-22")
 
 
 def test_the_cli_finds_specs_under_the_project_dir(tmp_path, monkeypatch):
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
 
     monkeypatch.delenv("MLBATCH_SPECS_DIR", raising=False)
     monkeypatch.setenv("MLBATCH_PROJECT_DIR", str(tmp_path))

@@ -1,11 +1,11 @@
-"""Feature distributions in bounded memory, compared by :func:`mlbatch.drift.psi`.
+"""Feature distributions in bounded memory, compared by :func:`mlbatch.maths.drift.psi`.
 
 A training profile holds, per numeric feature, the cut points of ``bins`` quantile bins and the
 share of rows in each bin (plus a last "null" bin). It is built in two streaming passes over an
 unload: a seeded uniform sample of at most ``sample_rows`` rows fixes the cuts, then every batch
 is counted into those fixed bins, so memory depends on the sample size and the batch size, never
 on the row count. A scoring day is counted into the same bins in its one pass
-(:class:`BinCounter`) and compared with the training shares by :mod:`mlbatch.drift` (the one
+(:class:`BinCounter`) and compared with the training shares by :mod:`mlbatch.maths.drift` (the one
 PSI of the project: its floor for empty bins and its levels).
 """
 

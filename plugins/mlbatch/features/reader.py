@@ -17,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlbatch.backends.store import ObjectStore, filesystem_for, read_object
+from mlbatch.backends.warehouse.manifest import UNLOAD_MAX_FILE_MB, Entry, Manifest
 from mlbatch.errors import UsageError
-from mlbatch.features.manifest import UNLOAD_MAX_FILE_MB, Entry, Manifest
-from mlbatch.store import ObjectStore, filesystem_for, read_object
 
 # Redshift type names -> Arrow, only to give an unload with no parts a typed, empty table.
 _ARROW_TYPES = {

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlbatch.errors import UsageError
 from mlbatch.labels.rows import Reason, RowRules, RowVerdict, check_row, is_blank
-from mlbatch.labels.text import class_index, normalize, quote
+from mlbatch.spec.label_text import class_index, normalize, quote
 
 __all__ = ["CheckReport", "LabelFileError", "Rejection", "check_labels", "content_hash", "normalize", "read_csv"]
 

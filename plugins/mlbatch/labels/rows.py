@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from mlbatch.labels.text import normalize, quote
+from mlbatch.spec.label_text import normalize, quote
 
 Reason = Literal["cell_error", "missing_key", "invalid_key", "missing_label", "unknown_label", "conflict"]
 
@@ -49,7 +49,7 @@ class RowRules:
     key_index: int
     label_index: int
     classes: list[str]
-    class_by_fold: dict[str, str]  # from mlbatch.labels.text.class_index, as the spec validates
+    class_by_fold: dict[str, str]  # from mlbatch.spec.label_text.class_index, as the spec validates
     integer_keys: bool
 
 

@@ -29,7 +29,7 @@ from gspread.http_client import BackOffHTTPClient, HTTPClient
 from gspread.utils import a1_range_to_grid_range, absolute_range_name, rowcol_to_a1
 
 from mlbatch.errors import StageFailed
-from mlbatch.labels.source import SheetData, plan_verdicts
+from mlbatch.labels.grid import SheetData, plan_verdicts
 from mlbatch.spec import SheetSource
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 
-from mlbatch.appdb import schema
+from mlbatch.backends.appdb import schema
 
 
 @dataclass

@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from mlbatch import names
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
 from mlbatch.spec import ModelSpec
 
 Purpose = str  # "train" or "score"

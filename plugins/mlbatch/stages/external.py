@@ -18,7 +18,7 @@ again: the operator records the stop with the handle in the run's state, and a r
 afresh instead of offering the handle to :meth:`ExternalWork.reattach`.
 
 :meth:`run` is the synchronous composition the CLI uses. The operator that runs these steps in
-Airflow is :class:`mlbatch.operators.ExternalWorkOperator`.
+Airflow is :class:`mlbatch.airflow.operators.ExternalWorkOperator`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
-from mlbatch.launchers import JobRequest
+from mlbatch.backends.launchers import JobRequest
 from mlbatch.stages.context import RunContext
 
 
@@ -137,7 +137,7 @@ class WarehouseStatement(ExternalWork):
     #: What the statement does, for messages: "UNLOAD into <prefix>", "replace <table> ds=<day>".
     what: str = "statement"
     #: The run-state name its warehouse seconds are kept under for the run's cost line
-    #: (:mod:`mlbatch.costs` sums ``statement__<dag kind>*``), e.g. ``statement__score_export``.
+    #: (:mod:`mlbatch.reporting.costs` sums ``statement__<dag kind>*``), e.g. ``statement__score_export``.
     cost_name: str = ""
 
     def __init__(self, ctx: RunContext):

@@ -19,15 +19,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from mlbatch import drift, gates
+from mlbatch.backends.store import ObjectStore
+from mlbatch.backends.warehouse.sql import render_spec_query
 from mlbatch.features.profile import PROFILE_VERSION, BinCounter, build_profile
 from mlbatch.features.reader import iter_batches, read_manifest
-from mlbatch.features.sql import render_spec_query
-from mlbatch.features.template import Stage
-from mlbatch.keycount import repeated_detail, repeated_keys
+from mlbatch.maths import drift, gates
+from mlbatch.maths.keycount import repeated_detail, repeated_keys
+from mlbatch.spec.query import Stage
 from mlbatch.stages.context import Purpose, RunContext
 from mlbatch.stages.external import WarehouseStatement
-from mlbatch.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Unload(WarehouseStatement):
 def scan(manifest_uri: str, key: str, bins: BinCounter | None = None) -> dict[str, Any]:
     """One streaming pass: rows, nulls per column, repeated keys and (given ``bins``) histograms.
 
-    Every column is dropped with its batch; the keys go to :func:`mlbatch.keycount.repeated_keys`,
+    Every column is dropped with its batch; the keys go to :func:`mlbatch.maths.keycount.repeated_keys`,
     which counts them in bounded memory (spilling to disk), whatever the size of the unload.
     """
     rows = 0

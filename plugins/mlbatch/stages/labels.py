@@ -16,13 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, select
 
-from mlbatch import gates, names
-from mlbatch.appdb import schema
+from mlbatch import names
+from mlbatch.backends.appdb import schema
 from mlbatch.labels import sync
 from mlbatch.labels.check import CheckReport, check_labels
-from mlbatch.labels.source import SheetData, read_sheet, write_verdicts
-from mlbatch.runparams import DRY_RUN
+from mlbatch.labels.grid import SheetData
+from mlbatch.labels.source import read_sheet, write_verdicts
+from mlbatch.maths import gates
 from mlbatch.spec import ModelSpec
+from mlbatch.spec.runparams import DRY_RUN
 from mlbatch.stages.context import RunContext
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Everything streams in record batches from the run's prediction shards; no stage holds the day.
 
 * ``publish``: hands the day's stream to the environment's publisher (one per app DB backend,
-  :mod:`mlbatch.appdb.publisher`: Aurora/MariaDB or SQLite). Either way the day and its
+  :mod:`mlbatch.backends.appdb.publisher`: Aurora/MariaDB or SQLite). Either way the day and its
   ``ml_publish_log`` row land atomically, an entity's row is replaced only by a run whose ``ds``
   is the same or newer (a rerun gives the same table; a backfill never overwrites a newer
   prediction), and the day goes into ``<model>_history`` (kept ``publish.history_days``).
@@ -25,14 +25,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from mlbatch import gates, names
-from mlbatch.appdb import schema
-from mlbatch.appdb.checksum import RowChecksum
-from mlbatch.appdb.publisher import BATCH_ROWS, READ, Day
+from mlbatch import names
+from mlbatch.backends.appdb import schema
+from mlbatch.backends.appdb.checksum import RowChecksum
+from mlbatch.backends.appdb.publisher import BATCH_ROWS, READ, Day
+from mlbatch.backends.store import filesystem_for
+from mlbatch.maths import gates
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import WarehouseStatement
 from mlbatch.stages.score import iter_predictions, shard_uris
-from mlbatch.store import filesystem_for
 
 log = logging.getLogger(__name__)
 

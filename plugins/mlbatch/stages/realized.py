@@ -13,7 +13,7 @@ labels):
 2. joined with the model's current labels, *leaving out every key in the label snapshot the
    version was trained on* (its lineage's ``label_sync_id``): those labels are not late, and
    scoring a model on its own training rows would flatter it;
-3. measured with the gate's metric (:mod:`mlbatch.realized_metrics`) and upserted into
+3. measured with the gate's metric (:mod:`mlbatch.maths.realized_metrics`) and upserted into
    ``ml_realized_performance`` keyed by (model, version, day, metric): a rerun replaces the row.
 
 A day whose metric is worse than ``train.gate.min`` on at least ``monitoring.min_rows``
@@ -32,10 +32,12 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from jobs.contract import LOWER_IS_BETTER
-from mlbatch import names, realized_metrics, registry
-from mlbatch.appdb import schema
+from mlbatch import names
+from mlbatch.backends import webhook
+from mlbatch.backends.appdb import schema
+from mlbatch.maths import realized_metrics
 from mlbatch.spec import ModelSpec
-from mlbatch.stages import realized_days
+from mlbatch.stages import realized_days, registry
 from mlbatch.stages.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -135,7 +137,6 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
             r["ci_low"],
             r["ci_high"],
         )
-    _refresh_reports(ctx, measured)
     alerted = False
     if degraded and mon.alert:
         _flag(ctx, degraded)
@@ -156,41 +157,22 @@ def realized_performance(ctx: RunContext) -> dict[str, Any]:
         "alerted": alerted,
         "retrain": bool(degraded) and mon.retrain_on_degradation,
     }
-    ctx.save_state("realized", result)
+    # The measured days, for the step's report (mlbatch.reporting.reports.realized_reports).
+    ctx.save_state("realized", {**result, "measured": [_measured_json(r) for r in measured]})
     return result
 
 
-def _refresh_reports(ctx: RunContext, measured: list[dict[str, Any]]) -> None:
-    """Each measured day's ``summary.json`` gains its realized metric; each measured version's
-    ``report.html`` is rewritten with its realized metric over time. Reports never fail the task."""
-    from mlbatch import reports
-
-    store = ctx.env.store
-    for r in measured:
-        key = names.summary_key(ctx.model, r["ds"].isoformat())
-        try:
-            if store.exists(key):
-                summary = store.get_json(key)
-                summary["realized"] = {
-                    "model_version": r["model_version"],
-                    "metric": r["metric"],
-                    "value": r["value"],
-                    "n_labelled": r["n_labelled"],
-                    "ci": [r["ci_low"], r["ci_high"]],
-                    "label_sync_id": r["label_sync_id"],
-                    "measured_at": r["measured_at"].isoformat() + "Z",
-                }
-                store.put_json(key, summary)
-        except Exception:
-            log.exception("%s %s: could not add the realized metric to %s", ctx.model, r["ds"], key)
-    for version in sorted({r["model_version"] for r in measured}):
-        try:
-            with ctx.env.appdb.connect() as conn:
-                mv = registry.get(conn, ctx.model, version)
-            if mv is not None:
-                reports.version_report(ctx, version, mv.artifact_uri)
-        except Exception:
-            log.exception("%s: could not rewrite the report of version %s", ctx.model, version)
+def _measured_json(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ds": r["ds"].isoformat(),
+        "model_version": r["model_version"],
+        "metric": r["metric"],
+        "value": r["value"],
+        "n_labelled": r["n_labelled"],
+        "ci": [r["ci_low"], r["ci_high"]],
+        "label_sync_id": r["label_sync_id"],
+        "measured_at": r["measured_at"].isoformat() + "Z",
+    }
 
 
 def degradation_message(ctx: RunContext, degraded: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,11 +222,9 @@ def degradation_message(ctx: RunContext, degraded: list[dict[str, Any]]) -> dict
 
 
 def _alert(ctx: RunContext, degraded: list[dict[str, Any]]) -> bool:
-    from mlbatch import callbacks
-
     message = degradation_message(ctx, degraded)
     log.warning("%s", message["text"])
-    return callbacks.post(message)
+    return webhook.post(message)
 
 
 def _not_yet_alerted(ctx: RunContext, degraded: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -28,12 +28,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, func, select
 
-from mlbatch import names, registry
-from mlbatch.appdb import schema
+from mlbatch import names
+from mlbatch.backends.appdb import schema
+from mlbatch.backends.store import iter_parquet
 from mlbatch.labels import sync
 from mlbatch.spec import ModelSpec
+from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
-from mlbatch.store import iter_parquet
 
 log = logging.getLogger(__name__)
 

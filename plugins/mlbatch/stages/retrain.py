@@ -16,9 +16,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from mlbatch import names, registry, retrain
-from mlbatch.appdb import schema
-from mlbatch.runparams import DRY_RUN
+from mlbatch import names
+from mlbatch.backends.appdb import schema
+from mlbatch.maths import retrain
+from mlbatch.spec.runparams import DRY_RUN
+from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def _drifted_days(ctx: RunContext, version: str | None) -> list[tuple[str, float
 
 
 def inputs(ctx: RunContext, now: datetime | None = None) -> retrain.Inputs:
-    """Everything :func:`mlbatch.retrain.decide` needs, read from the app DB and the store."""
+    """Everything :func:`mlbatch.maths.retrain.decide` needs, read from the app DB and the store."""
     db, store, model = ctx.env.appdb, ctx.env.store, ctx.model
     latest = prod_sync = None
     changed = rows = 0

@@ -18,16 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
 
-from mlbatch import drift, gates, registry
-from mlbatch.appdb import schema
-from mlbatch.drift import SCORE_BINS
+from mlbatch.backends.appdb import schema
+from mlbatch.backends.launchers import JobId, JobRequest
+from mlbatch.backends.store import iter_parquet
 from mlbatch.features.reader import read_manifest
-from mlbatch.keycount import repeated_detail, repeated_keys
-from mlbatch.launchers import JobId, JobRequest
-from mlbatch.runparams import MODEL_VERSION
+from mlbatch.maths import drift, gates
+from mlbatch.maths.drift import SCORE_BINS
+from mlbatch.maths.keycount import repeated_detail, repeated_keys
+from mlbatch.spec.runparams import MODEL_VERSION
+from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import LaunchedJob
-from mlbatch.store import iter_parquet
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def shard_uris(ctx: RunContext) -> list[str]:
 
 # --- prediction gate ---------------------------------------------------------------------------
 # The gate streams the shards once (record batches, a row group at a time: memory is a group, not a
-# day). Key uniqueness needs every key at once: mlbatch.keycount counts repeats in DuckDB under
+# day). Key uniqueness needs every key at once: mlbatch.maths.keycount counts repeats in DuckDB under
 # a memory limit (spilling past it), instead of a Python set that grows with the day.
 GATE_BATCH_ROWS = 65_536
 PROFILE_STATE = "prediction_profile"  # runs/<model>/<ds>/<run>/prediction_profile.json

@@ -13,11 +13,13 @@ import os
 from typing import Any
 
 from jobs.contract import LOWER_IS_BETTER, TrainConfig
-from mlbatch import __version__, gates, names, registry
-from mlbatch.features.sql import render_spec_query
-from mlbatch.launchers import JobId, JobRequest
-from mlbatch.runparams import FORCE_RETRAIN
+from mlbatch import __version__, names
+from mlbatch.backends.launchers import JobId, JobRequest
+from mlbatch.backends.warehouse.sql import render_spec_query
+from mlbatch.maths import gates
 from mlbatch.spec import ModelSpec
+from mlbatch.spec.runparams import FORCE_RETRAIN
+from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import LaunchedJob
 from mlbatch.stages.labels import latest_snapshot, snapshot_of

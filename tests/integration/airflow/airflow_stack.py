@@ -269,8 +269,8 @@ def start_airflow(st: Stack, unpaused: list[str], workers: int = 2) -> None:
 
 def create_pools(api: httpx.Client, specs: Path) -> dict[str, int]:
     """mlbatch's pools, made as deploy/mwaa/create-pools.sh makes them: the bulk upsert of
-    ``python -m mlbatch.pools --json`` sent to the REST API. Returns every pool's slots."""
-    from mlbatch.pools import rest_upsert
+    ``python -m mlbatch.airflow.pools --json`` sent to the REST API. Returns every pool's slots."""
+    from mlbatch.airflow.pools import rest_upsert
 
     response = api.patch("/pools", json=rest_upsert(specs))
     assert response.is_success and not response.json()["create"]["errors"], response.text

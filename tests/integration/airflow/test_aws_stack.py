@@ -90,8 +90,8 @@ def _aurora_user(mariadb: MariaDB, canaries: Canaries) -> tuple[str, str]:
 def _register_task_definitions(endpoint: str, images: dict[str, str], specs: Path) -> list[str]:
     """Each model's task definitions as ``mlbatch ecs task-definitions`` renders them, registered
     through boto3 (the ECS double checks them against botocore's model and runs them)."""
-    import mlbatch.cli  # noqa: F401 - loads the command modules first: importing one alone is an import cycle
-    from mlbatch.commands.ecs import TaskDefinitionSettings, task_definitions
+    import mlbatch.cli.app  # noqa: F401 - loads the command modules first: importing one alone is an import cycle
+    from mlbatch.cli.commands.ecs import TaskDefinitionSettings, task_definitions
     from mlbatch.spec import load_spec
 
     ecs = _client("ecs", endpoint)

@@ -96,8 +96,8 @@ def seed_production(env: dict[str, str], ds: str) -> str:
     import subprocess
     import sys
 
-    from mlbatch import registry
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
+    from mlbatch.stages import registry
 
     cli = [str(Path(sys.executable).parent / "mlbatch"), "run", FIRST, "--ds", ds, "--stage", "labels"]
     proc = subprocess.run(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from mlbatch.launchers.images import build_image
+from mlbatch.backends.launchers.images import build_image
 
 from devtools.devservers import Postgres, free_port, start_postgres, start_redis
 from tests.support.paths import REPO
@@ -98,7 +98,7 @@ import asyncio
 from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
 from airflow.providers.amazon.aws.triggers.redshift_data import RedshiftDataTrigger
-from mlbatch.triggers import EcsJobDoneTrigger
+from mlbatch.backends.launchers.ecs_trigger import EcsJobDoneTrigger
 
 async def main():
     ecs = EcsJobDoneTrigger(cluster="c", task_arn="arn:aws:ecs:us-east-1:1:task/c/0", waiter_delay=1,
@@ -149,7 +149,9 @@ def test_image_runs_as_the_helm_chart_expects(airflow_image: str, docker_client:
     assert found["airflow.providers.amazon"] and found["airflow.providers.celery"]
     # Every launcher imports in the worker's image (they import jobs.cpus, copied in with the contract).
     code, out, err = run(
-        docker_client, airflow_image, ["python", "-c", "import mlbatch.launchers.local, mlbatch.launchers.ecs"]
+        docker_client,
+        airflow_image,
+        ["python", "-c", "import mlbatch.backends.launchers.local, mlbatch.backends.launchers.ecs"],
     )
     assert code == 0, err
     # Every trigger mlbatch defers to builds its async client in the image (the triggerer's path):

@@ -5,7 +5,7 @@ import logging
 import uuid
 
 import pytest
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError

@@ -2,7 +2,7 @@
 (Aurora PostgreSQL's)."""
 
 import pytest
-from mlbatch.appdb.hook import AppDbHook
+from mlbatch.backends.appdb.hook import AppDbHook
 from sqlalchemy import inspect, text
 
 from tests.support.appdb import guarded_upsert_keeps_newer_days

@@ -5,11 +5,11 @@ from datetime import date, datetime
 
 import pyarrow as pa
 import pytest
-from mlbatch.appdb import schema
-from mlbatch.appdb.hook import AppDbHook
-from mlbatch.appdb.mysql_publish import publish_mysql
-from mlbatch.appdb.pipes import piped_sources
-from mlbatch.appdb.tsv import tsv_chunk
+from mlbatch.backends.appdb import schema
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.backends.appdb.mysql_publish import publish_mysql
+from mlbatch.backends.appdb.pipes import piped_sources
+from mlbatch.backends.appdb.tsv import tsv_chunk
 from sqlalchemy import text
 
 DAY = date(2026, 11, 22)

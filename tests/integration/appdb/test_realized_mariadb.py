@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from mlbatch import registry
-from mlbatch.appdb import schema
-from mlbatch.env import Environment
+from mlbatch.backends.appdb import schema
+from mlbatch.backends.env import Environment
 from mlbatch.spec import load_spec
+from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.realized import flags, history, realized_performance
 from sqlalchemy import select
@@ -134,7 +134,7 @@ def test_realized_performance(env: Environment, tmp_path: Path) -> None:
     first = realized_performance(ctx)
     [row] = history(env.appdb, "device_gender")
     late = keys > 1000
-    from mlbatch.realized_metrics import roc_auc
+    from mlbatch.maths.realized_metrics import roc_auc
 
     assert row["n_labelled"] == 2_000 and row["model_version"] == "v1" and row["label_sync_id"] == "s2"
     assert row["value"] == pytest.approx(roc_auc(truth[late], score[late]))

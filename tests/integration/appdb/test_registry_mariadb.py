@@ -4,8 +4,8 @@ PostgreSQL): the locking query (SELECT ... FOR UPDATE) and the swap run in one t
 from __future__ import annotations
 
 import pytest
-from mlbatch import registry
-from mlbatch.appdb.hook import AppDbHook
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.stages import registry
 
 
 def test_promote_and_rollback(appdb_url: str) -> None:

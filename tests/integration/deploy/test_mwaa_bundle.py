@@ -37,8 +37,8 @@ bag = DagBag(dag_folder=sys.argv[3])
 report = {"dags": sorted(bag.dags), "errors": {k: v.splitlines()[-1] for k, v in bag.import_errors.items()}}
 if not bag.import_errors:
     import mlbatch, jobs, mlbatch_plugin
-    from mlbatch.env import Environment
-    from mlbatch.launchers.ecs import EcsConfig
+    from mlbatch.backends.env import Environment
+    from mlbatch.backends.launchers.ecs import EcsConfig
     env, ecs = Environment.from_env(), EcsConfig.from_env()
     report["files"] = {m.__name__: m.__file__ for m in (mlbatch, jobs, mlbatch_plugin)}
     report.update(launcher=env.launcher_kind, cluster=ecs.cluster, specs_dir=str(env.specs_dir))

@@ -3,7 +3,7 @@
 nvidia/cuda cannot be pulled here (no registry), so docker/build-base.sh --cuda-standin makes what
 the Dockerfile sees of it: no Python (the Dockerfile's apt step installs python3.11 and its venv
 module, as on Ubuntu) and the CUDA image's NVIDIA_* environment. The image is built with
-``mlbatch.launchers.images.build_image``, then run. In ``make test`` torch comes from the CPU wheel
+``mlbatch.backends.launchers.images.build_image``, then run. In ``make test`` torch comes from the CPU wheel
 already on the machine (TORCH=wheel): the production install (TORCH=pypi: torch's CUDA build and
 the CUDA wheels pinned by docker/train-cuda.txt) downloads about 4 GiB and takes some 17 minutes
 cold; ``MLBATCH_TRAIN_IMAGE_TORCH=pypi`` runs it (and checks the CUDA 13.0 build), ``none``
@@ -17,7 +17,7 @@ import subprocess
 import time
 
 import pytest
-from mlbatch.launchers.images import build_image
+from mlbatch.backends.launchers.images import build_image
 
 from tests.support.paths import REPO
 from tests.support.terminal import say

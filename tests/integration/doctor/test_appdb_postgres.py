@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from mlbatch.doctor.appdb import check_appdb
+from mlbatch.cli.doctor.appdb import check_appdb
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 

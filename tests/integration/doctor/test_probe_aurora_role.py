@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from mlbatch.doctor.appdb import check_appdb
-from mlbatch.doctor.aurora_role import LOAD_ROLE_ENV, active_roles
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
+from mlbatch.cli.doctor.appdb import check_appdb
+from mlbatch.cli.doctor.aurora_role import LOAD_ROLE_ENV, active_roles
 from sqlalchemy import create_engine, text
 
 
@@ -57,7 +57,7 @@ def test_granted_role_not_activated_fails_naming_both_ways_to_activate_it(app_us
     admin, user, role = app_user
     with admin.begin() as conn:
         conn.execute(text(f"GRANT {role} TO '{user}'@'127.0.0.1'"))
-    monkeypatch.setattr("mlbatch.doctor.aurora_role.DEFAULT_LOAD_ROLE", role)  # no setting: the default role
+    monkeypatch.setattr("mlbatch.cli.doctor.aurora_role.DEFAULT_LOAD_ROLE", role)  # no setting: the default role
     check = role_check()
     assert check.status == "FAIL" and "is not active in a new session" in check.detail, check
     assert "aurora_load_role" in check.fix and LOAD_ROLE_ENV in check.fix
@@ -69,7 +69,7 @@ def test_role_active_at_login_passes_without_the_setting(app_user, monkeypatch):
     with admin.begin() as conn:
         conn.execute(text(f"GRANT {role} TO '{user}'@'127.0.0.1'"))
         conn.execute(text(f"SET DEFAULT ROLE {role} FOR '{user}'@'127.0.0.1'"))  # MariaDB's activate on login
-    monkeypatch.setattr("mlbatch.doctor.aurora_role.DEFAULT_LOAD_ROLE", role)
+    monkeypatch.setattr("mlbatch.cli.doctor.aurora_role.DEFAULT_LOAD_ROLE", role)
     check = role_check()
     assert check.status == "ok" and "at login" in check.detail, check
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from mlbatch.doctor.ecs import check_ecs
-from mlbatch.doctor.iam import PRINCIPAL_ENV, check_iam
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
+from mlbatch.cli.doctor.ecs import check_ecs
+from mlbatch.cli.doctor.iam import PRINCIPAL_ENV, check_iam
 from mlbatch.spec import ModelSpec, load_spec
 
 from devtools.devservers.aws_wire import AwsEndpoint

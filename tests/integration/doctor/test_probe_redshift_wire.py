@@ -10,9 +10,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from mlbatch.doctor.redshift import check_redshift_access
+from mlbatch.backends.warehouse.redshift import RedshiftWarehouse
+from mlbatch.cli.doctor.redshift import check_redshift_access
 from mlbatch.spec import load_spec
-from mlbatch.warehouse.redshift import RedshiftWarehouse
 
 from devtools.devservers import free_port
 from devtools.devservers.aws_wire import AwsEndpoint, aws_environment

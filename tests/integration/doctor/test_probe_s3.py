@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from mlbatch import doctor
-from mlbatch import store as store_mod
-from mlbatch.env import Environment
+from mlbatch.backends import store as store_mod
+from mlbatch.backends.env import Environment
+from mlbatch.cli import doctor
 
 from tests.fakes.aws_gates import S3Gate
 
@@ -106,7 +106,7 @@ class TagsBeforeDelete:
 def test_every_probe_is_tagged_for_the_lifecycle_rule(gate, monkeypatch):
     import json
 
-    from mlbatch.doctor.s3 import PROBE_TAG
+    from mlbatch.cli.doctor.s3 import PROBE_TAG
 
     from tests.support.paths import REPO
 

@@ -20,11 +20,11 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from mlbatch.backends.store import ObjectStore
+from mlbatch.backends.warehouse.errors import RedshiftStatementError
+from mlbatch.backends.warehouse.redshift import RedshiftWarehouse
+from mlbatch.backends.warehouse.sql import to_duckdb, unload_statement
 from mlbatch.features.reader import read_manifest, read_table
-from mlbatch.features.sql import to_duckdb, unload_statement
-from mlbatch.store import ObjectStore
-from mlbatch.warehouse.errors import RedshiftStatementError
-from mlbatch.warehouse.redshift import RedshiftWarehouse
 
 from devtools.devservers import free_port
 from devtools.devservers.aws_wire import AwsEndpoint, aws_environment
@@ -306,7 +306,7 @@ def test_an_interrupted_wait_cancels_its_statement(wh, double, monkeypatch) -> N
     def interrupt(_seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mlbatch.warehouse.redshift.time.sleep", interrupt)
+    monkeypatch.setattr("mlbatch.backends.warehouse.redshift.time.sleep", interrupt)
     with pytest.raises(KeyboardInterrupt):
         wh.run("SELECT 1")
     statement_id = double.calls("ExecuteStatement")[-1]

@@ -14,11 +14,11 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch import store as store_mod
+from mlbatch.backends import store as store_mod
+from mlbatch.backends.store import ObjectStore
+from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse
+from mlbatch.backends.warehouse.sql import to_duckdb
 from mlbatch.features.reader import iter_batches, read_manifest, read_table
-from mlbatch.features.sql import to_duckdb
-from mlbatch.store import ObjectStore
-from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 from tests.support.warehouse import device_gender_training_query, synth_warehouse
 
@@ -80,7 +80,7 @@ def test_s3_filesystem_is_built_once_per_endpoint_and_credentials(bucket: Object
 
 
 def test_read_object_gets_a_whole_object_and_names_what_is_wrong(bucket: ObjectStore) -> None:
-    from mlbatch.store import read_object
+    from mlbatch.backends.store import read_object
 
     uri = bucket.put_bytes("whole/part.bin", b"x" * 1000)
     assert read_object(uri, 1000).to_pybytes() == b"x" * 1000

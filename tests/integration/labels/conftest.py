@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
 
 from tests.support.appdb import env_from_variables
 from tests.support.labels import sheets_api_double

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mlbatch.cli import app
+from mlbatch.cli.app import app
 from typer.testing import CliRunner
 
 from tests.support.labels import KEY, history, make_spec, sync_log, table

@@ -15,8 +15,8 @@ import textwrap
 
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.appdb import schema
-from mlbatch.gates import GateFailed
+from mlbatch.backends.appdb import schema
+from mlbatch.maths.gates import GateFailed
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.labels import apply_labels, check_sheet, labels_gate
 from sqlalchemy import create_engine, inspect, select, text
@@ -201,7 +201,7 @@ def test_rerun_without_change_writes_nothing_and_a_change_writes_history_and_a_s
 KILLED_APPLY = textwrap.dedent(
     """
     import sys, time
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.labels import sync
     from mlbatch.spec import load_spec
     from mlbatch.stages.context import RunContext

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.launchers import JobFailed, JobId, JobRequest
-from mlbatch.launchers.docker import DockerConfig, DockerLauncher
-from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.backends.launchers import JobFailed, JobId, JobRequest
+from mlbatch.backends.launchers.docker import DockerConfig, DockerLauncher
+from mlbatch.backends.store import ObjectStore, filesystem_for
 
 from devtools.devservers import s3_environment
 from tests.support.jobs import put_train_inputs

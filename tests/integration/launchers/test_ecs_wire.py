@@ -19,10 +19,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from mlbatch.launchers import JobFailed, JobId, JobRequest
-from mlbatch.launchers.ecs import EcsConfig, EcsLauncher, stop_reason
-from mlbatch.store import ObjectStore
-from mlbatch.triggers import EcsJobDoneTrigger
+from mlbatch.backends.launchers import JobFailed, JobId, JobRequest
+from mlbatch.backends.launchers.ecs import EcsConfig, EcsLauncher, stop_reason
+from mlbatch.backends.launchers.ecs_trigger import EcsJobDoneTrigger
+from mlbatch.backends.store import ObjectStore
 
 from devtools.devservers.aws_wire import AwsEndpoint
 from devtools.devservers.ecs_double import LABEL_TASK_ARN, start_ecs_double
@@ -190,10 +190,10 @@ def test_train_task_runs_the_job_and_its_log_reaches_the_task_log(
 
 def test_cloudwatch_lines_are_logged_as_they_arrive(aws, store: ObjectStore, inputs, caplog) -> None:
     request = score_request(store, inputs, f"scheduled__log{RUN}", 1)
-    caplog.set_level(logging.INFO, logger="mlbatch.launchers.ecs")
+    caplog.set_level(logging.INFO, logger="mlbatch.backends.launchers.ecs")
     launcher = EcsLauncher(store, config())
     result = launcher.run(request)
-    logged = [r.getMessage() for r in caplog.records if r.name == "mlbatch.launchers.ecs"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "mlbatch.backends.launchers.ecs"]
     assert any(m.startswith("[jobs.score] ") and '"rows"' in m for m in logged), logged
     assert any('"rows"' in line for line in result.log_tail)
     arn = stopped_task_of(aws, request)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from mlbatch.cli import app
+from mlbatch.cli.app import app
 from typer.testing import CliRunner
 
 from devtools.devservers import Dockerd, Registry, start_registry
@@ -99,7 +99,7 @@ def trusting_base(base_image: str, docker_client: DockerClient, tmp_path_factory
     """The debootstrap base plus this machine's CA bundle in its trust store: the way a team's own
     base image trusts its network's proxy. Here PyPI is reached through such a proxy, so a plain
     build needs a base like this; `mlbatch images` instead passes the CA in docker/build/."""
-    from mlbatch.launchers.images import ca_bundle
+    from mlbatch.backends.launchers.images import ca_bundle
 
     context = tmp_path_factory.mktemp("trusting-base")
     shutil.copyfile(ca_bundle(), context / "ca.crt")

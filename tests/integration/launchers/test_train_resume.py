@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
-from mlbatch.launchers import JobFailed, JobId, JobRequest
-from mlbatch.launchers.base import Launcher
-from mlbatch.launchers.local import LocalProcessLauncher
-from mlbatch.store import ObjectStore, filesystem_for
+from mlbatch.backends.launchers import JobFailed, JobId, JobRequest
+from mlbatch.backends.launchers.base import Launcher
+from mlbatch.backends.launchers.local import LocalProcessLauncher
+from mlbatch.backends.store import ObjectStore, filesystem_for
 
 from devtools.devservers import s3_environment
 from tests.support.jobs import features_table, put_parquet
@@ -188,7 +188,7 @@ def test_local_train_killed_midway_resumes_from_its_checkpoint(local, s3, inputs
 
 @pytest.fixture(scope="module")
 def docker_launcher(s3: ObjectStore, images: dict[str, str], docker_client):
-    from mlbatch.launchers.docker import DockerConfig, DockerLauncher
+    from mlbatch.backends.launchers.docker import DockerConfig, DockerLauncher
 
     config = DockerConfig(
         train_image=images["train"],

@@ -5,7 +5,7 @@ and the test model's spec."""
 from __future__ import annotations
 
 import pytest
-from mlbatch.appdb import locks
+from mlbatch.backends.appdb import locks
 
 from tests.support.publish import make_env, write_spec
 

@@ -36,7 +36,7 @@ def test_fused_pipeline_loads_key_ranges_in_parallel_sessions(tmp_path, mariadb_
     bench.prepare(tmp_path, 300_000)  # one part of 3 row groups (131,072 rows each)
     splits = bench.footer_splits(read_manifest(None, (tmp_path / "manifest").as_uri()), 2)
     assert splits == [10_000_000 + 131_072 * 2]  # the first two row groups, then the third
-    caplog.set_level("INFO", logger="mlbatch.appdb")
+    caplog.set_level("INFO", logger="mlbatch.backends.appdb")
     assert bench.run_optimised(tmp_path, mariadb_url) == 300_000
     loads = sorted(m for m in caplog.messages if "bench_history__stage: LOAD DATA keys [" in m)
     assert [m.split(" took")[0] for m in loads] == [

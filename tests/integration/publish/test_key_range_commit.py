@@ -6,7 +6,7 @@ completes the day."""
 from __future__ import annotations
 
 import pytest
-from mlbatch.appdb.publisher import PublishError
+from mlbatch.backends.appdb.publisher import PublishError
 from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 
@@ -36,7 +36,7 @@ def spec(tmp_path):
 def test_each_session_commits_its_range_and_the_tables_end_as_with_one_transaction(env, spec, caplog):
     run_day(fabricate(env, spec, "2026-11-20", list(range(900)), [0.21] * 900))
     day = [k for k in range(60, 840) if k % 5] + [1500, 1501]
-    caplog.set_level("INFO", logger="mlbatch.appdb")
+    caplog.set_level("INFO", logger="mlbatch.backends.appdb")
     caplog.clear()
     assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"
     own = [r.getMessage() for r in caplog.records if "own transaction took" in r.getMessage()]
@@ -88,7 +88,7 @@ def test_aurora_loading_from_s3_commits_by_key_range_too(tmp_path, mariadb_url, 
     spec = write_spec(tmp_path, KEY_RANGES)
     try:
         run_day(fabricate(env, spec, "2026-11-20", list(range(900)), [0.21] * 900))
-        caplog.set_level("INFO", logger="mlbatch.appdb")
+        caplog.set_level("INFO", logger="mlbatch.backends.appdb")
         caplog.clear()
         day = list(range(300, 1200))
         assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"

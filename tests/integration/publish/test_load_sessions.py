@@ -16,9 +16,9 @@ import uuid
 
 import boto3
 import pytest
-from mlbatch.appdb.connection import settings_for
-from mlbatch.appdb.hook import LOAD_ROLE_ENV, AppDbHook
-from mlbatch.appdb.publisher import PublishError
+from mlbatch.backends.appdb.connection import LOAD_ROLE_ENV, settings_for
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.backends.appdb.publisher import PublishError
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from mlbatch.appdb import locks
+from mlbatch.backends.appdb import locks
 from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 from sqlalchemy import create_engine, text

@@ -37,7 +37,7 @@ from tests.support.publish import (
 
 def test_idempotent_rerun(env, spec):
     idempotent_rerun(env, spec)
-    from mlbatch.appdb import schema
+    from mlbatch.backends.appdb import schema
 
     shared = {table.name for table in schema.metadata.sorted_tables}
     assert tables(env) == shared | {f"{MODEL}_predictions", f"{MODEL}_history"}  # no side tables left
@@ -94,13 +94,13 @@ def test_reader_sees_the_old_day_or_the_new_never_a_mix(env, spec):
 @pytest.mark.appdb("mariadb")  # MySQL's LOAD DATA sessions, one per key range
 def test_parallel_sessions_keep_every_key_the_day_lacks_in_every_range(env, spec, caplog):
     """Integer keys load in LOAD_SESSIONS key ranges; each session copies its own range's old rows."""
-    from mlbatch.appdb.mysql_publish import LOAD_SESSIONS
+    from mlbatch.backends.appdb.mysql_publish import LOAD_SESSIONS
 
     assert LOAD_SESSIONS >= 2
     run_day(fabricate(env, spec, "2026-11-20", list(range(600)), [0.21] * 600))
     # The next day lacks keys below, inside and above its own range, in every session's range.
     day = [k for k in range(50, 550) if k % 7] + [900, 901]
-    caplog.set_level("INFO", logger="mlbatch.appdb")
+    caplog.set_level("INFO", logger="mlbatch.backends.appdb")
     caplog.clear()  # only the second day's loads
     assert run_day(fabricate(env, spec, "2026-11-21", day, [0.27] * len(day), version="v2"))["path"] == "daily"
     loads = [r.getMessage() for r in caplog.records if "_history__stage: LOAD DATA keys [" in r.getMessage()]

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 import pytest
-from mlbatch.appdb import locks, postgres_publish
-from mlbatch.appdb.publisher import PublishError, PublishStopped
+from mlbatch.backends.appdb import locks, postgres_publish
+from mlbatch.backends.appdb.publisher import PublishError, PublishStopped
 from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 from sqlalchemy import create_engine, text
@@ -150,7 +150,7 @@ def test_an_open_read_of_the_history_never_blocks_the_day_only_the_expiry_waits(
     run_day(fabricate(env, spec, "2026-11-21", list(range(0, 100)), [0.27] * 100, version="v2"))
     reader = Blocker(env.appdb_url, f"SELECT COUNT(*) FROM {MODEL}_history")
     try:
-        caplog.set_level(logging.WARNING, logger="mlbatch.appdb")
+        caplog.set_level(logging.WARNING, logger="mlbatch.backends.appdb")
         result = run_day(fabricate(env, spec, "2026-11-22", list(range(50, 150)), [0.24] * 100, version="v3"))
         assert result["path"] == "daily" and {r[1] for r in table_rows(env)} == {"2026-11-21", "2026-11-22"}
         assert any("expired history partitions: still blocked" in r.getMessage() for r in caplog.records)
@@ -195,7 +195,7 @@ def test_key_range_commit_and_sessions_publish_the_day_in_one_copy_and_one_trans
     """publish.sessions and publish.commit: key_range are MySQL's throughput options; a spec that
     sets them publishes on PostgreSQL as any other: one COPY, one transaction, its log row."""
     spec = write_spec(tmp_path, "publish: {commit: key_range, sessions: 3}\n")
-    caplog.set_level(logging.INFO, logger="mlbatch.appdb")
+    caplog.set_level(logging.INFO, logger="mlbatch.backends.appdb")
     assert run_day(fabricate(env, spec, "2026-11-20", list(range(900))))["rows"] == 900
     messages = [r.getMessage() for r in caplog.records]
     assert sum("COPY FROM STDIN took" in m for m in messages) == 1

@@ -19,10 +19,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from mlbatch import operators
-from mlbatch.appdb import mysql_publish
-from mlbatch.appdb.mysql_sql import model_lock
-from mlbatch.appdb.publisher import PublishStopped
+from mlbatch.airflow import operators
+from mlbatch.backends.appdb import mysql_publish
+from mlbatch.backends.appdb.mysql_sql import model_lock
+from mlbatch.backends.appdb.publisher import PublishStopped
 from mlbatch.stages.publish import publish
 from mlbatch.stages.score import predictions_gate
 from sqlalchemy import create_engine, text

@@ -24,8 +24,8 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch import store as store_mod
-from mlbatch.store import iter_parquet, read_object
+from mlbatch.backends import store as store_mod
+from mlbatch.backends.store import iter_parquet, read_object
 
 from tests.fakes.aws_gates import S3Gate, ShortLivedCredentials
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from mlbatch.appdb import locks, schema
-from mlbatch.appdb.backends import BACKENDS, AppDbConfigError, backend_for
-from mlbatch.appdb.hook import AppDbHook
-from mlbatch.appdb.postgres_publish import NAME_LIMIT, partition_name, pg_name
-from mlbatch.env import Environment
-from mlbatch.store import ObjectStore, StoreError, filesystem_for
-from mlbatch.warehouse import WAREHOUSES, get_warehouse
-from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
+from mlbatch.backends.appdb import locks, schema
+from mlbatch.backends.appdb.backends import BACKENDS, AppDbConfigError, backend_for
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.backends.appdb.postgres_publish import NAME_LIMIT, partition_name, pg_name
+from mlbatch.backends.env import Environment
+from mlbatch.backends.store import ObjectStore, StoreError, filesystem_for
+from mlbatch.backends.warehouse import WAREHOUSES, get_warehouse
+from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse
 from sqlalchemy.dialects import postgresql
 
 

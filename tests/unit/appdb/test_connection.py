@@ -5,9 +5,9 @@ import ssl
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from mlbatch.appdb.connection import AppDbConnectionError, IamToken, StaticPassword, from_connection
-from mlbatch.appdb.hook import AppDbHook
-from mlbatch.env import Environment
+from mlbatch.backends.appdb.connection import AppDbConnectionError, IamToken, StaticPassword, from_connection
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.backends.env import Environment
 
 SECRET = "Pw-9c1f7e2a-never-logged"
 

@@ -1,7 +1,7 @@
 """The app DB hook on SQLite (the embedded stack); tests/integration runs the same on MariaDB."""
 
-from mlbatch.appdb.hook import AppDbHook
-from mlbatch.statements import aurora_schema_sql
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.reporting.statements import aurora_schema_sql
 
 from tests.support.appdb import guarded_upsert_keeps_newer_days
 from tests.support.paths import REPO
@@ -9,7 +9,7 @@ from tests.support.paths import REPO
 
 def test_sql_aurora_schema_is_rendered_from_the_models():
     assert (REPO / "sql" / "aurora" / "schema.sql").read_text() == aurora_schema_sql(), (
-        "sql/aurora/schema.sql is stale: regenerate it with mlbatch.statements.aurora_schema_sql()"
+        "sql/aurora/schema.sql is stale: regenerate it with mlbatch.reporting.statements.aurora_schema_sql()"
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from mlbatch.appdb import key_ranges
-from mlbatch.appdb.key_ranges import piece_count, spill_by_range, split_keys
+from mlbatch.backends.appdb import key_ranges
+from mlbatch.backends.appdb.key_ranges import piece_count, spill_by_range, split_keys
 
 
 def _batches(keys: list, size: int) -> list[pa.RecordBatch]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from mlbatch.appdb.mysql_sql import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
+from mlbatch.backends.appdb.mysql_sql import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
+from mlbatch.reporting.statements import aurora_publish_statements, export_statements
 from mlbatch.spec import load_spec
-from mlbatch.statements import aurora_publish_statements, export_statements
 
 from tests.support.paths import REPO
 

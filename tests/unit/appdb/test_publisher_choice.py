@@ -1,14 +1,14 @@
-"""The app DB's backend decides the publisher (mlbatch.appdb.backends), asked by env.py with the other backends."""
+"""The app DB's backend decides the publisher (mlbatch.backends.appdb.backends), asked by env.py with the other backends."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from mlbatch.appdb.mysql_publish import MySqlPublisher
-from mlbatch.appdb.postgres_publish import PostgresPublisher
-from mlbatch.appdb.sqlite_publish import SqlitePublisher
-from mlbatch.env import Environment
+from mlbatch.backends.appdb.mysql_publish import MySqlPublisher
+from mlbatch.backends.appdb.postgres_publish import PostgresPublisher
+from mlbatch.backends.appdb.sqlite_publish import SqlitePublisher
+from mlbatch.backends.env import Environment
 
 
 def env_for(home: Path, appdb_url: str, *, object_store: str | None = None, from_s3: bool = False) -> Environment:

@@ -7,12 +7,12 @@ import json
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
-from mlbatch.cli import app
-from mlbatch.commands.ecs import TaskDefinitionSettings, task_definitions
-from mlbatch.launchers import JobId, JobRequest
-from mlbatch.launchers.ecs import EcsConfig, EcsLauncher
+from mlbatch.backends.launchers import JobId, JobRequest
+from mlbatch.backends.launchers.ecs import EcsConfig, EcsLauncher
+from mlbatch.backends.store import ObjectStore
+from mlbatch.cli.app import app
+from mlbatch.cli.commands.ecs import TaskDefinitionSettings, task_definitions
 from mlbatch.spec import load_spec
-from mlbatch.store import ObjectStore
 from typer.testing import CliRunner
 
 from tests.support.paths import REPO

@@ -14,24 +14,25 @@ import pytest
 import typer
 from click.testing import Result
 from mlbatch import errors
-from mlbatch.appdb.connection import AppDbConnectionError
-from mlbatch.appdb.locks import LockWaitError
-from mlbatch.appdb.publisher import PublishError, PublishStopped
-from mlbatch.cli import app, error_text, report, reports_errors, usage_errors
+from mlbatch.airflow.pipeline import PipelineError
+from mlbatch.backends.appdb.connection import AppDbConnectionError
+from mlbatch.backends.appdb.locks import LockWaitError
+from mlbatch.backends.appdb.publisher import PublishError, PublishStopped
+from mlbatch.backends.launchers.base import JobFailed
+from mlbatch.backends.launchers.images import ImageBuildError
+from mlbatch.backends.store import StoreError
+from mlbatch.backends.warehouse.errors import RedshiftStatementError, UnloadError, WarehouseError
+from mlbatch.cli.app import app
+from mlbatch.cli.common import error_text, report, reports_errors, usage_errors
 from mlbatch.errors import EXIT_FAILED, EXIT_GATE, EXIT_USAGE, MlbatchError, StepFailed, exit_code_of
 from mlbatch.features.reader import ManifestMismatch
-from mlbatch.features.template import SqlTemplateError
-from mlbatch.gates import Check, GateFailed
 from mlbatch.labels.check import LabelFileError
 from mlbatch.labels.sheets import SheetsError
-from mlbatch.launchers.base import JobFailed
-from mlbatch.launchers.images import ImageBuildError
-from mlbatch.pipeline import PipelineError
-from mlbatch.registry import RegistryError
-from mlbatch.runs import NoScoredRun
+from mlbatch.maths.gates import Check, GateFailed
+from mlbatch.reporting.runs import NoScoredRun
 from mlbatch.spec import SpecError
-from mlbatch.store import StoreError
-from mlbatch.warehouse.errors import RedshiftStatementError, UnloadError, WarehouseError
+from mlbatch.spec.query import SqlTemplateError
+from mlbatch.stages.registry import RegistryError
 from typer.testing import CliRunner
 
 from tests.support.paths import REPO
@@ -56,7 +57,7 @@ def _invoke(*args: str) -> Result:
 
 
 def _steps(*found: tuple[str, Callable[[], Any]]) -> Callable[..., Iterator[tuple[str, Callable[[], Any], bool]]]:
-    """A stand-in for mlbatch.stages.steps: these steps, none skipped, whatever stages were chosen."""
+    """A stand-in for mlbatch.cli.steps.steps: these steps, none skipped, whatever stages were chosen."""
 
     def steps(ctx: object, stages: list[str]) -> Iterator[tuple[str, Callable[[], Any], bool]]:
         for name, thunk in found:
@@ -117,6 +118,12 @@ def test_a_day_that_is_no_date_exits_2() -> None:
     assert (result.exit_code, result.stderr) == (EXIT_USAGE, "error: ds '[2026]' is not a date in YYYY-MM-DD form\n")
 
 
+def _patch_steps(monkeypatch: pytest.MonkeyPatch, fake: object) -> None:
+    """The step walk (mlbatch.cli.steps.steps) as `mlbatch run` and `mlbatch labels sync` call it."""
+    for command in ("run", "labels"):
+        monkeypatch.setattr(f"mlbatch.cli.commands.{command}.steps", fake)
+
+
 @pytest.mark.parametrize(
     ("args", "step"),
     [
@@ -127,7 +134,7 @@ def test_a_day_that_is_no_date_exits_2() -> None:
 def test_a_gate_that_blocks_a_step_exits_1_with_its_checks_verbatim(
     monkeypatch: pytest.MonkeyPatch, args: list[str], step: str
 ) -> None:
-    monkeypatch.setattr("mlbatch.stages.steps", _steps((step, _raise(GATE))))
+    _patch_steps(monkeypatch, _steps((step, _raise(GATE))))
     result = _invoke(*args)
     assert result.exit_code == EXIT_GATE, result.output
     assert result.stderr == (
@@ -138,7 +145,7 @@ def test_a_gate_that_blocks_a_step_exits_1_with_its_checks_verbatim(
 
 def test_an_unexpected_error_in_a_step_exits_3_with_its_type_and_text(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = _steps(("unload", lambda: {"pattern": PATTERN, "rows": 3}), ("train", _raise(RuntimeError(MARKUP))))
-    monkeypatch.setattr("mlbatch.stages.steps", steps)
+    _patch_steps(monkeypatch, steps)
     result = _invoke("run", "device_gender", "--ds", DS, "--run-id", "t")
     assert result.exit_code == EXIT_FAILED, result.output
     assert result.stdout == f"ok device_gender {DS} unload: pattern={PATTERN}, rows=3\n"  # the ok line too
@@ -146,7 +153,7 @@ def test_an_unexpected_error_in_a_step_exits_3_with_its_type_and_text(monkeypatc
 
 
 def test_verbose_adds_the_traceback_of_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mlbatch.stages.steps", _steps(("train", _raise(RuntimeError(MARKUP)))))
+    _patch_steps(monkeypatch, _steps(("train", _raise(RuntimeError(MARKUP)))))
     result = _invoke("run", "device_gender", "--ds", DS, "--run-id", "t", "--verbose")
     assert result.exit_code == EXIT_FAILED, result.output
     assert result.stderr.startswith(f"train failed: RuntimeError: {MARKUP}\n")
@@ -155,7 +162,7 @@ def test_verbose_adds_the_traceback_of_an_unexpected_error(monkeypatch: pytest.M
 
 def test_an_input_error_found_by_a_step_keeps_its_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
     bad = SqlTemplateError("training.sql line 3: [x] is undefined")
-    monkeypatch.setattr("mlbatch.stages.steps", _steps(("unload", _raise(bad))))
+    _patch_steps(monkeypatch, _steps(("unload", _raise(bad))))
     result = _invoke("run", "device_gender", "--ds", DS, "--run-id", "t", "--verbose")
     assert result.exit_code == EXIT_USAGE, result.output
     assert result.stderr == "unload failed: SqlTemplateError: training.sql line 3: [x] is undefined\n"
@@ -172,7 +179,7 @@ def test_an_input_error_found_by_a_step_keeps_its_exit_code(monkeypatch: pytest.
 def test_an_error_outside_any_step_exits_with_its_types_code(
     monkeypatch: pytest.MonkeyPatch, raised: Exception, code: int, message: str
 ) -> None:
-    monkeypatch.setattr("mlbatch.status.collect", _raise(raised))
+    monkeypatch.setattr("mlbatch.cli.commands.status.collect", _raise(raised))
     result = _invoke("status")
     assert result.exit_code == code, result.output
     assert result.stderr.startswith(message) and str(raised) in result.stderr, result.stderr
@@ -256,7 +263,7 @@ def _error_classes() -> list[tuple[str, str]]:
 
 def test_no_error_class_of_the_package_is_left_out_of_the_hierarchy() -> None:
     classes = _error_classes()
-    assert ("mlbatch.spec", "SpecError") in classes and len(classes) >= 19  # the scan finds them
+    assert ("mlbatch.spec.model", "SpecError") in classes and len(classes) >= 19  # the scan finds them
     outside = [
         f"{module}.{name}"
         for module, name in classes

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from mlbatch import registry
-from mlbatch.appdb.hook import AppDbHook
-from mlbatch.cli import app
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.cli.app import app
+from mlbatch.stages import registry
 from typer.testing import CliRunner
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mlbatch.env import Environment
-from mlbatch.runs import NoScoredRun, publishing_context, scored_run
+from mlbatch.backends.env import Environment
+from mlbatch.reporting.runs import NoScoredRun, publishing_context, scored_run
 from mlbatch.spec import load_spec
 from mlbatch.stages.context import RunContext
 

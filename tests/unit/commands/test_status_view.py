@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from mlbatch.status_view import render
+from mlbatch.reporting.status_view import render
 from rich.console import Console
 
 MODEL = {

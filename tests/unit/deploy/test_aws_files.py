@@ -109,8 +109,8 @@ def test_gpu_instances_run_the_ecs_gpu_ami_and_join_the_cluster():
 
 
 def test_log_group_is_the_one_the_task_definitions_write():
-    import mlbatch.cli  # noqa: F401  (registers the command modules first: commands.ecs imports the CLI)
-    from mlbatch.commands.ecs import DEFAULT_LOG_GROUP
+    import mlbatch.cli.app  # noqa: F401  (registers the command modules first: commands.ecs imports the CLI)
+    from mlbatch.cli.commands.ecs import DEFAULT_LOG_GROUP
 
     assert (
         load("logs/log-group.json")["logGroupName"] == load("logs/retention.json")["logGroupName"] == DEFAULT_LOG_GROUP
@@ -137,7 +137,7 @@ def test_lifecycle_expires_scratch_only():
 
 
 def test_lifecycle_expires_the_doctors_tagged_probes_after_a_day():
-    from mlbatch.doctor.s3 import PROBE_TAG
+    from mlbatch.cli.doctor.s3 import PROBE_TAG
 
     rules = load("s3/lifecycle.json")["LifecycleConfiguration"]["Rules"]
     tagged = [r for r in rules if "Tags" in r["Filter"].get("And", {}) or "Tag" in r["Filter"]]
@@ -176,7 +176,7 @@ def test_workers_policy_is_the_documented_one():
     documented, shipped = documented_workers_policy(), load("iam/airflow-workers.json")
     assert shipped == documented
     (run_jobs,) = [s for s in shipped["Statement"] if s["Sid"] == "RunJobs"]
-    from mlbatch.deploy_checks import task_definition_family
+    from mlbatch.backends.deploy_checks import task_definition_family
 
     family = task_definition_family("mlbatch-train", "device_gender", "ec2")
     assert "arn:aws:ecs:eu-west-1:123456789012:task-definition/mlbatch-train-*:*" in run_jobs["Resource"]

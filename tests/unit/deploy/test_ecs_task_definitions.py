@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from mlbatch.cli import app
-from mlbatch.commands.ecs import TaskDefinitionSettings, task_definitions
-from mlbatch.deploy_checks import (
+from mlbatch.backends.deploy_checks import (
     INSTANCE_TYPES,
     compatibility_for,
     job_task_definition_family,
     placement_warnings,
     task_definition_family,
 )
+from mlbatch.cli.app import app
+from mlbatch.cli.commands.ecs import TaskDefinitionSettings, task_definitions
 from mlbatch.spec import load_spec
 from typer.testing import CliRunner
 

@@ -4,8 +4,8 @@ The chart (1.22.0, vendored in chart/ with its origin) validates the merged valu
 ``values.schema.json`` on ``helm install``; this test merges and validates the same way (draft-07).
 Then it renders what the chart puts in every Airflow container's environment (the chart's
 ``custom_airflow_environment`` helper: ``env`` as values, ``secret`` as secretKeyRef) with the
-example Secret, and checks the code's own readers accept it: :class:`mlbatch.env.Environment`,
-:class:`mlbatch.launchers.ecs.EcsConfig`, and Airflow's connection parser for every connection
+example Secret, and checks the code's own readers accept it: :class:`mlbatch.backends.env.Environment`,
+:class:`mlbatch.backends.launchers.ecs.EcsConfig`, and Airflow's connection parser for every connection
 the code looks up.
 """
 
@@ -115,8 +115,8 @@ def test_airflow_version_is_the_images(values):
 
 
 def test_the_rendered_environment_is_what_the_code_reads(rendered_env, monkeypatch):
-    from mlbatch.env import Environment
-    from mlbatch.launchers.ecs import EcsConfig
+    from mlbatch.backends.env import Environment
+    from mlbatch.backends.launchers.ecs import EcsConfig
 
     for name, value in rendered_env.items():
         monkeypatch.setenv(name, value)
@@ -134,7 +134,7 @@ def test_the_rendered_environment_is_what_the_code_reads(rendered_env, monkeypat
 
 def test_every_connection_the_code_reads_is_in_the_secret(rendered_env, values):
     from airflow.models.connection import Connection
-    from mlbatch.callbacks import CONN_ID as ALERTS
+    from mlbatch.airflow.callbacks import CONN_ID as ALERTS
 
     wanted = {
         rendered_env["MLBATCH_APPDB_CONN_ID"]: "mysql",
@@ -158,7 +158,7 @@ def test_every_connection_the_code_reads_is_in_the_secret(rendered_env, values):
 @pytest.mark.parametrize("migrate_exit", [0, 1])
 def test_the_migration_job_creates_the_pools_after_a_successful_migration(values, tmp_path, migrate_exit):
     """The job's shell line, run with stand-ins for ``airflow`` and ``python`` that record their
-    arguments: the pools (python -m mlbatch.pools) come after the migration and only if it worked."""
+    arguments: the pools (python -m mlbatch.airflow.pools) come after the migration and only if it worked."""
     import subprocess
 
     job = helm_merge(yaml.safe_load((CHART / "values.yaml").read_text()), values)["migrateDatabaseJob"]
@@ -173,4 +173,4 @@ def test_the_migration_job_creates_the_pools_after_a_successful_migration(values
     if migrate_exit:
         assert proc.returncode == 1 and recorded == ["airflow db migrate"]
     else:
-        assert proc.returncode == 0 and recorded == ["airflow db migrate", "python -m mlbatch.pools"]
+        assert proc.returncode == 0 and recorded == ["airflow db migrate", "python -m mlbatch.airflow.pools"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import sys
 
-from mlbatch.cli import app
+from mlbatch.cli.app import app
 from typer.testing import CliRunner
 
 from tests.support.paths import REPO
@@ -36,7 +36,7 @@ def test_demo_and_bench_without_devtools_exit_2_saying_they_are_dev_commands(mon
 
 def test_the_demo_runs_the_models_it_has_data_for_and_says_why_it_skips_the_others(tmp_path) -> None:
     import yaml
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.spec import load_spec
 
     from devtools.demo import plan
@@ -76,7 +76,7 @@ def test_the_demo_runs_the_models_it_has_data_for_and_says_why_it_skips_the_othe
 
 def test_the_demo_runs_only_the_models_named(monkeypatch) -> None:
     import pytest
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.errors import UsageError
 
     from devtools.demo import chosen_specs

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pytest
 import xgboost as xgb
-from mlbatch.features.sql import render_spec_query, to_duckdb
+from mlbatch.backends.warehouse.sql import render_spec_query, to_duckdb
 from mlbatch.spec import load_spec
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score

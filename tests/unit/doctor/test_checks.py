@@ -11,8 +11,8 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from botocore.validate import validate_parameters
-from mlbatch import doctor
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
+from mlbatch.cli import doctor
 from mlbatch.labels import sheets
 from mlbatch.spec import load_spec
 
@@ -140,9 +140,9 @@ def test_each_model_has_its_own_families(monkeypatch, device_gender):
 
 def test_the_families_are_the_launchers(monkeypatch, device_gender):
     """The doctor asks about the family RunTask names: the launcher's own run_task_kwargs."""
-    from mlbatch.doctor.ecs import job_family
-    from mlbatch.launchers.base import JobId, JobRequest
-    from mlbatch.launchers.ecs import EcsConfig, EcsLauncher
+    from mlbatch.backends.launchers.base import JobId, JobRequest
+    from mlbatch.backends.launchers.ecs import EcsConfig, EcsLauncher
+    from mlbatch.cli.doctor.ecs import job_family
 
     ecs_env(monkeypatch)
     config = EcsConfig.from_env()
@@ -269,7 +269,7 @@ def test_gpu_pool_exists_and_is_big_enough():
 def test_the_shared_servers_pools_exist_and_the_warehouse_s_counts_deferred_tasks(monkeypatch):
     specs = [load_spec(REPO / "dags" / "specs" / "device_gender.yaml")]
     monkeypatch.delenv("MLBATCH_POOLS", raising=False)  # the default: every pool
-    made = {  # as `python -m mlbatch.pools` makes them
+    made = {  # as `python -m mlbatch.airflow.pools` makes them
         "mlbatch_gpu": SimpleNamespace(slots=2, include_deferred=True),
         "mlbatch_warehouse": SimpleNamespace(slots=4, include_deferred=True),
         "mlbatch_appdb": SimpleNamespace(slots=2, include_deferred=False),
@@ -289,7 +289,7 @@ def test_the_shared_servers_pools_exist_and_the_warehouse_s_counts_deferred_task
     missing = made | {"mlbatch_appdb": None}
     (appdb,) = [c for c in doctor.check_pools(specs, "ecs", missing.get) if c.boundary == "pool appdb"]
     assert appdb.status == "FAIL" and "mlbatch_appdb does not exist" in appdb.detail
-    assert "python -m mlbatch.pools" in appdb.fix
+    assert "python -m mlbatch.airflow.pools" in appdb.fix
     monkeypatch.setenv("MLBATCH_POOLS", "gpu")
     assert [c.boundary for c in doctor.check_pools(specs, "ecs", missing.get)] == ["GPU pool"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from botocore.exceptions import ClientError
-from mlbatch.doctor import iam as iam_probe
+from mlbatch.cli.doctor import iam as iam_probe
 
 ASSUMED = "arn:aws:sts::123456789012:assumed-role/mlbatch-worker/i-0abc"
 

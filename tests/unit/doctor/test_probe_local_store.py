@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mlbatch import doctor
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
+from mlbatch.cli import doctor
 
 
 def test_local_store_prefixes_are_probed_and_cleaned(tmp_path, monkeypatch):

@@ -19,11 +19,11 @@ import botocore.session
 import pytest
 from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
 from botocore.validate import validate_parameters
-from mlbatch import doctor
-from mlbatch.doctor.redshift import check_redshift_access, source_tables
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
+from mlbatch.backends.warehouse.redshift import RedshiftConfig, RedshiftWarehouse
+from mlbatch.cli import doctor
+from mlbatch.cli.doctor.redshift import check_redshift_access, source_tables
 from mlbatch.spec import load_spec
-from mlbatch.warehouse.redshift import RedshiftConfig, RedshiftWarehouse
 
 from tests.support.paths import REPO
 

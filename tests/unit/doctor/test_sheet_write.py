@@ -4,7 +4,7 @@ protected column FAIL with the fix named; a writable sheet is unchanged afterwar
 from __future__ import annotations
 
 import pytest
-from mlbatch import doctor
+from mlbatch.cli import doctor
 from mlbatch.labels import sheets
 from mlbatch.spec import load_spec
 

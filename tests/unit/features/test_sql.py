@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import sqlglot
-from mlbatch.features.sql import (
+from mlbatch.backends.warehouse.sql import (
     SqlTemplateError,
     render,
     render_spec_query,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.features.manifest import Manifest
+from mlbatch.backends.store import ObjectStore
+from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse, UnloadError
+from mlbatch.backends.warehouse.manifest import Manifest
+from mlbatch.backends.warehouse.sql import to_duckdb
 from mlbatch.features.reader import ManifestMismatch, iter_batches, read_manifest, read_table
-from mlbatch.features.sql import to_duckdb
-from mlbatch.store import ObjectStore
-from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse, UnloadError
 
 from tests.support.warehouse import device_gender_training_query, synth_warehouse
 
@@ -198,7 +198,7 @@ def _no_reader_threads_left(timeout: float = 3.0) -> None:
 def test_writer_error_stops_the_unload_and_cleans_up(
     warehouse: DuckDBWarehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlbatch.warehouse import duckdb_warehouse
+    from mlbatch.backends.warehouse import duckdb_warehouse
 
     real_write = duckdb_warehouse._SliceWriter.write
 

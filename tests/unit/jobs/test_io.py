@@ -1,5 +1,5 @@
 """Reading parquet in the jobs: a row group's column chunks come in a few requests, and only that
-row group is held (``jobs.io.iter_batches``; ``mlbatch.store.row_group_batches`` is its twin)."""
+row group is held (``jobs.io.iter_batches``; ``mlbatch.backends.store.row_group_batches`` is its twin)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mlbatch.store import row_group_batches
+from mlbatch.backends.store import row_group_batches
 
 from jobs import io
 
@@ -38,7 +38,7 @@ def parquet_bytes() -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-@pytest.mark.parametrize("iterate", [io.iter_batches, row_group_batches], ids=["jobs.io", "mlbatch.store"])
+@pytest.mark.parametrize("iterate", [io.iter_batches, row_group_batches], ids=["jobs.io", "mlbatch.backends.store"])
 def test_every_row_in_order_with_a_few_reads_per_row_group(parquet_bytes, iterate):
     f = CountingFile(parquet_bytes)
     pf = pq.ParquetFile(pa.PythonFile(f, mode="r"), pre_buffer=True)

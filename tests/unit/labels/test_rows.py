@@ -8,8 +8,8 @@ import pytest
 import yaml
 from mlbatch.labels.check import check_labels
 from mlbatch.labels.rows import RowRules, check_row
-from mlbatch.labels.text import class_index
 from mlbatch.spec import SpecError, load_spec
+from mlbatch.spec.label_text import class_index
 
 from tests.support.paths import REPO
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from mlbatch.env import Environment
-from mlbatch.labels.source import SheetData, plan_verdicts, read_sheet, write_verdicts
+from mlbatch.backends.env import Environment
+from mlbatch.labels.grid import SheetData, plan_verdicts
+from mlbatch.labels.source import read_sheet, write_verdicts
 from mlbatch.spec import load_spec
 from mlbatch.stages.labels import check
 

@@ -2,8 +2,8 @@
 
 import json
 
-from mlbatch.launchers.ecs import EcsConfig, EcsLauncher
-from mlbatch.store import ObjectStore
+from mlbatch.backends.launchers.ecs import EcsConfig, EcsLauncher
+from mlbatch.backends.store import ObjectStore
 
 
 def test_ecs_and_cloudwatch_clients_use_the_aws_connection(monkeypatch, tmp_path):

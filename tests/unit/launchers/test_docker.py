@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlbatch.launchers import JobId, JobRequest
-from mlbatch.launchers.docker import DockerConfig, DockerLauncher
-from mlbatch.store import ObjectStore
+from mlbatch.backends.launchers import JobId, JobRequest
+from mlbatch.backends.launchers.docker import DockerConfig, DockerLauncher
+from mlbatch.backends.store import ObjectStore
 
 
 class TwoCoreHost:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlbatch.launchers import JobId, JobRequest
-from mlbatch.launchers.ecs import EcsConfig, EcsLauncher, stop_reason
-from mlbatch.store import ObjectStore
+from mlbatch.backends.launchers import JobId, JobRequest
+from mlbatch.backends.launchers.ecs import EcsConfig, EcsLauncher, stop_reason
+from mlbatch.backends.store import ObjectStore
 
 CLUSTER = "ml-batch"
 
@@ -110,8 +110,8 @@ def test_stop_reason_names_the_airflow_task_within_ecs_limit() -> None:
 
 
 def test_config_from_env_and_get_launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from mlbatch.env import Environment
-    from mlbatch.launchers import get_launcher
+    from mlbatch.backends.env import Environment
+    from mlbatch.backends.launchers import get_launcher
 
     monkeypatch.setenv("MLBATCH_HOME", str(tmp_path))
     monkeypatch.setenv("MLBATCH_LAUNCHER", "ecs")
@@ -127,7 +127,8 @@ def test_config_from_env_and_get_launcher(monkeypatch: pytest.MonkeyPatch, tmp_p
         "MLBATCH_ECS_TRIGGER_POLL_S": "2",
     }.items():
         monkeypatch.setenv(k, v)
-    launcher = get_launcher("ecs", Environment.from_env())
+    env = Environment.from_env()
+    launcher = get_launcher("ecs", env.store, env.home)
     assert isinstance(launcher, EcsLauncher)
     assert launcher.config.subnets == ("subnet-a", "subnet-b") and launcher.config.aws_conn_id == "aws_ml"
     assert (launcher.config.poll_s, launcher.config.trigger_poll_s) == (5.0, 2.0)  # unset: the default
@@ -135,4 +136,4 @@ def test_config_from_env_and_get_launcher(monkeypatch: pytest.MonkeyPatch, tmp_p
     with pytest.raises(ValueError, match="MLBATCH_ECS_POLL_S='soon': expected a positive number of seconds"):
         EcsConfig.from_env()
     with pytest.raises(ValueError, match="not one of: local, docker, ecs"):
-        get_launcher("k8s", Environment.from_env())
+        get_launcher("k8s", env.store, env.home)

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mlbatch.cli import app
-from mlbatch.launchers.images import KINDS, content_hash, context_files
+from mlbatch.backends.launchers.images import KINDS, content_hash, context_files
+from mlbatch.cli.app import app
 from typer.testing import CliRunner
 
 from tests.support.paths import REPO
@@ -38,7 +38,7 @@ def test_airflow_image_holds_the_dags_and_plugins_and_of_jobs_only_what_mlbatch_
     files = {str(p) for p in context_files("airflow")}
     assert {"requirements/airflow.txt", "docker/airflow-entrypoint.sh", "sql/aurora/schema.sql"} <= files
     assert "dags/device_gender.py" in files and "dags/specs/device_gender.yaml" in files
-    assert "plugins/mlbatch/cli.py" in files and "plugins/.airflowignore" in files
+    assert "plugins/mlbatch/cli/app.py" in files and "plugins/.airflowignore" in files
     # mlbatch imports the jobs' contract and cpus; the jobs themselves run in their own images.
     assert sorted(f for f in files if f.startswith("jobs/")) == ["jobs/__init__.py", "jobs/contract.py", "jobs/cpus.py"]
     assert "requirements/jobs.txt" not in files

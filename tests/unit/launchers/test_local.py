@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from mlbatch.launchers import JobFailed, JobId, JobRequest
-from mlbatch.launchers.local import LocalProcessLauncher
-from mlbatch.store import ObjectStore
+from mlbatch.backends.launchers import JobFailed, JobId, JobRequest
+from mlbatch.backends.launchers.local import LocalProcessLauncher
+from mlbatch.backends.store import ObjectStore
 
 
 @pytest.fixture

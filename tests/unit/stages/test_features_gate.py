@@ -10,12 +10,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from mlbatch import gates
-from mlbatch.drift import psi
-from mlbatch.env import Environment
+from mlbatch.backends.env import Environment
 from mlbatch.features import profile as profile_mod
 from mlbatch.features.profile import BinCounter, build_profile
 from mlbatch.features.reader import iter_batches
+from mlbatch.maths import gates
+from mlbatch.maths.drift import psi
 from mlbatch.spec import FeatureChecks, load_spec
 from mlbatch.stages import features
 from mlbatch.stages.context import RunContext

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlbatch import names, registry
-from mlbatch.env import Environment
-from mlbatch.gates import GateFailed
+from mlbatch import names
+from mlbatch.backends.env import Environment
+from mlbatch.maths.gates import GateFailed
 from mlbatch.spec import load_spec
+from mlbatch.stages import registry
 from mlbatch.stages import train as train_stage
 from mlbatch.stages.context import RunContext
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from mlbatch.drift import psi
-from mlbatch.gates import GateFailed
+from mlbatch.maths.drift import psi
+from mlbatch.maths.gates import GateFailed
 from mlbatch.stages.score import PROFILE_STATE, predictions_gate
 
 from tests.support.publish import fabricate, make_env, run_day, table_rows, write_spec

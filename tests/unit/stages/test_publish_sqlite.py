@@ -101,14 +101,14 @@ def test_export_gate_blocks_when_the_warehouse_day_differs(tmp_path):
     run_day(ctx)
     Export(ctx).run()
     env.warehouse.execute(f"DELETE FROM ml_exports.{MODEL}_predictions WHERE entity_key < 5")
-    from mlbatch.gates import GateFailed
+    from mlbatch.maths.gates import GateFailed
 
     with pytest.raises(GateFailed, match=r"exported_rows_equal_published: observed 95, threshold == 100"):
         export_gate(ctx)
 
 
 def test_checksum_ignores_order_and_batches_but_not_content():
-    from mlbatch.appdb.checksum import RowChecksum
+    from mlbatch.backends.appdb.checksum import RowChecksum
 
     rng = np.random.default_rng(1)
     t = pa.table({"entity_key": np.arange(5000), "label": ["a", "bb"] * 2500, "score": rng.random(5000)})
@@ -141,7 +141,7 @@ def test_checksum_ignores_order_and_batches_but_not_content():
 def test_sqlite_file_is_untouched_by_a_blocked_gate(tmp_path):
     spec, env = write_spec(tmp_path), make_env(tmp_path)
     ctx = fabricate(env, spec, "2026-11-20", list(range(100)), expected_rows=101)
-    from mlbatch.gates import GateFailed
+    from mlbatch.maths.gates import GateFailed
 
     with pytest.raises(GateFailed):
         predictions_gate(ctx)

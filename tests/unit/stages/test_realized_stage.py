@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from mlbatch.pipeline import cli_steps
+from mlbatch.airflow.pipeline import cli_steps
 from mlbatch.spec import ModelSpec, SpecError, load_spec
 from mlbatch.stages import realized, realized_days
 
@@ -62,7 +62,7 @@ def test_labels_stage_measures_after_apply() -> None:
 
 
 def test_labels_dag_keeps_its_order_and_adds_the_retrain_request_only_when_asked(tmp_path: Path) -> None:
-    from mlbatch.dag_factory import labels_dag, train_dag
+    from mlbatch.airflow.dag_factory import labels_dag, train_dag
 
     dag = labels_dag(_spec(tmp_path))
     assert {t.task_id for t in dag.tasks} == {
@@ -148,7 +148,7 @@ def test_the_alert_names_model_version_days_metric_n_and_interval(tmp_path: Path
 
 
 def test_a_retrain_request_trains_a_fresh_version_like_force_retrain(tmp_path: Path, monkeypatch) -> None:
-    from mlbatch.env import Environment
+    from mlbatch.backends.env import Environment
     from mlbatch.stages.context import RunContext
     from mlbatch.stages.train import _train_request
 

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlbatch.store import ObjectStore
-from mlbatch.warehouse.base import Warehouse, check_unload_prefix
-from mlbatch.warehouse.duckdb_warehouse import DuckDBWarehouse
-from mlbatch.warehouse.errors import UnloadError, WarehouseError
-from mlbatch.warehouse.redshift import RedshiftStatementError, RedshiftWarehouse
+from mlbatch.backends.store import ObjectStore
+from mlbatch.backends.warehouse.base import Warehouse, check_unload_prefix
+from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse
+from mlbatch.backends.warehouse.errors import UnloadError, WarehouseError
+from mlbatch.backends.warehouse.redshift import RedshiftStatementError, RedshiftWarehouse
 
 from tests.support.paths import REPO
 
@@ -21,7 +21,7 @@ MEMBERS = [name for name, member in vars(Warehouse).items() if inspect.isfunctio
 
 def test_importing_redshift_imports_no_duckdb() -> None:
     code = (
-        "import sys; import mlbatch.warehouse.redshift; "
+        "import sys; import mlbatch.backends.warehouse.redshift; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'duckdb' or m.endswith('duckdb_warehouse')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
@@ -47,7 +47,7 @@ def test_each_backend_takes_every_protocol_call(backend: type) -> None:
 
 def test_errors_share_one_base_outside_any_backend() -> None:
     assert issubclass(UnloadError, WarehouseError) and issubclass(RedshiftStatementError, WarehouseError)
-    assert RedshiftStatementError.__module__ == UnloadError.__module__ == "mlbatch.warehouse.errors"
+    assert RedshiftStatementError.__module__ == UnloadError.__module__ == "mlbatch.backends.warehouse.errors"
 
 
 def test_an_unload_prefix_must_be_a_fresh_folder(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from mlbatch.env import Environment
-from mlbatch.warehouse.redshift import (
+from mlbatch.backends.env import Environment
+from mlbatch.backends.warehouse.redshift import (
     RedshiftConfig,
     RedshiftStatementError,
     RedshiftWarehouse,
