@@ -1,7 +1,8 @@
 # mlbatch: two commands on a fresh machine.
 #   make demo   the whole pipeline on the embedded stack (no AWS, no Google account)
 #   make test   the test suite (installs what the tests need, starts its own servers)
-#   make lint   ruff (complexity at most 10), the import contracts between layers and mypy (strict);
+#   make lint   ruff (complexity at most 10), the import contracts between layers, no import cycle,
+#               a reason beside each import inside a function, and mypy (strict);
 #               .ci/run runs it first
 
 PYTHON ?= python3
@@ -57,6 +58,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m devtools.import_cycles
+	$(BIN)/python -m devtools.local_imports
 	$(BIN)/mypy
 
 clean:

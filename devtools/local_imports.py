@@ -43,7 +43,8 @@ def unexplained(path: Path) -> list[str]:
     found = []
     for node in _function_imports(ast.parse(text, str(path))):
         if not _has_reason(lines, node):
-            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+            where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            found.append(f"{where}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     return sorted(set(found), key=lambda s: (s.split(":")[0], int(s.split(":")[1])))
 
 

@@ -106,9 +106,11 @@ def curve_pngs(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str
     one-vs-rest curve per class for a multiclass model. Empty when matplotlib is not installed:
     the curves' points are in metrics.json all the same."""
     try:
+        # matplotlib (about 0.5 s to import): only the training report's curves need it.
         import matplotlib
 
         matplotlib.use("Agg")  # no display in a container
+        # matplotlib (about 0.5 s to import): only the training report's curves need it.
         import matplotlib.pyplot as plt
     except ImportError:
         print("train: matplotlib is not installed: no roc.png/pr.png (curves are in metrics.json)", file=sys.stderr)

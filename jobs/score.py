@@ -94,6 +94,7 @@ def score(
     expected = [c["name"] for c in schema]
     key, classes = meta.entity_key, meta.classes
 
+    # The families import xgboost and torch (seconds to import): only the job that fits or scores loads them.
     from jobs.families import get_family
 
     family = get_family(meta.family).load(model, meta.raw)

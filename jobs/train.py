@@ -114,6 +114,7 @@ def _align_key_types(labels_keys: pa.ChunkedArray, feature_type: pa.DataType, ur
 
 def split_indices(y: np.ndarray, valid: float, test: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stratified, seeded train/valid/test row indices: the same inputs give the same split."""
+    # scikit-learn: only a training run's validation split needs it.
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(y))
@@ -217,6 +218,7 @@ def checkpointer(cfg: TrainConfig, manifest: dict[str, Any], labels_uri: str, da
 
 def fit_and_evaluate(cfg: TrainConfig, data: Matched, out: str, checkpoint: Checkpointer | None = None) -> Fitted:
     """Split, fit the family, measure on the held-out test rows, save the model under ``out``."""
+    # The families import xgboost and torch (seconds to import): only the job that fits or scores loads them.
     from jobs.families import get_family
     from jobs.metrics import binary_metrics, multiclass_metrics
 
@@ -301,6 +303,7 @@ def train(config_uri: str, features_uri: str, labels_uri: str, out: str) -> dict
         "checkpoint": checkpoint.summary(),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    # The families import xgboost and torch (seconds to import): only the job that fits or scores loads them.
     from jobs.metrics import curve_pngs
 
     io.write_json(io.join_uri(out, "model_meta.json"), meta)

@@ -304,6 +304,7 @@ class XGBoostFamily:
 
     def feature_importance(self) -> dict[str, Any]:
         """xgboost's gain per feature (see :mod:`jobs.importance`), by the features' own names."""
+        # Only when importances are asked for: jobs.importance imports the family's booster API.
         from jobs.importance import gain_importance
 
         features = self.meta["features"]

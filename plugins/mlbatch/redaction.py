@@ -109,6 +109,7 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 def register(secrets: Iterable[str]) -> None:
     """Hand secrets to Airflow's masker (a no-op outside Airflow)."""
     try:
+        # Airflow's secrets masker: loaded only where a secret is registered (the CLI and jobs start without Airflow).
         from airflow.sdk.log import mask_secret
     except Exception:  # the CLI without Airflow's logging set up: redact() still applies
         return

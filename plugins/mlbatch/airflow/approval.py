@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
 
+from mlbatch.airflow.operators import run_context
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -66,7 +68,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         self.spec_path = spec_path
 
     def execute(self, context: Context) -> Any:  # the XCom value: a small summary, or the answer
-        from mlbatch.airflow.operators import run_context
+        # Task time only: DAG files import this module on every parse (the DAG-files contract in pyproject.toml).
         from mlbatch.stages import registry
         from mlbatch.stages.train import approval_request
 
@@ -86,7 +88,7 @@ class PromotionApprovalOperator(ApprovalOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:  # no defaults reached it: the base class raises with the reason
             return super().execute_complete(context=context, event=event)
-        from mlbatch.airflow.operators import run_context
+        # Task time only: DAG files import this module on every parse (the DAG-files contract in pyproject.toml).
         from mlbatch.stages import registry
 
         ctx = run_context(self.spec_path, context)
@@ -121,6 +123,7 @@ def report_link(ctx: RunContext, uri: str | None, valid_for: timedelta | None) -
     most 7 days), the URI itself otherwise."""
     if not uri or not uri.startswith("s3://"):
         return uri
+    # Task time only: DAG files import this module on every parse (the DAG-files contract in pyproject.toml).
     from mlbatch.backends.store import s3_client
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")

@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlbatch import redaction
+from mlbatch.airflow.operators import run_day
 from mlbatch.backends.webhook import CONN_ID as CONN_ID  # re-exported: the DAG docs name it
 from mlbatch.backends.webhook import post
 
@@ -65,8 +66,6 @@ def failure_message(context: Context) -> dict[str, Any]:
 def _day(context: Context) -> str | None:
     """The run's day as its tasks see it (runs without a logical date have no ``ds``)."""
     try:
-        from mlbatch.airflow.operators import run_day
-
         return run_day(context)
     except Exception:
         return context.get("ds")

@@ -28,8 +28,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferralError, TaskDeferralTimeout
 
-from mlbatch.spec import runparams
+from mlbatch import redaction
+from mlbatch.airflow.pipeline import check_report, resolve, resolve_report
+from mlbatch.airflow.ui import ReportLink, record
+from mlbatch.spec import load_spec, runparams
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -99,9 +103,8 @@ def triggered_by(context: Context, model: str) -> dict[str, dict[str, Any]]:
 
 def run_context(spec_path: str, context: Context) -> RunContext:
     """The stage functions' RunContext, built inside the task (never at parse time)."""
-    from mlbatch import redaction
+    # Task time only: DAG files import this module on every parse (the DAG-files contract in pyproject.toml).
     from mlbatch.backends.env import Environment
-    from mlbatch.spec import load_spec
     from mlbatch.stages.context import RunContext
 
     redaction.register_environment()  # credentials in the environment never reach the task log
@@ -120,8 +123,10 @@ def run_context(spec_path: str, context: Context) -> RunContext:
 def _report_io_errors() -> tuple[type[BaseException], ...]:
     """Errors of a report's I/O, not of its code: the file system or S3 (``OSError``, the store's
     ``StoreError``), the app DB's connection (SQLAlchemy's ``OperationalError``)."""
+    # Task time only: DAG files import this module on every parse (the DAG-files contract in pyproject.toml).
     from sqlalchemy.exc import OperationalError
 
+    # Task time only: DAG files import this module on every parse (the DAG-files contract in pyproject.toml).
     from mlbatch.backends.store import StoreError
 
     return (OSError, StoreError, OperationalError)
@@ -159,9 +164,6 @@ class StageOperator(BaseOperator):
         self.writes = writes
         self._ctx: RunContext | None = None  # the running stage's, for on_kill
         if report is not None:
-            from mlbatch.airflow.pipeline import check_report
-            from mlbatch.airflow.ui import ReportLink
-
             check_report(self.task_id, report)  # a typo fails the DAG file's parse, not silently the report
             self.operator_extra_links = (ReportLink(),)
 
@@ -188,26 +190,23 @@ class StageOperator(BaseOperator):
                 log.exception("%s: could not stop the publish; see the app DB's processlist", self.task_id)
 
     def call_stage(self, ctx: RunContext) -> Summary:
-        from mlbatch.airflow.pipeline import resolve
 
         return resolve(self.target)(ctx, *self.stage_args)
 
     def skip_if_dry_run(self, context: Context) -> None:
         if runparams.skipped(context.get("params") or {}, self.writes):
-            from airflow.sdk.exceptions import AirflowSkipException
-
             name = runparams.DRY_RUN.name
             raise AirflowSkipException(f"dry run: {self.task_id} writes, so it is skipped (params.{name} = true)")
 
     def with_report(self, ctx: RunContext, stage: Callable[[], Summary], context: Context | None = None) -> Summary:
         """Run ``stage()`` as a gated step, then write the report (if any), whatever the outcome."""
+        # Task time only: DAG files import this module on every parse (the DAG-files contract in pyproject.toml).
         from mlbatch.maths.gates import GateFailed
 
         try:
             result = stage()
         except GateFailed as exc:
             self._report_after_failure(ctx, context, exc)
-            from airflow.sdk.exceptions import AirflowFailException
 
             # The same data gives the same verdict: retrying a blocked gate only delays the alert.
             raise AirflowFailException(str(exc)) from exc
@@ -230,7 +229,6 @@ class StageOperator(BaseOperator):
         """
         if self.report is None:
             return None
-        from mlbatch.airflow.pipeline import resolve_report
 
         write = resolve_report(self.task_id, self.report)
         try:
@@ -238,8 +236,6 @@ class StageOperator(BaseOperator):
             if uri is None:  # nothing to report on this run (realized_reports: no day measured)
                 return None
             if context is not None:
-                from mlbatch.airflow.ui import record
-
                 record(context, uri)
         except _report_io_errors():
             log.exception("%s: could not write the %s for run %s", ctx.model, self.report, ctx.run_id)
@@ -298,7 +294,6 @@ class ExternalWorkOperator(StageOperator):
         self._state: str | None = None  # the run-state name of this task's handle, for on_kill
 
     def _step(self, ctx: RunContext) -> Work:
-        from mlbatch.airflow.pipeline import resolve
 
         work: Work = resolve(self.target)(ctx, *self.stage_args)  # the ExternalWork class ``target`` names
         return work
@@ -343,7 +338,6 @@ class ExternalWorkOperator(StageOperator):
             raise
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Summary:
-        from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 
         try:
             return super().resume_execution(next_method, next_kwargs, context)

@@ -111,6 +111,7 @@ def pool_sizes(specs_dir: Path | None = None) -> dict[str, int]:
 
 
 def _largest_gpu_job(specs_dir: Path | None) -> int:
+    # Only when sizing pools: the DAG factory imports this module on every parse.
     from mlbatch.backends.env import Environment
     from mlbatch.spec import load_all
 

@@ -53,6 +53,7 @@ def record(context: Any, uri: str) -> None:
 
 def create_app() -> Any:
     """The plugin's FastAPI app (mounted at :data:`PREFIX` by the API server)."""
+    # The API server only: the plugin's app, built where Airflow serves it.
     from airflow.api_fastapi.core_api.security import requires_access_dag
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
@@ -75,6 +76,7 @@ def create_app() -> Any:
 
 
 def _recorded_uri(dag_id: str, run_id: str, task_id: str, map_index: int) -> str | None:
+    # The API server only: the plugin's app, built where Airflow serves it.
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -97,8 +99,10 @@ def _recorded_uri(dag_id: str, run_id: str, task_id: str, map_index: int) -> str
 def _read_report(uri: str) -> bytes:
     """The report's bytes, only from this deployment's object store and only a report (HTML, or
     the JSON summary of a scoring run)."""
+    # Request time only: the plugin module loads in every Airflow process.
     from fastapi import HTTPException
 
+    # Request time only: the plugin module loads in every Airflow process.
     from mlbatch.backends.env import Environment
 
     store = Environment.from_env().store

@@ -89,7 +89,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlbatch.backends.appdb.hook import AppDbHook
+from mlbatch.backends.launchers import get_launcher
 from mlbatch.backends.store import ObjectStore
+from mlbatch.backends.warehouse import get_warehouse
 from mlbatch.redaction import redact
 from mlbatch.spec import REPO_ROOT, project_dir
 
@@ -142,7 +145,6 @@ class Environment:
     def appdb(self) -> AppDbHook:
         # Imported on first use, as the warehouse and launcher registries below are: SQLAlchemy
         # and each backend's driver load only in a process that talks to the app DB.
-        from mlbatch.backends.appdb.hook import AppDbHook
 
         if self.appdb_conn_id:
             return AppDbHook.from_connection(self.appdb_conn_id)
@@ -157,13 +159,11 @@ class Environment:
     @cached_property
     def warehouse(self) -> Warehouse:
         """The backend ``MLBATCH_WAREHOUSE`` names; callers see only the protocol."""
-        from mlbatch.backends.warehouse import get_warehouse
 
         return get_warehouse(self.warehouse_url)
 
     @cached_property
     def launcher(self) -> Launcher:
-        from mlbatch.backends.launchers import get_launcher
 
         return get_launcher(self.launcher_kind, self.store, self.home)
 

@@ -84,6 +84,7 @@ def aws_conn_id() -> str | None:
 def _connection_settings(conn_id: str, _epoch: int) -> _S3Settings:
     """Region, endpoint and credentials of an Airflow AWS connection (``_epoch`` re-reads the
     connection every ``CREDENTIALS_TTL_S``). S3Hook masks the secret in task logs."""
+    # The amazon provider and boto3 (1-2 s to import): only an s3:// store loads them.
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     hook = S3Hook(aws_conn_id=conn_id)
@@ -171,9 +172,11 @@ def s3_client() -> Any:
 
 def _new_s3_client(settings: _S3Settings) -> Any:
     if settings.conn_id:
+        # The amazon provider and boto3 (1-2 s to import): only an s3:// store loads them.
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         return S3Hook(aws_conn_id=settings.conn_id).get_conn()
+    # The amazon provider and boto3 (1-2 s to import): only an s3:// store loads them.
     import boto3
 
     kwargs: dict[str, Any] = {"region_name": settings.region, "endpoint_url": settings.endpoint}
@@ -192,6 +195,7 @@ def read_object(uri: str, size: int) -> pa.Buffer:
         with fs.open_input_file(path) as f:
             data = f.read_buffer(size)
     else:
+        # The amazon provider and boto3 (1-2 s to import): only an s3:// store loads them.
         from botocore.exceptions import ClientError
 
         try:

@@ -39,6 +39,7 @@ def _host(conn: Connection) -> str:
 def post(message: dict[str, Any], conn_id: str = CONN_ID) -> bool:
     """POST ``message`` to the connection's URL; False (and a log line) when it cannot."""
     try:
+        # At alert time only: the failure callbacks import this module on every DAG parse.
         from airflow.sdk import BaseHook
 
         conn = BaseHook.get_connection(conn_id)
@@ -48,6 +49,7 @@ def post(message: dict[str, Any], conn_id: str = CONN_ID) -> bool:
     secrets = redaction.connection_secrets(conn)
     redaction.register(secrets)
     try:
+        # At alert time only: the failure callbacks import this module on every DAG parse.
         from airflow.providers.http.hooks.http import HttpHook
 
         hook = HttpHook(method="POST", http_conn_id=conn_id)

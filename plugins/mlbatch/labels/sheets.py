@@ -23,6 +23,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
+from google.oauth2.service_account import Credentials
 from gspread import Client
 from gspread.exceptions import APIError
 from gspread.http_client import BackOffHTTPClient, HTTPClient
@@ -74,7 +77,6 @@ class BoundedBackOffHTTPClient(BackOffHTTPClient):
 
 
 def _session(credentials: GoogleCredentials, endpoint: str | None) -> AuthorizedSession:
-    from google.auth.transport.requests import AuthorizedSession
 
     class _Session(AuthorizedSession):
         # gspread builds absolute Google URLs; the double takes the same paths on another host.
@@ -103,6 +105,7 @@ def _parse_key(raw: Any, where: str) -> dict[str, Any]:
 
 def service_account_info(conn_id: str) -> dict[str, Any] | None:
     """The key JSON from the Airflow connection, else from the environment; None if neither."""
+    # Airflow's connection API (about 2 s to import): a sync that runs, not the CLI's start-up.
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
@@ -135,8 +138,6 @@ def open_client(conn_id: str) -> Client:
     endpoint = os.environ.get(ENV_ENDPOINT) or None
     info = service_account_info(conn_id)
     if info is not None:
-        from google.oauth2.service_account import Credentials
-
         try:
             credentials: GoogleCredentials = Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                 info, scopes=list(SCOPES)
@@ -144,8 +145,6 @@ def open_client(conn_id: str) -> Client:
         except ValueError as exc:  # google-auth names missing fields, never their values
             raise SheetsError(f"service account for connection {conn_id!r}: {exc}") from None
     elif endpoint:
-        from google.auth.credentials import AnonymousCredentials
-
         credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
     else:
         raise SheetsError(

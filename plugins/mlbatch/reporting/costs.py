@@ -16,10 +16,13 @@ rerun replaces its own), which :func:`month` sums.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from mlbatch import names
+from mlbatch.backends.appdb import schema
 from mlbatch.spec import Resources
 from mlbatch.stages.context import RunContext
 
@@ -68,11 +71,6 @@ def _warehouse_seconds(ctx: RunContext, kind: str) -> float | None:
 
 
 def _published(ctx: RunContext) -> int:
-    from datetime import date
-
-    from sqlalchemy import select
-
-    from mlbatch.backends.appdb import schema
 
     db, p = ctx.env.appdb, schema.publish_log
     if not db.has_table(p.name):

@@ -22,10 +22,13 @@ from typing import Any
 
 import jinja2
 
+from jobs.contract import LOWER_IS_BETTER
 from mlbatch import names
+from mlbatch.reporting import costs
 from mlbatch.reporting.summary import scoring_summary
 from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
+from mlbatch.stages.realized import history
 
 __all__ = ["realized_reports", "scoring_summary", "training_report", "version_report"]
 
@@ -245,8 +248,6 @@ def _fmt(v: float | None) -> str:
 
 def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
     """The version's realized metric per day (table and an SVG plot with intervals)."""
-    from jobs.contract import LOWER_IS_BETTER
-    from mlbatch.stages.realized import history
 
     rows = [r for r in history(ctx.env.appdb, ctx.model, version) if r["n_labelled"] > 0]
     if not rows:
@@ -310,7 +311,6 @@ def _realized(ctx: RunContext, version: str, metrics: dict[str, Any]) -> dict[st
 
 def training_report(ctx: RunContext) -> str:
     """Write ``report.html`` next to the model this run trained; returns its URI."""
-    from mlbatch.reporting import costs
 
     st = ctx.load_state("train", "run the train stage first")
     store = ctx.env.store
@@ -322,7 +322,6 @@ def training_report(ctx: RunContext) -> str:
 def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
     """(Re)write a version's ``report.html``: after its model gate, and after each measurement of
     its realized performance (:mod:`mlbatch.stages.realized`)."""
-    from jobs.contract import LOWER_IS_BETTER
 
     st = {"version": version, "artifact_uri": artifact_uri}
     store, db = ctx.env.store, ctx.env.appdb
@@ -359,7 +358,6 @@ def version_report(ctx: RunContext, version: str, artifact_uri: str) -> str:
 
 def _cost_line(store: Any, prefix: str) -> str:
     """The training run's cost line (mlbatch.reporting.costs), or why there is none."""
-    from mlbatch.reporting import costs
 
     if not store.exists(prefix + "cost.json"):
         return "not recorded (a version trained before runs recorded their cost)"

@@ -12,8 +12,10 @@ from datetime import date
 from typing import Any
 
 from mlbatch import names
+from mlbatch.backends.appdb import schema
 from mlbatch.errors import UsageError
 from mlbatch.stages.context import RUN_STATE, RunContext
+from mlbatch.stages.score import PROFILE_STATE
 
 
 class NoScoredRun(UsageError, LookupError):
@@ -22,7 +24,6 @@ class NoScoredRun(UsageError, LookupError):
 
 def _known_run_ids(ctx: RunContext) -> list[str]:
     """Run ids the day's publish log and summary name (runs that wrote no ``run.json``)."""
-    from mlbatch.backends.appdb import schema
 
     ids: list[str] = []
     store, db = ctx.env.store, ctx.env.appdb
@@ -39,7 +40,6 @@ def _known_run_ids(ctx: RunContext) -> list[str]:
 
 def scored_run(ctx: RunContext) -> str:
     """The id of the run that scored ``ctx``'s day (its predictions passed the prediction gate)."""
-    from mlbatch.stages.score import PROFILE_STATE
 
     store = ctx.env.store
     prefix = names.runs_prefix(ctx.model, ctx.ds)

@@ -14,7 +14,9 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from mlbatch import names
-from mlbatch.backends.appdb import schema
+from mlbatch.backends.appdb import locks, schema
+from mlbatch.backends.appdb import mysql_sql as sql
+from mlbatch.backends.warehouse.redshift import replace_day_statements
 from mlbatch.backends.warehouse.sql import render_spec_query, unload_statement
 from mlbatch.spec import ModelSpec
 from mlbatch.spec.query import Stage
@@ -40,7 +42,6 @@ def _role() -> str:
 def export_statements(spec: ModelSpec, ds: str) -> list[str]:
     """The day's export as ``RedshiftWarehouse.replace_day`` runs it (one Data API batch, one
     transaction: create if missing, delete the day, COPY it in), then the reconciliation count."""
-    from mlbatch.backends.warehouse.redshift import replace_day_statements
 
     table = names.export_table(spec.name)
     day = date.fromisoformat(ds).isoformat()  # validated: the only value pasted into the text
@@ -56,8 +57,6 @@ def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
     are bound). With several load sessions (integer keys), the LOAD runs once per key range, each
     in its own session, from its own object; with ``publish.commit: key_range`` so does the
     upsert, each range in its own transaction, and the log row follows the last one."""
-    from mlbatch.backends.appdb import locks
-    from mlbatch.backends.appdb import mysql_sql as sql
 
     table, day = spec.predictions_table, date.fromisoformat(ds)
     history = schema.history_table(spec.name, spec.entity.type)

@@ -10,9 +10,13 @@ from sqlalchemy import func, select
 from mlbatch import names
 from mlbatch.backends.appdb import schema
 from mlbatch.backends.env import Environment
+from mlbatch.maths.retrain import decide
 from mlbatch.reporting import costs
 from mlbatch.spec import ModelSpec, load_all
 from mlbatch.stages import registry
+from mlbatch.stages.context import RunContext
+from mlbatch.stages.realized import flags, history
+from mlbatch.stages.retrain import inputs
 
 
 def _labels(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
@@ -49,7 +53,6 @@ def _export(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
 
 def _realized(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
     """The newest measured day's realized metric, with its version's offline (held-out) value."""
-    from mlbatch.stages.realized import flags, history
 
     rows = [r for r in history(env.appdb, spec.name) if r["n_labelled"] > 0]
     if not rows:
@@ -73,9 +76,6 @@ def _realized(env: Environment, spec: ModelSpec) -> dict[str, Any] | None:
 
 def _retrain(env: Environment, spec: ModelSpec) -> dict[str, Any]:
     """Would labels or drift start training now, and why (the labels DAG's decision, read live)."""
-    from mlbatch.maths.retrain import decide
-    from mlbatch.stages.context import RunContext
-    from mlbatch.stages.retrain import inputs
 
     ctx = RunContext(env=env, spec=spec, ds=datetime.now(UTC).date().isoformat(), run_id="status")
     found = inputs(ctx)

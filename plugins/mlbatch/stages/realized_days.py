@@ -35,6 +35,8 @@ from mlbatch.labels import sync
 from mlbatch.spec import ModelSpec
 from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
+from mlbatch.stages.labels import snapshot_of
+from mlbatch.stages.score import shard_uris
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,6 @@ def update_day(
 def day_sources(ctx: RunContext, ds: str, run_id: str) -> list[str] | None:
     """The files holding the predictions the publishing run wrote for ``ds``: its shards, else the
     day's export; None when both are gone."""
-    from mlbatch.stages.score import shard_uris
 
     day = replace(ctx, ds=ds, run_id=run_id)
     store = ctx.env.store
@@ -177,7 +178,6 @@ def trained_keys(ctx: RunContext, version: str, cache: dict[str, set[str]]) -> s
     """Keys of the label snapshot ``version`` was trained on (empty when it names none)."""
     if version in cache:
         return cache[version]
-    from mlbatch.stages.labels import snapshot_of
 
     keys: set[str] = set()
     with ctx.env.appdb.connect() as conn:

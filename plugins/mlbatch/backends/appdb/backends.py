@@ -143,6 +143,7 @@ class MySqlBackend(AppDbBackend):
         return stmt.on_duplicate_key_update([(c, func.if_(fresh, new[c], table.c[c])) for c in ordered])
 
     def publisher(self, hook: AppDb, load_from: ObjectStore | None) -> Publisher:
+        # Chosen at run time: a publisher (and its load path) loads only when its backend publishes.
         from mlbatch.backends.appdb.mysql_publish import MySqlPublisher
 
         return MySqlPublisher(hook, load_from=load_from)
@@ -164,6 +165,7 @@ class PostgresBackend(AppDbBackend):
                 f"app DB {redact(hook.url)}: MLBATCH_AURORA_LOAD_FROM_S3=1 is Aurora MySQL's LOAD DATA FROM S3; "
                 "the PostgreSQL publisher streams the day from the worker with COPY FROM STDIN: unset it"
             )
+        # Chosen at run time: a publisher (and its load path) loads only when its backend publishes.
         from mlbatch.backends.appdb.postgres_publish import PostgresPublisher
 
         return PostgresPublisher(hook)

@@ -92,6 +92,7 @@ class IamToken:
     region: str | None = None
 
     def __call__(self) -> str:
+        # Airflow's connection API (about 2 s to import): only an app DB given as a connection id needs it.
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
         hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="rds", region_name=self.region)
@@ -129,6 +130,7 @@ class AppDbSettings:
 
 def from_connection(conn_id: str) -> AppDbSettings:
     """Read the Airflow connection ``conn_id`` (or ``AIRFLOW_CONN_<ID>``) into :class:`AppDbSettings`."""
+    # Airflow's connection API (about 2 s to import): only an app DB given as a connection id needs it.
     from airflow.sdk import BaseHook
 
     try:

@@ -23,18 +23,21 @@ __all__ = ["LAUNCHERS", "JobFailed", "JobId", "JobRequest", "JobResult", "Launch
 # Each factory imports its backend when it is chosen: the Docker SDK and the amazon provider's
 # ECS hooks are heavy, and a worker only ever needs the one MLBATCH_LAUNCHER names.
 def _local(store: ObjectStore, home: Path) -> Launcher:
+    # Chosen at run time: only the launcher MLBATCH_LAUNCHER names loads (with its SDK).
     from mlbatch.backends.launchers.local import LocalProcessLauncher
 
     return LocalProcessLauncher(store, home / "jobs")
 
 
 def _docker(store: ObjectStore, home: Path) -> Launcher:
+    # Chosen at run time: only the launcher MLBATCH_LAUNCHER names loads (with its SDK).
     from mlbatch.backends.launchers.docker import DockerConfig, DockerLauncher
 
     return DockerLauncher(store, DockerConfig.from_env())
 
 
 def _ecs(store: ObjectStore, home: Path) -> Launcher:
+    # Chosen at run time: only the launcher MLBATCH_LAUNCHER names loads (with its SDK).
     from mlbatch.backends.launchers.ecs import EcsConfig, EcsLauncher
 
     return EcsLauncher(store, EcsConfig.from_env())

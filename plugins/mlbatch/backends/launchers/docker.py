@@ -25,6 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import docker
+from docker.errors import APIError, NotFound
+from docker.types import DeviceRequest
+
 from mlbatch.backends.launchers.base import JobFailed, JobRequest, JobResult, Launcher, refuse_secrets, tail_buffer
 from mlbatch.backends.store import ObjectStore
 
@@ -78,8 +82,6 @@ class DockerLauncher(Launcher):
     @property
     def client(self) -> DockerClient:
         if self._client is None:
-            import docker
-
             self._client = (
                 docker.DockerClient(base_url=self.config.base_url) if self.config.base_url else docker.from_env()
             )
@@ -97,7 +99,6 @@ class DockerLauncher(Launcher):
 
     def _existing(self, request: JobRequest) -> Container | None:
         """The job's container if it is still running; an exited one is dealt with and dropped."""
-        from docker.errors import NotFound
 
         name = request.job_id.token
         try:
@@ -151,8 +152,6 @@ class DockerLauncher(Launcher):
         if self.config.network:
             kwargs["network_mode"] = self.config.network
         if request.gpu > 0:
-            from docker.types import DeviceRequest
-
             kwargs["device_requests"] = [DeviceRequest(count=request.gpu, capabilities=[["gpu"]])]
         if self.store.is_local:
             # A file:// store is a folder on this machine: mount it at the same path, and write as
@@ -183,7 +182,6 @@ class DockerLauncher(Launcher):
         return shared.vcpu
 
     def _start(self, request: JobRequest) -> Container:
-        from docker.errors import APIError
 
         kwargs = self.run_kwargs(request)
         log.info("launching %s in container %s from %s", request.module, kwargs["name"], kwargs["image"])
@@ -220,7 +218,6 @@ class DockerLauncher(Launcher):
         """SIGTERM now, SIGKILL after STOP_GRACE_S: each call returns at once (``docker stop``
         blocks for its whole timeout, longer than the 5 s the task supervisor allows on_kill).
         The exited container stays for ``docker logs``; the retry removes it and starts fresh."""
-        from docker.errors import APIError, NotFound
 
         try:
             container = self.client.containers.get(handle)

@@ -30,6 +30,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+
 from mlbatch.backends.deploy_checks import family_base, job_task_definition_family
 from mlbatch.backends.launchers.base import (
     LOG_TAIL_LINES,
@@ -40,6 +43,7 @@ from mlbatch.backends.launchers.base import (
     refuse_secrets,
     tail_buffer,
 )
+from mlbatch.backends.launchers.ecs_trigger import EcsJobDoneTrigger
 from mlbatch.backends.store import ObjectStore
 
 if TYPE_CHECKING:
@@ -153,16 +157,12 @@ class EcsLauncher(Launcher):
     @property
     def ecs(self) -> Any:
         if self._ecs is None:
-            from airflow.providers.amazon.aws.hooks.ecs import EcsHook
-
             self._ecs = EcsHook(aws_conn_id=self.config.aws_conn_id, region_name=self.config.region).conn
         return self._ecs
 
     @property
     def logs(self) -> Any:
         if self._logs is None:
-            from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
-
             self._logs = AwsLogsHook(aws_conn_id=self.config.aws_conn_id, region_name=self.config.region).conn
         return self._logs
 
@@ -283,7 +283,6 @@ class EcsLauncher(Launcher):
     def trigger(self, request: JobRequest, handle: str) -> EcsJobDoneTrigger:
         """The provider's ``TaskDoneTrigger`` (the ``tasks_stopped`` waiter, CloudWatch lines into
         the task log), extended with ``on_kill``: StopTask when a person stops the deferred task."""
-        from mlbatch.backends.launchers.ecs_trigger import EcsJobDoneTrigger
 
         task = self._describe(request, handle)
         group, prefix = self._log_location(task.get("taskDefinitionArn", self.config.family_for(request)))

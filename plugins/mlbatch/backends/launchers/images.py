@@ -36,6 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import certifi
+import docker
+from docker.errors import ImageNotFound
+
 from mlbatch.errors import StageFailed
 from mlbatch.spec import REPO_ROOT
 
@@ -123,7 +127,6 @@ def ca_bundle() -> Path:
     for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"), DEFAULT_CA):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
-    import certifi
 
     return Path(certifi.where())
 
@@ -197,7 +200,6 @@ def build_image(
         base_id = found
     digest = content_hash(kind, build_args, base_id, wheel)
     tag = f"{repository or f'mlbatch/{kind}'}:{digest}"
-    from docker.errors import ImageNotFound
 
     try:
         image = client.images.get(tag)
@@ -263,7 +265,6 @@ def push_image(client: DockerClient, image: BuiltImage, registry: str) -> Pushed
 
 
 def main(argv: list[str] | None = None) -> int:
-    import docker
 
     parser = argparse.ArgumentParser(
         prog="python -m mlbatch.backends.launchers.images", description=__doc__.split("\n")[0]

@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 # Each factory imports its backend when it is chosen: DuckDB and sqlglot (the embedded side) and
 # the amazon provider's Redshift Data API hook are heavy, and a process needs only one of them.
 def _duckdb(url: str) -> Warehouse:
+    # Chosen at run time: only the warehouse MLBATCH_WAREHOUSE names loads (with its SDK).
     from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse
 
     return DuckDBWarehouse.from_url(url)
 
 
 def _redshift(url: str) -> Warehouse:
+    # Chosen at run time: only the warehouse MLBATCH_WAREHOUSE names loads (with its SDK).
     from mlbatch.backends.warehouse.redshift import RedshiftWarehouse
 
     return RedshiftWarehouse.from_url(url)

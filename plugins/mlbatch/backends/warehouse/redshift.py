@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from mlbatch.backends.store import ObjectStore, StoreError, filesystem_for
 from mlbatch.backends.warehouse.base import check_unload_prefix
 from mlbatch.backends.warehouse.errors import RedshiftStatementError, UnloadError
@@ -113,6 +116,7 @@ class RedshiftWarehouse:
     @property
     def hook(self) -> RedshiftDataHook:
         if self._hook is None:
+            # The amazon provider (about 1.5 s to import): `mlbatch sql` imports this module for its SQL only.
             from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
 
             self._hook = RedshiftDataHook(aws_conn_id=self.conn_id)
@@ -164,6 +168,7 @@ class RedshiftWarehouse:
 
     def trigger(self, statement_id: str) -> Any:
         """The provider's RedshiftDataTrigger: polls in the triggerer, cancels the statement on kill."""
+        # The amazon provider (about 1.5 s to import): `mlbatch sql` imports this module for its SQL only.
         from airflow.providers.amazon.aws.triggers.redshift_data import RedshiftDataTrigger
 
         return RedshiftDataTrigger(
@@ -324,8 +329,6 @@ class RedshiftWarehouse:
                 f"day's files (COPY would load them too) or lacks {sorted(set(uris) - present)}"
             )
         fs, path = filesystem_for(uris[0])
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         with fs.open_input_file(path) as f:
             key_type = pq.read_schema(f).field("entity_key").type

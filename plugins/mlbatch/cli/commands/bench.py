@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mlbatch.cli.commands.demo import import_devtools
 from mlbatch.cli.common import err, out
 
 
@@ -21,7 +22,6 @@ def bench(
     naive: Annotated[bool, typer.Option(help="Also run the naive path (slow: DataFrame.to_sql).")] = True,
 ) -> None:
     """Read → predict → gate → publish → export against a MariaDB started here; components alone."""
-    from mlbatch.cli.commands.demo import import_devtools  # here: commands import each other only lazily
 
     run = import_devtools("bench", "bench").run
     result = run(rows, naive=naive, log=(lambda m: err.print(m, highlight=False)) if not as_json else lambda m: None)

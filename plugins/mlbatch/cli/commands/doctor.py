@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from mlbatch.backends.embedded import airflow_environment
 from mlbatch.backends.env import Environment
 from mlbatch.cli.common import configure_logging, load_spec_or_exit, out
 from mlbatch.errors import EXIT_GATE
@@ -46,10 +47,11 @@ def doctor(
     env = Environment.from_env()
     if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") and env.appdb_url.startswith("sqlite"):
         # The embedded stack: read the Airflow DB `mlbatch demo` uses (before Airflow is imported).
-        from mlbatch.backends.embedded import airflow_environment
 
         os.environ.update(airflow_environment(env))
     specs = [load_spec_or_exit(model, env)] if model else load_all(env.specs_dir)  # SpecError: exit 2
+
+    # The checks load Airflow and the amazon provider (about 2 s): only `mlbatch doctor` pays for them.
     from mlbatch.cli.doctor import run_checks
 
     checks = run_checks(env, specs)

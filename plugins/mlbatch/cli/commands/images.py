@@ -14,9 +14,19 @@ import logging
 import sys
 from typing import Annotated, Any
 
+import docker
 import typer
+from docker.errors import DockerException
 
-from mlbatch.backends.launchers.images import JOB_KINDS, KINDS, TORCH_MODES, BuiltImage, ImageBuildError
+from mlbatch.backends.launchers.images import (
+    JOB_KINDS,
+    KINDS,
+    TORCH_MODES,
+    BuiltImage,
+    ImageBuildError,
+    build_image,
+    push_image,
+)
 from mlbatch.cli.common import out
 from mlbatch.errors import StageFailed, UsageError
 
@@ -56,7 +66,6 @@ def _check(kinds: list[str] | None, torch: str) -> list[str]:
 
 
 def _client() -> Any:
-    import docker
 
     try:
         client = docker.from_env(timeout=600)
@@ -67,9 +76,6 @@ def _client() -> Any:
 
 
 def _build_all(client: Any, kinds: list[str], base_image: str | None, torch: str) -> list[BuiltImage]:
-    from docker.errors import DockerException
-
-    from mlbatch.backends.launchers.images import build_image
 
     built = []
     for kind in kinds:
@@ -129,9 +135,6 @@ def push(
     verbose: VerboseOpt = False,
 ) -> None:
     """Build what is missing, push to REGISTRY as <registry>/mlbatch/<kind>:<hash>, print each by digest."""
-    from docker.errors import DockerException
-
-    from mlbatch.backends.launchers.images import push_image
 
     configure_logging(verbose)
     chosen = _check(kinds, torch)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mlbatch.backends.env import Environment
-from mlbatch.cli.common import load_spec_or_exit, out, run_step, usage_errors
+from mlbatch.cli.common import configure_logging, load_spec_or_exit, out, run_step, usage_errors
 from mlbatch.cli.steps import steps
 from mlbatch.errors import EXIT_GATE
+from mlbatch.labels.check import read_csv
+from mlbatch.labels.grid import SheetData
+from mlbatch.stages.context import RunContext
+from mlbatch.stages.labels import check, preview
 
 if TYPE_CHECKING:
     from mlbatch.stages.context import RunContext
@@ -31,9 +36,6 @@ def labels_check(
     max_invalid_fraction: Annotated[float | None, typer.Option(help="Override the spec's threshold.")] = None,
 ) -> None:
     """Check a sheet export against the spec without touching any database (exit 1 if blocked)."""
-    from mlbatch.labels.check import read_csv
-    from mlbatch.labels.grid import SheetData
-    from mlbatch.stages.labels import check
 
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
@@ -66,10 +68,6 @@ def labels_sync(
     run id cli-sync__<UTC time>; verdicts go back to the sheet, and a changed sync writes its
     snapshot (the Airflow asset event is the DAG's to emit).
     """
-    from datetime import UTC, datetime
-
-    from mlbatch.cli.common import configure_logging
-    from mlbatch.stages.context import RunContext
 
     if verbose:  # else warnings reach stderr through logging's last-resort handler
         configure_logging(verbose)
@@ -91,7 +89,6 @@ def labels_sync(
 
 def _sync_dry_run(ctx: RunContext, limit: int, as_json: bool) -> None:
     """``labels sync --dry-run``: the diff the sync would apply; exit 1 if its gate would block."""
-    from mlbatch.stages.labels import preview
 
     plan = preview(ctx, limit=limit)
     if as_json:

@@ -16,8 +16,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from mlbatch.backends.appdb import schema
 from mlbatch.backends.env import Environment
 from mlbatch.cli.common import load_spec_or_exit, out
+from mlbatch.stages import registry
 
 models_app = typer.Typer(help="List, approve, reject, promote and roll back a model's versions.", no_args_is_help=True)
 
@@ -57,8 +59,6 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Every registered version of the model, oldest first, with its status and gate metric."""
-    from mlbatch.backends.appdb import schema
-    from mlbatch.stages import registry
 
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
@@ -87,7 +87,6 @@ def models_promote(
     force: Annotated[bool, typer.Option("--force", help="Promote even a version the gate rejected.")] = False,
 ) -> None:
     """Put VERSION in production by hand; the current production version is retired."""
-    from mlbatch.stages import registry
 
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
@@ -102,7 +101,6 @@ def models_rollback(
     reason: Annotated[str, typer.Option(help="Why (stored with the version).")] = "",
 ) -> None:
     """Re-promote the most recently retired version; the current production version is retired."""
-    from mlbatch.stages import registry
 
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)
@@ -113,7 +111,6 @@ def models_rollback(
 
 
 def _decide(spec: str, version: str, comment: str, *, approved: bool) -> None:
-    from mlbatch.stages import registry
 
     env = Environment.from_env()
     model = load_spec_or_exit(spec, env)

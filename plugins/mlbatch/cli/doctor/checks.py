@@ -20,14 +20,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from airflow.models.pool import Pool
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from airflow.sdk import BaseHook
+
+from mlbatch.airflow.pools import GPU_POOL, POOLS, counts_deferred, shared_pools_on
 from mlbatch.backends.env import Environment
+from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse
+from mlbatch.backends.warehouse.redshift import RedshiftConfig, RedshiftWarehouse
 from mlbatch.cli.doctor.check import Check, describe_error
+from mlbatch.cli.doctor.redshift import check_redshift_access
 from mlbatch.spec import ModelSpec, SheetSource
-
-if TYPE_CHECKING:
-    from mlbatch.backends.warehouse.redshift import RedshiftConfig, RedshiftWarehouse
 
 PROBE_PREFIX = "_mlbatch_doctor/"
 SHEETS_KEY_ENV = "MLBATCH_SHEETS_SERVICE_ACCOUNT_JSON"  # mlbatch.labels.sheets.ENV_KEY_JSON (a test keeps them equal)
@@ -56,7 +61,6 @@ def named_connections(env: Environment, specs: Iterable[ModelSpec]) -> dict[str,
 
 
 def check_connections(env: Environment, specs: list[ModelSpec]) -> Check:
-    from airflow.sdk import BaseHook
 
     names = named_connections(env, specs)
     if not names:
@@ -83,8 +87,6 @@ def check_connections(env: Environment, specs: list[ModelSpec]) -> Check:
 def check_warehouse(env: Environment, redshift_client: Any = None, specs: list[ModelSpec] | None = None) -> list[Check]:
     if env.warehouse_url.startswith("duckdb://"):
         try:
-            from mlbatch.backends.warehouse.duckdb_warehouse import DuckDBWarehouse
-
             duck = env.warehouse  # opening it may fail too: reported like the query
             assert isinstance(duck, DuckDBWarehouse)  # what get_warehouse makes of a duckdb:// URL
             value = duck.query("select 1")[0][0]
@@ -102,7 +104,6 @@ def check_warehouse(env: Environment, redshift_client: Any = None, specs: list[M
 
 
 def _check_redshift(env: Environment, client: Any, specs: list[ModelSpec]) -> list[Check]:
-    from mlbatch.backends.warehouse.redshift import RedshiftWarehouse
 
     wh = env.warehouse
     assert isinstance(wh, RedshiftWarehouse)  # get_warehouse: every URL but duckdb:// is redshift://
@@ -122,7 +123,6 @@ def _check_redshift(env: Environment, client: Any, specs: list[ModelSpec]) -> li
     target = config.cluster_identifier or f"workgroup {config.workgroup_name}"
     first = Check("warehouse", "ok" if str(value) == "1" else "FAIL", f"Redshift {target} answers select 1")
     checks = [first, _check_redshift_role(config, client or _redshift_client(wh, config))]
-    from mlbatch.cli.doctor.redshift import check_redshift_access
 
     # The probes are short statements: poll for them every second, not at the stages' pace.
     wh.poll_interval = min(wh.poll_interval, 1.0)
@@ -130,7 +130,6 @@ def _check_redshift(env: Environment, client: Any, specs: list[ModelSpec]) -> li
 
 
 def _redshift_client(wh: RedshiftWarehouse, config: RedshiftConfig) -> Any:  # a boto3 client
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     kind = "redshift" if config.cluster_identifier else "redshift-serverless"
     return AwsBaseHook(aws_conn_id=wh.conn_id, client_type=kind).conn
@@ -187,7 +186,6 @@ class PoolInfo(Protocol):
 def check_gpu_pool(
     specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], PoolInfo | None] | None = None
 ) -> Check:
-    from mlbatch.airflow.pools import GPU_POOL
 
     needed = max((r.gpu for s in specs for r in (s.train.resources, s.score.resources)), default=0)
     if needed == 0:
@@ -201,7 +199,6 @@ def check_pools(
     specs: list[ModelSpec], launcher_kind: str = "local", get_pool: Callable[[str], PoolInfo | None] | None = None
 ) -> list[Check]:
     """The GPU pool, and the shared servers' pools the DAGs' tasks take (mlbatch.airflow.pools)."""
-    from mlbatch.airflow.pools import POOLS, shared_pools_on
 
     checks = [check_gpu_pool(specs, launcher_kind, get_pool)]
     if shared_pools_on():
@@ -215,7 +212,6 @@ def _pool_check(
     label: str, name: str, launcher_kind: str, get_pool: Callable[[str], PoolInfo | None] | None, least: int, what: str
 ) -> Check:
     """One pool: it exists, has at least ``least`` slots, and counts deferred tasks when it should."""
-    from mlbatch.airflow.pools import counts_deferred
 
     fix = "python -m mlbatch.airflow.pools (runs `airflow pools set`; --json: the REST API's upsert)"
     try:
@@ -250,7 +246,6 @@ def _pool_check(
 
 
 def _airflow_pool(name: str) -> PoolInfo | None:
-    from airflow.models.pool import Pool
 
     return Pool.get_pool(name)
 

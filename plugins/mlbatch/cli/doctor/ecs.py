@@ -12,7 +12,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+
+from mlbatch.backends.deploy_checks import FARGATE_PROVIDERS, compatibility_for, placement_warnings
 from mlbatch.backends.env import Environment
+from mlbatch.backends.launchers.base import JobId, JobRequest
+from mlbatch.backends.launchers.ecs import EcsConfig
 from mlbatch.cli.doctor.check import Check, describe_error
 from mlbatch.spec import ModelSpec
 
@@ -25,7 +30,6 @@ JOB_KINDS = ("train", "score")
 
 def job_family(config: EcsConfig, spec: ModelSpec, kind: str) -> str:
     """The family the ECS launcher runs for ``spec``'s ``kind`` job (``train`` or ``score``)."""
-    from mlbatch.backends.launchers.base import JobId, JobRequest
 
     resources = getattr(spec, kind).resources
     request = JobRequest(
@@ -41,7 +45,6 @@ def job_family(config: EcsConfig, spec: ModelSpec, kind: str) -> str:
 
 def job_compatibility(config: EcsConfig, spec: ModelSpec, kind: str) -> str:
     """``EC2`` or ``FARGATE``: the ``requiresCompatibilities`` the job's capacity provider needs."""
-    from mlbatch.backends.deploy_checks import compatibility_for
 
     gpu = getattr(spec, kind).resources.gpu
     provider = config.gpu_capacity_provider if gpu > 0 else config.cpu_capacity_provider
@@ -51,7 +54,6 @@ def job_compatibility(config: EcsConfig, spec: ModelSpec, kind: str) -> str:
 def check_ecs(env: Environment, ecs_client: Any = None, specs: list[ModelSpec] | None = None) -> list[Check]:
     if env.launcher_kind != "ecs":
         return [Check("ECS", "skip", f"launcher is {env.launcher_kind!r}, not ecs")]
-    from mlbatch.backends.launchers.ecs import EcsConfig
 
     try:
         config = EcsConfig.from_env()
@@ -71,7 +73,6 @@ def check_ecs(env: Environment, ecs_client: Any = None, specs: list[ModelSpec] |
 
 
 def _ecs_client(config: EcsConfig) -> Any:
-    from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 
     return EcsHook(aws_conn_id=config.aws_conn_id, region_name=config.region).conn
 
@@ -129,7 +130,6 @@ def _task_definition_check(client: Any, config: EcsConfig, spec: ModelSpec, kind
 
 def placement_checks(config: EcsConfig, specs: list[ModelSpec]) -> list[Check]:
     """One line per spec: ``warn`` naming the job, its size and the instance types it does not fit."""
-    from mlbatch.backends.deploy_checks import FARGATE_PROVIDERS, placement_warnings
 
     names = [n.strip() for n in os.environ.get(INSTANCE_TYPES_ENV, "").split(",") if n.strip()]
     if not names:

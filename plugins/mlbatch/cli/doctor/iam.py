@@ -25,8 +25,14 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
 from mlbatch.backends.env import Environment
+from mlbatch.backends.launchers.ecs import EcsConfig
+from mlbatch.backends.store import aws_conn_id
+from mlbatch.backends.warehouse.redshift import RedshiftWarehouse
 from mlbatch.cli.doctor.check import Check, describe_error
+from mlbatch.cli.doctor.ecs import JOB_KINDS, job_family
 from mlbatch.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -69,9 +75,6 @@ _SIMULATE_FIX = (
 
 
 def _clients() -> dict[str, Any]:
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-    from mlbatch.backends.store import aws_conn_id
 
     conn_id = aws_conn_id() or os.environ.get("MLBATCH_AWS_CONN_ID") or "aws_default"
     region = os.environ.get("MLBATCH_AWS_REGION") or None
@@ -97,7 +100,6 @@ def _s3_probes(env: Environment, principal: str) -> list[Probe]:
 def _redshift_probes(env: Environment, principal: str, sts: Any) -> list[Probe]:
     if not env.warehouse_url.startswith("redshift://"):
         return []
-    from mlbatch.backends.warehouse.redshift import RedshiftWarehouse
 
     wh = env.warehouse
     assert isinstance(wh, RedshiftWarehouse)  # what get_warehouse makes of a redshift:// URL
@@ -121,8 +123,6 @@ def _redshift_probes(env: Environment, principal: str, sts: Any) -> list[Probe]:
 def _ecs_probes(env: Environment, ecs: Any, specs: list[ModelSpec]) -> list[Probe]:
     if env.launcher_kind != "ecs":
         return []
-    from mlbatch.backends.launchers.ecs import EcsConfig
-    from mlbatch.cli.doctor.ecs import JOB_KINDS, job_family
 
     try:
         config = EcsConfig.from_env()

@@ -17,6 +17,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import sqlglot
+from sqlglot import exp
+
+from mlbatch.backends.warehouse.sql import render_spec_query, strip_comments
 from mlbatch.cli.doctor.check import Check, describe_error
 from mlbatch.names import EXPORT_SCHEMA
 from mlbatch.spec import ModelSpec
@@ -30,10 +34,6 @@ STAGES: tuple[Stage, ...] = ("training", "scoring")
 
 def source_tables(query: str) -> set[tuple[str, str]]:
     """(schema, table) of every table a query reads; unqualified tables are in ``public``."""
-    import sqlglot
-    from sqlglot import exp
-
-    from mlbatch.backends.warehouse.sql import strip_comments
 
     parsed = sqlglot.parse_one(strip_comments(query), read="redshift")
     ctes = {cte.alias_or_name.lower() for cte in parsed.find_all(exp.CTE)}
@@ -47,7 +47,6 @@ def source_tables(query: str) -> set[tuple[str, str]]:
 
 def check_redshift_access(wh: RedshiftWarehouse, specs: list[ModelSpec], ds: str | None = None) -> list[Check]:
     """Every probe's result; ``wh`` is the environment's RedshiftWarehouse."""
-    from mlbatch.backends.warehouse.sql import render_spec_query
 
     day = ds or datetime.now(UTC).date().isoformat()
     try:
@@ -82,7 +81,6 @@ def _grantee(user: str) -> str:
 
 
 def _explain(wh: RedshiftWarehouse, model: str, stage: str, query: str, user: str) -> Check:
-    from mlbatch.backends.warehouse.sql import strip_comments
 
     boundary = f"SQL {model} {stage}"
     try:

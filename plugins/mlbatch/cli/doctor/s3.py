@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from mlbatch import names
 from mlbatch.backends.env import Environment
+from mlbatch.backends.store import s3_client
 from mlbatch.cli.doctor.check import Check, describe_error
 from mlbatch.cli.doctor.checks import PROBE_PREFIX
 from mlbatch.spec import ModelSpec
@@ -71,8 +72,6 @@ def _root_check(env: Environment) -> Check:
         if store.is_local:
             store.list("")
         else:
-            from mlbatch.backends.store import s3_client
-
             parsed = urlparse(store.root)
             s3_client().list_objects_v2(Bucket=parsed.netloc, Prefix=parsed.path.strip("/") + "/", MaxKeys=1)
     except Exception as exc:  # noqa: BLE001
@@ -111,7 +110,6 @@ def _probe(env: Environment, folder: str, notes: list[str]) -> tuple[str, str] |
 
 def _tag(env: Environment, key: str) -> str:
     """Tag the probe object for the lifecycle rule; "" when tagged, else a note naming the permission."""
-    from mlbatch.backends.store import s3_client
 
     parsed = urlparse(env.store.uri(key))
     try:
@@ -132,7 +130,6 @@ def _delete(env: Environment, key: str, folder: str) -> None:
     if store.is_local:
         store.delete_prefix(folder.rstrip("/"))
         return
-    from mlbatch.backends.store import s3_client
 
     # boto3, not pyarrow: pyarrow's delete re-creates an empty "directory" marker for the parent
     # (``<prefix><model>/``) to keep its folder alive, and the probe must leave nothing behind.

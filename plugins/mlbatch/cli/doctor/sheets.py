@@ -16,7 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gspread.utils import absolute_range_name, rowcol_to_a1
+
 from mlbatch.cli.doctor.check import Check, describe_error
+from mlbatch.labels import sheets as sheets_mod
+from mlbatch.labels.grid import find_column
 from mlbatch.spec import ModelSpec, SheetSource
 
 if TYPE_CHECKING:
@@ -30,7 +34,6 @@ def check_sheets(specs: list[ModelSpec], open_client: Callable[[str], Client] | 
     sheets = [(spec, source) for spec in specs if isinstance(source := spec.labels.source, SheetSource)]
     if not sheets:
         return [Check("label sheet", "skip", "no spec reads a Google Sheet (CSV files)")]
-    from mlbatch.labels import sheets as sheets_mod
 
     opener = open_client or sheets_mod.open_client
     return [_sheet_check(spec, source, opener, sheets_mod.service_account_info) for spec, source in sheets]
@@ -83,7 +86,6 @@ def _sheet_check(
 
 def _probe_cell(header: list[str], column: str, grid_columns: int, key_column: str) -> tuple[int, str] | None:
     """(0-based column, its current text) of the header cell the probe rewrites unchanged."""
-    from mlbatch.labels.grid import find_column
 
     idx = find_column(header, column)
     if idx is not None:
@@ -97,7 +99,6 @@ def _probe_cell(header: list[str], column: str, grid_columns: int, key_column: s
 
 
 def _write_probe(client: Client, source: SheetSource, spec: ModelSpec, grid: int, email: str, opened: str) -> Check:
-    from gspread.utils import absolute_range_name, rowcol_to_a1
 
     boundary, column = f"sheet {spec.name}", str(spec.labels.write_back)
     http = client.http_client
