@@ -16,49 +16,61 @@ import grimp
 PACKAGE = "mlbatch"
 
 
-def strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
-    """Tarjan's algorithm, iterative (no recursion limit on a deep graph): the sets of two or more."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    counter = 0
-    for root in graph:
-        if root in index:
-            continue
-        work = [(root, iter(graph[root]))]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
+class _Tarjan:
+    """Tarjan's algorithm, iterative (no recursion limit on a deep graph)."""
+
+    def __init__(self, graph: dict[str, list[str]]):
+        self.graph = graph
+        self.index: dict[str, int] = {}
+        self.low: dict[str, int] = {}
+        self.stack: list[str] = []
+        self.on_stack: set[str] = set()
+        self.found: list[list[str]] = []
+
+    def _visit(self, node: str) -> None:
+        self.index[node] = self.low[node] = len(self.index)
+        self.stack.append(node)
+        self.on_stack.add(node)
+
+    def _close(self, node: str) -> None:
+        """``node`` is the root of a component: pop it off the stack; keep it if it is a cycle."""
+        members = []
+        while True:
+            member = self.stack.pop()
+            self.on_stack.discard(member)
+            members.append(member)
+            if member == node:
+                break
+        if len(members) > 1:
+            self.found.append(sorted(members))
+
+    def run(self, root: str) -> None:
+        self._visit(root)
+        work = [(root, iter(self.graph[root]))]
         while work:
             node, children = work[-1]
             child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(graph[child])))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                members = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    members.append(member)
-                    if member == node:
-                        break
-                if len(members) > 1:
-                    found.append(sorted(members))
-    return found
+            if child is None:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    self.low[parent] = min(self.low[parent], self.low[node])
+                if self.low[node] == self.index[node]:
+                    self._close(node)
+            elif child not in self.index:
+                self._visit(child)
+                work.append((child, iter(self.graph[child])))
+            elif child in self.on_stack:
+                self.low[node] = min(self.low[node], self.index[child])
+
+
+def strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
+    """The sets of two or more modules that import each other, directly or not."""
+    tarjan = _Tarjan(graph)
+    for root in graph:
+        if root not in tarjan.index:
+            tarjan.run(root)
+    return tarjan.found
 
 
 def main() -> int:
