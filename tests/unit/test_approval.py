@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from mlbatch.airflow import operators
+from mlbatch.airflow import approval
 from mlbatch.airflow.approval import PromotionApprovalOperator
 from mlbatch.backends.env import Environment
 from mlbatch.spec import load_spec
@@ -61,7 +61,7 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
     _register(env.appdb, "v1", 0.80, "production")
     _register(env.appdb, "v2", 0.83, "pending_approval")
     run.save_state("train", {"version": "v2", "artifact_uri": f"file:///models/{MODEL}/v2/", "reused": False})
-    monkeypatch.setattr(operators, "run_context", lambda spec_path, context: run)
+    monkeypatch.setattr(approval, "run_context", lambda spec_path, context: run)
     return run
 
 
