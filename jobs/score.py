@@ -16,7 +16,6 @@ Exit codes: 0 done (or already done); 2 bad input (stderr names it); 1 a crash.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import date
@@ -27,14 +26,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs import io
+from jobs import entrypoint, io
 from jobs.contract import ConfigError, ModelMeta
+from jobs.entrypoint import run_once
 from jobs.families.columns import size_thread_pools
 from jobs.io import JobInputError
 
 
 def log(msg: str) -> None:
-    print(f"score: {msg}", file=sys.stderr, flush=True)
+    entrypoint.log("score", msg)
 
 
 def check_columns(source: str, schema: pa.Schema, key: str, expected: list[str], model: str) -> None:
@@ -200,13 +200,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    marker = args.output + "._SUCCESS"
-    try:
-        if io.exists(marker):
-            log(f"{marker} exists: this shard is complete; not rescoring")
-            print(json.dumps({"status": "already_done", "output": args.output, "marker": io.read_json(marker)}))
-            return 0
-        summary = score(
+    return run_once(
+        "score",
+        args.output,
+        args.output + "._SUCCESS",
+        lambda: score(
             args.model,
             args.features,
             args.output,
@@ -215,12 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             args.shard,
             args.shards,
             args.batch_size,
-        )
-    except JobInputError as exc:
-        print(f"score: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+        ),
+        complete="this shard is complete; not rescoring",
+    )
 
 
 if __name__ == "__main__":

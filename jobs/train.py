@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
@@ -35,10 +34,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs import importance, io
+from jobs import entrypoint, importance, io
 from jobs.checkpoint import FOLDER as CHECKPOINT_FOLDER
 from jobs.checkpoint import PARAM, Checkpointer, Window, fingerprint, save_on_sigterm
 from jobs.contract import ConfigError, TrainConfig
+from jobs.entrypoint import run_once
 from jobs.families.columns import size_thread_pools
 from jobs.io import JobInputError
 
@@ -63,7 +63,7 @@ def provenance() -> dict[str, str | None]:
 
 
 def log(msg: str) -> None:
-    print(f"train: {msg}", file=sys.stderr, flush=True)
+    entrypoint.log("train", msg)
 
 
 def load_config(uri: str) -> TrainConfig:
@@ -367,20 +367,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.output if args.output.endswith("/") else args.output + "/"
-    marker = io.join_uri(out, "_SUCCESS")
-    try:
-        if io.exists(marker):
-            log(f"{marker} exists: this model version is complete; not retraining")
-            io.delete_folder(io.join_uri(out, CHECKPOINT_FOLDER))  # a kill between marker and removal left it
-            print(json.dumps({"status": "already_done", "output": out, "marker": io.read_json(marker)}))
-            return 0
+
+    def work() -> dict[str, Any]:
         save_on_sigterm()  # a Spot interruption's notice: checkpoint at the next step end, exit 143
-        summary = train(args.config, args.features, args.labels, out)
-    except JobInputError as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+        return train(args.config, args.features, args.labels, out)
+
+    return run_once(
+        "train",
+        out,
+        io.join_uri(out, "_SUCCESS"),
+        work,
+        complete="this model version is complete; not retraining",
+        tidy=lambda: io.delete_folder(io.join_uri(out, CHECKPOINT_FOLDER)),  # a kill between marker and removal
+    )
 
 
 if __name__ == "__main__":

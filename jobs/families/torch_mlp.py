@@ -19,10 +19,8 @@ from torch import nn
 from jobs.checkpoint import Checkpointer
 from jobs.families import torch_common as tc
 from jobs.families.tabular import TabularEncoder
-from jobs.io import JobInputError, join_uri, read_json, write_json
+from jobs.families.torch_base import TorchFamily
 
-MODEL_FILE = "model.pt"
-PREPROCESSING_FILE = "preprocessing.json"
 DEFAULTS: dict[str, Any] = {
     **tc.TRAIN_DEFAULTS,
     "hidden": [128, 64],
@@ -64,18 +62,12 @@ def _batch_fn(x_num: np.ndarray, x_cat: np.ndarray) -> tc.BatchFn:
     return lambda idx: (num[idx], cat[idx])
 
 
-class TorchMLPFamily:
+class TorchMLPFamily(TorchFamily[MLP]):
     name = "torch_mlp"
+    defaults = DEFAULTS
 
-    def __init__(self, model: MLP, encoder: TabularEncoder, meta: dict[str, Any], device: torch.device):
-        self.model = model
-        self.encoder = encoder
-        self.meta = meta
-        self.classes: list[str] = meta["classes"]
-        self.precision = tc.Precision.choose(device, bool(meta["params"].get("amp", True)))
-
-    @staticmethod
-    def _build(meta: dict[str, Any], encoder: TabularEncoder) -> MLP:
+    @classmethod
+    def _build(cls, meta: dict[str, Any], encoder: TabularEncoder) -> MLP:
         p = meta["params"]
         return MLP(
             encoder.n_numeric,
@@ -85,6 +77,9 @@ class TorchMLPFamily:
             len(meta["classes"]),
             int(p["max_embedding_dim"]),
         )
+
+    def _batches(self, data: pa.Table | pa.RecordBatch) -> tc.BatchFn:
+        return _batch_fn(self.encoder.numeric_matrix(data), self.encoder.category_codes(data))
 
     @classmethod
     def fit(
@@ -101,10 +96,7 @@ class TorchMLPFamily:
         checkpoint: Checkpointer | None = None,
     ) -> TorchMLPFamily:
         del metric  # early stopping watches the validation loss; the gate judges the metric
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise JobInputError(f"torch_mlp: unknown params {unknown}; known: {sorted(DEFAULTS)}")
-        p = {**DEFAULTS, **params}
+        p = cls._params(params)
         device = tc.detect_device()
         tc.seed_everything(seed, device, int(p["threads"]))
         encoder = TabularEncoder.fit(train, family=cls.name, max_categories=int(p["max_categories"]))
@@ -134,53 +126,4 @@ class TorchMLPFamily:
             precision=precision,
             checkpoint=checkpoint,
         )
-        p.update(result.schedule)  # the derived batch size and budgets: what the model was trained with
-        meta.update(
-            {
-                "best_iteration": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                "best_valid_loss": result.best_valid_loss,
-                "history": result.history,
-                "device_trained": str(device),
-                "precision_trained": precision.name,
-            }
-        )
-        return cls(model, encoder, meta, device)
-
-    def predict_proba(self, data: pa.Table | pa.RecordBatch) -> np.ndarray:
-        if data.num_rows == 0:
-            return np.empty((0, len(self.classes)), dtype=np.float64)
-        fn = _batch_fn(self.encoder.numeric_matrix(data), self.encoder.category_codes(data))
-        bs = int(self.meta["params"]["predict_batch_size"])
-        return tc.predict_proba(self.model, fn, data.num_rows, bs, self.precision)
-
-    def check_schema(self, schema: pa.Schema, source: str) -> None:
-        self.encoder.check_schema(schema, source)
-
-    @property
-    def effective_params(self) -> dict[str, Any]:
-        return dict(self.meta["params"])
-
-    @property
-    def library_versions(self) -> dict[str, str]:
-        return tc.library_versions()
-
-    def save(self, prefix: str) -> dict[str, Any]:
-        tc.save_state(self.model, join_uri(prefix, MODEL_FILE))
-        write_json(join_uri(prefix, PREPROCESSING_FILE), self.encoder.to_json())
-        return {
-            **self.meta,
-            "model_file": MODEL_FILE,
-            "preprocessing_file": PREPROCESSING_FILE,
-            **tc.library_versions(),
-        }
-
-    @classmethod
-    def load(cls, prefix: str, meta: dict[str, Any]) -> TorchMLPFamily:
-        device = tc.detect_device()
-        torch.set_num_threads(tc.scoring_threads())
-        encoder = TabularEncoder.from_json(
-            read_json(join_uri(prefix, meta.get("preprocessing_file", PREPROCESSING_FILE)))
-        )
-        model = tc.load_state(cls._build(meta, encoder), prefix, meta.get("model_file", MODEL_FILE), device)
-        return cls(model, encoder, meta, device)
+        return cls._fitted(model, encoder, meta, result, device, precision)

@@ -28,10 +28,9 @@ from jobs.checkpoint import Checkpointer
 from jobs.families import torch_common as tc
 from jobs.families.columns import as_strings
 from jobs.families.tabular import TabularEncoder
-from jobs.io import JobInputError, join_uri, read_json, write_json
+from jobs.families.torch_base import TorchFamily
+from jobs.io import JobInputError
 
-MODEL_FILE = "model.pt"
-PREPROCESSING_FILE = "preprocessing.json"
 DEFAULTS: dict[str, Any] = {
     # batch size, epoch budget and patience: derived from the table, as for torch_mlp (fixed 256 /
     # 20 / 2 ended every run of the benchmark's 1,977-row corpus at epoch 20, still improving)
@@ -144,19 +143,16 @@ class _Encoded:
         return torch.from_numpy(self.ids[pos]), torch.from_numpy(begins), torch.from_numpy(self.x_num[idx])
 
 
-class TorchTextFamily:
+class TorchTextFamily(TorchFamily[TextClassifier]):
     name = "torch_text"
+    defaults = DEFAULTS
 
     def __init__(self, model: TextClassifier, encoder: TabularEncoder, meta: dict[str, Any], device: torch.device):
-        self.model = model
-        self.encoder = encoder
-        self.meta = meta
+        super().__init__(model, encoder, meta, device)
         self.prep: dict[str, Any] = meta["text"]
-        self.classes: list[str] = meta["classes"]
-        self.precision = tc.Precision.choose(device, bool(meta["params"].get("amp", True)))
 
-    @staticmethod
-    def _build(meta: dict[str, Any], encoder: TabularEncoder) -> TextClassifier:
+    @classmethod
+    def _build(cls, meta: dict[str, Any], encoder: TabularEncoder) -> TextClassifier:
         p = meta["params"]
         return TextClassifier(
             int(p["buckets"]),
@@ -167,6 +163,16 @@ class TorchTextFamily:
             len(meta["classes"]),
             bool(p["sparse"]),
         )
+
+    def _preprocessing(self) -> dict[str, Any]:
+        return {"numeric": self.encoder.to_json(), "text": self.prep}
+
+    @classmethod
+    def _restore(cls, prep: dict[str, Any], meta: dict[str, Any]) -> tuple[TabularEncoder, dict[str, Any]]:
+        return TabularEncoder.from_json(prep["numeric"]), {**meta, "text": prep["text"]}
+
+    def _batches(self, data: pa.Table | pa.RecordBatch) -> tc.BatchFn:
+        return _Encoded(data, self.encoder, self.prep).batch
 
     @classmethod
     def fit(
@@ -183,10 +189,7 @@ class TorchTextFamily:
         checkpoint: Checkpointer | None = None,
     ) -> TorchTextFamily:
         del metric  # early stopping watches the validation loss; the gate judges the metric
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise JobInputError(f"torch_text: unknown params {unknown}; known: {sorted(DEFAULTS)}")
-        p = {**DEFAULTS, **params}
+        p = cls._params(params)
         if not 2 <= int(p["buckets"]) <= 2**24:
             raise JobInputError(f"torch_text: buckets must be between 2 and 2**24, got {p['buckets']}")
         device = tc.detect_device()
@@ -238,53 +241,4 @@ class TorchTextFamily:
             precision=precision,
             checkpoint=checkpoint,
         )
-        p.update(result.schedule)  # the derived batch size and budgets: what the model was trained with
-        meta.update(
-            {
-                "best_iteration": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                "best_valid_loss": result.best_valid_loss,
-                "history": result.history,
-                "device_trained": str(device),
-                "precision_trained": precision.name,
-            }
-        )
-        return cls(model, encoder, meta, device)
-
-    def predict_proba(self, data: pa.Table | pa.RecordBatch) -> np.ndarray:
-        if data.num_rows == 0:
-            return np.empty((0, len(self.classes)), dtype=np.float64)
-        enc = _Encoded(data, self.encoder, self.prep)
-        bs = int(self.meta["params"]["predict_batch_size"])
-        return tc.predict_proba(self.model, enc.batch, data.num_rows, bs, self.precision)
-
-    def check_schema(self, schema: pa.Schema, source: str) -> None:
-        self.encoder.check_schema(schema, source)
-
-    @property
-    def effective_params(self) -> dict[str, Any]:
-        return dict(self.meta["params"])
-
-    @property
-    def library_versions(self) -> dict[str, str]:
-        return tc.library_versions()
-
-    def save(self, prefix: str) -> dict[str, Any]:
-        tc.save_state(self.model, join_uri(prefix, MODEL_FILE))
-        write_json(join_uri(prefix, PREPROCESSING_FILE), {"numeric": self.encoder.to_json(), "text": self.prep})
-        return {
-            **self.meta,
-            "model_file": MODEL_FILE,
-            "preprocessing_file": PREPROCESSING_FILE,
-            **tc.library_versions(),
-        }
-
-    @classmethod
-    def load(cls, prefix: str, meta: dict[str, Any]) -> TorchTextFamily:
-        device = tc.detect_device()
-        torch.set_num_threads(tc.scoring_threads())
-        prep = read_json(join_uri(prefix, meta.get("preprocessing_file", PREPROCESSING_FILE)))
-        encoder = TabularEncoder.from_json(prep["numeric"])
-        meta = {**meta, "text": prep["text"]}
-        model = tc.load_state(cls._build(meta, encoder), prefix, meta.get("model_file", MODEL_FILE), device)
-        return cls(model, encoder, meta, device)
+        return cls._fitted(model, encoder, meta, result, device, precision)
