@@ -66,8 +66,8 @@ from mlbatch.backends.appdb.publisher import (
     Day,
     Published,
     PublishError,
-    PublishStopped,
     step,
+    stops_said_plainly,
     transaction,
 )
 from mlbatch.backends.appdb.tsv import tsv_writer
@@ -106,16 +106,10 @@ class MySqlPublisher:
         local = self.load_from is None  # FROM S3: the server reads the object, no client file
         running = self._running = PublishSessions(self.db, local_files=local, load_role=self.db.load_role)
         try:
-            if self.load_from is not None:
-                return self._publish_from_s3(day, self.load_from, running)
-            return self._publish_streamed(day, running)
-        except Exception as exc:
-            # Whatever a killed session raised, said plainly; an interruption (a timeout's own
-            # exception, which stopped the sessions itself) stays itself.
-            if running.stopped_by == "on_kill" and not isinstance(exc, PublishStopped):
-                what = f"{day.table.name}: the publish of {day.ds} was stopped (on_kill), its app DB sessions killed"
-                raise PublishStopped(f"{what}; nothing was committed after the stop ({exc})") from exc
-            raise
+            with stops_said_plainly(running, day, "its app DB sessions killed"):
+                if self.load_from is not None:
+                    return self._publish_from_s3(day, self.load_from, running)
+                return self._publish_streamed(day, running)
         finally:
             running.dispose()
 

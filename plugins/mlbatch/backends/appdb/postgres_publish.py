@@ -75,6 +75,7 @@ from mlbatch.backends.appdb.publisher import (
     PublishStopped,
     check_count,
     step,
+    stops_said_plainly,
     transaction,
 )
 from mlbatch.backends.appdb.tsv import day_columns, tsv_chunk
@@ -280,14 +281,12 @@ class PostgresPublisher:
         running = self._running = PublishSession(self.db)
         lock = f"mlb.pub.{day.table.name}"  # MySQL's GET_LOCK name; hashed to the advisory key
         try:
-            with running.open() as conn, locks.advisory_lock(conn, lock, locks.MODEL_LOCK_WAIT_S):
+            with (
+                stops_said_plainly(running, day, "its app DB session ended"),
+                running.open() as conn,
+                locks.advisory_lock(conn, lock, locks.MODEL_LOCK_WAIT_S),
+            ):
                 return _DayPublish(running, conn, day).run()
-        except Exception as exc:
-            # Whatever a cancelled or terminated session (or the stopped COPY stream) raised, said plainly.
-            if running.stopped_by == "on_kill":
-                what = f"{day.table.name}: the publish of {day.ds} was stopped (on_kill), its app DB session ended"
-                raise PublishStopped(f"{what}; nothing was committed after the stop ({exc})") from exc
-            raise
         finally:
             running.dispose()
 

@@ -144,6 +144,28 @@ class AppDb(Protocol):
     ) -> None: ...
 
 
+class _Stoppable(Protocol):
+    @property
+    def stopped_by(self) -> str | None: ...
+
+
+@contextmanager
+def stops_said_plainly(running: _Stoppable, day: Day, ended: str) -> Iterator[None]:
+    """Whatever a publish stopped by ``on_kill`` raised (a killed query, a cancelled COPY, a closed
+    socket), re-raised as one :class:`PublishStopped` that says so; ``ended`` says what became of
+    the sessions. A :class:`PublishStopped` (a timeout's own interruption) and any error while not
+    stopped stay themselves."""
+    try:
+        yield
+    except PublishStopped:
+        raise
+    except Exception as exc:
+        if running.stopped_by != "on_kill":
+            raise
+        what = f"{day.table.name}: the publish of {day.ds} was stopped (on_kill), {ended}"
+        raise PublishStopped(f"{what}; nothing was committed after the stop ({exc})") from exc
+
+
 def check_count(where: str, loaded: int, expected: int) -> None:
     """``where`` names the load and its table, e.g. ``LOAD DATA into m_history__stage``."""
     if loaded != expected:
