@@ -35,7 +35,7 @@ def test_the_link_is_the_plugin_view_of_that_task_instance() -> None:
         map_index=-1,
     )
     assert ui.ReportLink().get_link(None, ti_key=key) == (
-        "/mlbatch/reporting/reports/device_gender__train/asset_triggered__2026-12-03T07%3A00%3A00%2B00%3A00_x/model_gate"
+        "/mlbatch/reports/device_gender__train/asset_triggered__2026-12-03T07%3A00%3A00%2B00%3A00_x/model_gate"
     )
 
 

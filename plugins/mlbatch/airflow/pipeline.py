@@ -1,7 +1,7 @@
 """The pipeline, declared once: every step of the three DAGs of a model, in order.
 
 :mod:`mlbatch.airflow.dag_factory` turns each :class:`Step` of :data:`DAGS` into an Airflow task;
-``mlbatch run`` (:func:`mlbatch.stages.steps`) calls the same steps in-process.
+``mlbatch run`` (:func:`mlbatch.cli.steps.steps`) calls the same steps in-process.
 
 ``call`` names the callable (``"module:attribute"`` of :mod:`mlbatch.stages`) instead of
 importing it: DAG files must parse cheaply and the stage modules import pandas and pyarrow. The

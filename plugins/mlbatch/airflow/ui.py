@@ -2,7 +2,7 @@
 
 A task that writes a report (``model_gate``: the version's ``report.html``; the score DAG's run
 report) gets a **Report** button among its extra links. The button opens
-``/mlbatch/reporting/reports/<dag_id>/<run_id>/<task_id>`` on the API server, a view of the mlbatch plugin
+``/mlbatch/reports/<dag_id>/<run_id>/<task_id>`` on the API server, a view of the mlbatch plugin
 (``plugins/mlbatch_plugin.py``) that checks the signed-in user may read that DAG, finds the
 report the task recorded, and streams it from the object store. A bucket's objects are not
 browsable and a presigned link expires; this view does neither, and needs no AWS access in the

@@ -143,9 +143,6 @@ class Environment:
 
     @cached_property
     def appdb(self) -> AppDbHook:
-        # Imported on first use, as the warehouse and launcher registries below are: SQLAlchemy
-        # and each backend's driver load only in a process that talks to the app DB.
-
         if self.appdb_conn_id:
             return AppDbHook.from_connection(self.appdb_conn_id)
         return AppDbHook(self.appdb_url)

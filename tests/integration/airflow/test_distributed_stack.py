@@ -260,11 +260,11 @@ def test_the_version_s_report_is_one_click_from_its_task(stack: Stack, trained: 
     run_id = quote(trained["train"]["dag_run_id"], safe="")
     with stack.client() as api:
         links = api.get(f"/dags/{MODEL}__train/dagRuns/{run_id}/taskInstances/model_gate/links").json()
-    assert (links.get("extra_links") or {}).get("Report", "").startswith("/mlbatch/reporting/reports/"), links
+    assert (links.get("extra_links") or {}).get("Report", "").startswith("/mlbatch/reports/"), links
     with signed_in(stack.url, USER, stack.ui_password, REPO_ARTIFACTS) as page:
         page.goto(f"{stack.url}/dags/{MODEL}__train/runs/{run_id}/tasks/model_gate/details")  # extra links
         page.get_by_role("link", name="Report").first.click()  # the task's "Extra Links"
-        page.wait_for_url("**/mlbatch/reporting/reports/**")
+        page.wait_for_url("**/mlbatch/reports/**")
         page.get_by_text(version).first.wait_for()
         page.get_by_text("Held-out metrics").wait_for()
         keep(page, REPO_ARTIFACTS, "report-from-the-ui")

@@ -13,9 +13,10 @@ its shards hold, the run that made them) and keeps the same promises on every ba
 * a rerun gives the same tables, and a killed publish leaves nothing half-written;
 * :meth:`Publisher.stop` (the task's ``on_kill``) ends a running publish's work in the database.
 
-Implementations: :class:`mlbatch.backends.appdb.mysql_publish.MySqlPublisher` (Aurora MySQL, MariaDB)
-and :class:`mlbatch.backends.appdb.sqlite_publish.SqlitePublisher` (the embedded stack). Which one runs
-is decided with the other backends, in :attr:`mlbatch.backends.env.Environment.publisher`.
+Implementations: :class:`~mlbatch.backends.appdb.mysql_publish.MySqlPublisher` (Aurora MySQL,
+MariaDB), :class:`~mlbatch.backends.appdb.postgres_publish.PostgresPublisher` (Aurora PostgreSQL,
+PostgreSQL) and :class:`~mlbatch.backends.appdb.sqlite_publish.SqlitePublisher` (the embedded stack).
+The app DB URL's backend (:mod:`~mlbatch.backends.appdb.backends`) picks one.
 """
 
 from __future__ import annotations
