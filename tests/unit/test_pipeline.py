@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from mlbatch.airflow import pipeline
-from mlbatch.airflow.pipeline import PipelineError, Step, cli_steps
+from mlbatch.airflow.pipeline import DagSteps, PipelineError, Step, cli_steps
 from mlbatch.cli.app import app
 from mlbatch.spec import runparams
 from mlbatch.stages.external import ExternalWork
@@ -76,6 +76,31 @@ def test_a_report_on_a_step_that_writes_none_is_an_error() -> None:
         Step("export", "external", "doc", call="publish:Export", report="scoring_summary")
     with pytest.raises(PipelineError, match="step 'score': report 'scoring_summary' on a per-shard external step"):
         Step("score", "external", "doc", call="score:ScoreShard", per_shard=True, report="scoring_summary")
+
+
+def test_a_step_waits_for_the_one_before_it_or_for_those_it_names() -> None:
+    def step(name: str, **kw: object) -> Step:
+        return Step(name, "stage", "doc", call="publish:publish", **kw)  # type: ignore[arg-type]
+
+    only_big = SimpleNamespace(big=False)
+    dag = DagSteps(
+        "score",
+        "x",
+        (
+            step("a"),
+            step("b", when=lambda spec: spec.big),
+            step("c", after=("b",)),
+            step("d", after=("a",)),
+            step("e", after=("c", "d")),
+        ),
+    )
+    # b is left out for this spec: c waits for what b waited for.
+    assert dag.upstream(only_big) == {"a": (), "c": ("a",), "d": ("a",), "e": ("c", "d")}  # type: ignore[arg-type]
+    assert dag.upstream(SimpleNamespace(big=True))["c"] == ("b",)  # type: ignore[arg-type]
+    with pytest.raises(
+        PipelineError, match=r"score DAG: step 'a' waits for \['z'\], which no step declared before it is"
+    ):
+        DagSteps("score", "x", (step("a", after=("z",)),))
 
 
 def test_a_wrong_step_is_an_import_error_of_the_dag_file(tmp_path: Path) -> None:

@@ -305,20 +305,20 @@ def _announce(spec: ModelSpec, announce: pipeline.Announce, after: Operator) -> 
 
 
 def _build(spec: ModelSpec, kind: str) -> DAG:
-    """One DAG of a model: its declared steps in a chain, each announcing its asset event."""
+    """One DAG of a model: its declared steps, each after those it waits for, each announcing its asset event."""
     steps = pipeline.DAGS[kind]
     schedule, text = _schedule(spec, kind)
+    upstream = steps.upstream(spec)
     with _dag(spec, kind, schedule, steps.what, text) as dag:
-        previous = None
+        tasks: dict[str, Operator] = {}
         for step in steps.steps:
-            if not step.when(spec):
+            if step.name not in upstream:  # its `when` leaves it out for this spec
                 continue
-            current = _task(spec, step)
-            if previous is not None:
-                previous >> current
+            tasks[step.name] = current = _task(spec, step)
+            for name in upstream[step.name]:
+                tasks[name] >> current
             if step.announce is not None and step.announce.when(spec):
                 _announce(spec, step.announce, current)
-            previous = current
     return dag
 
 

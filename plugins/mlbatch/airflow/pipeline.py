@@ -134,6 +134,9 @@ class Step:
     when: Callable[[ModelSpec], bool] = _always  # in the DAG only when this holds for the spec
     announce: Announce | None = None
     pool: str | None = None  # the shared pool it takes a slot of (mlbatch.airflow.pools); GPU jobs: by resources
+    # The steps it waits for, by name; () waits for the step declared just before it. A step that
+    # needs only an earlier step's output names it and runs beside the steps in between.
+    after: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.call is None) != (self.kind == "approval"):
@@ -172,12 +175,42 @@ class Trigger:
 
 @dataclass(frozen=True)
 class DagSteps:
-    """The steps of one DAG of a model, each after the one before it."""
+    """The steps of one DAG of a model: each after the one before it, or after those it names
+    (``Step.after``). ``mlbatch run`` runs them one by one in the order declared."""
 
     kind: DagKind
     what: str
     steps: tuple[Step, ...]
     triggers: tuple[Trigger, ...] = ()  # its inputs: the first is the one its doc names
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for step in self.steps:
+            unknown = [name for name in step.after if name not in seen]
+            if unknown:
+                raise PipelineError(
+                    f"{self.kind} DAG: step {step.name!r} waits for {unknown}, which no step declared before it is"
+                )
+            seen.add(step.name)
+
+    def upstream(self, spec: ModelSpec) -> dict[str, tuple[str, ...]]:
+        """Each of the spec's steps (those whose ``when`` holds) with the steps it waits for."""
+        present = [s for s in self.steps if s.when(spec)]
+        names = {s.name for s in present}
+        found: dict[str, tuple[str, ...]] = {}
+        for i, step in enumerate(present):
+            if step.after:  # a named step the spec leaves out: wait for what it waited for
+                found[step.name] = tuple(dict.fromkeys(u for a in step.after for u in self._in(a, names, found)))
+            else:
+                found[step.name] = (present[i - 1].name,) if i else ()
+        return found
+
+    def _in(self, name: str, names: set[str], found: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+        if name in names:
+            return (name,)
+        step = next(s for s in self.steps if s.name == name)
+        earlier = [s for s in self.steps[: self.steps.index(step)] if s.name in names]
+        return step.after if step.after else ((earlier[-1].name,) if earlier else ())
 
 
 def resolve(call: str) -> Any:
@@ -378,15 +411,18 @@ SCORE = DagSteps(
             report="scoring_summary",
             one_at_a_time=True,
         ),
+        # Beside the publish: the export reads the gated shards, not the app DB; the export gate
+        # waits for both (it reconciles the warehouse with the publish log).
         Step(
             "export",
             "external",
-            "Replace the day in the warehouse. One at a time per model.",
+            "Replace the day in the warehouse, beside the publish. One at a time per model.",
             call="publish:Export",
             pool=WAREHOUSE_POOL,
             stage="export",
             writes=True,
             one_at_a_time=True,
+            after=("predictions_gate",),
         ),
         Step(
             "export_gate",
@@ -395,6 +431,7 @@ SCORE = DagSteps(
             call="publish:export_gate",
             stage="export",
             outlets=("predictions",),
+            after=("publish", "export"),
         ),
     ),
 )
