@@ -155,6 +155,12 @@ def state_key(model: str, ds: str, run_key: str, name: str) -> str:
     return f"{run_prefix(model, ds, run_key)}{name}.json"
 
 
+def key_sample_key(model: str, ds: str, run_key: str) -> str:
+    """``runs/<model>/<ds>/<run_key>/key_sample.parquet``: the prediction gate's sample of the day's
+    keys, from which the publish cuts its key ranges."""
+    return f"{run_prefix(model, ds, run_key)}key_sample.parquet"
+
+
 # Publish and export.
 
 

@@ -33,7 +33,7 @@ from mlbatch.backends.store import filesystem_for
 from mlbatch.maths import gates
 from mlbatch.stages.context import RunContext
 from mlbatch.stages.external import WarehouseStatement
-from mlbatch.stages.score import iter_predictions, shard_uris
+from mlbatch.stages.score import PROFILE_STATE, iter_predictions, kept_key_sample, shard_uris
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def publish(ctx: RunContext) -> dict[str, Any]:
         run_key=ctx.run_key,
         rows=_shard_rows(ctx),
         read=lambda columns: _day(ctx, version, columns),
+        key_sample=lambda: kept_key_sample(ctx),
         history_days=spec.publish.history_days,
         sessions=spec.publish.sessions,
         commit=spec.publish.commit,
@@ -82,7 +83,12 @@ def publish(ctx: RunContext) -> dict[str, Any]:
 
 
 def _shard_rows(ctx: RunContext) -> int:
-    """Rows of the run's shards, from their parquet footers (what the load must report)."""
+    """Rows of the run's shards (what the load must report): the prediction gate counted every row
+    in its pass; without its profile (a run gated by an older mlbatch), the shards' footers."""
+    profile = ctx.state_key(PROFILE_STATE)
+    if ctx.env.store.exists(profile):
+        counted: int = ctx.env.store.get_json(profile)["rows"]
+        return counted
     rows = 0
     for uri in shard_uris(ctx):
         fs, path = filesystem_for(uri)

@@ -7,24 +7,24 @@ version even if a training run promotes another one meanwhile.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from sqlalchemy import select
 
+from mlbatch import names
 from mlbatch.backends.appdb import schema
 from mlbatch.backends.launchers import JobId, JobRequest
 from mlbatch.backends.store import iter_parquet
 from mlbatch.features.reader import read_manifest
 from mlbatch.maths import drift, gates
 from mlbatch.maths.drift import SCORE_BINS
+from mlbatch.maths.key_sample import KeySampler
 from mlbatch.maths.keycount import repeated_detail, repeated_keys
+from mlbatch.maths.prediction_stats import DayStats, PredictionStats
 from mlbatch.spec.runparams import MODEL_VERSION
 from mlbatch.stages import registry
 from mlbatch.stages.context import RunContext
@@ -123,6 +123,7 @@ def shard_uris(ctx: RunContext) -> list[str]:
 # a memory limit (spilling past it), instead of a Python set that grows with the day.
 GATE_BATCH_ROWS = 65_536
 PROFILE_STATE = "prediction_profile"  # runs/<model>/<ds>/<run>/prediction_profile.json
+SUMMARY_STATE = "prediction_summary"  # the day's figures for summary.json, from the gate's pass
 
 
 def iter_predictions(
@@ -130,47 +131,6 @@ def iter_predictions(
 ) -> Iterator[pa.RecordBatch]:
     """This run's predictions, every shard in order, as record batches (never a whole shard)."""
     return iter_parquet(shard_uris(ctx), columns, batch_rows, what="predictions shard")
-
-
-@dataclass
-class PredictionStats:
-    """What the gate needs from a day's predictions, accumulated batch by batch."""
-
-    rows: int = 0
-    null_keys: int = 0
-    null_scores: int = 0
-    out_of_range: int = 0
-    lo: float | None = None
-    hi: float | None = None
-    score_counts: list[int] = field(default_factory=lambda: [0] * SCORE_BINS)
-    class_counts: Counter[object] = field(default_factory=Counter)  # predicted label -> rows
-    versions: set[object] = field(default_factory=set)  # model_version values seen
-
-    def update(self, batch: pa.RecordBatch) -> None:
-        self.rows += batch.num_rows
-        self.null_keys += batch.column("entity_key").null_count
-        scores = batch.column("score")
-        self.null_scores += scores.null_count
-        values = np.asarray(scores.drop_null().cast(pa.float64()))
-        valid = values[(values >= 0.0) & (values <= 1.0)]  # NaN fails both comparisons
-        self.out_of_range += len(values) - len(valid)
-        finite = values[~np.isnan(values)]
-        if len(finite):
-            self.lo = min(self.lo, float(finite.min())) if self.lo is not None else float(finite.min())
-            self.hi = max(self.hi, float(finite.max())) if self.hi is not None else float(finite.max())
-        for i, n in enumerate(drift.score_histogram(valid)):
-            self.score_counts[i] += int(n)
-        for item in pc.value_counts(batch.column("label")).to_pylist():
-            self.class_counts[item["values"]] += item["counts"]
-        self.versions.update(pc.unique(batch.column("model_version")).to_pylist())
-
-    def profile(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "score_bins": SCORE_BINS,
-            "score_counts": self.score_counts,
-            "class_counts": {str(k): v for k, v in sorted(self.class_counts.items(), key=lambda kv: str(kv[0]))},
-        }
 
 
 def class_share_shift(expected: dict[str, int], actual: dict[str, int]) -> tuple[float, str]:
@@ -236,9 +196,15 @@ def predictions_gate(ctx: RunContext) -> dict[str, Any]:
     store, spec = ctx.env.store, ctx.spec
     model = ctx.load_state("model", "resolve the production model first")
     expected = read_manifest(store, store.uri(ctx.manifest_key("score"))).record_count
-    stats = PredictionStats()
-    # One pass: the statistics ride along the key stream that the duplicate count pulls.
-    duplicates, examples = repeated_keys(iter_predictions(ctx), "entity_key", stats.update)
+    stats, sampler = DayStats(), KeySampler(expected)
+
+    def seen(batch: pa.RecordBatch) -> None:
+        stats.update(batch)
+        sampler.update(batch.column("entity_key"))
+
+    # One pass: the statistics (those summary.json shows too) and the publish's key sample ride
+    # along the key stream that the duplicate count pulls.
+    duplicates, examples = repeated_keys(iter_predictions(ctx), "entity_key", seen)
     labels = sorted(map(str, stats.class_counts))
     versions = sorted(map(str, stats.versions))
     checks = [
@@ -260,4 +226,22 @@ def predictions_gate(ctx: RunContext) -> dict[str, Any]:
     ]
     summary = gates.evaluate(f"{ctx.model}.predictions", checks)
     ctx.save_state(PROFILE_STATE, stats.profile())
+    ctx.save_state(SUMMARY_STATE, stats.summary())
+    _keep_key_sample(ctx, sampler.sample())
     return {"rows": stats.rows, "passed": summary["passed"], "model_version": model["version"]}
+
+
+def _keep_key_sample(ctx: RunContext, sample: pa.Array | None) -> None:
+    """The day's key sample beside the run's state, for the publish's key ranges."""
+    if sample is None:
+        return
+    with ctx.env.store.open_output(names.key_sample_key(ctx.model, ctx.ds, ctx.run_key)) as sink:
+        pq.write_table(pa.table({"entity_key": sample}), sink)
+
+
+def kept_key_sample(ctx: RunContext) -> pa.Array | None:
+    """The key sample the prediction gate kept for this run (None: it kept none)."""
+    store, key = ctx.env.store, names.key_sample_key(ctx.model, ctx.ds, ctx.run_key)
+    if not store.exists(key):
+        return None
+    return pq.read_table(pa.BufferReader(store.get_bytes(key))).column("entity_key").combine_chunks()

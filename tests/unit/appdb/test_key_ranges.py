@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from mlbatch.backends.appdb import key_ranges
 from mlbatch.backends.appdb.key_ranges import piece_count, spill_by_range, split_keys
+from mlbatch.maths import key_sample
 
 
 def _batches(keys: list, size: int) -> list[pa.RecordBatch]:
@@ -67,7 +67,7 @@ def test_string_keys_sort_in_arrow_byte_order(tmp_path: Path) -> None:
 
 
 def test_sample_stays_bounded_and_an_empty_day_streams_nothing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(key_ranges, "SAMPLE_KEYS", 100)
+    monkeypatch.setattr(key_sample, "SAMPLE_KEYS", 100)
     keys = list(range(50_000))
     splits = split_keys((b.column("entity_key") for b in _batches(keys, 5000)), 50_000, 4)
     assert len(splits) == 3 and all(0 < s < 50_000 for s in splits)

@@ -30,11 +30,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlbatch.backends.appdb.publisher import BATCH_ROWS, READ, Day, step
+from mlbatch.maths.key_sample import cut_points, sample_keys
 
-SAMPLE_KEYS = 200_000
 PIECE_ROWS = 500_000  # rows sorted in memory at once per session (about 25-50 MB, twice while sorting)
 
 
@@ -45,7 +44,7 @@ def piece_count(rows: int, sessions: int, piece_rows: int = PIECE_ROWS) -> int:
     return math.ceil(pieces / sessions) * sessions
 
 
-def split_keys(keys: Iterable[pa.Array], rows: int, pieces: int, *, seed: int = 7) -> list[Any]:
+def split_keys(keys: Iterable[pa.Array], rows: int, pieces: int) -> list[Any]:
     """``pieces - 1`` increasing keys that cut the key set into ranges of about equal size.
 
     ``keys`` is one pass over every key (``rows`` of them); each is kept with probability
@@ -53,20 +52,7 @@ def split_keys(keys: Iterable[pa.Array], rows: int, pieces: int, *, seed: int = 
     """
     if pieces <= 1 or rows <= 0:
         return []
-    rng = np.random.default_rng(seed)
-    keep = min(1.0, SAMPLE_KEYS / rows)
-    sample = []
-    for arr in keys:
-        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-        sample.append(arr if keep >= 1.0 else arr.filter(pa.array(rng.random(len(arr)) < keep)))
-    if not sample:
-        return []
-    values = pa.concat_arrays(sample)
-    if len(values) == 0:
-        return []
-    values = values.take(pc.sort_indices(values))
-    cuts = [values[min(len(values) - 1, len(values) * i // pieces)].as_py() for i in range(1, pieces)]
-    return sorted(set(cuts))
+    return cut_points(sample_keys(keys, rows), pieces)
 
 
 def range_of(keys: pa.Array, splits: list[Any]) -> np.ndarray:
@@ -147,8 +133,8 @@ def spill_by_range(
 def sorted_ranges(day: Day, sessions: int) -> Iterator[list[Session]]:
     """The day in key order, cut into ``sessions`` key ranges (:mod:`mlbatch.backends.appdb.key_ranges`).
 
-    One pass over the keys samples the split keys; a second pass over the rows spills each row
-    to its range in a temporary folder; each session then sorts its ranges one at a time.
+    The prediction gate's key sample (else one pass over the keys) gives the split keys; a pass
+    over the rows spills each row to its range in a temporary folder; each session then sorts its ranges one at a time.
     InnoDB appends rows that arrive in primary-key order to the end of its B-tree; in the
     scrambled order the score jobs write, every row lands on a random page (about 2x slower to
     load at 1M rows here). The ordered staging table also makes the upsert's lookups sequential.
@@ -156,7 +142,10 @@ def sorted_ranges(day: Day, sessions: int) -> Iterator[list[Session]]:
     pieces = piece_count(day.rows, sessions)
     with tempfile.TemporaryDirectory(prefix="mlbatch-ranges-") as spill:
         with step(f"split into {pieces} key ranges", day.table.name):
-            keys = (b.column("entity_key") for b in day.read(["entity_key"]))
-            splits = split_keys(keys, day.rows, pieces)
+            sample = day.key_sample()  # the prediction gate's, drawn in its pass over the day
+            if sample is None:  # none kept (a run gated by an older mlbatch, a test's Day): one pass
+                splits = split_keys((b.column("entity_key") for b in day.read(["entity_key"])), day.rows, pieces)
+            else:
+                splits = cut_points(sample, pieces)
             shares = spill_by_range(day.read(READ), splits, sessions, Path(spill), batch_rows=BATCH_ROWS)
         yield shares

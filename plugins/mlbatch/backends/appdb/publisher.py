@@ -70,6 +70,7 @@ class Day:
     read: Callable[[Sequence[str]], Iterator[pa.RecordBatch]]
     history_days: int = HISTORY_DAYS
     sessions: int = 0  # parallel load sessions (spec: publish.sessions); 0: the publisher's default
+    key_sample: Callable[[], pa.Array | None] = lambda: None  # a uniform sample of the day's keys, if kept
     commit: str = "day"  # spec: publish.commit: "day" (one transaction) or "key_range" (one per range)
 
     def log_row(self, checksum: RowChecksum) -> dict[str, Any]:
