@@ -3,7 +3,7 @@ gate's pass (which keeps the summary's figures and the publish's key sample), th
 the export's. The summary and the export gate read none of it, and the publish does not read the
 keys again to cut its key ranges (MySQL) nor the footers to count the rows.
 
-Counted at the object store's registry (tests/support/counting_fs.py): every byte the package
+Counted at the object store's registry (devtools/counting_fs.py): every byte the package
 reads, per file.
 """
 
@@ -16,20 +16,20 @@ from mlbatch.reporting.summary import scoring_summary
 from mlbatch.stages.publish import Export, export_gate, publish
 from mlbatch.stages.score import predictions_gate
 
-from tests.support.counting_fs import count_reads
+from devtools.counting_fs import count_reads
 from tests.support.publish import fabricate, table_rows
 
 DS = "2026-11-21"
 TAIL_GUESS = 64 * 1024  # pyarrow reads a file's last 64 KiB at once to find its footer
 
 
-def test_the_day_is_read_once_by_the_gate_once_by_the_publish_and_once_by_the_export(env, spec, monkeypatch):
+def test_the_day_is_read_once_by_the_gate_once_by_the_publish_and_once_by_the_export(env, spec):
     ctx = fabricate(env, spec, DS, list(range(120_000)))
     shards = {env.store.uri(ctx.shard_key(s)).removeprefix("file://") for s in range(spec.score.shards)}
     footers = sum(pq.ParquetFile(p).metadata.serialized_size + 8 for p in shards)
     data = sum(os.path.getsize(p) for p in shards)
     per_step = {}
-    with count_reads(monkeypatch) as read:
+    with count_reads() as read:
         for name, step in [
             ("predictions_gate", predictions_gate),
             ("publish", publish),

@@ -15,7 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pytest
 from mlbatch.backends import store
 
 
@@ -99,15 +98,21 @@ class _CountingHandler(pafs.FileSystemHandler):
 
 
 @contextmanager
-def count_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    """Within: every ``file://`` read through the package's store registry, in bytes per path."""
+def count_reads(schemes: tuple[str, ...] = ("file",)) -> Iterator[Counter[str]]:
+    """Within: every read through the package's store registry for ``schemes``, in bytes per path."""
     counter: Counter[str] = Counter()
-    resolve = store.FILESYSTEMS["file"]
+    saved = {scheme: store.FILESYSTEMS[scheme] for scheme in schemes}
 
-    def counting(parsed: Any, uri: str) -> tuple[pafs.FileSystem, str]:
-        fs, path = resolve(parsed, uri)
-        return pafs.PyFileSystem(_CountingHandler(fs, counter)), path
+    def counting(resolve: Any) -> Any:
+        def wrapped(parsed: Any, uri: str) -> tuple[pafs.FileSystem, str]:
+            fs, path = resolve(parsed, uri)
+            return pafs.PyFileSystem(_CountingHandler(fs, counter)), path
 
-    with monkeypatch.context() as m:
-        m.setitem(store.FILESYSTEMS, "file", counting)
+        return wrapped
+
+    try:
+        for scheme, resolve in saved.items():
+            store.FILESYSTEMS[scheme] = counting(resolve)
         yield counter
+    finally:
+        store.FILESYSTEMS.update(saved)
