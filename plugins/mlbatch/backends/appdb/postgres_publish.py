@@ -282,7 +282,7 @@ class PostgresPublisher:
         lock = f"mlb.pub.{day.table.name}"  # MySQL's GET_LOCK name; hashed to the advisory key
         try:
             with (
-                stops_said_plainly(running, day, "its app DB session ended"),
+                stops_said_plainly(running, day, "its app DB session ended", own_stops_too=True),
                 running.open() as conn,
                 locks.advisory_lock(conn, lock, locks.MODEL_LOCK_WAIT_S),
             ):

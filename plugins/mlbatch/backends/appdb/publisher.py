@@ -152,17 +152,16 @@ class _Stoppable(Protocol):
 
 
 @contextmanager
-def stops_said_plainly(running: _Stoppable, day: Day, ended: str) -> Iterator[None]:
+def stops_said_plainly(running: _Stoppable, day: Day, ended: str, *, own_stops_too: bool = False) -> Iterator[None]:
     """Whatever a publish stopped by ``on_kill`` raised (a killed query, a cancelled COPY, a closed
     socket), re-raised as one :class:`PublishStopped` that says so; ``ended`` says what became of
-    the sessions. A :class:`PublishStopped` (a timeout's own interruption) and any error while not
-    stopped stay themselves."""
+    the sessions. Any error while not stopped stays itself, and so does a :class:`PublishStopped`
+    the publisher raised itself (MySQL: a timeout's interruption, which stopped the sessions)
+    unless ``own_stops_too`` (PostgreSQL: the stopped COPY stream's, which names no kill)."""
     try:
         yield
-    except PublishStopped:
-        raise
     except Exception as exc:
-        if running.stopped_by != "on_kill":
+        if running.stopped_by != "on_kill" or (isinstance(exc, PublishStopped) and not own_stops_too):
             raise
         what = f"{day.table.name}: the publish of {day.ds} was stopped (on_kill), {ended}"
         raise PublishStopped(f"{what}; nothing was committed after the stop ({exc})") from exc
