@@ -7,8 +7,14 @@ In one run, against a real MariaDB that the benchmark starts itself (Aurora's st
   key range into parallel sessions (so reading and predicting overlap the load) → the publish of
   :mod:`mlbatch.backends.appdb.mysql_publish` (partition exchange, guarded upsert) → export to DuckDB;
 * **naive**, what a team writes first: ``pandas.read_parquet`` of every part → ``DMatrix``
-  predict → ``DataFrame.to_sql``;
-* each **component** alone at the same N (read, predict, publish), to find the ceiling.
+  predict → ``DataFrame.to_sql`` into a staging table, a primary key on the entity and a
+  ``RENAME TABLE`` swap (what an application can read by key);
+* each **component** alone at the same N (read, predict, publish into an empty table and into a
+  steady one, where every key is already there), to find the ceiling;
+* the publish's own ceiling: bare ``LOAD DATA`` of the same TSV with the same sessions into an
+  empty keyed table (``load``), so the publish is measured against the server's load speed.
+
+``--repeat`` runs every path that many times, in alternating order; the figures are medians.
 
 Every path runs in its own child process (``python -m devtools.bench worker ...``) so peak RSS
 figures do not mix; the parent prepares the data once and collects the results.
@@ -236,8 +242,13 @@ def run_naive(work: Path, db_url: str) -> int:
         }
     )
     _fresh_table(db_url, "bench_naive")
+    live, stage = "bench_naive_predictions", "bench_naive_predictions__new"
     engine = create_engine(db_url)
-    out.to_sql("bench_naive_predictions", engine, if_exists="append", index=False, chunksize=10_000)
+    out.to_sql(stage, engine, if_exists="replace", index=False, chunksize=10_000)
+    with engine.begin() as conn:  # what an application can read by key, swapped in at once
+        conn.exec_driver_sql(f"ALTER TABLE `{stage}` ADD PRIMARY KEY (entity_key)")
+        conn.exec_driver_sql(f"RENAME TABLE `{live}` TO `{live}__old`, `{stage}` TO `{live}`")
+        conn.exec_driver_sql(f"DROP TABLE `{live}__old`")
     engine.dispose()
     return len(out)
 
@@ -257,20 +268,28 @@ def run_predict(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
     return 0, lambda: sum(len(booster.inplace_predict(m)) for m in matrices)
 
 
-def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
-    """Publish alone: the day's TSV is written first (not timed), then loaded and published."""
-    from mlbatch.backends.appdb.mysql_load import LoadSource
-    from mlbatch.backends.appdb.mysql_publish import publish_mysql
+def _publish_tsv(work: Path) -> tuple[Path, int]:
+    """The day as the publish loads it (written once, reused by the publish and load paths)."""
     from mlbatch.features.reader import read_manifest
 
     rows = read_manifest(None, (work / "manifest").as_uri()).record_count
     path = work / "publish.tsv"
-    rng = np.random.default_rng(1)
-    with open(path, "wb") as out:
-        for start in range(0, rows, BATCH_ROWS):
-            n = min(BATCH_ROWS, rows - start)
-            keys = pa.array(np.arange(start, start + n, dtype=np.int64) + 10_000_000)
-            out.write(_tsv(_prediction_batch(keys, rng.random(n))))
+    if not path.exists():
+        rng = np.random.default_rng(1)
+        with open(path, "wb") as out:
+            for start in range(0, rows, BATCH_ROWS):
+                n = min(BATCH_ROWS, rows - start)
+                keys = pa.array(np.arange(start, start + n, dtype=np.int64) + 10_000_000)
+                out.write(_tsv(_prediction_batch(keys, rng.random(n))))
+    return path, rows
+
+
+def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
+    """Publish alone into an empty table: the day's TSV is written first (not timed), then loaded and published."""
+    from mlbatch.backends.appdb.mysql_load import LoadSource
+    from mlbatch.backends.appdb.mysql_publish import publish_mysql
+
+    path, rows = _publish_tsv(work)
     db, table = _fresh_table(db_url, MODEL)
 
     def publish() -> int:
@@ -280,12 +299,73 @@ def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
     return 0, publish
 
 
+def run_publish_steady(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
+    """Publish alone into a steady table: the same day published once first (not timed), so every
+    key is there and the timed publish re-scores each of them."""
+    from mlbatch.backends.appdb.mysql_load import LoadSource
+    from mlbatch.backends.appdb.mysql_publish import publish_mysql
+
+    rows, publish = run_publish(work, db_url)
+    publish()
+    path, rows = _publish_tsv(work)
+    db, table = _fresh_table(db_url, MODEL, drop=False)
+
+    def again() -> int:
+        publish_mysql(db, table, LoadSource(path=str(path)), rows, _log_row(rows, "0" * 64))
+        return rows
+
+    return 0, again
+
+
+def run_load(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
+    """The publish's ceiling: bare ``LOAD DATA LOCAL INFILE`` of the same TSV, cut into the publish's
+    ``LOAD_SESSIONS`` key ranges (the TSV is in key order), one session each, side by side, into
+    an empty table keyed like the readers' table."""
+    from mlbatch.backends.appdb.mysql_sql import load_data_sql, q
+    from sqlalchemy import text
+
+    path, rows = _publish_tsv(work)
+    lines = path.read_bytes().splitlines(keepends=True)
+    parts = []
+    for i in range(LOAD_SESSIONS):
+        part = work / f"load-{i}.tsv"
+        part.write_bytes(b"".join(lines[len(lines) * i // LOAD_SESSIONS : len(lines) * (i + 1) // LOAD_SESSIONS]))
+        parts.append(part)
+    del lines
+    db, table = _fresh_table(db_url, MODEL)
+    ceiling = "bench_load_ceiling"
+    with db.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {q(ceiling)}"))
+        conn.execute(text(f"CREATE TABLE {q(ceiling)} LIKE {q(table.name)}"))
+    engine = db.mysql_engine(local_files=True)
+
+    def load(part: Path) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(load_data_sql(ceiling), (str(part),))
+
+    def run() -> int:
+        threads = [threading.Thread(target=load, args=(part,)) for part in parts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with engine.connect() as conn:
+            loaded = conn.execute(text(f"SELECT COUNT(*) FROM {q(ceiling)}")).scalar_one()
+        if loaded != rows:
+            raise RuntimeError(f"bare LOAD DATA loaded {loaded:,} rows of {rows:,}")
+        return rows
+
+    return 0, run
+
+
 PATHS: dict[str, Callable[..., Any]] = {
     "optimised": run_optimised,
     "naive": run_naive,
     "read": run_read,
     "predict": run_predict,
     "publish": run_publish,
+    "publish_steady": run_publish_steady,
+    "load": run_load,
 }
 
 
@@ -329,22 +409,41 @@ def _child(path: str, work: Path, db_url: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(rows: int, *, naive: bool = True, work: Path | None = None, log: Callable[[str], None] = print) -> dict:
-    """Prepare N rows, run every path against a MariaDB started here, and compute the ratios."""
+COMPONENTS = ("read", "predict", "publish")
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median time (its own figures, so rows/s and RSS stay one run's), and every run's seconds."""
+    ordered = sorted(results, key=lambda r: r["seconds"])
+    return {**ordered[len(ordered) // 2], "runs_s": [r["seconds"] for r in results]}
+
+
+def run(
+    rows: int,
+    *,
+    naive: bool = True,
+    repeat: int = 1,
+    work: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Prepare N rows, run every path ``repeat`` times (alternating order) against a MariaDB started
+    here, and compute the ratios from the medians."""
     from devtools.devservers import start_mariadb
 
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="mlbatch-bench-")) if work is None else work
+    paths = ["read", "predict", "publish", "publish_steady", "load", "optimised", *(["naive"] if naive else [])]
     try:
         log(f"preparing {rows:,} rows × {FEATURES} features in {work}")
         prepare(work, rows)
         server = start_mariadb()
         try:
-            results: dict[str, Any] = {"rows": rows}
-            for path in ("read", "predict", "publish", "optimised", *(["naive"] if naive else [])):
-                log(f"running {path} ...")
-                results[path] = _child(path, work, server.url)
-                log(f"  {path}: {results[path]}")
+            runs: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+            for rep in range(repeat):
+                for path in paths if rep % 2 == 0 else paths[::-1]:
+                    log(f"running {path} ({rep + 1}/{repeat}) ...")
+                    runs[path].append(_child(path, work, server.url))
+                    log(f"  {path}: {runs[path][-1]}")
         finally:
             server.stop()
     finally:
@@ -352,18 +451,27 @@ def run(rows: int, *, naive: bool = True, work: Path | None = None, log: Callabl
             import shutil
 
             shutil.rmtree(work, ignore_errors=True)
-    components = {k: results.pop(k) for k in ("read", "predict", "publish")}
+    results = {path: _median(found) for path, found in runs.items()}
+    components = {k: results[k] for k in COMPONENTS}
     slowest = min(components, key=lambda k: components[k]["rows_per_s"])
-    out = {
+    load_s = results["load"]["seconds"]
+    return {
         "rows": rows,
+        "repeat": repeat,
         "optimised": results["optimised"],
         "naive": results.get("naive"),
         "components": components,
         "ceiling": {"component": slowest, "rows_per_s": components[slowest]["rows_per_s"]},
         "speedup": round(results["optimised"]["rows_per_s"] / results["naive"]["rows_per_s"], 2) if naive else None,
         "efficiency": round(results["optimised"]["rows_per_s"] / components[slowest]["rows_per_s"], 2),
+        # The publish against bare LOAD DATA of the same TSV with the same sessions, same run.
+        "load": results["load"],
+        "publish_steady": results["publish_steady"],
+        "publish_over_load": {
+            "empty": round(results["publish"]["seconds"] / load_s, 2),
+            "steady": round(results["publish_steady"]["seconds"] / load_s, 2),
+        },
     }
-    return out
 
 
 def main(argv: list[str]) -> None:

@@ -105,13 +105,16 @@ def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
     return tsv_chunk(cols)
 
 
-def _fresh_table(db_url: str, name: str) -> Any:
+def _fresh_table(db_url: str, name: str, *, drop: bool = True) -> Any:
+    """The model's tables, dropped first (an empty day) unless ``drop`` is False (a steady one)."""
     from mlbatch import names
     from mlbatch.backends.appdb import schema
     from mlbatch.backends.appdb.hook import AppDbHook
     from sqlalchemy import text
 
     db = AppDbHook(db_url)
+    if not drop:
+        return db, schema.predictions_table(name, "integer")
     with db.begin() as conn:
         conn.execute(text(f"DROP TABLE IF EXISTS `{names.predictions_table(name)}`, `{names.history_table(name)}`"))
         log = names.PUBLISH_LOG_TABLE

@@ -23,6 +23,13 @@ def test_bench_json_contract_at_small_scale():
     assert r["ceiling"]["rows_per_s"] == slowest["rows_per_s"]
     assert r["speedup"] == round(r["optimised"]["rows_per_s"] / r["naive"]["rows_per_s"], 2)
     assert r["efficiency"] == round(r["optimised"]["rows_per_s"] / slowest["rows_per_s"], 2)
+    # The publish against bare LOAD DATA of the same rows with the same sessions, in the same run.
+    for path in (r["load"], r["publish_steady"]):
+        assert path["rows"] == 50_000 and path["seconds"] > 0
+    assert r["publish_over_load"] == {
+        "empty": round(r["components"]["publish"]["seconds"] / r["load"]["seconds"], 2),
+        "steady": round(r["publish_steady"]["seconds"] / r["load"]["seconds"], 2),
+    }
 
 
 def test_fused_pipeline_loads_key_ranges_in_parallel_sessions(tmp_path, mariadb_url, caplog):

@@ -20,23 +20,31 @@ def bench(
     rows: Annotated[int, typer.Option(min=1000, help="Rows of the synthetic scoring day.")] = 1_000_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     naive: Annotated[bool, typer.Option(help="Also run the naive path (slow: DataFrame.to_sql).")] = True,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of every path, alternating order; medians.")] = 1,
 ) -> None:
     """Read → predict → gate → publish → export against a MariaDB started here; components alone."""
 
     run = import_devtools("bench", "bench").run
-    result = run(rows, naive=naive, log=(lambda m: err.print(m, highlight=False)) if not as_json else lambda m: None)
+    result = run(
+        rows,
+        naive=naive,
+        repeat=repeat,
+        log=(lambda m: err.print(m, highlight=False)) if not as_json else lambda m: None,
+    )
     if as_json:
         print(json.dumps(result, indent=2))
         return
     table = Table("path", "rows/s", "seconds", "peak RSS MiB", title=f"mlbatch bench, {rows:,} rows")
     paths = {"optimised": result["optimised"], **({"naive": result["naive"]} if result["naive"] else {})}
     paths |= {f"component: {k}": v for k, v in result["components"].items()}
+    paths |= {"publish, steady table": result["publish_steady"], "bare LOAD DATA (publish ceiling)": result["load"]}
     for name, r in paths.items():
         table.add_row(name, f"{r['rows_per_s']:,}", f"{r['seconds']:.2f}", f"{r['peak_rss_mib']:.0f}")
     out.print(table)
     speedup = f"{result['speedup']}×" if result["speedup"] is not None else "n/a (--no-naive)"
     out.print(
         f"speedup {speedup}; efficiency {result['efficiency']} of the ceiling "
-        f"({result['ceiling']['component']}, {result['ceiling']['rows_per_s']:,} rows/s)",
+        f"({result['ceiling']['component']}, {result['ceiling']['rows_per_s']:,} rows/s); publish ÷ bare LOAD DATA: "
+        f"{result['publish_over_load']['empty']}× empty, {result['publish_over_load']['steady']}× steady",
         highlight=False,
     )
