@@ -11,6 +11,7 @@ import pytest
 from mlbatch.backends import store as store_mod
 from mlbatch.backends.env import Environment
 from mlbatch.cli import doctor
+from mlbatch.cli.doctor import s3 as doctor_s3
 
 from tests.fakes.aws_gates import S3Gate
 
@@ -111,7 +112,7 @@ def test_every_probe_is_tagged_for_the_lifecycle_rule(gate, monkeypatch):
     from tests.support.paths import REPO
 
     spy = TagsBeforeDelete(store_mod.s3_client())
-    monkeypatch.setattr(store_mod, "s3_client", lambda: spy)
+    monkeypatch.setattr(doctor_s3, "s3_client", lambda: spy)  # the name the probe calls
     checks = doctor.check_object_store(Environment.from_env(), [])
     assert {c.status for c in checks} == {"ok"} and not any("tagged" in c.detail for c in checks)
     assert len(spy.tags) == 7 and all(tags == [PROBE_TAG] for tags in spy.tags.values()), spy.tags
@@ -124,7 +125,7 @@ def test_every_probe_is_tagged_for_the_lifecycle_rule(gate, monkeypatch):
 
 def test_a_refused_tag_is_noted_not_failed(gate, monkeypatch):
     spy = TagsBeforeDelete(store_mod.s3_client(), refuse_tagging=True)
-    monkeypatch.setattr(store_mod, "s3_client", lambda: spy)
+    monkeypatch.setattr(doctor_s3, "s3_client", lambda: spy)  # the name the probe calls
     checks = {c.boundary: c for c in doctor.check_object_store(Environment.from_env(), [])}
     assert {c.status for c in checks.values()} == {"ok"}
     assert "allow s3:PutObjectTagging" in checks["S3 models/"].detail
