@@ -64,7 +64,7 @@ def render() -> str:
         "# Model spec reference",
         "",
         "One YAML file per model in `dags/specs/<name>.yaml`. Unknown fields are errors. This page is",
-        "generated from `plugins/mlbatch/spec/__init__.py` (`python -m mlbatch.spec.doc > docs/spec.md`).",
+        "generated from `plugins/mlbatch/spec/model.py` (`python -m mlbatch.spec.doc > docs/spec.md`).",
         "",
     ]
     for model in _models(ModelSpec):
