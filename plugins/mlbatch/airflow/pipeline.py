@@ -194,23 +194,19 @@ class DagSteps:
             seen.add(step.name)
 
     def upstream(self, spec: ModelSpec) -> dict[str, tuple[str, ...]]:
-        """Each of the spec's steps (those whose ``when`` holds) with the steps it waits for."""
-        present = [s for s in self.steps if s.when(spec)]
-        names = {s.name for s in present}
-        found: dict[str, tuple[str, ...]] = {}
-        for i, step in enumerate(present):
-            if step.after:  # a named step the spec leaves out: wait for what it waited for
-                found[step.name] = tuple(dict.fromkeys(u for a in step.after for u in self._in(a, names, found)))
-            else:
-                found[step.name] = (present[i - 1].name,) if i else ()
-        return found
+        """Each of the spec's steps (those whose ``when`` holds) with the steps it waits for; a
+        step the spec leaves out stands for the steps it waits for itself."""
+        declared = {s.name: s.after or ((self.steps[i - 1].name,) if i else ()) for i, s in enumerate(self.steps)}
+        present = {s.name for s in self.steps if s.when(spec)}
 
-    def _in(self, name: str, names: set[str], found: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
-        if name in names:
-            return (name,)
-        step = next(s for s in self.steps if s.name == name)
-        earlier = [s for s in self.steps[: self.steps.index(step)] if s.name in names]
-        return step.after if step.after else ((earlier[-1].name,) if earlier else ())
+        def resolve(name: str) -> tuple[str, ...]:  # declared names only point back: it ends
+            return (name,) if name in present else tuple(u for d in declared[name] for u in resolve(d))
+
+        return {
+            s.name: tuple(dict.fromkeys(u for d in declared[s.name] for u in resolve(d)))
+            for s in self.steps
+            if s.name in present
+        }
 
 
 def resolve(call: str) -> Any:
