@@ -32,15 +32,13 @@ class KeySampler:
         self.parts.append(arr if self.keep >= 1.0 else arr.filter(pa.array(self.rng.random(len(arr)) < self.keep)))
 
     def sample(self) -> pa.Array | None:
-        """The sampled keys, sorted; None when no key went past."""
-        if not self.parts:
-            return None
-        values = pa.concat_arrays(self.parts)
-        return values.take(pc.sort_indices(values))
+        """The sampled keys, in the order they went past (:func:`cut_points` sorts them); None when
+        no key went past."""
+        return pa.concat_arrays(self.parts) if self.parts else None
 
 
 def sample_keys(keys: Iterable[pa.Array], rows: int) -> pa.Array | None:
-    """One pass over every key (``rows`` of them): their sample, sorted."""
+    """One pass over every key (``rows`` of them): their sample."""
     sampler = KeySampler(rows)
     for arr in keys:
         sampler.update(arr)

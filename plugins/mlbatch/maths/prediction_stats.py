@@ -47,6 +47,10 @@ class PredictionStats:
         for item in pc.value_counts(batch.column("label")).to_pylist():
             self.class_counts[item["values"]] += item["counts"]
         self.versions.update(pc.unique(batch.column("model_version")).to_pylist())
+        self._scores(values)
+
+    def _scores(self, values: np.ndarray) -> None:
+        """More of what the batch's non-null scores (float64) say: none here (see :class:`DayStats`)."""
 
     def profile(self) -> dict[str, Any]:
         return {
@@ -70,11 +74,9 @@ class DayStats(PredictionStats):
     total: float = 0.0
     fine: np.ndarray = field(default_factory=lambda: np.zeros(QUANTILE_BINS, dtype=np.int64))
 
-    def update(self, batch: pa.RecordBatch) -> None:
-        super().update(batch)
-        scores = np.asarray(batch.column("score").drop_null().cast(pa.float64()))
-        self.total += float(scores[np.isfinite(scores)].sum())
-        self.fine += drift.score_histogram(scores, QUANTILE_BINS)
+    def _scores(self, values: np.ndarray) -> None:
+        self.total += float(values[np.isfinite(values)].sum())
+        self.fine += drift.score_histogram(values, QUANTILE_BINS)
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the scores in [0, 1], interpolated between two order statistics as
