@@ -43,16 +43,14 @@ def _drift(ctx: RunContext, histogram: list[int], mean: float) -> dict[str, Any]
 
 def _feature_drift(ctx: RunContext) -> dict[str, Any] | None:
     """The features gate's PSI per feature against the training data (None when it had no profile)."""
-    key = ctx.state_key(FEATURE_DRIFT_STATE)
-    return ctx.env.store.get_json(key) if ctx.env.store.exists(key) else None
+    return ctx.kept_state(FEATURE_DRIFT_STATE)
 
 
 def _day_stats(ctx: RunContext) -> dict[str, Any]:
     """The day's figures as the prediction gate kept them in its pass over the day; a run gated
     before the gate kept them (an older mlbatch) reads its predictions once more instead."""
-    key = ctx.state_key(SUMMARY_STATE)
-    if ctx.env.store.exists(key):
-        kept: dict[str, Any] = ctx.env.store.get_json(key)
+    kept = ctx.kept_state(SUMMARY_STATE)
+    if kept is not None:
         return kept
     stats = DayStats()
     for batch in iter_predictions(ctx, ["entity_key", "label", "score", "model_version"]):

@@ -91,3 +91,11 @@ class RunContext:
             )
         state: dict[str, Any] = self.env.store.get_json(key)  # what save_state wrote
         return state
+
+    def kept_state(self, name: str) -> dict[str, Any] | None:
+        """A step's result if this run kept one (None: the step did not run, or kept none)."""
+        key = self.state_key(name)
+        if not self.env.store.exists(key):
+            return None
+        state: dict[str, Any] = self.env.store.get_json(key)
+        return state

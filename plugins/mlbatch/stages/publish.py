@@ -85,9 +85,9 @@ def publish(ctx: RunContext) -> dict[str, Any]:
 def _shard_rows(ctx: RunContext) -> int:
     """Rows of the run's shards (what the load must report): the prediction gate counted every row
     in its pass; without its profile (a run gated by an older mlbatch), the shards' footers."""
-    profile = ctx.state_key(PROFILE_STATE)
-    if ctx.env.store.exists(profile):
-        counted: int = ctx.env.store.get_json(profile)["rows"]
+    profile = ctx.kept_state(PROFILE_STATE)
+    if profile is not None:
+        counted: int = profile["rows"]
         return counted
     rows = 0
     for uri in shard_uris(ctx):
