@@ -1,18 +1,12 @@
-"""Failure alerts: a task that fails for good POSTs a JSON message to a webhook.
+"""Failure alerts: a task that fails for good POSTs a JSON message to the alert webhook.
 
-The webhook is the Airflow HTTP connection ``mlbatch_alerts``: ``host`` holds the full URL
-(``https://hooks.example.com/services/...``) or a host name with ``schema`` = http/https;
-``extra`` may hold headers (e.g. an ``Authorization`` header), which HttpHook sends and never
-logs. Without that connection the callback logs one line and does nothing. A callback must
-never fail the task a second time: every error is logged, none is raised.
+The webhook, its connection (``mlbatch_alerts``) and how its URL is kept out of the logs are
+:mod:`mlbatch.backends.webhook`'s. Without that connection the callback logs one line and does
+nothing. A callback must never fail the task a second time: every error is logged, none is raised.
 
 The message: ``{"dag_id", "task_id", "run_id", "map_index", "try_number", "ds", "error",
 "log_url", "text"}``. ``error`` is the exception text, which for a gate lists every failed
 check with its observed value and threshold; ``text`` is a one-line summary for chat tools.
-The webhook URL is a credential (Slack's carry their token in the path): before anything is
-logged, the connection's password, URL path and query, and header values are handed to Airflow's
-secrets masker and stripped from every line this module writes (:mod:`mlbatch.redaction`); an
-unreachable webhook is logged by host only.
 
 This module is imported at DAG parse time: it imports nothing heavy at the top.
 """
