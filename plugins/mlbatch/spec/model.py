@@ -248,6 +248,17 @@ class Publish(Strict):
         description="Parallel app-DB sessions that load the day, one key range each (integer keys; string keys "
         "load, and commit, in one). The server parses each LOAD DATA on one core: up to half the writer's vCPUs.",
     )
+    mode: Literal["upsert", "partitioned"] = Field(
+        "upsert",
+        description="upsert: the day is loaded into <model>_history and upserted into <model>_predictions (one row "
+        "per entity; every row written twice); readers look an entity up in <model>_predictions. partitioned "
+        "(Aurora MySQL only): the day is loaded once and exchanged in as its partition of <model>_history; "
+        "readers take an entity's newest row from <model>_history and <model>_base (the last prediction of "
+        "entities not scored within history_days), with the query `mlbatch sql` prints. Publishes about 3x "
+        "faster, point lookups probe one index per kept day, and the exchange waits for readers' open "
+        "transactions (benchmarks/README.md: publish modes). Switching upsert -> partitioned seeds "
+        "<model>_base from <model>_predictions; switching back is refused.",
+    )
     commit: Literal["day", "key_range"] = Field(
         "day",
         description="day: the whole day becomes visible in one transaction (readers never see half a day). "

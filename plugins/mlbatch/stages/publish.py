@@ -69,6 +69,7 @@ def publish(ctx: RunContext) -> dict[str, Any]:
         history_days=spec.publish.history_days,
         sessions=spec.publish.sessions,
         commit=spec.publish.commit,
+        mode=spec.publish.mode,
     )
     published = ctx.env.publisher.publish(day)
     log.info(

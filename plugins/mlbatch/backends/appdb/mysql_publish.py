@@ -37,7 +37,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, func, select
@@ -47,13 +47,16 @@ from mlbatch.backends.appdb.checksum import RowChecksum
 from mlbatch.backends.appdb.mysql_load import LoadSource, in_sessions, load_all
 from mlbatch.backends.appdb.mysql_sessions import PublishSessions, named_lock
 from mlbatch.backends.appdb.mysql_sql import (
+    EMPTY_PARTITION,
     add_partition_sql,
+    compact_sql,
     exchange_sql,
     expired_partitions,
     guarded_upsert_sql,
     history_ddl,
     log_upsert_sql,
     model_lock,
+    partition_day,
     partition_name,
     q,
     side_name,
@@ -61,6 +64,7 @@ from mlbatch.backends.appdb.mysql_sql import (
 )
 from mlbatch.backends.appdb.pipes import piped_sources
 from mlbatch.backends.appdb.publisher import (
+    COLUMNS,
     HISTORY_DAYS,
     AppDb,
     Day,
@@ -138,6 +142,7 @@ class MySqlPublisher:
                     day.ds,
                     history_days=day.history_days,
                     commit=day.commit,
+                    mode=day.mode,
                     sessions=running,
                 )
         return Published(checksum.rows, checksum.hexdigest(), path)
@@ -160,6 +165,7 @@ class MySqlPublisher:
                 day.ds,
                 history_days=day.history_days,
                 commit=day.commit,
+                mode=day.mode,
                 sessions=running,
             )
         finally:
@@ -192,6 +198,7 @@ def publish_mysql(
     *,
     history_days: int = HISTORY_DAYS,
     commit: str = "day",
+    mode: str = "upsert",
     sessions: PublishSessions | None = None,
 ) -> str:
     """Publish the day in ``source`` into ``table`` (and its history) with its log row; return
@@ -209,6 +216,15 @@ def publish_mysql(
        ``commit="key_range"`` each key range is upserted and committed by its own session, in
        parallel, and the log row is written once every range has committed;
     5. history partitions older than ``history_days`` before the newest day are dropped.
+
+    ``mode="partitioned"`` (one write per row) skips the upsert: the exchange (step 3) makes the
+    day visible, in ``<model>_history`` itself, and the log row follows it; a day older than the
+    history keeps is upserted into ``<model>_base`` instead, with its log row in one transaction;
+    step 5 first moves each expiring day's last predictions into ``<model>_base``
+    (:func:`~mlbatch.backends.appdb.mysql_sql.compact_sql`). Readers read both
+    (:func:`~mlbatch.backends.appdb.mysql_sql.latest_sql`). Readers of the history are DDL's
+    readers: the exchange waits for their open transactions (at most :data:`locks.LOCK_WAIT_S`
+    per try), and new lookups queue behind the waiting exchange meanwhile.
     ``sessions`` opens every session (default: on ``db``) and can kill them from another thread.
 
     Readers of ``table`` see the old rows until the COMMIT and all of the day after it; the
@@ -223,12 +239,13 @@ def publish_mysql(
         day = log_row["ds"]
     if commit not in ("day", "key_range"):
         raise ValueError(f"publish commit must be 'day' or 'key_range', not {commit!r}")
+    if mode not in ("upsert", "partitioned"):
+        raise ValueError(f"publish mode must be 'upsert' or 'partitioned', not {mode!r}")
     own = sessions or PublishSessions(db)
     try:
         with own.open() as conn, named_lock(conn, model_lock(table.name)):
-            return _DayPublish(own, conn, table, day, per_range=commit == "key_range").run(
-                sources, rows, log_row, history_days
-            )
+            publish = _DayPublish(own, conn, table, day, per_range=commit == "key_range", partitioned=mode != "upsert")
+            return publish.run(sources, rows, log_row, history_days)
     finally:
         if sessions is None:
             own.dispose()
@@ -238,11 +255,20 @@ class _DayPublish:
     """One publish of ``day`` into ``table``, in ``conn``: a session holding the model's named lock."""
 
     def __init__(
-        self, sessions: PublishSessions, conn: Connection, table: Table, day: date, *, per_range: bool = False
+        self,
+        sessions: PublishSessions,
+        conn: Connection,
+        table: Table,
+        day: date,
+        *,
+        per_range: bool = False,
+        partitioned: bool = False,
     ):
         self.sessions, self.conn, self.table, self.day, self.per_range = sessions, conn, table, day, per_range
+        self.partitioned = partitioned
         self.name = table.name
         self.history = schema.history_for(table).name
+        self.base = schema.base_for(table).name
         self.stage = side_name(self.history, "stage")
         self.own = {locks.session_id(conn)}
         # MariaDB 10.11 always validates an exchanged partition (WITHOUT VALIDATION came in 11.4).
@@ -255,11 +281,17 @@ class _DayPublish:
         leftovers = [self.stage] + [side_name(self.name, side) for side in ("new", "old", "stage")]
         self._ddl("drop leftovers", "DROP TABLE IF EXISTS " + ", ".join(q(t) for t in leftovers))
         newest = self._newest_day()  # stable: every writer of the tables holds the model lock
+        self._check_mode()
         self._ddl("staging table", staging_ddl(schema.history_for(self.table), self.stage))
         try:
             load_all(self.sessions, self.conn, sources, self.stage, rows)
             row = log_row() if callable(log_row) else log_row
-            self._exchange_and_upsert(sources, row)
+            if not self.partitioned:
+                self._exchange_and_upsert(sources, row)
+            elif newest is not None and self.day < _cutoff(newest, history_days):
+                self._into_base(row)
+            else:
+                self._exchange(row)
         finally:
             with suppress(Exception):  # a dead session leaves it to the next run, which drops it first
                 self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(self.stage)}")
@@ -273,12 +305,69 @@ class _DayPublish:
                 self.conn, f"{self.name}: {what}", lambda: self.conn.exec_driver_sql(sql), own_sessions=self.own
             )
 
-    def _exchange_and_upsert(self, sources: list[LoadSource], row: dict[str, Any]) -> None:
+    def _check_mode(self) -> None:
+        """``<model>_base`` exists once the model has been published in partitioned mode: created
+        (seeded from ``<model>_predictions``, when switching from upsert) on the first such publish;
+        an upsert then would leave ``<model>_predictions`` without the days published since."""
+        found = {
+            r[0]
+            for r in self.conn.exec_driver_sql(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+                (self.base,),
+            )
+        }
+        if not self.partitioned:
+            if found:
+                raise PublishError(
+                    f"{self.name}: {self.base} exists, so this model was published with publish.mode: partitioned, "
+                    f"and {self.name} lacks the days published since; keep publish.mode: partitioned, or rebuild "
+                    f"{self.name} from {self.history} and {self.base} and drop {self.base} before switching back"
+                )
+            return
+        if found:
+            return
+        # Built aside and renamed in: a publish killed while seeding leaves no half-seeded base.
+        seed = side_name(self.base, "seed")
+        base = schema.base_for(self.table)
+        self._ddl("drop base seed", f"DROP TABLE IF EXISTS {q(seed)}")
+        self._ddl("base table", staging_ddl(base, seed))
+        cols = ", ".join(q(c) for c in COLUMNS)
+        with step(f"seed {self.base} from {self.name}", self.base):
+            self.conn.exec_driver_sql(f"INSERT INTO {q(seed)} ({cols}) SELECT {cols} FROM {q(self.name)}")
+        self._ddl("base table rename", f"RENAME TABLE {q(seed)} TO {q(self.base)}")
+
+    def _exchange(self, row: dict[str, Any]) -> None:
+        """Partitioned mode: the exchange makes the day visible, in the table readers read; then its log row.
+        A publish killed in between leaves the day visible without its log row, so the export gate
+        cannot pass; the rerun replaces the partition and writes the row."""
+        self._swap_in()
+        with step("publish log row", self.name):
+            self.conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), row)
+
+    def _into_base(self, row: dict[str, Any]) -> None:
+        """Partitioned mode, a backfill older than the history keeps: upserted (guarded) into the
+        base with its log row, in one transaction, as the upsert mode does into its table."""
+
+        def upsert() -> None:
+            self.sessions.check(f"the upsert of {self.day} into {self.base}")
+            with transaction(self.conn):
+                with step(f"guarded upsert into {self.base} (older than the history keeps)", self.base):
+                    self.conn.exec_driver_sql(guarded_upsert_sql(self.base, self.stage))
+                self.conn.exec_driver_sql(log_upsert_sql(schema.publish_log.name), row)
+
+        locks.retrying(self.conn, f"{self.base}: upsert of {self.day}", upsert, own_sessions=self.own)
+
+    def _swap_in(self) -> str:
+        """The staged day becomes its partition of the history (added first if new); the statement, to swap back."""
         part = partition_name(self.day)
         if not self._has_partition(part):
             self._ddl(f"add partition {part}", add_partition_sql(self.history, self.day))
         swap = exchange_sql(self.history, self.day, self.stage, validate=self.validate)
         self._ddl(f"exchange partition {part}", swap)
+        return swap
+
+    def _exchange_and_upsert(self, sources: list[LoadSource], row: dict[str, Any]) -> None:
+        swap = self._swap_in()
         if self.per_range and len(sources) > 1:
             self._upsert_per_range(sources, row)
             return
@@ -366,9 +455,14 @@ class _DayPublish:
     def _expire_history(self, newest: date, history_days: int) -> None:
         """Drop the expired days' partitions (metadata only). The day is already published: a
         blocked drop is logged and left to the next run, not a failed task."""
-        expired = expired_partitions(self._partitions(), newest, history_days)
+        kept = self._partitions()
+        expired = expired_partitions(kept, newest, history_days)
         if not expired:
             return
+        if self.partitioned:
+            expired = self._compact(expired, sorted(set(kept) - set(expired)))
+            if not expired:
+                return
         sql = f"ALTER TABLE {q(self.history)} DROP PARTITION " + ", ".join(q(p) for p in expired)
         try:
             with step(f"drop {len(expired)} expired history partitions", self.history):
@@ -377,3 +471,33 @@ class _DayPublish:
                 )
         except locks.LockWaitError as exc:
             log.warning("%s", exc)
+
+    def _compact(self, expired: list[str], kept: list[str]) -> list[str]:
+        """Partitioned mode: each expiring day's last predictions moved into the base (oldest day
+        first, each in its own transaction), before its partition is dropped; returns the days
+        moved. One that fails is logged and left, with every later one, to the next publish
+        (compacting twice is idempotent: the upsert is guarded)."""
+        days = [partition_day(p) for p in sorted(expired)] + [partition_day(p) for p in kept if p != EMPTY_PARTITION]
+        moved = []
+        for i, part in enumerate(sorted(expired)):
+            after = days[i + 1] if i + 1 < len(days) else None
+            params = {"ds": days[i], "next_ds": after}
+            sql = compact_sql(self.base, self.history, next_day=after is not None)
+
+            def move(sql: str = sql, params: dict[str, Any] = params) -> None:
+                with transaction(self.conn):
+                    self.conn.exec_driver_sql(sql, params)
+
+            try:
+                with step(f"move {days[i]}'s last predictions into {self.base}", self.base):
+                    locks.retrying(self.conn, f"{self.base}: compact {days[i]}", move, own_sessions=self.own)
+            except locks.LockWaitError as exc:
+                log.warning("%s", exc)
+                break
+            moved.append(part)
+        return moved
+
+
+def _cutoff(newest: date, history_days: int) -> date:
+    """The oldest day the history keeps (``expired_partitions``' rule)."""
+    return newest - timedelta(days=history_days - 1)

@@ -72,6 +72,11 @@ def partition_name(day: date) -> str:
     return f"p{day:%Y%m%d}"
 
 
+def partition_day(partition: str) -> date:
+    """The day of a day's partition (the inverse of :func:`partition_name`)."""
+    return date(int(partition[1:5]), int(partition[5:7]), int(partition[7:9]))
+
+
 def add_partition_sql(history: str, day: date) -> str:
     part = q(partition_name(day))
     return f"ALTER TABLE {q(history)} ADD PARTITION (PARTITION {part} VALUES IN ('{day.isoformat()}'))"
@@ -98,15 +103,57 @@ def guarded_upsert_sql(
     """
     cols = ", ".join(q(c) for c in COLUMNS)
     t, s = q(table), q(source)
-    fresh = f"VALUES({q('ds')}) >= {t}.{q('ds')}"
-    sets = ", ".join(f"{t}.{q(c)} = IF({fresh}, VALUES({q(c)}), {t}.{q(c)})" for c in UPDATE)
     where = (
         ([f"{s}.{q('ds')} = %(ds)s"] if day else [])
         + ([f"{s}.{q('entity_key')} >= %(key_from)s"] if key_from else [])
         + ([f"{s}.{q('entity_key')} < %(key_to)s"] if key_to else [])
     )
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    return f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}{clause} ON DUPLICATE KEY UPDATE {sets}"
+    return f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}{clause} ON DUPLICATE KEY UPDATE {_guarded_sets(table)}"
+
+
+def _guarded_sets(table: str) -> str:
+    """The upsert's assignments: each column takes the new value only if its day is the same or newer."""
+    t = q(table)
+    fresh = f"VALUES({q('ds')}) >= {t}.{q('ds')}"
+    return ", ".join(f"{t}.{q(c)} = IF({fresh}, VALUES({q(c)}), {t}.{q(c)})" for c in UPDATE)
+
+
+def latest_sql(history: str, base: str) -> str:
+    """``publish.mode: partitioned``: an entity's prediction (bound as ``%(key)s``), the newer of its
+    newest day in the history and its row in the base. Each side is a primary-key lookup: the
+    history's probes one index per kept day (its partitions), the base's one."""
+    cols = ", ".join(q(c) for c in COLUMNS)
+    return (
+        f"SELECT {cols} FROM ("
+        f"(SELECT {cols} FROM {q(history)} WHERE {q('entity_key')} = %(key)s ORDER BY {q('ds')} DESC LIMIT 1) "
+        f"UNION ALL (SELECT {cols} FROM {q(base)} WHERE {q('entity_key')} = %(key)s)"
+        f") {q('latest')} ORDER BY {q('ds')} DESC LIMIT 1"
+    )
+
+
+def compact_sql(base: str, history: str, *, next_day: bool) -> str:
+    """Move an expiring day (``%(ds)s``, one partition of the history) into the base, before its
+    partition is dropped: its rows whose entity the next kept day (``%(next_ds)s``) did not
+    re-score, upserted guarded (an older day never replaces a newer).
+
+    Why only the next day is checked: a row kept in the base although a later day re-scored its
+    entity is harmless (readers take the newer), and that one probe, pruned to one partition,
+    keeps the steady state (every entity scored daily) at zero rows written. ``next_day`` False:
+    no later day is kept, every row moves."""
+    cols = ", ".join(q(c) for c in COLUMNS)
+    h, b = q(history), q(base)
+    newer = (
+        f" AND NOT EXISTS (SELECT 1 FROM {h} {q('n')} WHERE {q('n')}.{q('entity_key')} = {q('d')}.{q('entity_key')}"
+        f" AND {q('n')}.{q('ds')} = %(next_ds)s)"
+        if next_day
+        else ""
+    )
+    picked = ", ".join(f"{q('d')}.{q(c)}" for c in COLUMNS)
+    return (
+        f"INSERT INTO {b} ({cols}) SELECT {picked} FROM {h} {q('d')} "
+        f"WHERE {q('d')}.{q('ds')} = %(ds)s{newer} ON DUPLICATE KEY UPDATE {_guarded_sets(base)}"
+    )
 
 
 def log_upsert_sql(log_table: str) -> str:

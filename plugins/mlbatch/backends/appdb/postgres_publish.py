@@ -277,6 +277,7 @@ class PostgresPublisher:
         self._running: PublishSession | None = None
 
     def publish(self, day: Day) -> Published:
+        day.upsert_only("PostgreSQL")
         self.db.ensure_schema([(day.model, day.key_type)])
         running = self._running = PublishSession(self.db)
         lock = f"mlb.pub.{day.table.name}"  # MySQL's GET_LOCK name; hashed to the advisory key

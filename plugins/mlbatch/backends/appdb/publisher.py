@@ -72,6 +72,7 @@ class Day:
     sessions: int = 0  # parallel load sessions (spec: publish.sessions); 0: the publisher's default
     key_sample: Callable[[], pa.Array | None] = lambda: None  # a uniform sample of the day's keys, if kept
     commit: str = "day"  # spec: publish.commit: "day" (one transaction) or "key_range" (one per range)
+    mode: str = "upsert"  # spec: publish.mode: "upsert" (<model>_predictions) or "partitioned" (history + base)
 
     def log_row(self, checksum: RowChecksum) -> dict[str, Any]:
         """The day's ``ml_publish_log`` row, from the checksum of the rows loaded."""
@@ -84,6 +85,15 @@ class Day:
             "run_id": self.run_id,
             "published_at": datetime.now(UTC).replace(tzinfo=None, microsecond=0),
         }
+
+    def upsert_only(self, backend: str) -> None:
+        """Refuse ``publish.mode: partitioned`` on a backend without it: its readers would read
+        ``<model>_history`` and ``<model>_base``, which this backend's publish does not keep."""
+        if self.mode != "upsert":
+            raise PublishError(
+                f"{self.table.name}: publish.mode: {self.mode} needs Aurora MySQL or MariaDB (EXCHANGE PARTITION); "
+                f"this app DB is {backend}: set publish.mode: upsert in the {self.model} spec"
+            )
 
 
 @dataclass(frozen=True)

@@ -116,11 +116,9 @@ publish_log = Table(
 )
 
 
-def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
-    """``<model>_predictions``: one row per entity, from the newest day that scored it."""
-    return Table(
-        f"{model}_predictions",
-        md if md is not None else MetaData(),
+def _latest_columns(key_type: str) -> list[Column[Any]]:
+    """One row per entity: the columns of ``<model>_predictions`` and of ``<model>_base``."""
+    return [
         Column(
             "entity_key",
             BigInteger if key_type == "integer" else String(255),
@@ -135,8 +133,22 @@ def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> 
         # partition, and the newest day is found there too (mysql_publish). Each index here is
         # work in every row of every upsert: dropping it saved about a fifth of the upsert's
         # time (1M rows, 4.3 vs 5.3-6.0 s). Tables created before keep theirs (harmless).
-        **MYSQL_TABLE_ARGS,
-    )
+    ]
+
+
+def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
+    """``<model>_predictions``: one row per entity, from the newest day that scored it."""
+    md = md if md is not None else MetaData()
+    return Table(f"{model}_predictions", md, *_latest_columns(key_type), **MYSQL_TABLE_ARGS)
+
+
+def base_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
+    """``<model>_base`` (``publish.mode: partitioned``): the newest prediction of each entity whose
+    day has left ``<model>_history``. Written only when a day expires (``appdb.mysql_sql.compact_sql``)
+    or by a backfill older than the history keeps; readers take the newer of an entity's row here
+    and its newest in the history (``appdb.mysql_sql.latest_sql``)."""
+    md = md if md is not None else MetaData()
+    return Table(f"{model}_base", md, *_latest_columns(key_type), **MYSQL_TABLE_ARGS)
 
 
 def history_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
@@ -164,11 +176,19 @@ def history_table(model: str, key_type: str, md: MetaData | None = None) -> Tabl
     )
 
 
+def _model_of(predictions: Table) -> tuple[str, str]:
+    model = predictions.name.removesuffix("_predictions")
+    return model, "integer" if isinstance(predictions.c.entity_key.type, BigInteger) else "string"
+
+
 def history_for(predictions: Table) -> Table:
     """The history table of a ``<model>_predictions`` table (same key type)."""
-    model = predictions.name.removesuffix("_predictions")
-    key_type = "integer" if isinstance(predictions.c.entity_key.type, BigInteger) else "string"
-    return history_table(model, key_type)
+    return history_table(*_model_of(predictions))
+
+
+def base_for(predictions: Table) -> Table:
+    """The base table of a ``<model>_predictions`` table (same key type)."""
+    return base_table(*_model_of(predictions))
 
 
 # Realized performance (mlbatch.stages.realized): a published day's predictions measured against

@@ -21,6 +21,7 @@ class SqlitePublisher:
         self.db = db
 
     def publish(self, day: Day) -> Published:
+        day.upsert_only("SQLite")
         self.db.ensure_schema([(day.model, day.key_type)])
         history = schema.history_for(day.table)
         history.create(self.db.engine, checkfirst=True)
