@@ -22,6 +22,7 @@ figures do not mix; the parent prepares the data once and collects the results.
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import subprocess
@@ -45,6 +46,7 @@ from devtools.bench_data import (
     IN_FLIGHT,
     LOAD_SESSIONS,
     MODEL,
+    NEXT_DS,
     VERSION,
     _booster,
     _fresh_table,
@@ -69,7 +71,7 @@ EXPORT_SCHEMA = pa.schema(
 _END = object()
 
 
-def run_optimised(work: Path, db_url: str) -> int:
+def run_optimised(work: Path, db_url: str, mode: str = "upsert") -> int:
     """Read → predict → gate → LOAD DATA through pipes and the export, all overlapped; then publish.
 
     One producer thread reads, predicts, formats and routes each row to its key range's pipe
@@ -78,7 +80,7 @@ def run_optimised(work: Path, db_url: str) -> int:
     gate passes: the gate runs after the load and before the exchange and upsert, and the
     export's transaction commits only after the gate's verdict (a failed gate rolls it back).
     """
-    return _FusedRun(work, db_url).run()
+    return _FusedRun(work, db_url, mode).run()
 
 
 class _FusedRun:
@@ -87,13 +89,13 @@ class _FusedRun:
     The threads share this object's state; errors are handed to the main thread in ``failure``.
     """
 
-    def __init__(self, work: Path, db_url: str) -> None:
+    def __init__(self, work: Path, db_url: str, mode: str) -> None:
         import queue
 
         from mlbatch.backends.appdb.checksum import RowChecksum
         from mlbatch.features.reader import read_manifest
 
-        self.work = work
+        self.work, self.mode = work, mode
         self.manifest_uri = (work / "manifest").as_uri()
         manifest = read_manifest(None, self.manifest_uri)
         self.expected = manifest.record_count
@@ -128,7 +130,9 @@ class _FusedRun:
         with piped_sources([self.writer(p) for p in self.pipes], self.ranges) as (sources, finish):
             self.finish = finish
             try:
-                publish_mysql(self.db, self.table, sources, self.expected, self.gate_then_log_row, day=self.day)
+                publish_mysql(
+                    self.db, self.table, sources, self.expected, self.gate_then_log_row, day=self.day, mode=self.mode
+                )
             finally:
                 self.verdict.set()  # a failed load is a failed gate for the export: it rolls back
         exporter.join(timeout=60)
@@ -268,53 +272,57 @@ def run_predict(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
     return 0, lambda: sum(len(booster.inplace_predict(m)) for m in matrices)
 
 
-def _publish_tsv(work: Path) -> tuple[Path, int]:
-    """The day as the publish loads it (written once, reused by the publish and load paths)."""
+def _publish_parts(work: Path, ds: str = DS) -> tuple[list[Any], int]:
+    """The day as the publish loads it, cut into the ``LOAD_SESSIONS`` key ranges the bare load
+    uses too (same rows, same sessions): TSV files in key order, written once per day and reused
+    by every publish and load path (not timed), as load sources with their key bounds."""
+    from mlbatch.backends.appdb.mysql_load import LoadSource
     from mlbatch.features.reader import read_manifest
 
     rows = read_manifest(None, (work / "manifest").as_uri()).record_count
-    path = work / "publish.tsv"
-    if not path.exists():
-        rng = np.random.default_rng(1)
-        with open(path, "wb") as out:
-            for start in range(0, rows, BATCH_ROWS):
-                n = min(BATCH_ROWS, rows - start)
-                keys = pa.array(np.arange(start, start + n, dtype=np.int64) + 10_000_000)
-                out.write(_tsv(_prediction_batch(keys, rng.random(n))))
-    return path, rows
+    first = 10_000_000  # the keys prepare() writes: first, first + 1, ...
+    cuts = [rows * i // LOAD_SESSIONS for i in range(LOAD_SESSIONS + 1)]
+    sources = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(cuts)):
+        path = work / f"publish-{ds}-{i}.tsv"
+        if not path.exists():
+            rng = np.random.default_rng(1 + i)
+            with open(path, "wb") as out:
+                for start in range(lo, hi, BATCH_ROWS):
+                    n = min(BATCH_ROWS, hi - start)
+                    keys = pa.array(np.arange(start, start + n, dtype=np.int64) + first)
+                    out.write(_tsv(_prediction_batch(keys, rng.random(n)), ds))
+        key_from = None if i == 0 else first + lo
+        key_to = None if i == LOAD_SESSIONS - 1 else first + hi
+        sources.append(LoadSource(path=str(path), key_from=key_from, key_to=key_to))
+    return sources, rows
 
 
-def run_publish(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
-    """Publish alone into an empty table: the day's TSV is written first (not timed), then loaded and published."""
-    from mlbatch.backends.appdb.mysql_load import LoadSource
+def _publisher(work: Path, db_url: str, mode: str, ds: str, *, drop: bool) -> Callable[[], int]:
+    """A publish of ``ds`` in ``mode`` into the bench model's tables (dropped first if ``drop``)."""
     from mlbatch.backends.appdb.mysql_publish import publish_mysql
 
-    path, rows = _publish_tsv(work)
-    db, table = _fresh_table(db_url, MODEL)
+    sources, rows = _publish_parts(work, ds)
+    db, table = _fresh_table(db_url, MODEL, drop=drop)
 
     def publish() -> int:
-        publish_mysql(db, table, LoadSource(path=str(path)), rows, _log_row(rows, "0" * 64))
+        day = date.fromisoformat(ds)
+        publish_mysql(db, table, sources, rows, _log_row(rows, "0" * 64, ds), day, mode=mode)
         return rows
 
-    return 0, publish
+    return publish
 
 
-def run_publish_steady(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
-    """Publish alone into a steady table: the same day published once first (not timed), so every
-    key is there and the timed publish re-scores each of them."""
-    from mlbatch.backends.appdb.mysql_load import LoadSource
-    from mlbatch.backends.appdb.mysql_publish import publish_mysql
+def run_publish(work: Path, db_url: str, mode: str = "upsert") -> tuple[int, Callable[[], int]]:
+    """Publish alone into an empty database: the day's TSV is written first (not timed)."""
+    return 0, _publisher(work, db_url, mode, DS, drop=True)
 
-    rows, publish = run_publish(work, db_url)
-    publish()
-    path, rows = _publish_tsv(work)
-    db, table = _fresh_table(db_url, MODEL, drop=False)
 
-    def again() -> int:
-        publish_mysql(db, table, LoadSource(path=str(path)), rows, _log_row(rows, "0" * 64))
-        return rows
-
-    return 0, again
+def run_publish_steady(work: Path, db_url: str, mode: str = "upsert") -> tuple[int, Callable[[], int]]:
+    """Publish alone in the steady state: the day published first (not timed), then the next day,
+    which re-scores every key, is timed."""
+    _publisher(work, db_url, mode, DS, drop=True)()
+    return 0, _publisher(work, db_url, mode, NEXT_DS, drop=False)
 
 
 def run_load(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
@@ -324,14 +332,8 @@ def run_load(work: Path, db_url: str) -> tuple[int, Callable[[], int]]:
     from mlbatch.backends.appdb.mysql_sql import load_data_sql, q
     from sqlalchemy import text
 
-    path, rows = _publish_tsv(work)
-    lines = path.read_bytes().splitlines(keepends=True)
-    parts = []
-    for i in range(LOAD_SESSIONS):
-        part = work / f"load-{i}.tsv"
-        part.write_bytes(b"".join(lines[len(lines) * i // LOAD_SESSIONS : len(lines) * (i + 1) // LOAD_SESSIONS]))
-        parts.append(part)
-    del lines
+    sources, rows = _publish_parts(work)
+    parts = [Path(source.path) for source in sources]
     db, table = _fresh_table(db_url, MODEL)
     ceiling = "bench_load_ceiling"
     with db.begin() as conn:
@@ -367,6 +369,7 @@ PATHS: dict[str, Callable[..., Any]] = {
     "publish_steady": run_publish_steady,
     "load": run_load,
 }
+MODES = ("upsert", "partitioned")  # publish.mode; a path named "<path>:<mode>" runs in that mode
 
 
 def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
@@ -381,8 +384,9 @@ def worker(path: str, work: Path, db_url: str) -> dict[str, Any]:
     import sqlalchemy  # noqa: F401
     import xgboost  # noqa: F401
 
+    name, _, mode = path.partition(":")
     started = time.perf_counter()
-    result = PATHS[path](work, db_url)
+    result = PATHS[name](work, db_url, mode) if mode else PATHS[name](work, db_url)
     if isinstance(result, tuple):
         started = time.perf_counter()
         result = result[1]()
@@ -409,9 +413,6 @@ def _child(path: str, work: Path, db_url: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-COMPONENTS = ("read", "predict", "publish")
-
-
 def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median time (its own figures, so rows/s and RSS stay one run's), and every run's seconds."""
     ordered = sorted(results, key=lambda r: r["seconds"])
@@ -427,12 +428,13 @@ def run(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Prepare N rows, run every path ``repeat`` times (alternating order) against a MariaDB started
-    here, and compute the ratios from the medians."""
+    here, and compute the ratios from the medians, for each ``publish.mode``."""
     from devtools.devservers import start_mariadb
 
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="mlbatch-bench-")) if work is None else work
-    paths = ["read", "predict", "publish", "publish_steady", "load", "optimised", *(["naive"] if naive else [])]
+    per_mode = [f"{path}:{mode}" for mode in MODES for path in ("publish", "publish_steady", "optimised")]
+    paths = ["read", "predict", "load", *per_mode, *(["naive"] if naive else [])]
     try:
         log(f"preparing {rows:,} rows × {FEATURES} features in {work}")
         prepare(work, rows)
@@ -452,24 +454,35 @@ def run(
 
             shutil.rmtree(work, ignore_errors=True)
     results = {path: _median(found) for path, found in runs.items()}
-    components = {k: results[k] for k in COMPONENTS}
-    slowest = min(components, key=lambda k: components[k]["rows_per_s"])
-    load_s = results["load"]["seconds"]
     return {
         "rows": rows,
         "repeat": repeat,
-        "optimised": results["optimised"],
         "naive": results.get("naive"),
-        "components": components,
-        "ceiling": {"component": slowest, "rows_per_s": components[slowest]["rows_per_s"]},
-        "speedup": round(results["optimised"]["rows_per_s"] / results["naive"]["rows_per_s"], 2) if naive else None,
-        "efficiency": round(results["optimised"]["rows_per_s"] / components[slowest]["rows_per_s"], 2),
-        # The publish against bare LOAD DATA of the same TSV with the same sessions, same run.
+        "read": results["read"],
+        "predict": results["predict"],
+        # The publish's ceiling: bare LOAD DATA of the same TSV with the same sessions, same run.
         "load": results["load"],
-        "publish_steady": results["publish_steady"],
+        "modes": {mode: _mode_figures(results, mode) for mode in MODES},
+    }
+
+
+def _mode_figures(results: dict[str, dict[str, Any]], mode: str) -> dict[str, Any]:
+    """One publish mode's figures: its paths, its speedup over the naive path, its efficiency
+    against the slowest component (read, predict, its own publish) and its publish ÷ bare load."""
+    optimised, publish = results[f"optimised:{mode}"], results[f"publish:{mode}"]
+    components = {"read": results["read"], "predict": results["predict"], "publish": publish}
+    slowest = min(components, key=lambda k: components[k]["rows_per_s"])
+    naive, load_s = results.get("naive"), results["load"]["seconds"]
+    return {
+        "optimised": optimised,
+        "publish": publish,
+        "publish_steady": results[f"publish_steady:{mode}"],
+        "ceiling": {"component": slowest, "rows_per_s": components[slowest]["rows_per_s"]},
+        "speedup": round(optimised["rows_per_s"] / naive["rows_per_s"], 2) if naive else None,
+        "efficiency": round(optimised["rows_per_s"] / components[slowest]["rows_per_s"], 2),
         "publish_over_load": {
-            "empty": round(results["publish"]["seconds"] / load_s, 2),
-            "steady": round(results["publish_steady"]["seconds"] / load_s, 2),
+            "empty": round(publish["seconds"] / load_s, 2),
+            "steady": round(results[f"publish_steady:{mode}"]["seconds"] / load_s, 2),
         },
     }
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DS = "2026-11-22"
+NEXT_DS = "2026-11-23"  # the steady-state day: every key of DS re-scored
 VERSION = "bench-v1"
 MODEL = "bench"
 CLASSES = ("female", "male")
@@ -97,10 +98,10 @@ def _prediction_batch(keys: pa.Array, scores: np.ndarray) -> pa.RecordBatch:
     )
 
 
-def _tsv(pred: pa.RecordBatch) -> pa.Buffer:
+def _tsv(pred: pa.RecordBatch, ds: str = DS) -> pa.Buffer:
     from mlbatch.backends.appdb.tsv import tsv_chunk
 
-    day = pa.repeat(pa.scalar(DS), pred.num_rows)
+    day = pa.repeat(pa.scalar(ds), pred.num_rows)
     cols = [pred.column("entity_key"), day, pred.column("model_version"), pred.column("label"), pred.column("score")]
     return tsv_chunk(cols)
 
@@ -116,17 +117,18 @@ def _fresh_table(db_url: str, name: str, *, drop: bool = True) -> Any:
     if not drop:
         return db, schema.predictions_table(name, "integer")
     with db.begin() as conn:
-        conn.execute(text(f"DROP TABLE IF EXISTS `{names.predictions_table(name)}`, `{names.history_table(name)}`"))
+        dropped = (names.predictions_table(name), names.history_table(name), names.base_table(name))
+        conn.execute(text("DROP TABLE IF EXISTS " + ", ".join(f"`{t}`" for t in dropped)))
         log = names.PUBLISH_LOG_TABLE
         conn.execute(text(f"DELETE FROM {log}") if db.has_table(log) else text("SELECT 1"))
     db.ensure_schema([(name, "integer")])
     return db, schema.predictions_table(name, "integer")
 
 
-def _log_row(rows: int, digest: str) -> dict[str, Any]:
+def _log_row(rows: int, digest: str, ds: str = DS) -> dict[str, Any]:
     return {
         "model": MODEL,
-        "ds": date.fromisoformat(DS),
+        "ds": date.fromisoformat(ds),
         "model_version": VERSION,
         "rows_published": rows,
         "checksum": digest,

@@ -225,6 +225,12 @@ def history_table(model: str) -> str:
     return f"{model}{HISTORY_SUFFIX}"
 
 
+def base_table(model: str) -> str:
+    """``<model>_base`` (app DB, ``publish.mode: partitioned``): the last prediction of each entity
+    whose days have left ``<model>_history``."""
+    return f"{model}_base"
+
+
 def model_of_predictions_table(table: str) -> str:
     """The model a ``<model>_predictions`` table belongs to (the inverse of :func:`predictions_table`)."""
     return table.removesuffix(PREDICTIONS_SUFFIX)

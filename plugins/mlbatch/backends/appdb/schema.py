@@ -28,6 +28,8 @@ from sqlalchemy import (
     Text,
 )
 
+from mlbatch import names
+
 # Any: Table's **kw (typed as str, mypy would match the values against Table's typed keywords).
 MYSQL_TABLE_ARGS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
@@ -148,7 +150,7 @@ def base_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
     or by a backfill older than the history keeps; readers take the newer of an entity's row here
     and its newest in the history (``appdb.mysql_sql.latest_sql``)."""
     md = md if md is not None else MetaData()
-    return Table(f"{model}_base", md, *_latest_columns(key_type), **MYSQL_TABLE_ARGS)
+    return Table(names.base_table(model), md, *_latest_columns(key_type), **MYSQL_TABLE_ARGS)
 
 
 def history_table(model: str, key_type: str, md: MetaData | None = None) -> Table:

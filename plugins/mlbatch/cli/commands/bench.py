@@ -35,16 +35,22 @@ def bench(
         print(json.dumps(result, indent=2))
         return
     table = Table("path", "rows/s", "seconds", "peak RSS MiB", title=f"mlbatch bench, {rows:,} rows")
-    paths = {"optimised": result["optimised"], **({"naive": result["naive"]} if result["naive"] else {})}
-    paths |= {f"component: {k}": v for k, v in result["components"].items()}
-    paths |= {"publish, steady table": result["publish_steady"], "bare LOAD DATA (publish ceiling)": result["load"]}
+    paths = {"read": result["read"], "predict": result["predict"], "bare LOAD DATA (publish ceiling)": result["load"]}
+    paths |= {"naive": result["naive"]} if result["naive"] else {}
+    for mode, figures in result["modes"].items():
+        paths |= {
+            f"{mode}: optimised": figures["optimised"],
+            f"{mode}: publish, empty": figures["publish"],
+            f"{mode}: publish, steady": figures["publish_steady"],
+        }
     for name, r in paths.items():
         table.add_row(name, f"{r['rows_per_s']:,}", f"{r['seconds']:.2f}", f"{r['peak_rss_mib']:.0f}")
     out.print(table)
-    speedup = f"{result['speedup']}×" if result["speedup"] is not None else "n/a (--no-naive)"
-    out.print(
-        f"speedup {speedup}; efficiency {result['efficiency']} of the ceiling "
-        f"({result['ceiling']['component']}, {result['ceiling']['rows_per_s']:,} rows/s); publish ÷ bare LOAD DATA: "
-        f"{result['publish_over_load']['empty']}× empty, {result['publish_over_load']['steady']}× steady",
-        highlight=False,
-    )
+    for mode, f in result["modes"].items():
+        speedup = f"{f['speedup']}×" if f["speedup"] is not None else "n/a (--no-naive)"
+        out.print(
+            f"publish.mode {mode}: speedup {speedup}; efficiency {f['efficiency']} of the ceiling "
+            f"({f['ceiling']['component']}, {f['ceiling']['rows_per_s']:,} rows/s); publish ÷ bare LOAD DATA: "
+            f"{f['publish_over_load']['empty']}× empty, {f['publish_over_load']['steady']}× steady",
+            highlight=False,
+        )
