@@ -1,6 +1,7 @@
 """The score DAG's tasks as Airflow runs them, against a DIY DAG written by hand.
 
-    python benchmarks/bench_dag.py --devices 1000000 [--devices 10000000 ...] [--repeat 3] [--json]
+    python benchmarks/bench_dag.py --devices 1000000 [--devices 10000000 ...] [--repeat 3]
+        [--publish-mode partitioned] [--json]
 
 For each size, on a stack started here (MariaDB 10.11 as the app DB, moto's S3 server as the
 object store, the DuckDB warehouse, the local launcher; ``device_gender`` with 2 score shards):
@@ -257,7 +258,7 @@ def reset(url: str, state: str) -> None:
 
     engine = create_engine(url)
     with engine.begin() as conn:
-        for table in (f"{MODEL}_predictions", f"{MODEL}_history", f"diy_{MODEL}_predictions"):
+        for table in (f"{MODEL}_predictions", f"{MODEL}_history", f"{MODEL}_base", f"diy_{MODEL}_predictions"):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{table}`")
         if conn.exec_driver_sql("SHOW TABLES LIKE 'ml_publish_log'").first():
             conn.execute(text("DELETE FROM ml_publish_log WHERE model = :m"), {"m": MODEL})
@@ -341,7 +342,20 @@ def summarize(devices: int, runs: dict[str, list[dict]]) -> dict:
     return out
 
 
-def run_size(devices: int, repeat: int, log) -> dict:
+def specs_dir(home: Path, mode: str) -> Path:
+    """The repo's specs, with ``publish.mode`` set for the benchmarked model (its relative paths
+    start at the project dir, not the spec's folder, so a copy elsewhere reads the same files)."""
+    if mode == "upsert":
+        return REPO / "dags" / "specs"
+    folder = home / "specs"
+    folder.mkdir()
+    for spec in (REPO / "dags" / "specs").glob("*.yaml"):
+        text = spec.read_text() + (f"publish: {{mode: {mode}}}\n" if spec.stem == MODEL else "")
+        (folder / spec.name).write_text(text)
+    return folder
+
+
+def run_size(devices: int, repeat: int, log, mode: str = "upsert") -> dict:
     from devtools.devservers import s3_environment, start_mariadb, start_moto_s3
 
     with tempfile.TemporaryDirectory(prefix="mlbatch-bench-dag-") as tmp:
@@ -361,7 +375,7 @@ def run_size(devices: int, repeat: int, log) -> dict:
                 "MLBATCH_OBJECT_STORE": f"s3://{bucket}/",
                 "MLBATCH_WAREHOUSE": f"duckdb://{home / 'warehouse.duckdb'}",
                 "MLBATCH_LAUNCHER": "local",
-                "MLBATCH_SPECS_DIR": str(REPO / "dags" / "specs"),
+                "MLBATCH_SPECS_DIR": str(specs_dir(home, mode)),
                 "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}",
             }
             boto3.client("s3", **_s3_args(moto.endpoint)).create_bucket(Bucket=bucket)
@@ -377,7 +391,7 @@ def run_size(devices: int, repeat: int, log) -> dict:
         finally:
             moto.stop()
             server.stop()
-    return summarize(devices, runs)
+    return {"publish_mode": mode, **summarize(devices, runs)}
 
 
 def _s3_args(endpoint: str) -> dict:
@@ -411,6 +425,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, action="append", help="devices in the warehouse (repeatable)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side per table state, alternating")
+    ap.add_argument(
+        "--publish-mode", choices=["upsert", "partitioned"], default="upsert", help="the spec's publish.mode"
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs="+")
     args = ap.parse_args()
@@ -429,7 +446,8 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
     check_task_order()
     results = [
-        run_size(n, args.repeat, lambda m: print(m, file=sys.stderr, flush=True)) for n in args.devices or [1_000_000]
+        run_size(n, args.repeat, lambda m: print(m, file=sys.stderr, flush=True), args.publish_mode)
+        for n in args.devices or [1_000_000]
     ]
     if args.json:
         print(json.dumps(results, indent=2))

@@ -74,19 +74,29 @@ def aurora_publish_statements(spec: ModelSpec, ds: str) -> list[str]:
         *(sql.load_data_sql(stage, s3_uri=tsv) for tsv in tsvs),
         sql.add_partition_sql(history.name, day),
         sql.exchange_sql(history.name, day, stage, validate=False),
-        *(
-            ["START TRANSACTION", upsert, "COMMIT", log_row]
-            if per_range
-            else ["START TRANSACTION", upsert, log_row, "COMMIT"]
-        ),
+        *_visible(spec, upsert, log_row, per_range),
         f"DROP TABLE {sql.q(stage)}",
     ]
+
+
+def _visible(spec: ModelSpec, upsert: str, log_row: str, per_range: bool) -> list[str]:
+    """What makes the exchanged day visible: the upsert (in one transaction with the log row, or
+    one per key range), or with ``publish.mode: partitioned`` the exchange itself, then the log row."""
+    if spec.publish.mode == "partitioned":
+        return [log_row]
+    return (
+        ["START TRANSACTION", upsert, "COMMIT", log_row]
+        if per_range
+        else ["START TRANSACTION", upsert, log_row, "COMMIT"]
+    )
 
 
 def aurora_ddl(spec: ModelSpec | None = None) -> list[str]:
     tables = list(schema.metadata.sorted_tables)
     if spec is not None:
         tables.append(schema.predictions_table(spec.name, spec.entity.type))
+        if spec.publish.mode == "partitioned":
+            tables.append(schema.base_table(spec.name, spec.entity.type))
     dialect = mysql.dialect()
     out = []
     for t in tables:
@@ -116,12 +126,17 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
         prefix = f"{_unload_root()}/{names.unload_prefix(spec.name, purpose, ds, RUN)}"
         out.append((f"Redshift: UNLOAD {stage} features", unload_statement(query, s3_prefix=prefix, iam_role=_role())))
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
-    ddl = [s for s in aurora_ddl(spec) if spec.predictions_table in s]
-    out += [(f"Aurora: {spec.predictions_table}", s) for s in ddl]
+    for table in (spec.predictions_table, names.base_table(spec.name)):
+        out += [(f"Aurora: {table}", s) for s in aurora_ddl(spec) if f"CREATE TABLE {table} (" in s]
+    if spec.publish.mode == "partitioned":
+        lookup = sql.latest_sql(names.history_table(spec.name), names.base_table(spec.name))
+        out.append(("Aurora: an entity's prediction, as applications read it (publish.mode: partitioned)", lookup))
     how = "LOAD DATA FROM S3"
     if spec.entity.type == "integer" and spec.publish.sessions > 1:
         how += f"; each LOAD in its own session, {spec.publish.sessions} at once"
         if spec.publish.commit == "key_range":
             how += ", and each range's upsert in its own transaction, the log row after the last"
+    if spec.publish.mode == "partitioned":
+        how += "; publish.mode partitioned: the exchange makes the day visible, no upsert"
     out += [(f"Aurora: publish {ds} ({how})", s) for s in aurora_publish_statements(spec, ds)]
     return out

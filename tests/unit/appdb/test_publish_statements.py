@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from mlbatch.backends.appdb.mysql_sql import expired_partitions, guarded_upsert_sql, load_data_sql, side_name
-from mlbatch.reporting.statements import aurora_publish_statements, export_statements
+from mlbatch.backends.appdb.mysql_sql import (
+    compact_sql,
+    expired_partitions,
+    guarded_upsert_sql,
+    latest_sql,
+    load_data_sql,
+    side_name,
+)
+from mlbatch.reporting.statements import aurora_publish_statements, export_statements, production_statements
 from mlbatch.spec import load_spec
 
 from tests.support.paths import REPO
@@ -120,3 +127,34 @@ def test_aurora_publish_by_key_range_commits_each_range_then_logs_the_day(spec):
         "AND `device_gender_history`.`entity_key` < %(key_to)s ON DUPLICATE KEY UPDATE "
     ) in upsert
     assert commit == "COMMIT" and log_row.startswith("INSERT INTO `ml_publish_log`")
+
+
+def test_aurora_publish_partitioned_is_a_load_and_an_exchange_then_the_log_row(spec):
+    spec = spec.model_copy(update={"publish": spec.publish.model_copy(update={"mode": "partitioned"})})
+    stmts = aurora_publish_statements(spec, "2026-11-22")
+    exchange = next(i for i, s in enumerate(stmts) if "EXCHANGE PARTITION `p20261122`" in s)
+    assert stmts[exchange].endswith("WITHOUT VALIDATION")
+    assert stmts[exchange + 1].startswith("INSERT INTO `ml_publish_log`")
+    assert stmts[exchange + 2] == "DROP TABLE `device_gender_history__stage`"
+    assert not any("INTO `device_gender_predictions`" in s or s == "START TRANSACTION" for s in stmts)  # one write
+    printed = dict(production_statements(spec, "2026-11-22"))
+    lookup = printed["Aurora: an entity's prediction, as applications read it (publish.mode: partitioned)"]
+    assert lookup == latest_sql("device_gender_history", "device_gender_base")
+    assert "CREATE TABLE device_gender_base (" in "\n".join(s for t, s in production_statements(spec, "2026-11-22"))
+
+
+def test_partitioned_lookup_and_compaction_text():
+    assert latest_sql("h", "b") == (
+        "SELECT `entity_key`, `ds`, `model_version`, `label`, `score` FROM ("
+        "(SELECT `entity_key`, `ds`, `model_version`, `label`, `score` FROM `h` WHERE `entity_key` = %(key)s "
+        "ORDER BY `ds` DESC LIMIT 1) UNION ALL (SELECT `entity_key`, `ds`, `model_version`, `label`, `score` "
+        "FROM `b` WHERE `entity_key` = %(key)s)) `latest` ORDER BY `ds` DESC LIMIT 1"
+    )
+    moved = compact_sql("b", "h", next_day=True)
+    assert moved.startswith("INSERT INTO `b` (`entity_key`, `ds`, `model_version`, `label`, `score`) SELECT `d`.")
+    assert (
+        "FROM `h` `d` WHERE `d`.`ds` = %(ds)s AND NOT EXISTS (SELECT 1 FROM `h` `n` WHERE "
+        "`n`.`entity_key` = `d`.`entity_key` AND `n`.`ds` = %(next_ds)s) ON DUPLICATE KEY UPDATE "
+        "`b`.`model_version` = IF(VALUES(`ds`) >= `b`.`ds`"
+    ) in moved
+    assert "NOT EXISTS" not in compact_sql("b", "h", next_day=False)

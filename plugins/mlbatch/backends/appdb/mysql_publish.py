@@ -16,6 +16,17 @@ and ``<model>_history`` (every published day, partitioned by day; kept
   IF(VALUES(ds) >= ds, ...)`` of that partition into ``<model>_predictions`` (one statement per
   key range) plus the day's ``ml_publish_log`` row. The COMMIT is when the day becomes visible.
 
+``publish.mode: partitioned`` writes each row once: no upsert. The exchange itself makes the day
+visible, in ``<model>_history``, which readers then read with ``<model>_base``
+(:func:`~mlbatch.backends.appdb.mysql_sql.latest_sql`: the newest of an entity's rows); the log
+row follows the exchange (a run killed in between leaves the day visible without its log row, so
+the export gate cannot pass, and the rerun completes it). A day expiring from the history first
+moves the rows the next kept day did not re-score into the base
+(:func:`~mlbatch.backends.appdb.mysql_sql.compact_sql`); a backfill older than the history keeps
+is upserted into the base. The price: a lookup probes one index per kept day, and the history's
+DDL (add, exchange, drop partition) waits for readers' open transactions, new lookups queueing
+behind it, at most ``locks.LOCK_WAIT_S`` per try (benchmarks/README.md, publish modes).
+
 Why this design. The copy-and-swap before it built a fresh table from the day plus every old
 row the day lacked: a day of 10M rows into a table of 100M copied 90M rows, and its RENAME took
 exclusive metadata locks on the tables readers read. Here every step touches the day's rows

@@ -8,7 +8,9 @@ its shards hold, the run that made them) and keeps the same promises on every ba
   stream as it is loaded;
 * the day becomes visible at once: ``<model>_predictions`` and the day's ``ml_publish_log``
   row (count, checksum, run: what the export gate reconciles the warehouse against) change in
-  one transaction, and an entity's row is replaced only by a day the same or newer;
+  one transaction, and an entity's row is replaced only by a day the same or newer (with MySQL's
+  ``publish.mode: partitioned`` the day's history partition is exchanged in at once instead,
+  readers take each entity's newest day, and the log row follows the exchange);
 * ``<model>_history`` holds the day (kept ``history_days``);
 * a rerun gives the same tables, and a killed publish leaves nothing half-written;
 * :meth:`Publisher.stop` (the task's ``on_kill``) ends a running publish's work in the database.
