@@ -210,6 +210,8 @@ def airflow_env(
         AIRFLOW__CELERY__BROKER_URL=broker,
         AIRFLOW__CELERY__RESULT_BACKEND=backend,
         AIRFLOW__CELERY__WORKER_CONCURRENCY="3",
+        # The workers import mlbatch's task code once, as deploy/ configures them.
+        AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS="mlbatch.airflow.worker_preload.CELERY_CONFIG",
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__BASE_URL=url,

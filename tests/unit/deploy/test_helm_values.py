@@ -11,12 +11,16 @@ the code looks up.
 
 from __future__ import annotations
 
+import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from jsonschema import Draft7Validator
 
 from tests.support.paths import REPO
@@ -103,6 +107,17 @@ def test_the_only_executor_offered_is_installed(values):
     assert "apache-airflow-providers-celery==" in airflow_txt
     assert "apache-airflow-providers-cncf-kubernetes" not in airflow_txt
     assert "KubernetesExecutor" not in (REPO / "docs" / "deploy.md").read_text()
+
+
+def test_workers_preload_mlbatch_with_celerys_own_configuration(values):
+    """The option names a module the image has, holding Airflow's Celery configuration itself;
+    importing it (as the scheduler does) imports none of the task code: only a worker's
+    ``worker_init`` does."""
+    module, _, attribute = values["config"]["celery"]["celery_config_options"].rpartition(".")
+    assert getattr(importlib.import_module(module), attribute) == DEFAULT_CELERY_CONFIG
+    probe = f"import sys, {module}; print('mlbatch.stages.score' in sys.modules, 'pyarrow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1].split() == ["False", "False"]
 
 
 def test_airflow_version_is_the_images(values):
