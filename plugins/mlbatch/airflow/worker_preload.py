@@ -44,7 +44,6 @@ BACKENDS = (
 )
 
 
-@worker_init.connect
 def preload(**_: Any) -> None:
     """Import every module a task of mlbatch's DAGs runs, as those tasks would."""
     started = time.perf_counter()
@@ -63,3 +62,6 @@ def preload(**_: Any) -> None:
     for module in BACKENDS:
         importlib.import_module(module)
     log.info("mlbatch: task code imported in the worker in %.2f s", time.perf_counter() - started)
+
+
+worker_init.connect(preload, weak=False)  # kept for the worker's life, whatever holds this module
