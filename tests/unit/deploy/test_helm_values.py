@@ -115,9 +115,12 @@ def test_workers_preload_mlbatch_with_celerys_own_configuration(values):
     ``worker_init`` does."""
     module, _, attribute = values["config"]["celery"]["celery_config_options"].rpartition(".")
     assert getattr(importlib.import_module(module), attribute) == DEFAULT_CELERY_CONFIG
-    probe = f"import sys, {module}; print('mlbatch.stages.score' in sys.modules, 'pyarrow' in sys.modules)"
+    loaded = "print('mlbatch.stages.score' in sys.modules, 'pyarrow' in sys.modules)"
+    probe = f"import sys, {module}; {loaded}; from celery.signals import worker_init; worker_init.send(None); {loaded}"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1].split() == ["False", "False"]
+    before, after = [line.split() for line in out.strip().splitlines() if line.split()[0] in ("True", "False")]
+    assert before == ["False", "False"]  # what the scheduler pays: nothing
+    assert after == ["True", "True"]  # what a worker imports once, before it forks the tasks
 
 
 def test_airflow_version_is_the_images(values):
