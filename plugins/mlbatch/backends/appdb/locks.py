@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 2  # seconds a DDL (or the upsert) waits for a lock before it backs off
 MODEL_LOCK_WAIT_S = 600  # the model's publish lock: a concurrent publish of the same model may take minutes
-ATTEMPTS = 4  # tries of a blocked step: at most about 4 x 2 s waits + 0.5 + 1 + 2 s of backoff
+# Tries of a blocked step: 4 waits + 0.5 + 1 + 2 s of backoff. A wait is LOCK_WAIT_S per lock the
+# statement takes: MariaDB's ALTER ... PARTITION waited about 4.5 s a try, about 20 s in all.
+ATTEMPTS = 4
 BACKOFF_S = 0.5  # first pause between tries; doubled each time
 
 # ER_LOCK_WAIT_TIMEOUT (metadata and InnoDB row locks alike); ER_LOCK_DEADLOCK is retried too.
