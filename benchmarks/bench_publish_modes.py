@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO), str(REPO / "benchmarks")]
 
 import bench_publish as bp  # noqa: E402
+from bench_publish_scale import percentile  # noqa: E402
 
 FIRST = date(2026, 11, 1)
 MODES = ("upsert", "partitioned")
@@ -77,18 +78,14 @@ def lookups(url: str, sql: str, rows: int, stop: threading.Event, out: list[tupl
 
 
 def percentiles(latencies: list[float]) -> dict:
-    ordered = sorted(latencies)
-
-    def at(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000, 2)
-
+    """As bench_publish_scale reports its lookups (same percentile rule)."""
     return {
-        "lookups": len(ordered),
-        "p50_ms": at(50),
-        "p99_ms": at(99),
-        "p999_ms": at(99.9),
-        "max_ms": round(ordered[-1] * 1000, 1),
-        "over_100ms": sum(1 for v in ordered if v > 0.1),
+        "lookups": len(latencies),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "p999_ms": round(percentile(latencies, 99.9) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "over_100ms": sum(1 for v in latencies if v > 0.1),
     }
 
 

@@ -69,6 +69,7 @@ MODEL_FLAGS_TABLE = "ml_model_flags"
 EXPORT_SCHEMA = "ml_exports"  # the warehouse schema of every model's export table
 PREDICTIONS_SUFFIX = "_predictions"
 HISTORY_SUFFIX = "_history"
+BASE_SUFFIX = "_base"
 
 
 def model_folder(root: str, model: str) -> str:
@@ -228,7 +229,7 @@ def history_table(model: str) -> str:
 def base_table(model: str) -> str:
     """``<model>_base`` (app DB, ``publish.mode: partitioned``): the last prediction of each entity
     whose days have left ``<model>_history``."""
-    return f"{model}_base"
+    return f"{model}{BASE_SUFFIX}"
 
 
 def model_of_predictions_table(table: str) -> str:

@@ -126,8 +126,9 @@ def production_statements(spec: ModelSpec, ds: str) -> list[tuple[str, str]]:
         prefix = f"{_unload_root()}/{names.unload_prefix(spec.name, purpose, ds, RUN)}"
         out.append((f"Redshift: UNLOAD {stage} features", unload_statement(query, s3_prefix=prefix, iam_role=_role())))
     out += [(f"Redshift: export {ds}", s) for s in export_statements(spec, ds)]
+    ddl = aurora_ddl(spec)
     for table in (spec.predictions_table, names.base_table(spec.name)):
-        out += [(f"Aurora: {table}", s) for s in aurora_ddl(spec) if f"CREATE TABLE {table} (" in s]
+        out += [(f"Aurora: {table}", s) for s in ddl if f"CREATE TABLE {table} (" in s]
     if spec.publish.mode == "partitioned":
         lookup = sql.latest_sql(names.history_table(spec.name), names.base_table(spec.name))
         out.append(("Aurora: an entity's prediction, as applications read it (publish.mode: partitioned)", lookup))

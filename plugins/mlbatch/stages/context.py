@@ -84,12 +84,11 @@ class RunContext:
             self.env.store.put_json(key, {"run_id": self.run_id, "dag_id": self.dag_id})
 
     def load_state(self, name: str, hint: str) -> dict[str, Any]:
-        key = self.state_key(name)
-        if not self.env.store.exists(key):
-            raise RuntimeError(
-                f"{self.model} {self.ds}: no {name} result for run {self.run_id!r} ({self.env.store.uri(key)}); {hint}"
-            )
-        state: dict[str, Any] = self.env.store.get_json(key)  # what save_state wrote
+        """A step's result, which this run must have kept (``hint`` says what makes it)."""
+        state = self.kept_state(name)
+        if state is None:
+            uri = self.env.store.uri(self.state_key(name))
+            raise RuntimeError(f"{self.model} {self.ds}: no {name} result for run {self.run_id!r} ({uri}); {hint}")
         return state
 
     def kept_state(self, name: str) -> dict[str, Any] | None:
@@ -97,5 +96,5 @@ class RunContext:
         key = self.state_key(name)
         if not self.env.store.exists(key):
             return None
-        state: dict[str, Any] = self.env.store.get_json(key)
+        state: dict[str, Any] = self.env.store.get_json(key)  # what save_state wrote
         return state

@@ -51,8 +51,9 @@ from contextlib import suppress
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, func, inspect, select
 
+from mlbatch import names
 from mlbatch.backends.appdb import key_ranges, locks, schema
 from mlbatch.backends.appdb.checksum import RowChecksum
 from mlbatch.backends.appdb.mysql_load import LoadSource, in_sessions, load_all
@@ -292,7 +293,7 @@ class _DayPublish:
         leftovers = [self.stage] + [side_name(self.name, side) for side in ("new", "old", "stage")]
         self._ddl("drop leftovers", "DROP TABLE IF EXISTS " + ", ".join(q(t) for t in leftovers))
         newest = self._newest_day()  # stable: every writer of the tables holds the model lock
-        self._check_mode()
+        self._base_for_mode()
         self._ddl("staging table", staging_ddl(schema.history_for(self.table), self.stage))
         try:
             load_all(self.sessions, self.conn, sources, self.stage, rows)
@@ -316,17 +317,12 @@ class _DayPublish:
                 self.conn, f"{self.name}: {what}", lambda: self.conn.exec_driver_sql(sql), own_sessions=self.own
             )
 
-    def _check_mode(self) -> None:
-        """``<model>_base`` exists once the model has been published in partitioned mode: created
-        (seeded from ``<model>_predictions``, when switching from upsert) on the first such publish;
-        an upsert then would leave ``<model>_predictions`` without the days published since."""
-        found = {
-            r[0]
-            for r in self.conn.exec_driver_sql(
-                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-                (self.base,),
-            )
-        }
+    def _base_for_mode(self) -> None:
+        """``<model>_base`` exists once the model has been published in partitioned mode: the first
+        such publish creates it (seeded from ``<model>_predictions``, when switching from upsert);
+        an upsert refuses to run beside it, as it would leave ``<model>_predictions`` without the
+        days published since."""
+        found = inspect(self.conn).has_table(self.base)
         if not self.partitioned:
             if found:
                 raise PublishError(
@@ -457,7 +453,7 @@ class _DayPublish:
         the day's upsert (a history partition left by a killed run has none). ``MAX(ds)`` of the
         predictions table would need an index on ds that every upsert pays for."""
         log_table = schema.publish_log
-        model = self.name.removesuffix("_predictions")  # as schema.history_for names the model
+        model = names.model_of_predictions_table(self.name)
         return self.conn.execute(select(func.max(log_table.c.ds)).where(log_table.c.model == model)).scalar()
 
     def _has_partition(self, partition: str) -> bool:

@@ -141,7 +141,7 @@ def _latest_columns(key_type: str) -> list[Column[Any]]:
 def predictions_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
     """``<model>_predictions``: one row per entity, from the newest day that scored it."""
     md = md if md is not None else MetaData()
-    return Table(f"{model}_predictions", md, *_latest_columns(key_type), **MYSQL_TABLE_ARGS)
+    return Table(names.predictions_table(model), md, *_latest_columns(key_type), **MYSQL_TABLE_ARGS)
 
 
 def base_table(model: str, key_type: str, md: MetaData | None = None) -> Table:
@@ -164,7 +164,7 @@ def history_table(model: str, key_type: str, md: MetaData | None = None) -> Tabl
     day is dropped whole. Other dialects ignore the option.
     """
     return Table(
-        f"{model}_history",
+        names.history_table(model),
         md if md is not None else MetaData(),
         Column(
             "entity_key", BigInteger if key_type == "integer" else String(255), primary_key=True, autoincrement=False
@@ -179,7 +179,7 @@ def history_table(model: str, key_type: str, md: MetaData | None = None) -> Tabl
 
 
 def _model_of(predictions: Table) -> tuple[str, str]:
-    model = predictions.name.removesuffix("_predictions")
+    model = names.model_of_predictions_table(predictions.name)
     return model, "integer" if isinstance(predictions.c.entity_key.type, BigInteger) else "string"
 
 
