@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO), str(REPO / "benchmarks")]
 
 import bench_publish as bp  # noqa: E402
-from bench_publish_scale import percentile  # noqa: E402
+from bench_publish_scale import lookup_figures  # noqa: E402
 
 FIRST = date(2026, 11, 1)
 MODES = ("upsert", "partitioned")
@@ -77,18 +77,6 @@ def lookups(url: str, sql: str, rows: int, stop: threading.Event, out: list[tupl
     conn.close()
 
 
-def percentiles(latencies: list[float]) -> dict:
-    """As bench_publish_scale reports its lookups (same percentile rule)."""
-    return {
-        "lookups": len(latencies),
-        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
-        "p999_ms": round(percentile(latencies, 99.9) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 1),
-        "over_100ms": sum(1 for v in latencies if v > 0.1),
-    }
-
-
 class Reader:
     """Lookups in a thread while a block runs: the idle second before it, and the block itself."""
 
@@ -108,8 +96,8 @@ class Reader:
 
     def figures(self) -> dict:
         return {
-            "idle": percentiles([v for t, v in self.out if t < self.started]),
-            "during": percentiles([v for t, v in self.out if t >= self.started]),
+            "idle": lookup_figures([v for t, v in self.out if t < self.started]),
+            "during": lookup_figures([v for t, v in self.out if t >= self.started]),
         }
 
 

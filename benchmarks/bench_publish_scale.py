@@ -89,6 +89,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+def lookup_figures(latencies: list[float]) -> dict:
+    """Lookups' count and latency percentiles (ms), as the benchmarks report them."""
+    return {
+        "lookups": len(latencies),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "p999_ms": round(percentile(latencies, 99.9) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "over_100ms": sum(1 for v in latencies if v > 0.1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -148,15 +160,7 @@ def main() -> None:
                     stop.set()
                     reader.join()
                 during = latencies[idle:]
-                report["reader"] = {
-                    "publish": published,
-                    "lookups": len(during),
-                    "p50_ms": round(percentile(during, 50) * 1000, 2),
-                    "p99_ms": round(percentile(during, 99) * 1000, 2),
-                    "p999_ms": round(percentile(during, 99.9) * 1000, 2),
-                    "max_ms": round(max(during) * 1000, 1),
-                    "over_100ms": sum(1 for v in during if v > 0.1),
-                }
+                report["reader"] = {"publish": published, **lookup_figures(during)}
                 print(f"reader: {report['reader']}", file=sys.stderr)
         finally:
             server.stop()
